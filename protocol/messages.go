@@ -1,0 +1,240 @@
+package protocol
+
+import (
+	"bytes"
+	"errors"
+	"io"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
+)
+
+// Hello is the HELLO map a device opens with.
+type Hello struct {
+	V      int               // protocol version, must be 1
+	ID     string            // device id: 1–128 bytes of printable ASCII, no spaces
+	Token  string            // auth token "<exp>.<sig>", when the gateway enforces auth
+	Resume []byte            // resume token from an earlier WELCOME
+	Last   uint32            // highest downstream DATA seq received (with Resume)
+	Tags   map[string]string // device attributes, at most 16
+}
+
+// Welcome is the gateway's answer to a good HELLO.
+type Welcome struct {
+	Session  string `msgpack:"session"`
+	Resume   []byte `msgpack:"resume"`
+	HB       int    `msgpack:"hb"`
+	MaxFrame int    `msgpack:"max_frame"`
+	Node     string `msgpack:"node"`
+	Resumed  bool   `msgpack:"resumed"`
+	Last     uint32 `msgpack:"last"`
+}
+
+// GoAway asks a device to reconnect elsewhere.
+type GoAway struct {
+	Reason   string   `msgpack:"reason"`
+	RetryMS  int      `msgpack:"retry_ms"`
+	Redirect []string `msgpack:"redirect"`
+}
+
+// ErrorMsg is the payload of an ERROR frame.
+type ErrorMsg struct {
+	Code    int    `msgpack:"code"`
+	Message string `msgpack:"message"`
+}
+
+// Errors of HELLO decoding, all 400 except the size (413), which is checked
+// last among the structural rules (PROTOCOL.md, "Handshake" step 5).
+var (
+	ErrHelloNotMap   = BadRequest("hello: not a map")
+	ErrHelloVersion  = BadRequest("hello: missing or unsupported v")
+	ErrHelloID       = BadRequest("hello: bad id")
+	ErrHelloTags     = BadRequest("hello: bad tags")
+	ErrHelloField    = BadRequest("hello: field of wrong type")
+	ErrHelloTrailing = BadRequest("hello: trailing bytes")
+)
+
+// DecodeHello decodes and validates a HELLO payload in the order the
+// contract fixes: structure (400), then size (413). Unknown keys are ignored.
+func DecodeHello(p []byte) (Hello, error) {
+	var h Hello
+	d := msgpack.NewDecoder(bytes.NewReader(p))
+	if err := decodeHelloMap(d, &h); err != nil {
+		return Hello{}, err
+	}
+	if d.Buffered().(*bytes.Reader).Len() != 0 {
+		return Hello{}, ErrHelloTrailing
+	}
+	if h.V != Version {
+		return Hello{}, ErrHelloVersion
+	}
+	if !ValidDeviceID(h.ID) {
+		return Hello{}, ErrHelloID
+	}
+	if len(p) > MaxHelloPayload {
+		return Hello{}, ErrHelloTooLarge
+	}
+	return h, nil
+}
+
+func decodeHelloMap(d *msgpack.Decoder, h *Hello) error {
+	c, err := d.PeekCode()
+	if err != nil || !msgpcode.IsFixedMap(c) && c != msgpcode.Map16 && c != msgpcode.Map32 {
+		return ErrHelloNotMap
+	}
+	n, err := d.DecodeMapLen()
+	if err != nil || n < 0 {
+		return ErrHelloNotMap
+	}
+	h.V = -1
+	for i := 0; i < n; i++ {
+		key, err := decodeStr(d)
+		if err != nil {
+			return ErrHelloField
+		}
+		if err := decodeHelloField(d, key, h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func decodeHelloField(d *msgpack.Decoder, key string, h *Hello) error {
+	var err error
+	switch key {
+	case "v":
+		var v int64
+		if v, err = decodeInt(d); err != nil {
+			return ErrHelloVersion
+		}
+		if v != Version {
+			return ErrHelloVersion
+		}
+		h.V = int(v)
+	case "id":
+		if h.ID, err = decodeStr(d); err != nil {
+			return ErrHelloID
+		}
+	case "token":
+		h.Token, err = decodeStr(d)
+	case "resume":
+		h.Resume, err = d.DecodeBytes()
+	case "last":
+		var v int64
+		if v, err = decodeInt(d); err == nil && (v < 0 || v > 1<<32-1) {
+			err = ErrHelloField
+		}
+		h.Last = uint32(v)
+	case "tags":
+		return decodeTags(d, h)
+	default:
+		err = d.Skip()
+	}
+	if err != nil {
+		return ErrHelloField
+	}
+	return nil
+}
+
+func decodeTags(d *msgpack.Decoder, h *Hello) error {
+	if c, err := d.PeekCode(); err == nil && c == msgpcode.Nil {
+		_ = d.Skip()
+		return nil
+	}
+	n, err := d.DecodeMapLen()
+	if err != nil || n > MaxTags {
+		return ErrHelloTags
+	}
+	if n <= 0 {
+		return nil
+	}
+	h.Tags = make(map[string]string, n)
+	for i := 0; i < n; i++ {
+		k, err := decodeStr(d)
+		if err != nil {
+			return ErrHelloTags
+		}
+		v, err := decodeStr(d)
+		if err != nil {
+			return ErrHelloTags
+		}
+		h.Tags[k] = v
+	}
+	return nil
+}
+
+// decodeStr accepts only the msgpack str family.
+func decodeStr(d *msgpack.Decoder) (string, error) {
+	c, err := d.PeekCode()
+	if err != nil {
+		return "", err
+	}
+	if !msgpcode.IsFixedString(c) && c != msgpcode.Str8 && c != msgpcode.Str16 && c != msgpcode.Str32 {
+		return "", errNotStr
+	}
+	return d.DecodeString()
+}
+
+// decodeInt accepts only the msgpack integer family.
+func decodeInt(d *msgpack.Decoder) (int64, error) {
+	c, err := d.PeekCode()
+	if err != nil {
+		return 0, err
+	}
+	if !msgpcode.IsFixedNum(c) && (c < msgpcode.Uint8 || c > msgpcode.Int64) {
+		return 0, errNotInt
+	}
+	return d.DecodeInt64()
+}
+
+var (
+	errNotStr = errors.New("not a str")
+	errNotInt = errors.New("not an int")
+)
+
+// ValidDeviceID reports whether id is 1–128 bytes of printable ASCII
+// without spaces (0x21–0x7E).
+func ValidDeviceID(id string) bool {
+	if len(id) == 0 || len(id) > MaxDeviceIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7E {
+			return false
+		}
+	}
+	return true
+}
+
+// EncodeHello encodes a HELLO map. Empty optional fields are left out.
+func EncodeHello(h *Hello) ([]byte, error) {
+	m := map[string]any{"v": h.V, "id": h.ID}
+	if h.Token != "" {
+		m["token"] = h.Token
+	}
+	if len(h.Resume) > 0 {
+		m["resume"] = h.Resume
+		m["last"] = h.Last
+	}
+	if len(h.Tags) > 0 {
+		m["tags"] = h.Tags
+	}
+	return msgpack.Marshal(m)
+}
+
+// Marshal encodes one of the S→C maps (Welcome, GoAway, ErrorMsg).
+func Marshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
+
+// Unmarshal decodes a map payload into v, ignoring unknown keys.
+func Unmarshal(p []byte, v any) error {
+	if err := msgpack.Unmarshal(p, v); err != nil && !errors.Is(err, io.EOF) {
+		return BadRequest("bad map: " + err.Error())
+	}
+	return nil
+}
+
+// AppendError appends an ERROR frame with code and msg to dst.
+func AppendError(dst []byte, code int, msg string) []byte {
+	p, _ := msgpack.Marshal(&ErrorMsg{Code: code, Message: msg})
+	return AppendFrame(dst, TypeError, 0, 0, p)
+}

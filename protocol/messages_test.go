@@ -1,0 +1,110 @@
+package protocol
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+func mp(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := msgpack.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestDecodeHello(t *testing.T) {
+	tags17 := map[string]string{}
+	for i := 0; i < 17; i++ {
+		tags17[fmtInt(i)] = "x"
+	}
+	big := map[string]any{"v": 1, "id": "d", "pad": strings.Repeat("x", 5000)}
+	bigBadID := map[string]any{"v": 1, "id": "bad id", "pad": strings.Repeat("x", 5000)}
+	tests := []struct {
+		name string
+		in   []byte
+		want error
+	}{
+		{"ok", mp(t, map[string]any{"v": 1, "id": "dev-1"}), nil},
+		{"ok all fields", mp(t, map[string]any{"v": 1, "id": "d", "token": "1.x", "resume": []byte{1}, "last": 3, "tags": map[string]string{"ver": "2"}, "extra": []int{1}}), nil},
+		{"not a map", mp(t, []int{1}), ErrHelloNotMap},
+		{"empty payload", nil, ErrHelloNotMap},
+		{"missing v", mp(t, map[string]any{"id": "d"}), ErrHelloVersion},
+		{"v 2", mp(t, map[string]any{"v": 2, "id": "d"}), ErrHelloVersion},
+		{"v string", mp(t, map[string]any{"v": "1", "id": "d"}), ErrHelloVersion},
+		{"missing id", mp(t, map[string]any{"v": 1}), ErrHelloID},
+		{"empty id", mp(t, map[string]any{"v": 1, "id": ""}), ErrHelloID},
+		{"space in id", mp(t, map[string]any{"v": 1, "id": "a b"}), ErrHelloID},
+		{"id 129", mp(t, map[string]any{"v": 1, "id": strings.Repeat("a", 129)}), ErrHelloID},
+		{"id 128", mp(t, map[string]any{"v": 1, "id": strings.Repeat("a", 128)}), nil},
+		{"id not str", mp(t, map[string]any{"v": 1, "id": 5}), ErrHelloID},
+		{"17 tags", mp(t, map[string]any{"v": 1, "id": "d", "tags": tags17}), ErrHelloTags},
+		{"too large", mp(t, big), ErrHelloTooLarge},
+		{"too large and bad id: 400 first", mp(t, bigBadID), ErrHelloID},
+		{"trailing", append(mp(t, map[string]any{"v": 1, "id": "d"}), 0xc0), ErrHelloTrailing},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, err := DecodeHello(tt.in)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if err == nil && h.V != 1 {
+				t.Fatalf("v = %d", h.V)
+			}
+		})
+	}
+}
+
+func TestHelloRoundTrip(t *testing.T) {
+	in := Hello{V: 1, ID: "dev-9", Token: "12.ab", Resume: []byte{1, 2}, Last: 42, Tags: map[string]string{"model": "x"}}
+	p, err := EncodeHello(&in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := DecodeHello(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.ID != in.ID || out.Token != in.Token || out.Last != 42 || string(out.Resume) != "\x01\x02" || out.Tags["model"] != "x" {
+		t.Fatalf("round trip: %+v", out)
+	}
+}
+
+func TestWelcomeUnknownKeysIgnored(t *testing.T) {
+	p := mp(t, map[string]any{"session": "s", "hb": 30, "future": map[string]int{"a": 1}})
+	var w Welcome
+	if err := Unmarshal(p, &w); err != nil || w.Session != "s" || w.HB != 30 {
+		t.Fatalf("w=%+v err=%v", w, err)
+	}
+}
+
+func FuzzDecodeHello(f *testing.F) {
+	f.Add(mp(f, map[string]any{"v": 1, "id": "dev-1"}))
+	f.Add(mp(f, map[string]any{"v": 1, "id": "d", "token": "1.x", "resume": []byte{1}, "last": 3, "tags": map[string]string{"ver": "2"}}))
+	f.Add([]byte{0x81, 0xa1, 0x76})
+	f.Add([]byte{0xdf, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := DecodeHello(b)
+		if err != nil {
+			if CodeOf(err) != CodeBadRequest && CodeOf(err) != CodeTooLarge {
+				t.Fatalf("unexpected code for %v", err)
+			}
+			return
+		}
+		if !ValidDeviceID(h.ID) || h.V != 1 || len(h.Tags) > MaxTags || len(b) > MaxHelloPayload {
+			t.Fatalf("accepted invalid hello %+v", h)
+		}
+		p, err := EncodeHello(&h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := DecodeHello(p); err != nil && len(p) <= MaxHelloPayload {
+			t.Fatalf("re-encoded hello rejected: %v", err)
+		}
+	})
+}
