@@ -1,0 +1,64 @@
+// Command switchyard is the one Switchyard binary:
+//
+//	switchyard gateway   run a gateway (embedded echo backend by default)
+//	switchyard client    an interactive device client
+//	switchyard version   print the version
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "gateway":
+		err = runGateway(ctx, args[1:], stderr)
+	case "client":
+		err = runClient(ctx, args[1:], stdin, stdout)
+	case "version":
+		fmt.Fprintln(stdout, "switchyard", version)
+	case "help", "-h", "--help":
+		usage(stdout)
+	default:
+		fmt.Fprintf(stderr, "switchyard: unknown command %q\n", args[0])
+		usage(stderr)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "switchyard:", err)
+		return 1
+	}
+	return 0
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: switchyard <command> [flags]
+
+commands:
+  gateway   run a gateway; with no flags: devices on 127.0.0.1:7400, admin on
+            127.0.0.1:7480, auth off, embedded echo backend
+  client    connect as a device; each typed line goes out as DATA
+  version   print the version
+
+Run 'switchyard <command> -h' for the flags of a command.
+`)
+}

@@ -1,0 +1,167 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/switchyard-gw/switchyard/protocol"
+)
+
+// Defaults. Every Config field left at its zero value takes one of these.
+const (
+	DefaultListen           = "127.0.0.1:7400"
+	DefaultAdminListen      = "127.0.0.1:7480"
+	DefaultHeartbeat        = 30 * time.Second // hb in WELCOME; idle close after 3×
+	DefaultHandshakeTimeout = 5 * time.Second  // first frame must be a HELLO within this
+	DefaultMaxConns         = 1 << 20          // device connections per gateway
+	DefaultRate             = 2000             // frames/s a device may send, sustained
+	DefaultRateBurst        = 4000             // frames a device may send at once
+	DefaultRateExcessClose  = 3 * time.Second  // a device over its rate this long is closed
+	DefaultAcceptRate       = 50000            // new connections/s, whole gateway
+	DefaultAcceptBurst      = 5000             // new connections at once, whole gateway
+	DefaultMaxOutbound      = 256 << 10        // bytes queued for a device beyond its socket buffer
+	DefaultMaxOutbox        = 1 << 20          // bytes of unacknowledged reliable downstream DATA per session
+	DefaultResumeWindow     = 5 * time.Minute  // a detached session waits this long for a resume
+	DefaultResumeTokenTTL   = 24 * time.Hour   // lifetime of a resume token
+	DefaultDrainTimeout     = 15 * time.Second // Close without a context deadline drains this long
+	DefaultGoAwayRetry      = 2 * time.Second  // retry_ms in GOAWAY: how long a device is still served
+)
+
+// Config configures a Gateway. The zero value is a working single gateway
+// with the embedded echo backend on DefaultListen.
+type Config struct {
+	// Listen is the device listener address; port 0 picks a free port.
+	Listen string
+	// AdminListen is the admin HTTP address; port 0 picks a free port;
+	// "-" disables the admin listener.
+	AdminListen string
+	// AdminToken, when set, is the bearer token the admin API requires
+	// (/healthz and /readyz stay open for probes).
+	AdminToken string
+	// Node is this gateway's name, sent in WELCOME. Default: the host name.
+	Node string
+	// Heartbeat is hb in WELCOME; a device silent for 3× is closed.
+	Heartbeat time.Duration
+	// HandshakeTimeout bounds the wait for the first frame (HELLO).
+	HandshakeTimeout time.Duration
+	// MaxFrame is the largest payload accepted (max_frame in WELCOME).
+	MaxFrame int
+	// MaxConns caps concurrent device connections; beyond it new ones get 503.
+	MaxConns int
+	// AuthSecrets enables token auth when not empty; any secret verifies
+	// (key rotation).
+	AuthSecrets [][]byte
+	// ClusterKey signs resume tokens so that any gateway holding it can
+	// verify them. Empty: a random key per process (resume works only on
+	// this process).
+	ClusterKey []byte
+	// Rate is the sustained frames/s one device may send; RateBurst how
+	// many at once. Frames beyond get 429 and are dropped. Rate < 0 disables.
+	Rate      float64
+	RateBurst int
+	// RateExcessClose: a device that keeps exceeding its rate this long is
+	// closed with 429.
+	RateExcessClose time.Duration
+	// AcceptRate and AcceptBurst limit new connections for the whole
+	// gateway; beyond them a connection gets 503. AcceptRate < 0 disables.
+	AcceptRate  float64
+	AcceptBurst int
+	// MaxOutbound bounds the bytes queued for one device that its socket
+	// would not take; beyond it the device is a slow consumer and is closed.
+	MaxOutbound int
+	// MaxOutbox bounds a session's unacknowledged reliable downstream bytes;
+	// beyond it the device is a slow consumer and is closed.
+	MaxOutbox int
+	// ResumeWindow is how long a session survives its connection.
+	ResumeWindow time.Duration
+	// ResumeTokenTTL is how long a resume token stays valid.
+	ResumeTokenTTL time.Duration
+	// DrainTimeout bounds Close when its context has no deadline.
+	DrainTimeout time.Duration
+	// GoAwayRetry is retry_ms in GOAWAY: how long a device is still served
+	// after it was told to go.
+	GoAwayRetry time.Duration
+	// Redirects are other gateways' device addresses offered in GOAWAY.
+	Redirects []string
+	// Logger receives the gateway's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// provision returns cfg with defaults filled in.
+func (cfg Config) provision() Config {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.AdminListen == "" {
+		cfg.AdminListen = DefaultAdminListen
+	}
+	def(&cfg.Heartbeat, DefaultHeartbeat)
+	def(&cfg.HandshakeTimeout, DefaultHandshakeTimeout)
+	def(&cfg.RateExcessClose, DefaultRateExcessClose)
+	def(&cfg.ResumeWindow, DefaultResumeWindow)
+	def(&cfg.ResumeTokenTTL, DefaultResumeTokenTTL)
+	def(&cfg.DrainTimeout, DefaultDrainTimeout)
+	def(&cfg.GoAwayRetry, DefaultGoAwayRetry)
+	ints := []struct {
+		v *int
+		d int
+	}{
+		{&cfg.MaxFrame, protocol.DefaultMaxFrame}, {&cfg.MaxConns, DefaultMaxConns},
+		{&cfg.RateBurst, DefaultRateBurst}, {&cfg.AcceptBurst, DefaultAcceptBurst},
+		{&cfg.MaxOutbound, DefaultMaxOutbound}, {&cfg.MaxOutbox, DefaultMaxOutbox},
+	}
+	for _, f := range ints {
+		if *f.v == 0 {
+			*f.v = f.d
+		}
+	}
+	if cfg.Rate == 0 {
+		cfg.Rate = DefaultRate
+	}
+	if cfg.AcceptRate == 0 {
+		cfg.AcceptRate = DefaultAcceptRate
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg
+}
+
+// Validate checks a provisioned config across fields.
+func (cfg *Config) Validate() error {
+	var errs []error
+	if cfg.Heartbeat < time.Second || cfg.Heartbeat%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("heartbeat %v: want whole seconds, at least 1s", cfg.Heartbeat))
+	}
+	if cfg.MaxFrame < protocol.MaxHelloPayload || cfg.MaxFrame > 16<<20 {
+		errs = append(errs, fmt.Errorf("max frame %d: want %d..%d", cfg.MaxFrame, protocol.MaxHelloPayload, 16<<20))
+	}
+	if cfg.MaxConns < 1 || cfg.RateBurst < 1 || cfg.AcceptBurst < 1 {
+		errs = append(errs, errors.New("max conns, rate burst and accept burst must be positive"))
+	}
+	if cfg.MaxOutbound < cfg.MaxFrame+protocol.HeaderSize {
+		errs = append(errs, fmt.Errorf("max outbound %d: want at least one frame (%d)", cfg.MaxOutbound, cfg.MaxFrame+protocol.HeaderSize))
+	}
+	if cfg.MaxOutbox < cfg.MaxFrame {
+		errs = append(errs, fmt.Errorf("max outbox %d: want at least max frame", cfg.MaxOutbox))
+	}
+	for i, s := range cfg.AuthSecrets {
+		if len(s) == 0 {
+			errs = append(errs, fmt.Errorf("auth secret %d is empty", i))
+		}
+	}
+	if len(cfg.ClusterKey) > 0 && len(cfg.ClusterKey) < 16 {
+		errs = append(errs, errors.New("cluster key: want at least 16 bytes"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("server: config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,195 @@
+package server
+
+import (
+	"errors"
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/switchyard-gw/switchyard/internal/timewheel"
+	"github.com/switchyard-gw/switchyard/protocol"
+)
+
+// closeLinger bounds how long a connection that was sent its last ERROR waits
+// for the socket to take the bytes before it is closed anyway.
+const closeLinger = time.Second
+
+// conn is one device connection. It is small on purpose: a million of them
+// live in one gateway. It doubles as the netpoll connection's context, so
+// the handler finds it with a type assertion and no allocation.
+//
+// Ownership: the fields under "handler" are touched only by the netpoll
+// handler goroutine (netpoll runs one OnRequest per connection at a time),
+// and by the close callback, which netpoll runs after the handler finished.
+// The fields under "wmu" may be touched by any goroutine holding wmu.
+type conn struct {
+	context.Context
+	g  *Gateway
+	nc netpoll.Connection
+	fd int
+
+	dl       timewheel.Entry // handshake, idle, GOAWAY or linger deadline
+	acceptNs int64           // time.Now at accept, for the handshake histogram
+	lastRecv atomic.Int64    // wheel tick of the last frame received
+	goaway   atomic.Bool     // GOAWAY sent; dl is the close deadline
+	ready    atomic.Bool     // handshake done
+
+	// handler
+	sess       *session
+	rl         rateLimiter
+	ackPending uint32 // highest upstream reliable seq accepted, to ACK at flush
+	ackSent    uint32
+
+	// wmu
+	wmu       sync.Mutex
+	out       *[]byte // bytes the socket has not taken yet; nil when none
+	closing   bool    // last frame queued; nothing more is written
+	closed    bool    // netpoll closed the fd; never touch it again
+	inBacklog bool
+	reason    string // why the gateway closed the connection; "" = the peer did
+	framesOut int    // counted into metrics at flush batches and close
+	bytesOut  int
+}
+
+type connKey struct{}
+
+// Value lets the handler find the conn through netpoll's context.
+func (c *conn) Value(k any) any {
+	if k == (connKey{}) {
+		return c
+	}
+	return c.Context.Value(k)
+}
+
+// onPrepare runs on the poller for each accepted connection: admission,
+// close callback, handshake deadline.
+func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
+	c := &conn{Context: context.Background(), g: g, nc: nc, acceptNs: time.Now().UnixNano()}
+	c.dl.Owner = c
+	if f, ok := nc.(interface{ Fd() int }); ok {
+		c.fd = f.Fd()
+	}
+	nc.AddCloseCallback(c.onClosed)
+	g.metrics.conns.Add(1)
+	g.metrics.accepted.Inc()
+	switch {
+	case g.draining.Load():
+		g.metrics.rejectDraining.Inc()
+		c.fail(protocol.CodeUnavailable, "gateway draining")
+	case g.metrics.conns.Load() > int64(g.cfg.MaxConns):
+		g.metrics.rejectMaxConns.Inc()
+		c.fail(protocol.CodeUnavailable, "too many connections")
+	case !g.acceptLimit.allow(g.wheel.Now()):
+		g.metrics.rejectAcceptRate.Inc()
+		c.fail(protocol.CodeUnavailable, "accept rate exceeded")
+	default:
+		g.wheel.Schedule(&c.dl, g.cfg.HandshakeTimeout)
+	}
+	return c
+}
+
+// onClosed is the netpoll close callback. It runs after the handler finished
+// and before netpoll closes the fd.
+func (c *conn) onClosed(netpoll.Connection) error {
+	c.wmu.Lock()
+	c.closed = true
+	c.releaseOutLocked()
+	reason := c.reason
+	framesOut, bytesOut := c.framesOut, c.bytesOut
+	c.framesOut, c.bytesOut = 0, 0
+	c.wmu.Unlock()
+	g := c.g
+	g.wheel.Cancel(&c.dl)
+	if reason == "" {
+		reason = reasonPeer
+		if g.forcing.Load() {
+			reason = reasonShutdown
+		}
+	}
+	g.metrics.disconnect(reason)
+	g.metrics.framesOut.AddInt64(int64(framesOut))
+	g.metrics.bytesOut.AddInt64(int64(bytesOut))
+	g.metrics.conns.Add(-1)
+	if c.sess != nil {
+		g.sessions.detach(c.sess, c)
+	}
+	return nil
+}
+
+// Expire implements timewheel.Expirer: the one deadline of a connection.
+func (c *conn) Expire(*timewheel.Entry) {
+	g := c.g
+	c.wmu.Lock()
+	closing, closed := c.closing, c.closed
+	c.wmu.Unlock()
+	switch {
+	case closed:
+	case closing:
+		c.nc.Close() // linger over
+	case c.goaway.Load():
+		c.shut(reasonDrain)
+	case !c.ready.Load():
+		c.fail(protocol.CodeTimeout, "handshake timeout")
+	default:
+		if at := c.lastRecv.Load() + g.idleTicks; at > g.wheel.Now() {
+			g.wheel.ScheduleAt(&c.dl, at)
+			return
+		}
+		c.fail(protocol.CodeTimeout, "idle timeout")
+	}
+}
+
+// fail sends ERROR code and closes the connection once the socket took it
+// (at most closeLinger later). Code 429 is not final: use rateLimited.
+func (c *conn) fail(code int, msg string) {
+	c.wmu.Lock()
+	if !c.writable() {
+		c.wmu.Unlock()
+		return
+	}
+	c.appendLocked(protocol.TypeError, 0, 0, errorPayload(code, msg))
+	c.closing = true
+	c.reason = reasonFor(code, c.ready.Load())
+	why := c.flushLocked()
+	pending := c.out != nil
+	c.wmu.Unlock()
+	c.g.metrics.errorSent(code)
+	switch {
+	case why != "":
+		c.shut(why)
+	case pending:
+		c.g.wheel.Schedule(&c.dl, closeLinger)
+	default:
+		c.nc.Close()
+	}
+}
+
+// shut closes the connection for reason (the first reason given wins).
+func (c *conn) shut(reason string) {
+	c.wmu.Lock()
+	if c.reason == "" {
+		c.reason = reason
+	}
+	c.closing = true
+	c.wmu.Unlock()
+	c.nc.Close()
+}
+
+// errorPayload encodes an ERROR map. Errors are rare (429 at most once a
+// second per device), so it is not worth a cache.
+func errorPayload(code int, msg string) []byte {
+	p, _ := protocol.Marshal(&protocol.ErrorMsg{Code: code, Message: msg})
+	return p
+}
+
+// failErr fails with the code and message of a protocol error.
+func (c *conn) failErr(err error) {
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		c.fail(pe.Code, pe.Msg)
+		return
+	}
+	c.fail(protocol.CodeInternal, "internal error")
+}

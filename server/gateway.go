@@ -1,0 +1,165 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/switchyard-gw/switchyard/internal/timewheel"
+)
+
+// Netpoll buffer tuning, process-wide (netpoll keeps it in globals). A new
+// connection's input buffer starts at inputBufferSize and grows only while
+// a burst is being read; idle connections keep one such node.
+const (
+	inputBufferSize = 512
+	linkBufferCap   = 512
+)
+
+var tuneNetpoll sync.Once
+
+// ErrClosed is returned by Start after Close.
+var ErrClosed = errors.New("server: gateway closed")
+
+// Gateway is one Switchyard gateway: the device listener on netpoll, the
+// session table, the timing wheel and the admin HTTP listener.
+//
+// Goroutines it owns: the timing wheel's sweeper, netpoll's Serve loop, the
+// admin HTTP server. Connections own none; netpoll runs their handlers on its
+// pool only while they have input.
+type Gateway struct {
+	cfg      Config
+	log      *slog.Logger
+	metrics  *gatewayMetrics
+	wheel    *timewheel.Wheel
+	sessions *sessionTable
+	backend  backend
+	key      []byte // resume-token key
+
+	idle        time.Duration // 3 × hb
+	idleTicks   int64
+	ratePerTick float32 // < 0: unlimited
+	acceptLimit bucket
+
+	evl     netpoll.EventLoop
+	ln      net.Listener
+	adminLn net.Listener
+	admin   *http.Server
+
+	draining atomic.Bool
+	forcing  atomic.Bool // Close is closing what is left
+	started  atomic.Bool
+	closed   chan struct{}
+	closeMu  sync.Mutex
+	closeErr error
+	wg       sync.WaitGroup
+
+	backlogMu sync.Mutex
+	backlog   []*conn
+	spare     []*conn // wheel goroutine only
+}
+
+// New validates cfg and returns a gateway that is not started.
+func New(cfg Config) (*Gateway, error) {
+	cfg = cfg.provision()
+	if cfg.Node == "" {
+		cfg.Node, _ = os.Hostname()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	g := &Gateway{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "gateway"),
+		metrics: newGatewayMetrics(),
+		backend: echoBackend{maxOutbox: cfg.MaxOutbox},
+		key:     cfg.ClusterKey,
+		idle:    3 * cfg.Heartbeat,
+		closed:  make(chan struct{}),
+	}
+	if len(g.key) == 0 {
+		g.key = make([]byte, 32)
+		_, _ = rand.Read(g.key)
+	}
+	g.wheel = timewheel.New(0, 0, g.retryBacklog)
+	g.sessions = newSessionTable(g)
+	g.idleTicks = g.wheel.Ticks(g.idle)
+	tick := g.wheel.Tick().Seconds()
+	g.ratePerTick = float32(cfg.Rate * tick)
+	if cfg.Rate < 0 {
+		g.ratePerTick = -1
+	}
+	g.acceptLimit = bucket{tokens: float64(cfg.AcceptBurst), perTick: cfg.AcceptRate * tick, burst: float64(cfg.AcceptBurst)}
+	if cfg.AcceptRate < 0 {
+		g.acceptLimit.perTick = -1
+	}
+	return g, nil
+}
+
+// Start binds the listeners and starts serving.
+func (g *Gateway) Start(ctx context.Context) error {
+	select {
+	case <-g.closed:
+		return ErrClosed
+	default:
+	}
+	if g.started.Swap(true) {
+		return errors.New("server: gateway already started")
+	}
+	tuneNetpoll.Do(func() {
+		netpoll.LinkBufferCap = linkBufferCap
+		_ = netpoll.Configure(netpoll.Config{BufferSize: inputBufferSize})
+	})
+	ln, err := netpoll.CreateListener("tcp", g.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("server: listen %s: %w", g.cfg.Listen, err)
+	}
+	evl, err := netpoll.NewEventLoop(g.onRequest, netpoll.WithOnPrepare(g.onPrepare))
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("server: event loop: %w", err)
+	}
+	if err := g.startAdmin(); err != nil {
+		ln.Close()
+		return err
+	}
+	g.ln, g.evl = ln, evl
+	g.wheel.Start()
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		if err := evl.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+			g.log.Error("device listener stopped", "err", err)
+		}
+	}()
+	g.log.Info("gateway listening", "devices", ln.Addr().String(), "admin", g.AdminAddr(), "node", g.cfg.Node)
+	return nil
+}
+
+// Addr is the device listener's address (useful with port 0).
+func (g *Gateway) Addr() net.Addr {
+	if g.ln == nil {
+		return nil
+	}
+	return g.ln.Addr()
+}
+
+// AdminAddr is the admin listener's address, or "" when disabled.
+func (g *Gateway) AdminAddr() string {
+	if g.adminLn == nil {
+		return ""
+	}
+	return g.adminLn.Addr().String()
+}
+
+// Ready reports whether the gateway takes new sessions.
+func (g *Gateway) Ready() bool { return g.started.Load() && !g.draining.Load() }

@@ -1,0 +1,160 @@
+package server
+
+import (
+	"sync"
+	"syscall"
+
+	"github.com/switchyard-gw/switchyard/protocol"
+)
+
+// The write path.
+//
+// netpoll's own Flush blocks the calling goroutine until the socket took
+// every byte, and the bytes it keeps per connection stay allocated. Neither
+// fits a gateway that must never block its handlers on a slow device, so the
+// gateway writes to the socket itself:
+//
+//	any goroutine ──lock wmu──▶ append frame to c.out ──▶ write(fd)
+//	                                                  │ EAGAIN / partial
+//	                                                  ▼
+//	                         rest stays in c.out, c joins the backlog list;
+//	                         the wheel goroutine retries every tick; more
+//	                         than MaxOutbound bytes waiting = slow consumer.
+//
+// c.out is a pooled buffer, held only while bytes wait, so an idle
+// connection keeps no write buffer at all. netpoll closes the fd only after
+// the gateway's close callback ran, and that callback sets c.closed under
+// wmu, so a write never reaches a closed (or reused) fd.
+
+// outBufSize is the capacity of a pooled outbound buffer; it grows past this
+// only while a device is behind.
+const outBufSize = 4096
+
+var outPool = sync.Pool{New: func() any { b := make([]byte, 0, outBufSize); return &b }}
+
+// appendLocked queues one frame. The caller holds c.wmu and has checked
+// c.writable().
+func (c *conn) appendLocked(t protocol.Type, flags protocol.Flags, seq uint32, payload []byte) {
+	if c.out == nil {
+		c.out = outPool.Get().(*[]byte)
+	}
+	*c.out = protocol.AppendFrame(*c.out, t, flags, seq, payload)
+	c.framesOut++
+}
+
+// writable reports whether frames may still be queued. The caller holds wmu.
+func (c *conn) writable() bool { return !c.closed && !c.closing }
+
+// flushLocked hands queued bytes to the socket. It returns a disconnect
+// reason when the connection must be closed (the caller closes it after
+// releasing wmu).
+func (c *conn) flushLocked() string {
+	if c.out == nil || c.closed {
+		return ""
+	}
+	buf := *c.out
+	for len(buf) > 0 {
+		n, err := syscall.Write(c.fd, buf)
+		if n > 0 {
+			c.bytesOut += n
+			buf = buf[n:]
+		}
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.EAGAIN {
+			break
+		}
+		if err != nil {
+			c.releaseOutLocked()
+			return reasonWriteError
+		}
+	}
+	if len(buf) == 0 {
+		c.releaseOutLocked()
+		return ""
+	}
+	// Keep the unwritten tail at the front of the buffer.
+	*c.out = append((*c.out)[:0], buf...)
+	if len(*c.out) > c.g.cfg.MaxOutbound {
+		c.releaseOutLocked()
+		return reasonSlowConsumer
+	}
+	if !c.inBacklog {
+		c.inBacklog = true
+		c.g.addBacklog(c)
+	}
+	return ""
+}
+
+func (c *conn) releaseOutLocked() {
+	if c.out == nil {
+		return
+	}
+	if cap(*c.out) <= 4*outBufSize {
+		*c.out = (*c.out)[:0]
+		outPool.Put(c.out)
+	}
+	c.out = nil
+}
+
+// send queues one frame from any goroutine and writes it out at once.
+func (c *conn) send(t protocol.Type, flags protocol.Flags, seq uint32, payload []byte) {
+	c.wmu.Lock()
+	if !c.writable() {
+		c.wmu.Unlock()
+		return
+	}
+	c.appendLocked(t, flags, seq, payload)
+	why := c.flushLocked()
+	c.wmu.Unlock()
+	if why != "" {
+		c.shut(why)
+	}
+}
+
+// flush writes out whatever the handler queued during its batch, with the
+// pending cumulative ACK last.
+func (c *conn) flush() {
+	c.wmu.Lock()
+	if c.ackPending > c.ackSent && c.writable() {
+		c.appendLocked(protocol.TypeAck, 0, c.ackPending, nil)
+		c.ackSent = c.ackPending
+	}
+	why := c.flushLocked()
+	c.wmu.Unlock()
+	if why != "" {
+		c.shut(why)
+	}
+}
+
+// addBacklog remembers a connection whose socket would not take all bytes.
+func (g *Gateway) addBacklog(c *conn) {
+	g.backlogMu.Lock()
+	g.backlog = append(g.backlog, c)
+	g.backlogMu.Unlock()
+	g.metrics.backlog.Add(1)
+}
+
+// retryBacklog runs on the wheel goroutine once per tick.
+func (g *Gateway) retryBacklog() {
+	g.backlogMu.Lock()
+	list := g.backlog
+	g.backlog = g.spare[:0]
+	g.backlogMu.Unlock()
+	for i, c := range list {
+		list[i] = nil
+		c.wmu.Lock()
+		c.inBacklog = false
+		g.metrics.backlog.Add(-1)
+		why := c.flushLocked()
+		closeAfter := c.closing && c.out == nil
+		c.wmu.Unlock()
+		if why != "" {
+			c.shut(why)
+		} else if closeAfter {
+			c.nc.Close()
+		}
+	}
+	g.spare = list[:0]
+}
