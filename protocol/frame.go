@@ -43,17 +43,15 @@ const flagsReserved = ^FlagAckRequested
 
 // Wire sizes and default limits.
 const (
-	LengthSize       = 4             // the length field
-	HeaderSize       = 10            // length + type + flags + seq
-	MinLength        = 6             // smallest legal value of the length field
-	DefaultMaxFrame  = 64 * 1024     // default largest payload (max_frame)
-	MaxHelloPayload  = 4096          // largest HELLO payload
-	MaxPingPayload   = 64            // largest PING/PONG payload
-	MaxDeviceIDLen   = 128           // longest device id
-	MaxTags          = 16            // most HELLO tags
-	Version          = 1             // protocol version spoken here
-	maxLengthField32 = 1<<32 - 1     // the length field is a uint32
-	_                = maxLengthField32
+	LengthSize      = 4         // the length field
+	HeaderSize      = 10        // length + type + flags + seq
+	MinLength       = 6         // smallest legal value of the length field
+	DefaultMaxFrame = 64 * 1024 // default largest payload (max_frame)
+	MaxHelloPayload = 4096      // largest HELLO payload
+	MaxPingPayload  = 64        // largest PING/PONG payload
+	MaxDeviceIDLen  = 128       // longest device id
+	MaxTags         = 16        // most HELLO tags
+	Version         = 1         // protocol version spoken here
 )
 
 // Header is the fixed 10-byte frame header.
