@@ -136,7 +136,7 @@ func (c *conn) queue(t protocol.Type, flags protocol.Flags, seq uint32, payload 
 func (c *conn) data(f *protocol.Frame) {
 	s := c.sess
 	if !f.Reliable() {
-		c.g.backend.data(c, s, f)
+		c.g.backend.data(c, s, *f)
 		return
 	}
 	if f.Seq == 0 {
@@ -164,7 +164,7 @@ func (c *conn) data(f *protocol.Frame) {
 		c.g.metrics.drop(dropGap)
 		return
 	}
-	ok := c.g.backend.dataReliable(c, s, f)
+	ok := c.g.backend.dataReliable(c, s, *f)
 	s.mu.Unlock()
 	if !ok {
 		c.shut(reasonSlowConsumer)

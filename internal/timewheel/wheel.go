@@ -6,12 +6,12 @@ import (
 	"time"
 )
 
-// Default geometry: 10 ms ticks, 2^16 slots, so one lap is about 655 s.
+// Default geometry: 10 ms ticks, 2^12 slots, so one lap is about 41 s.
 // Deadlines further out than a lap stay in their slot and are skipped until
 // their lap comes round.
 const (
 	DefaultTick  = 10 * time.Millisecond
-	DefaultSlots = 1 << 16
+	DefaultSlots = 1 << 12
 )
 
 // Expirer is told that its entry's deadline passed.
