@@ -25,8 +25,6 @@ const (
 	linkBufferCap   = 512
 )
 
-var tuneNetpoll sync.Once
-
 // ErrClosed is returned by Start after Close.
 var ErrClosed = errors.New("server: gateway closed")
 
@@ -115,10 +113,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if g.started.Swap(true) {
 		return errors.New("server: gateway already started")
 	}
-	tuneNetpoll.Do(func() {
-		netpoll.LinkBufferCap = linkBufferCap
-		_ = netpoll.Configure(netpoll.Config{BufferSize: inputBufferSize})
-	})
+	tuneNetpoll()
 	ln, err := netpoll.CreateListener("tcp", g.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("server: listen %s: %w", g.cfg.Listen, err)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"reflect"
 	"testing"
 
 	"github.com/switchyard-gw/switchyard/protocol"
@@ -41,5 +42,18 @@ func TestEchoBestEffortAndReliable(t *testing.T) {
 		default:
 			t.Fatalf("unexpected %+v", f)
 		}
+	}
+}
+
+// TestNetpollTuned fails when a netpoll upgrade moved the internals that
+// tuneNetpoll trims (see netpoll_tune.go).
+func TestNetpollTuned(t *testing.T) {
+	tuneNetpoll()
+	if !barrierOK {
+		t.Fatal("netpoll's write barrier pool was not tuned: its layout changed")
+	}
+	b := reflect.ValueOf(netpollBarrierPool.New()).Elem()
+	if n := b.FieldByName("bs").Len(); n != barrierSlots {
+		t.Fatalf("barrier has %d slots, want %d", n, barrierSlots)
 	}
 }
