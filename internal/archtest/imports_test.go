@@ -1,0 +1,47 @@
+package archtest
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/switchyard-gw/switchyard"
+
+// allowed lists, for each package, the project packages it may depend on
+// (directly or not). Packages not listed may not exist yet; a new package
+// must be added here before it can pass.
+var allowed = map[string][]string{
+	"protocol":           {},
+	"internal/timewheel": {},
+	"cluster":            {"protocol"},
+	"router":             {"protocol"},
+	"server":             {"protocol", "cluster", "router", "internal/timewheel"},
+	"backend":            {"protocol", "cluster", "router", "internal/timewheel"},
+	"client":             {"protocol"},
+}
+
+func TestImportRules(t *testing.T) {
+	for pkg, ok := range allowed {
+		out, err := exec.Command("go", "list", "-deps", module+"/"+pkg).CombinedOutput()
+		if err != nil {
+			if strings.Contains(string(out), "no required module provides") {
+				continue // not written yet
+			}
+			t.Fatalf("go list %s: %v\n%s", pkg, err, out)
+		}
+		permitted := map[string]bool{pkg: true}
+		for _, p := range ok {
+			permitted[p] = true
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			rel, found := strings.CutPrefix(dep, module+"/")
+			if !found {
+				continue
+			}
+			if !permitted[rel] {
+				t.Errorf("%s imports %s, which docs/architecture.md does not allow", pkg, rel)
+			}
+		}
+	}
+}

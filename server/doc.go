@@ -1,0 +1,37 @@
+// Package server is the Switchyard gateway: it terminates device
+// connections on netpoll, runs the handshake, keeps sessions, and routes
+// every session's DATA to its backend (for now the embedded echo backend).
+//
+// Connection path (one device):
+//
+//	accept ─▶ onPrepare: admission (draining, max conns, accept rate → 503),
+//	          close callback, handshake deadline in the wheel
+//	input  ─▶ onRequest: every whole frame → handle → Release; replies are
+//	          queued and written with one syscall per batch (write.go)
+//	HELLO  ─▶ handshake: 400/413, then 401; attach the session (takeover 409
+//	          to the previous connection, resume by token); WELCOME;
+//	          redeliver unacknowledged reliable downstream DATA
+//	DATA   ─▶ rate limit (429) → fencing by seq → backend → ACK at flush
+//	close  ─▶ onClosed: counters, detach the session (resume window starts)
+//
+// Invariants:
+//   - no goroutine and no timer per connection: netpoll runs handlers on its
+//     pool only while input is pending, and every deadline (handshake, idle,
+//     GOAWAY, linger, resume window) is an entry in one timing wheel;
+//   - a handler never blocks on a device's socket (writes go straight to the
+//     non-blocking fd; what the socket refuses waits in a bounded queue that
+//     the wheel goroutine retries) and never waits for anything but the rest
+//     of a frame that has begun to arrive, which the deadlines bound;
+//   - the length field is checked before a frame's body is read;
+//   - reliable upstream DATA is accepted once and in order per session
+//     (duplicates are re-ACKed, gaps dropped) and ACKed only after the
+//     backend accepted it;
+//   - nothing is allocated per frame on the DATA path (TestEchoPathZeroAlloc);
+//   - every drop and every disconnect is counted with a reason (metrics.go).
+//
+// Lock order: session table shard → session.mu → conn.wmu. No lock is shared
+// by all connections on the frame path.
+//
+// Goroutines owned by a Gateway: the wheel sweeper, netpoll's Serve loop and
+// the admin HTTP server; Close waits for all three.
+package server
