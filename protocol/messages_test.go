@@ -108,3 +108,20 @@ func FuzzDecodeHello(f *testing.F) {
 		}
 	})
 }
+
+// FuzzUnmarshalMaps: the maps a client decodes from a gateway never panic
+// the decoder, whatever the bytes.
+func FuzzUnmarshalMaps(f *testing.F) {
+	f.Add(mp(f, map[string]any{"session": "s", "resume": []byte{1}, "hb": 30, "max_frame": 65536, "node": "n", "resumed": true, "last": 9}))
+	f.Add(mp(f, map[string]any{"reason": "draining", "retry_ms": 100, "redirect": []string{"a:1"}}))
+	f.Add(mp(f, map[string]any{"code": 400, "message": "x"}))
+	f.Add([]byte{0x81, 0xc4, 0x01, 0x61, 0x01}) // a map with a bin key
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var w Welcome
+		_ = Unmarshal(b, &w)
+		var g GoAway
+		_ = Unmarshal(b, &g)
+		var e ErrorMsg
+		_ = Unmarshal(b, &e)
+	})
+}
