@@ -49,8 +49,8 @@ type conn struct {
 	closed    bool    // netpoll closed the fd; never touch it again
 	inBacklog bool
 	reason    string // why the gateway closed the connection; "" = the peer did
-	framesOut int    // counted into metrics at flush batches and close
-	bytesOut  int
+	framesOut int    // frames queued since the last count (countSentLocked)
+	bytesOut  int    // bytes written since the last count
 }
 
 type connKey struct{}
@@ -97,8 +97,7 @@ func (c *conn) onClosed(netpoll.Connection) error {
 	c.closed = true
 	c.releaseOutLocked()
 	reason := c.reason
-	framesOut, bytesOut := c.framesOut, c.bytesOut
-	c.framesOut, c.bytesOut = 0, 0
+	c.countSentLocked()
 	c.wmu.Unlock()
 	g := c.g
 	g.wheel.Cancel(&c.dl)
@@ -109,8 +108,6 @@ func (c *conn) onClosed(netpoll.Connection) error {
 		}
 	}
 	g.metrics.disconnect(reason)
-	g.metrics.framesOut.AddInt64(int64(framesOut))
-	g.metrics.bytesOut.AddInt64(int64(bytesOut))
 	g.metrics.conns.Add(-1)
 	if c.sess != nil {
 		g.sessions.detach(c.sess, c)

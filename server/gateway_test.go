@@ -2,7 +2,10 @@ package server
 
 import (
 	"bytes"
+	"io"
+	"net/http"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/switchyard-gw/switchyard/protocol"
@@ -55,5 +58,52 @@ func TestNetpollTuned(t *testing.T) {
 	b := reflect.ValueOf(netpollBarrierPool.New()).Elem()
 	if n := b.FieldByName("bs").Len(); n != barrierSlots {
 		t.Fatalf("barrier has %d slots, want %d", n, barrierSlots)
+	}
+}
+
+func TestAdminEndpoints(t *testing.T) {
+	g := startGateway(t, Config{AdminToken: "s3cret"})
+	d := dial(t, g)
+	d.hello(protocol.Hello{ID: "adm"})
+	d.send(protocol.TypeData, 0, 0, []byte("x"))
+	d.read()
+	get := func(path, token string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://"+g.AdminAddr()+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/healthz", ""); code != 200 {
+		t.Fatalf("healthz %d", code)
+	}
+	if code, _ := get("/readyz", ""); code != 200 {
+		t.Fatalf("readyz %d", code)
+	}
+	if code, _ := get("/metrics", ""); code != 401 {
+		t.Fatalf("metrics without token: %d", code)
+	}
+	code, body := get("/metrics", "s3cret")
+	for _, want := range []string{"switchyard_connections 1", "switchyard_frames_received_total 2", "switchyard_frames_sent_total 2",
+		`switchyard_handshake_duration_seconds_bucket{le=`, `switchyard_disconnects_total{reason="peer"} 0`} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Fatalf("metrics %d lacks %q:\n%s", code, want, body)
+		}
+	}
+	if code, body := get("/api/v1/sessions/adm", "s3cret"); code != 200 || !strings.Contains(body, `"attached":true`) {
+		t.Fatalf("session lookup %d %s", code, body)
+	}
+	if code, _ := get("/api/v1/sessions/nobody", "s3cret"); code != 404 {
+		t.Fatalf("unknown session %d", code)
+	}
+	g.draining.Store(true)
+	if code, _ := get("/readyz", ""); code != 503 {
+		t.Fatalf("readyz while draining %d", code)
 	}
 }

@@ -70,6 +70,7 @@ func (c *conn) flushLocked() string {
 			return reasonWriteError
 		}
 	}
+	c.countSentLocked()
 	if len(buf) == 0 {
 		c.releaseOutLocked()
 		return ""
@@ -85,6 +86,19 @@ func (c *conn) flushLocked() string {
 		c.g.addBacklog(c)
 	}
 	return ""
+}
+
+// countSentLocked moves the connection's sent-frame counts into the shared
+// counters: once per flush, not once per frame.
+func (c *conn) countSentLocked() {
+	if c.framesOut > 0 {
+		c.g.metrics.framesOut.Add(c.framesOut)
+		c.framesOut = 0
+	}
+	if c.bytesOut > 0 {
+		c.g.metrics.bytesOut.Add(c.bytesOut)
+		c.bytesOut = 0
+	}
 }
 
 func (c *conn) releaseOutLocked() {
