@@ -38,6 +38,7 @@ type conn struct {
 
 	// handler
 	sess       *session
+	partial    *[]byte // the start of a frame that has not fully arrived
 	rl         rateLimiter
 	ackPending uint32 // highest upstream reliable seq accepted, to ACK at flush
 	ackSent    uint32
@@ -112,6 +113,7 @@ func (c *conn) onClosed(netpoll.Connection) error {
 	if c.sess != nil {
 		g.sessions.detach(c.sess, c)
 	}
+	c.dropPartial()
 	return nil
 }
 

@@ -18,10 +18,11 @@
 //   - no goroutine and no timer per connection: netpoll runs handlers on its
 //     pool only while input is pending, and every deadline (handshake, idle,
 //     GOAWAY, linger, resume window) is an entry in one timing wheel;
-//   - a handler never blocks on a device's socket (writes go straight to the
-//     non-blocking fd; what the socket refuses waits in a bounded queue that
-//     the wheel goroutine retries) and never waits for anything but the rest
-//     of a frame that has begun to arrive, which the deadlines bound;
+//   - a handler never blocks: writes go straight to the non-blocking fd (what
+//     the socket refuses waits in a bounded queue that the wheel goroutine
+//     retries), and the start of a frame that has not fully arrived is
+//     copied out of netpoll's buffer and completed by a later call instead
+//     of being waited for;
 //   - the length field is checked before a frame's body is read;
 //   - reliable upstream DATA is accepted once and in order per session
 //     (duplicates are re-ACKed, gaps dropped) and ACKed only after the

@@ -3,7 +3,7 @@ package server
 import (
 	"context"
 	"encoding/binary"
-	"errors"
+	"sync"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -11,63 +11,150 @@ import (
 )
 
 // onRequest is netpoll's handler: it runs when input arrived and consumes
-// every complete frame before it returns.
+// all of it before it returns.
 //
-//	netpoll input ──▶ onRequest ──▶ for each whole frame: ReadFrame → handle → Release
-//	                     │                      (replies are queued in c.out)
-//	                     └─ before it could block on a partial frame, and at
-//	                        the end of the batch: flush (one write syscall)
+//	netpoll input ──▶ onRequest ──▶ each whole frame: ReadFrame → handle → Release
+//	                     │            (replies are queued in c.out)
+//	                     ├─ a frame that has only begun to arrive: its bytes
+//	                     │  move to c.partial and the handler returns
+//	                     └─ end of the batch: flush (one write syscall)
 //
-// It never returns with a whole frame unread (netpoll would call it again at
-// once) and never blocks on anything but the rest of a frame that has begun
-// to arrive; that wait is bounded by the handshake or idle deadline.
+// netpoll calls its handler again at once while input is left unread, and a
+// handler that waited for the rest of a frame would hold a goroutine per
+// slow device. So the handler never leaves input behind and never waits:
+// the start of an incomplete frame is copied out (a pooled buffer, held only
+// until the frame is whole) and completed by the next call.
 func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 	c, ok := ctx.(*conn)
 	if !ok {
 		return nc.Close()
 	}
 	r := nc.Reader()
-	start := time.Now()
-	frames, bytes := 0, 0
+	b := batch{start: time.Now()}
 	for r.Len() > 0 && !c.isClosing() {
-		if !wholeFrameBuffered(r) {
-			c.flush() // answer what we have before waiting for the rest
+		if c.partial != nil {
+			c.continuePartial(r, &b)
+			continue
+		}
+		whole, err := frameBuffered(r, g.cfg.MaxFrame)
+		if err != nil {
+			c.failErr(err)
+			break
+		}
+		if !whole {
+			c.startPartial(r)
+			break
 		}
 		f, err := protocol.ReadFrame(r, g.cfg.MaxFrame)
 		if err != nil {
-			var pe *protocol.Error
-			if errors.As(err, &pe) {
-				c.fail(pe.Code, pe.Msg)
-			}
+			c.failErr(err)
 			break
 		}
-		frames++
-		bytes += protocol.FrameSize(len(f.Payload))
-		c.lastRecv.Store(g.wheel.Now())
-		c.handle(&f)
+		c.frame(&f, &b)
 		_ = r.Release()
 	}
 	c.flush()
-	if frames > 0 {
-		g.metrics.framesIn.Add(frames)
-		g.metrics.bytesIn.Add(bytes)
-		g.metrics.frameDuration.Update(time.Since(start).Seconds() / float64(frames))
-	}
+	b.count(g)
 	return nil
 }
 
-// wholeFrameBuffered reports whether r holds at least one complete frame, or
-// a length field that is already known to be bad (no need to wait for more).
-func wholeFrameBuffered(r netpoll.Reader) bool {
+// batch accounts for one call of the handler: counters are added to the
+// shared metrics once per batch, not once per frame.
+type batch struct {
+	start         time.Time
+	frames, bytes int
+}
+
+func (b *batch) count(g *Gateway) {
+	if b.frames > 0 {
+		g.metrics.framesIn.Add(b.frames)
+		g.metrics.bytesIn.Add(b.bytes)
+		g.metrics.frameDuration.Update(time.Since(b.start).Seconds() / float64(b.frames))
+	}
+}
+
+// frame handles one whole frame.
+func (c *conn) frame(f *protocol.Frame, b *batch) {
+	b.frames++
+	b.bytes += protocol.FrameSize(len(f.Payload))
+	c.lastRecv.Store(c.g.wheel.Now())
+	c.handle(f)
+}
+
+// frameBuffered reports whether r holds a whole frame. An invalid length
+// field is an error as soon as its 4 bytes are there.
+func frameBuffered(r netpoll.Reader, maxPayload int) (bool, error) {
 	if r.Len() < protocol.LengthSize {
-		return false
+		return false, nil
 	}
 	p, err := r.Peek(protocol.LengthSize)
 	if err != nil {
-		return false
+		return false, err
 	}
 	n := binary.BigEndian.Uint32(p)
-	return n < protocol.MinLength || uint64(r.Len()) >= uint64(n)+protocol.LengthSize
+	if err := protocol.CheckLength(n, maxPayload); err != nil {
+		return false, err
+	}
+	return uint64(r.Len()) >= uint64(n)+protocol.LengthSize, nil
+}
+
+// partialPool holds reassembly buffers for frames that arrive in pieces.
+var partialPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// startPartial moves everything buffered (the start of one frame) out of
+// netpoll's buffer.
+func (c *conn) startPartial(r netpoll.Reader) {
+	p, err := r.Next(r.Len())
+	if err != nil {
+		return
+	}
+	buf := partialPool.Get().(*[]byte)
+	*buf = append((*buf)[:0], p...)
+	c.partial = buf
+	_ = r.Release()
+}
+
+// continuePartial appends what the incomplete frame still needs and, once
+// it is whole, handles it.
+func (c *conn) continuePartial(r netpoll.Reader, b *batch) {
+	buf := *c.partial
+	want := protocol.LengthSize
+	if len(buf) >= protocol.LengthSize {
+		want += int(binary.BigEndian.Uint32(buf))
+	}
+	p, err := r.Next(min(r.Len(), want-len(buf)))
+	if err != nil {
+		c.dropPartial()
+		return
+	}
+	buf = append(buf, p...)
+	*c.partial = buf
+	_ = r.Release()
+	if len(buf) < protocol.LengthSize {
+		return
+	}
+	f, _, err := protocol.Decode(buf, c.g.cfg.MaxFrame)
+	switch {
+	case err == protocol.ErrIncomplete:
+		return
+	case err != nil:
+		c.dropPartial()
+		c.failErr(err)
+		return
+	}
+	c.frame(&f, b)
+	c.dropPartial()
+}
+
+func (c *conn) dropPartial() {
+	if c.partial == nil {
+		return
+	}
+	if cap(*c.partial) <= 64<<10+protocol.HeaderSize {
+		*c.partial = (*c.partial)[:0]
+		partialPool.Put(c.partial)
+	}
+	c.partial = nil
 }
 
 func (c *conn) isClosing() bool {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -345,4 +346,39 @@ func drainedDevice(d *dev) error {
 		return fmt.Errorf("frame after GOAWAY's echo, want close")
 	}
 	return nil
+}
+
+// TestPartialFramesHoldNoGoroutine: devices that send half a frame and stop
+// cost no goroutine (the handler copies the bytes out and returns), and a
+// frame that arrives byte by byte is still handled.
+func TestPartialFramesHoldNoGoroutine(t *testing.T) {
+	g := startGateway(t, Config{})
+	before := runtime.NumGoroutine()
+	var devs []*dev
+	for i := range 200 {
+		d := dial(t, g)
+		d.hello(protocol.Hello{ID: fmt.Sprint("half-", i)})
+		d.write(protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, 1000))[:500])
+		devs = append(devs, d)
+	}
+	time.Sleep(200 * time.Millisecond) // let every handler run and return
+	if after := runtime.NumGoroutine(); after > before+50 {
+		t.Fatalf("goroutines %d → %d with 200 half frames pending", before, after)
+	}
+	// Finishing the frames completes them.
+	rest := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, 1000))[500:]
+	for _, d := range devs {
+		d.write(rest)
+		if f := d.read(); f.Type != protocol.TypeData || len(f.Payload) != 1000 {
+			t.Fatalf("echo after completion: %v %d", f.Type, len(f.Payload))
+		}
+	}
+	// Byte by byte.
+	d := devs[0]
+	for _, b := range protocol.AppendFrame(nil, protocol.TypePing, 0, 0, []byte("slow")) {
+		d.write([]byte{b})
+	}
+	if f := d.read(); f.Type != protocol.TypePong || string(f.Payload) != "slow" {
+		t.Fatalf("pong %+v", f)
+	}
 }
