@@ -1,0 +1,159 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/switchyard-gw/switchyard/protocol"
+)
+
+// Defaults. Every Config field left at its zero value takes one of these.
+const (
+	DefaultAddr             = "127.0.0.1:7400"       // the gateway's default device listener
+	DefaultTokenTTL         = time.Hour              // lifetime of a token made from Secret
+	DefaultDialTimeout      = 5 * time.Second        // TCP connect
+	DefaultHandshakeTimeout = 5 * time.Second        // HELLO written to WELCOME read
+	DefaultWriteTimeout     = 10 * time.Second       // one write to the socket
+	DefaultReconnectMin     = 100 * time.Millisecond // backoff ceiling of the first retry
+	DefaultReconnectMax     = 10 * time.Second       // backoff ceiling, however many retries
+	DefaultMaxPending       = 1024                   // unacknowledged reliable upstream frames
+	DefaultRecvBuffer       = 1024                   // received messages waiting for Recv
+	DefaultMaxRecvPayload   = 1 << 20                // largest downstream payload accepted
+	DefaultHeartbeat        = 30 * time.Second       // hb when WELCOME carries none
+)
+
+// Config configures a Client. The zero value of every field except Addr and
+// ID means the default named in its comment.
+type Config struct {
+	// Addr is the gateway's device address, host:port. Default DefaultAddr.
+	Addr string
+	// ID is the device id: 1–128 bytes of printable ASCII, no spaces.
+	// Required.
+	ID string
+	// Token is a ready-made auth token "<exp>.<sig>", sent as is on every
+	// handshake (a reconnect after it expired fails with 401). Leave empty
+	// when the gateway does not enforce auth, or set Secret instead.
+	Token string
+	// Secret, when set, makes the client create a fresh token with
+	// protocol.MakeToken for every handshake. Exclusive with Token.
+	Secret []byte
+	// TokenTTL is the lifetime of tokens made from Secret.
+	// Default DefaultTokenTTL.
+	TokenTTL time.Duration
+	// Tags are the device attributes sent in HELLO (at most 16).
+	Tags map[string]string
+	// DialTimeout bounds the TCP connect. Default DefaultDialTimeout.
+	DialTimeout time.Duration
+	// HandshakeTimeout bounds the wait from HELLO to WELCOME.
+	// Default DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// WriteTimeout bounds one socket write; a write that takes longer
+	// breaks the connection. Default DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// ReconnectMin and ReconnectMax bound the reconnect backoff: attempt n
+	// waits a uniformly random time in [0, min(ReconnectMax,
+	// ReconnectMin·2ⁿ)] (full jitter). Defaults DefaultReconnectMin and
+	// DefaultReconnectMax.
+	ReconnectMin time.Duration
+	ReconnectMax time.Duration
+	// DisableReconnect turns off reconnect and resume: after a connection
+	// loss or GOAWAY the client stops and Recv returns ErrDisconnected.
+	// By default (false) the client reconnects and resumes.
+	DisableReconnect bool
+	// MaxPending bounds the reliable upstream frames sent but not yet
+	// acknowledged; a reliable Send blocks while it is reached.
+	// Default DefaultMaxPending.
+	MaxPending int
+	// RecvBuffer is how many received messages wait for Recv before the
+	// client stops reading the socket. Default DefaultRecvBuffer.
+	RecvBuffer int
+	// MaxRecvPayload is the largest downstream DATA payload accepted; a
+	// larger frame breaks the connection. Default DefaultMaxRecvPayload.
+	MaxRecvPayload int
+	// Heartbeat, when set and shorter than WELCOME hb, replaces it: PING
+	// after this much silence, connection dead after 3× without traffic.
+	// Default: hb from WELCOME.
+	Heartbeat time.Duration
+	// Logger receives connection events (never per frame). Default: discard.
+	Logger *slog.Logger
+}
+
+// Validate checks the fields and their combination. Zero values are valid
+// (they mean the defaults), except ID.
+func (c *Config) Validate() error {
+	var errs []error
+	if !protocol.ValidDeviceID(c.ID) {
+		errs = append(errs, fmt.Errorf("ID %q: want 1-%d bytes of printable ASCII without spaces", c.ID, protocol.MaxDeviceIDLen))
+	}
+	if c.Token != "" && len(c.Secret) > 0 {
+		errs = append(errs, errors.New("Token and Secret are exclusive"))
+	}
+	if len(c.Tags) > protocol.MaxTags {
+		errs = append(errs, fmt.Errorf("Tags: %d entries, at most %d", len(c.Tags), protocol.MaxTags))
+	}
+	for name, d := range map[string]time.Duration{
+		"TokenTTL": c.TokenTTL, "DialTimeout": c.DialTimeout, "HandshakeTimeout": c.HandshakeTimeout,
+		"WriteTimeout": c.WriteTimeout, "ReconnectMin": c.ReconnectMin, "ReconnectMax": c.ReconnectMax,
+		"Heartbeat": c.Heartbeat,
+	} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s: negative duration %v", name, d))
+		}
+	}
+	if c.ReconnectMin > 0 && c.ReconnectMax > 0 && c.ReconnectMin > c.ReconnectMax {
+		errs = append(errs, fmt.Errorf("ReconnectMin %v above ReconnectMax %v", c.ReconnectMin, c.ReconnectMax))
+	}
+	if c.MaxPending < 0 || c.RecvBuffer < 0 || c.MaxRecvPayload < 0 {
+		errs = append(errs, errors.New("MaxPending, RecvBuffer and MaxRecvPayload must not be negative"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("client: config: %w", err)
+	}
+	return nil
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	setStr(&c.Addr, DefaultAddr)
+	setDur(&c.TokenTTL, DefaultTokenTTL)
+	setDur(&c.DialTimeout, DefaultDialTimeout)
+	setDur(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	setDur(&c.WriteTimeout, DefaultWriteTimeout)
+	setDur(&c.ReconnectMin, DefaultReconnectMin)
+	setDur(&c.ReconnectMax, max(DefaultReconnectMax, c.ReconnectMin))
+	setInt(&c.MaxPending, DefaultMaxPending)
+	setInt(&c.RecvBuffer, DefaultRecvBuffer)
+	setInt(&c.MaxRecvPayload, DefaultMaxRecvPayload)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	c.Secret = append([]byte(nil), c.Secret...)
+	if c.Tags != nil {
+		tags := make(map[string]string, len(c.Tags))
+		for k, v := range c.Tags {
+			tags[k] = v
+		}
+		c.Tags = tags
+	}
+	return c
+}
+
+func setStr(p *string, d string) {
+	if *p == "" {
+		*p = d
+	}
+}
+
+func setDur(p *time.Duration, d time.Duration) {
+	if *p == 0 {
+		*p = d
+	}
+}
+
+func setInt(p *int, d int) {
+	if *p == 0 {
+		*p = d
+	}
+}
