@@ -24,6 +24,10 @@ const (
 	DefaultHeartbeat        = 30 * time.Second       // hb when WELCOME carries none
 )
 
+// RateLimitBackoff is how long the client waits after an ERROR 429 before it
+// resends the reliable frames the gateway has not acknowledged.
+const RateLimitBackoff = time.Second
+
 // Config configures a Client. The zero value of every field except Addr and
 // ID means the default named in its comment.
 type Config struct {

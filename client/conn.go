@@ -25,6 +25,7 @@ type conn struct {
 	lastSent   atomic.Int64               // unix nanos of the last write
 	delivering atomic.Bool                // the reader waits for Recv to take a message
 	goaway     atomic.Pointer[goawayPlan] // set when the gateway sent GOAWAY
+	resendAt   atomic.Int64               // unix nanos: go back and resend unacknowledged frames (after a 429); 0 = no
 
 	closeOnce sync.Once
 	closed    chan struct{} // closed by close

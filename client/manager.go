@@ -166,6 +166,13 @@ func (c *Client) tick(cn *conn) time.Duration {
 		cn.close(errDead)
 		return time.Hour
 	}
+	if at := cn.resendAt.Load(); at != 0 {
+		if now.UnixNano() < at {
+			return max(time.Duration(at-now.UnixNano()), minWake)
+		}
+		cn.resendAt.Store(0)
+		c.goBack(cn)
+	}
 	lastSent := time.Unix(0, cn.lastSent.Load())
 	if now.Sub(lastSent) >= hb {
 		c.wmu.Lock()
@@ -179,6 +186,17 @@ func (c *Client) tick(cn *conn) time.Duration {
 		d = min(d, plan.at.Sub(now))
 	}
 	return max(d, minWake)
+}
+
+// goBack resends every unacknowledged reliable frame on cn, in order. The
+// gateway re-ACKs what it already had and accepts the rest.
+func (c *Client) goBack(cn *conn) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	frames := c.out.snapshot()
+	c.mu.Unlock()
+	c.resend(cn, frames)
 }
 
 // writeControl writes the due ACK and PONGs on cn.

@@ -49,7 +49,12 @@ func (c *Client) handle(cn *conn, f protocol.Frame) error {
 		err := decodeError(f.Payload)
 		var e *Error
 		if errors.As(err, &e) && e.Code == protocol.CodeRateLimited {
+			// The gateway dropped a frame, and drops every later reliable
+			// frame as a gap until the missing one comes again: go back
+			// and resend everything unacknowledged, once the rate allows.
 			c.rateLimited.Add(1)
+			cn.resendAt.CompareAndSwap(0, time.Now().Add(RateLimitBackoff).UnixNano())
+			c.wake()
 			return nil
 		}
 		return err
