@@ -78,13 +78,13 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 	switch {
 	case g.draining.Load():
 		g.metrics.rejectDraining.Inc()
-		c.fail(protocol.CodeUnavailable, "gateway draining")
+		c.refuse("gateway draining")
 	case g.metrics.conns.Load() > int64(g.cfg.MaxConns):
 		g.metrics.rejectMaxConns.Inc()
-		c.fail(protocol.CodeUnavailable, "too many connections")
+		c.refuse("too many connections")
 	case !g.acceptLimit.allow(g.wheel.Now()):
 		g.metrics.rejectAcceptRate.Inc()
-		c.fail(protocol.CodeUnavailable, "accept rate exceeded")
+		c.refuse("accept rate exceeded")
 	default:
 		g.wheel.Schedule(&c.dl, g.cfg.HandshakeTimeout)
 	}
@@ -163,6 +163,20 @@ func (c *conn) fail(code int, msg string) {
 	default:
 		c.nc.Close()
 	}
+}
+
+// refuse answers a connection the gateway will not take with ERROR 503 and
+// closes it on the wheel's next tick. Closing it inside onPrepare, before
+// netpoll has registered it, works but makes netpoll log an error for each.
+func (c *conn) refuse(msg string) {
+	c.wmu.Lock()
+	c.appendLocked(protocol.TypeError, 0, 0, errorPayload(protocol.CodeUnavailable, msg))
+	c.closing = true
+	c.reason = reasonUnavailable
+	_ = c.flushLocked()
+	c.wmu.Unlock()
+	c.g.metrics.errorSent(protocol.CodeUnavailable)
+	c.g.wheel.Schedule(&c.dl, 0)
 }
 
 // shut closes the connection for reason (the first reason given wins).
