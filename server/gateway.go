@@ -19,10 +19,14 @@ import (
 
 // Netpoll buffer tuning, process-wide (netpoll keeps it in globals). A new
 // connection's input buffer starts at inputBufferSize and grows only while
-// a burst is being read; idle connections keep one such node.
+// a burst is being read; an idle connection keeps one such node. 256 bytes
+// holds a HELLO and the small frames devices send; larger reads double the
+// read size per connection as needed. Measured: 2,971 B per idle
+// authenticated session with 256, 3,514 B with 512, at the same CPU per
+// frame (docs/benchmarks.md).
 const (
-	inputBufferSize = 512
-	linkBufferCap   = 512
+	inputBufferSize = 256
+	linkBufferCap   = 256
 )
 
 // ErrClosed is returned by Start after Close.

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/switchyard-gw/switchyard/protocol"
+)
+
+// maxLength bounds the length field: a longer frame closes the connection.
+const maxLength = protocol.DefaultMaxFrame + protocol.HeaderSize
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:7402", "address to accept on")
+	bufSize := flag.Int("buffer-size", 0, "netpoll BufferSize and LinkBufferCap in bytes (0: netpoll defaults)")
+	flag.Parse()
+	if err := run(*listen, *bufSize); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func run(addr string, bufSize int) error {
+	if bufSize > 0 {
+		if err := netpoll.Configure(netpoll.Config{BufferSize: bufSize}); err != nil {
+			return err
+		}
+		netpoll.LinkBufferCap = bufSize
+	}
+	welcome, err := welcomeFrame()
+	if err != nil {
+		return err
+	}
+	ln, err := netpoll.CreateListener("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("netpollecho: listen %s: %w", addr, err)
+	}
+	loop, err := netpoll.NewEventLoop(func(_ context.Context, c netpoll.Connection) error {
+		return onRequest(c, welcome)
+	})
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sig
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		loop.Shutdown(ctx)
+	}()
+	err = loop.Serve(ln)
+	if errors.Is(err, netpoll.ErrConnClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+func welcomeFrame() ([]byte, error) {
+	p, err := protocol.Marshal(&protocol.Welcome{Session: "echo", HB: 30, MaxFrame: protocol.DefaultMaxFrame, Node: "netpollecho"})
+	if err != nil {
+		return nil, err
+	}
+	return protocol.AppendFrame(nil, protocol.TypeWelcome, 0, 0, p), nil
+}
+
+// onRequest consumes every complete frame buffered, answers each and
+// flushes once.
+func onRequest(c netpoll.Connection, welcome []byte) error {
+	r, w := c.Reader(), c.Writer()
+	for r.Len() >= protocol.HeaderSize {
+		hdr, err := r.Peek(protocol.HeaderSize)
+		if err != nil {
+			return err
+		}
+		n := protocol.LengthSize + int(binary.BigEndian.Uint32(hdr))
+		if n > maxLength || n < protocol.HeaderSize {
+			return c.Close()
+		}
+		if r.Len() < n {
+			break
+		}
+		frame, err := r.Next(n)
+		if err != nil {
+			return err
+		}
+		if protocol.Type(frame[4]) == protocol.TypeHello {
+			_, err = w.WriteBinary(welcome)
+		} else {
+			err = copyTo(w, frame) // frame aliases r's buffer: copy before Release
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := r.Release(); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+func copyTo(w netpoll.Writer, b []byte) error {
+	dst, err := w.Malloc(len(b))
+	if err != nil {
+		return err
+	}
+	copy(dst, b)
+	return nil
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"os"
+	"testing"
+)
+
+func TestParseStatCPU(t *testing.T) {
+	tests := []struct {
+		name      string
+		stat      string
+		user, sys int64
+		wantErr   bool
+	}{
+		{"plain", "1234 (switchyard) S 1 1234 1234 0 -1 4194560 2 0 0 0 150 37 0 0 20 0 9 0 100 0 0",
+			150, 37, false},
+		{"comm with spaces and parens", "42 (a b) c)) R 1 42 42 0 -1 0 0 0 0 0 7 3 0 0 20 0 1 0 5 0 0", 7, 3, false},
+		{"truncated", "42 (x) R 1 42 42 0 -1 0 0 0 0 0 7", 0, 0, true},
+		{"no comm", "42 x R", 0, 0, true},
+		{"not a number", "1 (x) S 1 1 1 0 -1 0 0 0 0 0 ab 3 0 0", 0, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseStatCPU([]byte(tt.stat))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if got.User != tt.user || got.Sys != tt.sys || got.Total() != tt.user+tt.sys {
+				t.Fatalf("got %+v, want user %d sys %d", got, tt.user, tt.sys)
+			}
+		})
+	}
+}
+
+func TestProcSelf(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	if _, err := procCPU(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := procMem(os.Getpid())
+	if err != nil || m.RSS <= 0 {
+		t.Fatalf("procMem = %+v, %v", m, err)
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	status := "Name:\tswitchyard\nVmPeak:\t 1000 kB\nVmHWM:\t   2048 kB\nVmRSS:\t   1536 kB\n" +
+		"RssAnon:\t    512 kB\nRssFile:\t1024 kB\nThreads:\t7\n"
+	m, err := parseStatus([]byte(status))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := memInfo{RSS: 1536 << 10, Anon: 512 << 10, VmHWM: 2048 << 10, Thread: 7}
+	if m != want {
+		t.Fatalf("got %+v, want %+v", m, want)
+	}
+	if _, err := parseStatus([]byte("Name:\tx\nThreads:\t1\n")); err == nil {
+		t.Fatal("status without VmRSS: want an error")
+	}
+}
+
+func TestParseProcStat(t *testing.T) {
+	stat := "cpu  100 5 50 1000 20 3 7 11 0 0\ncpu0 50 2 25 500 10 1 3 0 0 0\n"
+	busy, steal, err := parseProcStat([]byte(stat))
+	if err != nil || busy != 165 || steal != 11 {
+		t.Fatalf("parseProcStat = %d, %d, %v; want 165, 11", busy, steal, err)
+	}
+	if _, _, err := parseProcStat([]byte("intr 1 2 3\n")); err == nil {
+		t.Fatal("want an error without a cpu line")
+	}
+}
