@@ -44,9 +44,12 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
-## bench: micro-benchmarks, then the side-by-side gateway benchmark
+## bench: micro-benchmarks, then the side-by-side comparison with the
+## baseline (tools/gwbench/run.sh: about 8 minutes; results appended to
+## docs/benchmarks/results.jsonl, the table printed at the end)
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./protocol ./server ./internal/...
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./protocol ./server ./internal/...
+	tools/gwbench/run.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

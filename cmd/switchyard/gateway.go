@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -23,7 +24,7 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var cfg server.Config
 	var secretFile, keyFile, logFormat, redirects string
-	var hb int
+	var hb, memProfileRate int
 	fs.StringVar(&cfg.Listen, "listen", server.DefaultListen, "device listener `address` (port 0 picks one)")
 	fs.StringVar(&cfg.AdminListen, "admin", server.DefaultAdminListen, "admin HTTP `address`; - disables")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer `token` the admin API requires (none when empty)")
@@ -42,11 +43,15 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.GoAwayRetry, "goaway-retry", server.DefaultGoAwayRetry, "how long a device is served after GOAWAY (retry_ms)")
 	fs.StringVar(&redirects, "redirect", "", "comma-separated device `addresses` of other gateways offered in GOAWAY")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.IntVar(&memProfileRate, "mem-profile-rate", 0, "debug: runtime.MemProfileRate (1 records every allocation for /debug/pprof/heap; 0 keeps Go's default)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
+	}
+	if memProfileRate > 0 {
+		runtime.MemProfileRate = memProfileRate
 	}
 	cfg.Heartbeat = time.Duration(hb) * time.Second
 	if redirects != "" {
