@@ -85,6 +85,12 @@ type Config struct {
 	GoAwayRetry time.Duration
 	// Redirects are other gateways' device addresses offered in GOAWAY.
 	Redirects []string
+	// Backends, when set, sends sessions to backend shards over links
+	// (docs/links.md) instead of the embedded echo backend.
+	Backends Directory
+	// LinkKeys authenticate the links to backend shards: the first signs,
+	// any verifies. Required with Backends.
+	LinkKeys [][]byte
 	// Logger receives the gateway's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -156,6 +162,9 @@ func (cfg *Config) Validate() error {
 		if len(s) == 0 {
 			errs = append(errs, fmt.Errorf("auth secret %d is empty", i))
 		}
+	}
+	if cfg.Backends != nil && len(cfg.LinkKeys) == 0 {
+		errs = append(errs, errors.New("backends need link keys"))
 	}
 	if len(cfg.ClusterKey) > 0 && len(cfg.ClusterKey) < 16 {
 		errs = append(errs, errors.New("cluster key: want at least 16 bytes"))

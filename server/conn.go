@@ -34,10 +34,20 @@ type conn struct {
 	acceptNs int64           // time.Now at accept, for the handshake histogram
 	lastRecv atomic.Int64    // wheel tick of the last frame received
 	goaway   atomic.Bool     // GOAWAY sent; dl is the close deadline
+	opening  atomic.Bool     // HELLO passed, waiting for the backend to bind the session
 	ready    atomic.Bool     // handshake done
+	epoch    atomic.Uint64   // the session's binding epoch on its shard (remote backends)
 
-	// handler
-	sess       *session
+	// pmu serializes frame handling: the handler holds it for a batch, and
+	// opened holds it to send WELCOME and replay the frames that arrived
+	// while the backend was binding the session.
+	pmu sync.Mutex
+
+	// handler (under pmu)
+	sess        *session
+	resumeTried []byte  // HELLO resume token, until the session is open
+	pending     *[]byte // frames received while opening, replayed by opened
+	link        *link   // the session's link to its shard (remote backends)
 	partial    *[]byte // the start of a frame that has not fully arrived
 	rl         rateLimiter
 	ackPending uint32 // highest upstream reliable seq accepted, to ACK at flush
@@ -111,9 +121,11 @@ func (c *conn) onClosed(netpoll.Connection) error {
 	g.metrics.disconnect(reason)
 	g.metrics.conns.Add(-1)
 	if c.sess != nil {
+		g.backend.closed(c, c.sess)
 		g.sessions.detach(c.sess, c)
 	}
 	c.dropPartial()
+	c.dropPending()
 	return nil
 }
 
@@ -129,6 +141,8 @@ func (c *conn) Expire(*timewheel.Entry) {
 		c.nc.Close() // linger over
 	case c.goaway.Load():
 		c.shut(reasonDrain)
+	case c.opening.Load():
+		c.fail(protocol.CodeUnavailable, "backend did not answer in time")
 	case !c.ready.Load():
 		c.fail(protocol.CodeTimeout, "handshake timeout")
 	default:

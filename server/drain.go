@@ -47,6 +47,9 @@ func (g *Gateway) Close(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = g.evl.Shutdown(sctx)
+	if g.remote != nil {
+		g.remote.close()
+	}
 	g.wheel.Stop()
 	g.stopAdmin(sctx)
 	g.wg.Wait()

@@ -45,6 +45,7 @@ type Gateway struct {
 	wheel    *timewheel.Wheel
 	sessions *sessionTable
 	backend  backend
+	remote   *remoteBackend // nil with the embedded echo
 	key      []byte // resume-token key
 
 	idle        time.Duration // 3 × hb
@@ -91,6 +92,10 @@ func New(cfg Config) (*Gateway, error) {
 	if len(g.key) == 0 {
 		g.key = make([]byte, 32)
 		_, _ = rand.Read(g.key)
+	}
+	if cfg.Backends != nil {
+		g.remote = newRemoteBackend(g, cfg.Backends, cfg.LinkKeys)
+		g.backend = g.remote
 	}
 	g.wheel = timewheel.New(0, 0, g.retryBacklog)
 	g.sessions = newSessionTable(g)

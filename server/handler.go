@@ -29,6 +29,8 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 	if !ok {
 		return nc.Close()
 	}
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
 	r := nc.Reader()
 	b := batch{start: time.Now()}
 	for r.Len() > 0 && !c.isClosing() {
@@ -167,6 +169,10 @@ func (c *conn) isClosing() bool {
 // handle dispatches one frame. f.Payload is valid only during the call.
 func (c *conn) handle(f *protocol.Frame) {
 	if !c.ready.Load() {
+		if c.opening.Load() {
+			c.hold(f)
+			return
+		}
 		if f.Type != protocol.TypeHello {
 			c.fail(protocol.CodeBadRequest, "first frame must be HELLO")
 			return
@@ -218,57 +224,18 @@ func (c *conn) queue(t protocol.Type, flags protocol.Flags, seq uint32, payload 
 	}
 }
 
-// data handles upstream DATA: reliable frames are fenced by seq (accepted
-// once, in order), then handed to the backend.
+// data hands upstream DATA to the backend.
 func (c *conn) data(f *protocol.Frame) {
-	s := c.sess
-	if !f.Reliable() {
-		c.g.backend.data(c, s, *f)
-		return
-	}
-	if f.Seq == 0 {
+	if f.Reliable() && f.Seq == 0 {
 		c.fail(protocol.CodeBadRequest, "reliable DATA with seq 0")
 		return
 	}
-	s.mu.Lock()
-	switch {
-	case s.conn != c:
-		s.mu.Unlock()
-		c.g.metrics.drop(dropStale)
-		return
-	case f.Seq <= s.upLast:
-		// A resend of something already accepted: ACK again, deliver never.
-		last := s.upLast
-		s.mu.Unlock()
-		c.g.metrics.drop(dropDuplicate)
-		c.ackPending = max(c.ackPending, last)
-		c.ackSent = min(c.ackSent, last-1)
-		return
-	case f.Seq != s.upLast+1:
-		// A gap: an earlier frame was dropped (rate limit). Not ACKed; the
-		// device resends from WELCOME last+1 after it reconnects.
-		s.mu.Unlock()
-		c.g.metrics.drop(dropGap)
-		return
-	}
-	ok := c.g.backend.dataReliable(c, s, *f)
-	s.mu.Unlock()
-	if !ok {
-		c.shut(reasonSlowConsumer)
-		return
-	}
-	c.ackPending = f.Seq
+	c.g.backend.data(c, c.sess, *f)
 }
 
-// ackDownstream handles the device's cumulative ACK of downstream DATA.
-func (c *conn) ackDownstream(seq uint32) {
-	s := c.sess
-	s.mu.Lock()
-	if s.conn == c {
-		s.outbox.ack(seq)
-	}
-	s.mu.Unlock()
-}
+// ackDownstream hands the device's cumulative ACK of downstream DATA to the
+// backend.
+func (c *conn) ackDownstream(seq uint32) { c.g.backend.ack(c, c.sess, seq) }
 
 // rateLimited drops the frame, tells the device (at most once a second) and
 // closes it when the excess has lasted RateExcessClose.

@@ -8,8 +8,9 @@ import (
 
 // handshake answers a HELLO: validation in the contract's order (structure
 // 400, size 413, then token 401), session attach (takeover 409 to the
-// previous connection), WELCOME, and redelivery of what a resumed device
-// missed.
+// previous connection on this gateway), then the backend binds the session
+// and answers through openDone (at once for the embedded echo, when the
+// shard answers for a remote one).
 func (c *conn) handshake(f *protocol.Frame) {
 	g := c.g
 	h, err := protocol.DecodeHello(f.Payload)
@@ -30,24 +31,35 @@ func (c *conn) handshake(f *protocol.Frame) {
 	}
 	var resumeID *[16]byte
 	if len(h.Resume) > 0 {
+		c.resumeTried = h.Resume
 		if sid, ok := verifyResumeToken(g.key, h.Resume, h.ID, now); ok {
 			resumeID = &sid
-		} else {
-			g.metrics.resumeRejected.Inc()
 		}
 	}
-	s, resumed, prev := g.sessions.attach(c, h.ID, resumeID)
+	s, resumed, prev := g.sessions.attach(c, h.ID, resumeID, g.remote != nil)
 	if prev != nil && prev != c {
 		g.metrics.takeovers.Inc()
 		prev.fail(protocol.CodeConflict, "session taken over")
 	}
-	if resumeID != nil && !resumed {
-		g.metrics.resumeRejected.Inc()
-	}
 	c.sess = s
 	c.rl.reset(g)
+	c.opening.Store(true)
+	g.backend.open(c, s, &h, resumed)
+}
+
+// openDone completes the handshake once the backend has bound the session:
+// WELCOME, then the connection is ready. The caller holds pmu (the handler,
+// or opened).
+func (c *conn) openDone(resumed bool, last uint32) {
+	g := c.g
+	if !resumed && len(c.resumeTried) > 0 {
+		g.metrics.resumeRejected.Inc()
+	}
+	c.resumeTried = nil
+	now := time.Now()
+	c.welcome(resumed, last, now)
+	c.opening.Store(false)
 	c.ready.Store(true)
-	c.welcome(s, &h, resumed, now)
 	g.wheel.Schedule(&c.dl, g.idle)
 	g.metrics.handshakes.Inc()
 	if resumed {
@@ -56,15 +68,10 @@ func (c *conn) handshake(f *protocol.Frame) {
 	g.metrics.handshakeDuration.Update(float64(now.UnixNano()-c.acceptNs) / 1e9)
 }
 
-// welcome queues WELCOME and, for a resumed session, the reliable
-// downstream frames after HELLO last.
-func (c *conn) welcome(s *session, h *protocol.Hello, resumed bool, now time.Time) {
+// welcome queues WELCOME.
+func (c *conn) welcome(resumed bool, last uint32, now time.Time) {
 	g := c.g
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if resumed {
-		s.outbox.ack(h.Last)
-	}
+	s := c.sess
 	w := protocol.Welcome{
 		Session:  s.idString(),
 		Resume:   makeResumeToken(g.key, s.id, s.device, now.Add(g.cfg.ResumeTokenTTL)),
@@ -72,7 +79,7 @@ func (c *conn) welcome(s *session, h *protocol.Hello, resumed bool, now time.Tim
 		MaxFrame: g.cfg.MaxFrame,
 		Node:     g.cfg.Node,
 		Resumed:  resumed,
-		Last:     s.upLast,
+		Last:     last,
 	}
 	p, err := protocol.Marshal(&w)
 	if err != nil {
@@ -80,7 +87,4 @@ func (c *conn) welcome(s *session, h *protocol.Hello, resumed bool, now time.Tim
 		return
 	}
 	c.queue(protocol.TypeWelcome, 0, 0, p)
-	s.outbox.each(func(seq uint32, payload []byte) {
-		c.queue(protocol.TypeData, protocol.FlagAckRequested, seq, payload)
-	})
 }

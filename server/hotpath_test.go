@@ -33,7 +33,7 @@ func hotConn(tb testing.TB) (*conn, int) {
 	}
 	c := &conn{g: g, fd: fds[0]}
 	c.dl.Owner = c
-	s, _, _ := g.sessions.attach(c, "hot", nil)
+	s, _, _ := g.sessions.attach(c, "hot", nil, false)
 	c.sess = s
 	c.ready.Store(true)
 	c.rl.reset(g)

@@ -32,7 +32,8 @@ const (
 	dropRateLimit = "rate_limit" // over the device's rate, 429
 	dropDuplicate = "duplicate"  // reliable seq already accepted (re-ACKed)
 	dropGap       = "gap"        // reliable seq beyond the next expected one
-	dropStale     = "stale"      // arrived on a connection that lost its session
+	dropStale     = "stale"      // arrived on a connection that lost its session, or for an unknown session
+	dropBackend   = "backend"    // the shard's link is down or its queue full (reliable ones are not ACKed)
 )
 
 // gatewayMetrics are created once per gateway in its own set, so several
@@ -94,7 +95,7 @@ func newGatewayMetrics() *gatewayMetrics {
 		reasonInternal, reasonSlowConsumer, reasonWriteError, reasonDrain, reasonShutdown} {
 		m.disconnects[r] = s.NewCounter(`switchyard_disconnects_total{reason="` + r + `"}`)
 	}
-	for _, r := range []string{dropRateLimit, dropDuplicate, dropGap, dropStale} {
+	for _, r := range []string{dropRateLimit, dropDuplicate, dropGap, dropStale, dropBackend} {
 		m.drops[r] = s.NewCounter(`switchyard_frames_dropped_total{reason="` + r + `"}`)
 	}
 	for _, c := range []int{protocol.CodeBadRequest, protocol.CodeUnauthorized, protocol.CodeTimeout,

@@ -53,10 +53,12 @@ func (t *sessionTable) shard(device string) *tableShard {
 }
 
 // attach binds c to device's session: the one named by resumeID when it is
-// still there, else a new one that replaces any other. It returns the
-// session, whether it was resumed, and the connection it was taken from
-// (to be sent 409), if any.
-func (t *sessionTable) attach(c *conn, device string, resumeID *[16]byte) (s *session, resumed bool, prev *conn) {
+// still there, else a new one that replaces any other. With adopt (remote
+// backends, where the shard holds the state) a verified resumeID that is
+// not here names the new session, and counts as resumed: the shard decides.
+// It returns the session, whether it was resumed, and the connection it was
+// taken from (to be sent 409), if any.
+func (t *sessionTable) attach(c *conn, device string, resumeID *[16]byte, adopt bool) (s *session, resumed bool, prev *conn) {
 	sh := t.shard(device)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -79,9 +81,13 @@ func (t *sessionTable) attach(c *conn, device string, resumeID *[16]byte) (s *se
 	}
 	s = &session{table: t, device: device, conn: c}
 	s.expiry.Owner = s
-	_, _ = rand.Read(s.id[:])
+	if adopt && resumeID != nil {
+		s.id, resumed = *resumeID, true
+	} else {
+		_, _ = rand.Read(s.id[:])
+	}
 	sh.m[device] = s
-	return s, false, prev
+	return s, resumed, prev
 }
 
 // detach unbinds c from s and starts the resume window.

@@ -1,0 +1,313 @@
+package server
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/switchyard-gw/switchyard/protocol"
+)
+
+// A link is one authenticated TCP connection from this gateway to a backend
+// shard, carrying every session the gateway has on that shard
+// (docs/links.md).
+//
+//	senders ──lock mu──▶ append envelope to out ──wake──▶ writer goroutine: one write per batch
+//	reader goroutine ◀── envelopes ── dispatch to the bound conn by session id
+//
+// Goroutines: one writer and one reader per link, owned by the remote
+// backend, which waits for them on Close.
+
+// linkDialTimeout bounds the dial and the three-step authentication.
+const linkDialTimeout = 5 * time.Second
+
+// Errors of links.
+var (
+	ErrLinkAuth   = errors.New("server: link authentication failed")
+	ErrLinkClosed = errors.New("server: link closed")
+	errLinkFull   = errors.New("server: link queue full")
+)
+
+type link struct {
+	r     *remoteBackend
+	shard string
+	addr  string
+	nc    net.Conn
+
+	mu     sync.Mutex
+	out    []byte // envelopes waiting for the writer
+	spare  []byte
+	closed bool
+	err    error
+	bound  map[protocol.SessionID]*conn
+
+	wake chan struct{}
+	done chan struct{} // closed when the link has failed or was closed
+}
+
+func newLink(r *remoteBackend, shard, addr string) *link {
+	return &link{r: r, shard: shard, addr: addr, bound: make(map[protocol.SessionID]*conn),
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// run dials, authenticates, then serves the link until it fails. Envelopes
+// sent meanwhile wait in out.
+func (l *link) run(ctx context.Context) {
+	err := l.connect(ctx)
+	if err == nil {
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.writeLoop()
+		}()
+		err = l.readLoop()
+		l.fail(err)
+		wg.Wait()
+	}
+	l.fail(err)
+}
+
+func (l *link) connect(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, linkDialTimeout)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", l.addr)
+	if err != nil {
+		return fmt.Errorf("server: link to %s (%s): %w", l.shard, l.addr, err)
+	}
+	l.mu.Lock()
+	l.nc = nc
+	closed := l.closed
+	l.mu.Unlock()
+	if closed {
+		nc.Close()
+		return ErrLinkClosed
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = nc.SetDeadline(dl)
+	}
+	if err := l.authenticate(nc); err != nil {
+		return fmt.Errorf("server: link to %s (%s): %w", l.shard, l.addr, err)
+	}
+	return nc.SetDeadline(time.Time{})
+}
+
+// authenticate runs the gateway's side of the three-step exchange.
+func (l *link) authenticate(nc net.Conn) error {
+	g := l.r.g
+	gN := make([]byte, 16)
+	_, _ = rand.Read(gN)
+	hello, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Node: g.cfg.Node, Nonce: gN})
+	if _, err := nc.Write(protocol.AppendLinkFrame(nil, &protocol.Envelope{Kind: protocol.LinkHello, Ext: hello})); err != nil {
+		return err
+	}
+	e, err := readEnvelope(nc)
+	if err != nil {
+		return err
+	}
+	x, err := protocol.DecodeLinkExt(e.Ext)
+	if err != nil || e.Kind != protocol.LinkChallenge || len(x.Nonce) != 16 ||
+		!l.r.verify(x.MAC, "switchyard-link-be", gN, x.Shard) {
+		return ErrLinkAuth
+	}
+	auth, _ := protocol.EncodeLinkExt(&protocol.LinkExt{MAC: linkMAC(l.r.keys[0], "switchyard-link-gw", x.Nonce, g.cfg.Node)})
+	_, err = nc.Write(protocol.AppendLinkFrame(nil, &protocol.Envelope{Kind: protocol.LinkAuth, Ext: auth}))
+	return err
+}
+
+// linkMAC is HMAC-SHA256(key, label | nonce | name).
+func linkMAC(key []byte, label string, nonce []byte, name string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(label))
+	m.Write(nonce)
+	m.Write([]byte(name))
+	return m.Sum(nil)
+}
+
+// readEnvelope reads one link frame from a blocking connection (used only
+// during authentication).
+func readEnvelope(r io.Reader) (protocol.Envelope, error) {
+	var hdr [protocol.LengthSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return protocol.Envelope{}, err
+	}
+	n := int(hdr[0])<<24 | int(hdr[1])<<16 | int(hdr[2])<<8 | int(hdr[3])
+	if n > 64<<10 {
+		return protocol.Envelope{}, protocol.ErrLinkTooLarge
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return protocol.Envelope{}, err
+	}
+	return protocol.DecodeEnvelope(b)
+}
+
+// send queues one envelope. It fails when the link is down or its queue is
+// over MaxLinkQueue.
+func (l *link) send(e *protocol.Envelope) error {
+	l.mu.Lock()
+	switch {
+	case l.closed:
+		l.mu.Unlock()
+		return ErrLinkClosed
+	case len(l.out) > l.r.maxQueue:
+		l.mu.Unlock()
+		return errLinkFull
+	}
+	first := len(l.out) == 0
+	l.out = protocol.AppendLinkFrame(l.out, e)
+	l.mu.Unlock()
+	if first {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+func (l *link) writeLoop() {
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-l.wake:
+		}
+		l.mu.Lock()
+		buf := l.out
+		l.out = l.spare[:0]
+		l.mu.Unlock()
+		if len(buf) > 0 {
+			if _, err := l.nc.Write(buf); err != nil {
+				l.fail(err)
+				return
+			}
+		}
+		l.mu.Lock()
+		l.spare = buf[:0]
+		more := len(l.out) > 0
+		l.mu.Unlock()
+		if more {
+			select {
+			case l.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (l *link) readLoop() error {
+	buf := make([]byte, 0, 64<<10)
+	for {
+		if len(buf) == cap(buf) {
+			nb := make([]byte, len(buf), 2*cap(buf))
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := l.nc.Read(buf[len(buf):cap(buf)])
+		if err != nil {
+			return err
+		}
+		buf = buf[:len(buf)+n]
+		off := 0
+		for {
+			e, used, err := protocol.DecodeLinkFrame(buf[off:])
+			if err == protocol.ErrIncomplete {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			l.dispatch(&e)
+			off += used
+		}
+		buf = buf[:copy(buf, buf[off:])]
+	}
+}
+
+// dispatch acts on one envelope from the shard.
+func (l *link) dispatch(e *protocol.Envelope) {
+	if e.Kind == protocol.LinkPing {
+		_ = l.send(&protocol.Envelope{Kind: protocol.LinkPong})
+		return
+	}
+	l.mu.Lock()
+	c := l.bound[e.Session]
+	l.mu.Unlock()
+	if c == nil {
+		l.r.g.metrics.drop(dropStale)
+		return
+	}
+	switch e.Kind {
+	case protocol.LinkOpened:
+		x, _ := protocol.DecodeLinkExt(e.Ext)
+		c.opened(x.Reason == "resumed" || x.Reason == "migrated", x.LastUp, e.Epoch)
+	case protocol.LinkRefused:
+		x, _ := protocol.DecodeLinkExt(e.Ext)
+		code := x.Code
+		if code == 0 {
+			code = protocol.CodeUnavailable
+		}
+		c.fail(code, "refused by backend: "+x.Reason)
+	case protocol.LinkUpAck:
+		if e.Epoch == c.epoch.Load() {
+			c.send(protocol.TypeAck, 0, e.Seq, nil)
+		}
+	case protocol.LinkDown:
+		if e.Epoch == c.epoch.Load() {
+			c.send(protocol.TypeData, e.Flags, e.Seq, e.Payload)
+		}
+	case protocol.LinkKick:
+		x, _ := protocol.DecodeLinkExt(e.Ext)
+		code := x.Code
+		if code == 0 {
+			code = protocol.CodeConflict
+		}
+		c.fail(code, "closed by backend: "+x.Reason)
+	}
+}
+
+func (l *link) bind(sid protocol.SessionID, c *conn) {
+	l.mu.Lock()
+	l.bound[sid] = c
+	l.mu.Unlock()
+}
+
+func (l *link) unbind(sid protocol.SessionID, c *conn) {
+	l.mu.Lock()
+	if l.bound[sid] == c {
+		delete(l.bound, sid)
+	}
+	l.mu.Unlock()
+}
+
+// fail closes the link and tells every session on it: their devices get
+// 503 and resume through another path.
+func (l *link) fail(err error) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed, l.err = true, err
+	bound := l.bound
+	l.bound = map[protocol.SessionID]*conn{}
+	nc := l.nc
+	l.mu.Unlock()
+	close(l.done)
+	if nc != nil {
+		nc.Close()
+	}
+	l.r.linkFailed(l, err)
+	for _, c := range bound {
+		c.fail(protocol.CodeUnavailable, "backend link lost")
+	}
+}

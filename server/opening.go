@@ -1,0 +1,56 @@
+package server
+
+import "github.com/switchyard-gw/switchyard/protocol"
+
+// maxPending bounds the bytes of frames a device may send between HELLO and
+// WELCOME, while a remote shard binds its session.
+const maxPending = 64 << 10
+
+// hold keeps a frame that arrived while the session is being bound, to be
+// handled in order once it is (opened).
+func (c *conn) hold(f *protocol.Frame) {
+	if c.pending == nil {
+		c.pending = partialPool.Get().(*[]byte)
+		*c.pending = (*c.pending)[:0]
+	}
+	if len(*c.pending)+protocol.FrameSize(len(f.Payload)) > maxPending {
+		c.fail(protocol.CodeUnavailable, "too much data before WELCOME")
+		return
+	}
+	*c.pending = protocol.AppendFrame(*c.pending, f.Type, f.Flags, f.Seq, f.Payload)
+}
+
+// opened is openDone for a backend that answers from another goroutine (a
+// link reader): it takes pmu, sends WELCOME, replays the held frames and
+// writes it all out.
+func (c *conn) opened(resumed bool, last uint32, epoch uint64) {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if !c.opening.Load() || c.isClosing() {
+		return
+	}
+	c.epoch.Store(epoch)
+	c.openDone(resumed, last)
+	if c.pending != nil {
+		b := *c.pending
+		for len(b) > 0 && !c.isClosing() {
+			f, n, err := protocol.Decode(b, c.g.cfg.MaxFrame)
+			if err != nil {
+				break
+			}
+			c.handle(&f)
+			b = b[n:]
+		}
+		c.dropPending()
+	}
+	c.flush()
+}
+
+func (c *conn) dropPending() {
+	if c.pending == nil {
+		return
+	}
+	*c.pending = (*c.pending)[:0]
+	partialPool.Put(c.pending)
+	c.pending = nil
+}
