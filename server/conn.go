@@ -48,10 +48,10 @@ type conn struct {
 	resumeTried []byte  // HELLO resume token, until the session is open
 	pending     *[]byte // frames received while opening, replayed by opened
 	link        *link   // the session's link to its shard (remote backends)
-	partial    *[]byte // the start of a frame that has not fully arrived
-	rl         rateLimiter
-	ackPending uint32 // highest upstream reliable seq accepted, to ACK at flush
-	ackSent    uint32
+	partial     *[]byte // the start of a frame that has not fully arrived
+	rl          rateLimiter
+	ackPending  uint32 // highest upstream reliable seq accepted, to ACK at flush
+	ackSent     uint32
 
 	// wmu
 	wmu       sync.Mutex

@@ -46,7 +46,7 @@ type Gateway struct {
 	sessions *sessionTable
 	backend  backend
 	remote   *remoteBackend // nil with the embedded echo
-	key      []byte // resume-token key
+	key      []byte         // resume-token key
 
 	idle        time.Duration // 3 × hb
 	idleTicks   int64

@@ -7,8 +7,8 @@ package server
 
 import (
 	"syscall"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
 )
