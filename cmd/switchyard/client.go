@@ -95,30 +95,16 @@ func parseClientFlags(args []string) (cfg client.Config, reliable bool, wait tim
 		cfg.Tags = tags
 	}
 	if secretFile != "" {
-		if cfg.Secret, err = firstSecret(secretFile); err != nil {
-			return cfg, false, 0, err
+		secrets, err := readSecrets(secretFile) // the first one signs
+		if err != nil {
+			return cfg, reliable, wait, err
 		}
+		cfg.Secret = secrets[0]
 	}
 	if verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	return cfg, reliable, wait, cfg.Validate()
-}
-
-// firstSecret returns the first non-empty line of the file at path, without
-// its line ending.
-func firstSecret(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("client: secret file: %w", err)
-	}
-	for line := range bytes.Lines(b) {
-		line = bytes.TrimRight(line, "\r\n")
-		if len(line) > 0 {
-			return line, nil
-		}
-	}
-	return nil, fmt.Errorf("client: secret file %s holds no secret", path)
 }
 
 // sendLines sends every line of stdin until it ends (io.EOF), ctx ends
