@@ -1,0 +1,159 @@
+package backend
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/switchyard-gw/switchyard/protocol"
+)
+
+// Defaults. Every Config field left at its zero value takes one of these.
+const (
+	DefaultLink         = "127.0.0.1:7600" // link listener, announced to the gateways
+	DefaultResumeWindow = 5 * time.Minute  // a detached session waits this long for a resume
+	DefaultMaxOutbox    = 1 << 20          // unacknowledged reliable downstream bytes per session
+	DefaultMaxLinkQueue = 8 << 20          // bytes waiting for one link's writer
+	DefaultMaxMailbox   = 1024             // handler events waiting per session
+	DefaultWorkers      = 32               // goroutines running handler calls
+	DefaultMaxLinks     = 256              // concurrent gateway links, authenticated or not
+	DefaultAuthTimeout  = 5 * time.Second  // a new link must finish the 3 steps within this
+	DefaultPingInterval = 5 * time.Second  // an idle link gets a Ping this often
+	DefaultWriteTimeout = 10 * time.Second // one batched write may take this long
+	minKeyLen           = 16               // shortest cluster key accepted
+	maxWorkers          = 4096             // more handler goroutines than this is a mistake
+	minResumeWindow     = time.Millisecond // below this a session could expire before its Close
+	minPingInterval     = time.Millisecond // tests use a few ms; production seconds
+)
+
+// Config configures a Server. The zero value of every field but Shard,
+// ClusterKeys and Handler keeps the named default.
+type Config struct {
+	// Shard is this backend shard's name, the ring member the gateways
+	// place devices on. Required.
+	Shard string
+	// Link is the address the gateway links are accepted on; port 0 picks
+	// a free port and Server.Addr reports it. Default DefaultLink.
+	Link string
+	// ClusterKeys authenticate the links (docs/links.md): the first key
+	// signs, any key verifies, so keys can rotate. Required; each key at
+	// least 16 bytes.
+	ClusterKeys [][]byte
+	// Handler receives the sessions' opens, messages and closes. Required.
+	// When it also implements Snapshotter, its snapshots travel with a
+	// session that moves to another shard.
+	Handler Handler
+	// ResumeWindow is how long a session whose device went away (gateway
+	// Close or link loss) is kept for a resume before OnClose runs and the
+	// session is forgotten. Default DefaultResumeWindow.
+	ResumeWindow time.Duration
+	// MaxOutbox bounds one session's unacknowledged reliable downstream
+	// payload bytes; Send beyond it fails with ErrOutboxFull. Default
+	// DefaultMaxOutbox.
+	MaxOutbox int
+	// MaxLinkQueue bounds the bytes waiting for one link's writer (the
+	// write in flight not counted). Best-effort frames beyond it are
+	// dropped and counted; frames that must not be lost (control, UpAck,
+	// reliable Down) may use a second MaxLinkQueue, beyond which the link
+	// is closed as a slow consumer. An empty queue always takes one frame.
+	// Default DefaultMaxLinkQueue.
+	MaxLinkQueue int
+	// MaxMailbox bounds the handler events (Up, open, snapshot, close)
+	// waiting for one session; an Up beyond it is dropped and counted, and
+	// reliable ones are not acknowledged. Default DefaultMaxMailbox.
+	MaxMailbox int
+	// Workers is the number of goroutines that run handler calls. Calls
+	// are serial within a session and concurrent across sessions up to
+	// this many at once. Default DefaultWorkers.
+	Workers int
+	// MaxLinks caps concurrent gateway links; more are closed at accept.
+	// Default DefaultMaxLinks.
+	MaxLinks int
+	// AuthTimeout bounds the link authentication. Default DefaultAuthTimeout.
+	AuthTimeout time.Duration
+	// PingInterval: a link with nothing written for this long gets a Ping;
+	// a link with nothing read for 3× this long is closed. Default
+	// DefaultPingInterval.
+	PingInterval time.Duration
+	// WriteTimeout bounds one batched link write; a link that cannot take
+	// a batch in time is closed. Default DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// Forwarder reaches devices whose sessions live on other shards (Push
+	// and Kick). Nil: local only, and those calls fail with ErrNotOwner.
+	Forwarder Forwarder
+	// Announcer publishes this shard to the cluster (gossip metadata):
+	// active at Start, draining at Drain, left at Close. Nil: nothing is
+	// announced.
+	Announcer Announcer
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// provision returns cfg with defaults filled in.
+func (cfg Config) provision() Config {
+	dur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	num := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if cfg.Link == "" {
+		cfg.Link = DefaultLink
+	}
+	dur(&cfg.ResumeWindow, DefaultResumeWindow)
+	dur(&cfg.AuthTimeout, DefaultAuthTimeout)
+	dur(&cfg.PingInterval, DefaultPingInterval)
+	dur(&cfg.WriteTimeout, DefaultWriteTimeout)
+	num(&cfg.MaxOutbox, DefaultMaxOutbox)
+	num(&cfg.MaxLinkQueue, DefaultMaxLinkQueue)
+	num(&cfg.MaxMailbox, DefaultMaxMailbox)
+	num(&cfg.Workers, DefaultWorkers)
+	num(&cfg.MaxLinks, DefaultMaxLinks)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg
+}
+
+// Validate checks a config across fields after the defaults are filled
+// in (New does both).
+func (cfg *Config) Validate() error {
+	c := cfg.provision()
+	var errs []error
+	if c.Shard == "" {
+		errs = append(errs, errors.New("shard name is required"))
+	}
+	if c.Handler == nil {
+		errs = append(errs, errors.New("handler is required"))
+	}
+	if len(c.ClusterKeys) == 0 {
+		errs = append(errs, errors.New("cluster keys are required (links are authenticated)"))
+	}
+	for i, k := range c.ClusterKeys {
+		if len(k) < minKeyLen {
+			errs = append(errs, fmt.Errorf("cluster key %d: want at least %d bytes", i, minKeyLen))
+		}
+	}
+	if c.ResumeWindow < minResumeWindow || c.PingInterval < minPingInterval ||
+		c.AuthTimeout < 0 || c.WriteTimeout < 0 {
+		errs = append(errs, errors.New("resume window, ping interval, auth and write timeouts must be positive"))
+	}
+	if c.MaxOutbox < 1 || c.MaxMailbox < 1 || c.MaxLinks < 1 {
+		errs = append(errs, errors.New("max outbox, max mailbox and max links must be positive"))
+	}
+	if c.MaxLinkQueue < 1 || c.MaxLinkQueue > protocol.MaxLinkFrame {
+		errs = append(errs, fmt.Errorf("max link queue %d: want 1..%d", c.MaxLinkQueue, protocol.MaxLinkFrame))
+	}
+	if c.Workers < 1 || c.Workers > maxWorkers {
+		errs = append(errs, fmt.Errorf("workers %d: want 1..%d", c.Workers, maxWorkers))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("backend: config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,46 @@
+// Package backend is the SDK a Switchyard backend service imports. It
+// serves one backend shard: the gateways open a few authenticated TCP
+// links to it (docs/links.md is the contract) and carry on them every
+// session whose device id the ring places on this shard. The application
+// supplies a Handler; the package keeps the session table, the sequence
+// state and the outboxes, and hands a session's state over when it moves.
+//
+//	gateway ══link══▶ reader ─▶ session table ─▶ mailbox ─▶ workers ─▶ Handler
+//	        ◀═══════ writer ◀─ link queue ◀── Send / UpAck / Opened / State
+//
+// A session is bound to one gateway link at a time with an epoch (Open);
+// envelopes of any other link or epoch are dropped and counted
+// (fencing). An Open for a device bound elsewhere kicks the old binding
+// with 409 (takeover). Reliable upstream data reaches the handler exactly
+// once and in order (duplicates re-acknowledged, gaps dropped) and is
+// acknowledged (UpAck, cumulative, one per worker batch) only after
+// OnMessage accepted it. Reliable downstream data is numbered here and
+// kept in the session's outbox until the device ACKs it, and resent after
+// the device's HELLO last when a gateway binds the session again. A
+// session whose gateway went away waits ResumeWindow, then OnClose runs.
+// Snapshot hands the handler's state, the sequences, the outbox and the
+// topics to the gateway (State) and fences the session until it is opened
+// again.
+//
+// Invariants:
+//   - handler calls for one session never overlap and follow arrival
+//     order; calls for different sessions run concurrently on a fixed
+//     pool of Config.Workers goroutines (worker.go), never one per session;
+//   - a reader never blocks on a handler: a full mailbox drops the Up and
+//     counts it (reliable ones stay unacknowledged, the device resends);
+//   - nothing the handler accepted is acknowledged before it accepted it,
+//     and nothing acknowledged is delivered again;
+//   - every queue is bounded: per-session mailbox (MaxMailbox), outbox
+//     (MaxOutbox), per-link write queue (MaxLinkQueue, slow links closed);
+//   - every drop has a counter (Stats); nothing is logged per frame.
+//
+// Lock order: Server.mu → Session.mu → idleSet.mu, link.mu, runQueue.mu.
+//
+// Goroutines owned by a Server: the accept loop, the janitor (expires
+// detached sessions), Config.Workers handler workers, and per link a
+// reader and a writer. Close waits for all of them.
+//
+// Cluster hooks: Config.Announcer publishes the shard in gossip, and
+// Config.Forwarder carries Push and Kick to the shard that owns a device;
+// both are nil (local only) until the cluster package provides them.
+package backend

@@ -1,0 +1,302 @@
+package backend
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchyard-gw/switchyard/protocol"
+)
+
+// A link is one authenticated TCP connection from a gateway. It owns two
+// goroutines: the reader (authentication, then every envelope in arrival
+// order, dispatched without blocking on handlers) and the writer (batches:
+// every frame queued while a write is in flight goes out in the next
+// write, one syscall).
+//
+//	producers ──AppendLinkFrame──▶ pending ─swap─▶ writer ──Write──▶ conn
+//	 (reader, workers, Send, Publish)   (bounded, mu)   (spare buffer)
+type link struct {
+	srv    *Server
+	conn   net.Conn
+	rd     frameReader
+	id     uint64 // order of acceptance, for stable link choice per gateway
+	node   string // the gateway's name, from Hello; set under Server.mu
+	authed atomic.Bool
+
+	mu      sync.Mutex
+	pending []byte    // encoded frames waiting for the writer
+	closing bool      // no more frames are queued
+	room    sync.Cond // signalled when the writer took the queue or the link closed
+	wake    chan struct{}
+	done    chan struct{} // closed by close
+	once    sync.Once
+	cause   error // why the link closed; read after done
+}
+
+// Frame classes for send: droppable frames give way first when the queue
+// is full; essential ones close the link as a slow consumer instead.
+const (
+	droppable = false
+	essential = true
+)
+
+// frameSlack covers an envelope's fields beyond its payload and ext.
+const frameSlack = 64
+
+var (
+	errLinkClosed = errors.New("backend: link closed")
+	errSlowLink   = errors.New("backend: link queue full (slow consumer)")
+	errLinkIdle   = errors.New("backend: link idle")
+)
+
+func newLink(srv *Server, conn net.Conn, id uint64) *link {
+	l := &link{srv: srv, conn: conn, id: id, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	l.room.L = &l.mu
+	l.rd.r = conn
+	return l
+}
+
+// send queues e. A droppable frame is refused (ErrLinkQueueFull) when the
+// queue holds MaxLinkQueue bytes; an essential one may use twice that and
+// beyond closes the link. An empty queue always takes the frame.
+func (l *link) send(e *protocol.Envelope, class bool) error {
+	limit := l.srv.cfg.MaxLinkQueue
+	if class == essential {
+		limit *= 2
+	}
+	l.mu.Lock()
+	if l.closing {
+		l.mu.Unlock()
+		return errLinkClosed
+	}
+	if n := len(l.pending); n > 0 && n+len(e.Payload)+len(e.Ext)+frameSlack > limit {
+		l.mu.Unlock()
+		if class == droppable {
+			l.srv.stats.dropLinkQueue.Add(1)
+			return ErrLinkQueueFull
+		}
+		l.srv.stats.slowLinks.Add(1)
+		l.close(errSlowLink)
+		return errLinkClosed
+	}
+	l.pending = protocol.AppendLinkFrame(l.pending, e)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// sendWait queues e once the queue has room below MaxLinkQueue (or is
+// empty), waiting for the writer: it paces bulk redelivery, which must
+// neither be dropped nor trip the slow-consumer bound. It fails only when
+// the link closes.
+func (l *link) sendWait(e *protocol.Envelope) error {
+	limit := l.srv.cfg.MaxLinkQueue
+	l.mu.Lock()
+	for !l.closing && len(l.pending) > 0 && len(l.pending)+len(e.Payload)+len(e.Ext)+frameSlack > limit {
+		l.room.Wait()
+	}
+	if l.closing {
+		l.mu.Unlock()
+		return errLinkClosed
+	}
+	l.pending = protocol.AppendLinkFrame(l.pending, e)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// close ends the link at once: nothing more is queued or written, the
+// reader's next read fails. Safe from any goroutine, any number of times.
+func (l *link) close(cause error) {
+	l.once.Do(func() {
+		l.mu.Lock()
+		l.closing = true
+		l.cause = cause
+		l.mu.Unlock()
+		l.room.Broadcast()
+		l.conn.Close()
+		close(l.done)
+	})
+}
+
+// shutdown stops queueing, lets the writer flush what is queued, then
+// closes the link. A link still authenticating closes at once.
+func (l *link) shutdown() {
+	if !l.authed.Load() {
+		l.close(ErrClosed)
+		return
+	}
+	l.mu.Lock()
+	l.closing = true
+	l.mu.Unlock()
+	l.room.Broadcast()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop is the link's writer goroutine.
+func (l *link) writeLoop() {
+	cfg := &l.srv.cfg
+	tick := time.NewTicker(cfg.PingInterval)
+	defer tick.Stop()
+	var spare []byte
+	lastWrite := time.Now()
+	for {
+		select {
+		case <-l.done:
+			return
+		case now := <-tick.C:
+			if now.Sub(lastWrite) >= cfg.PingInterval {
+				l.send(&protocol.Envelope{Kind: protocol.LinkPing}, droppable)
+			}
+			continue
+		case <-l.wake:
+		}
+		l.mu.Lock()
+		buf, closing := l.pending, l.closing
+		l.pending = spare[:0]
+		l.mu.Unlock()
+		l.room.Broadcast()
+		if len(buf) > 0 {
+			l.conn.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
+			if _, err := l.conn.Write(buf); err != nil {
+				l.close(err)
+				return
+			}
+			lastWrite = time.Now()
+		}
+		spare = recycle(buf)
+		if closing && l.queued() == 0 {
+			l.close(nil)
+			return
+		}
+	}
+}
+
+// queued returns the bytes waiting for the writer.
+func (l *link) queued() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.pending)
+}
+
+// keepBuffer is the largest write buffer kept between batches.
+const keepBuffer = 256 << 10
+
+func recycle(b []byte) []byte {
+	if cap(b) > keepBuffer {
+		return nil
+	}
+	return b[:0]
+}
+
+// readLoop is the link's reader goroutine after authentication.
+func (l *link) readLoop() {
+	srv := l.srv
+	idle := 3 * srv.cfg.PingInterval
+	l.rd.r = deadlineReader{l.conn, idle}
+	for {
+		e, err := l.rd.next()
+		switch {
+		case err == nil:
+			srv.dispatch(l, &e)
+		case errors.Is(err, protocol.ErrLinkMalformed) || errors.Is(err, protocol.ErrLinkVersion):
+			srv.stats.dropMalformed.Add(1)
+		default:
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				srv.stats.linksIdle.Add(1)
+				err = errLinkIdle
+			}
+			l.close(err)
+			return
+		}
+	}
+}
+
+// deadlineReader arms the read deadline before every read: a link silent
+// for that long (no data, no Ping, no Pong) is dead.
+type deadlineReader struct {
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (d deadlineReader) Read(p []byte) (int, error) {
+	d.conn.SetReadDeadline(time.Now().Add(d.timeout))
+	return d.conn.Read(p)
+}
+
+// frameReader splits a byte stream into link frames. The envelope that
+// next returns aliases the buffer until the following call.
+type frameReader struct {
+	r          io.Reader
+	buf        []byte
+	start, end int
+}
+
+// Buffer sizes of the frame reader: what it starts with and keeps, and
+// what it grows to for one large frame (then gives back).
+const (
+	readBuffer     = 64 << 10
+	keepReadBuffer = 1 << 20
+)
+
+// next returns the next envelope. protocol.ErrLinkMalformed and
+// ErrLinkVersion skip one frame and may be followed by more calls; any
+// other error ends the stream.
+func (f *frameReader) next() (protocol.Envelope, error) {
+	for {
+		if f.end > f.start {
+			e, n, err := protocol.DecodeLinkFrame(f.buf[f.start:f.end])
+			if !errors.Is(err, protocol.ErrIncomplete) {
+				f.start += n
+				return e, err
+			}
+		}
+		if err := f.fill(); err != nil {
+			return protocol.Envelope{}, err
+		}
+	}
+}
+
+// fill reads more bytes, making room for the frame at start.
+func (f *frameReader) fill() error {
+	if f.start == f.end && cap(f.buf) > keepReadBuffer {
+		f.buf = nil
+	}
+	if f.start > 0 {
+		f.end = copy(f.buf, f.buf[f.start:f.end])
+		f.start = 0
+	}
+	need := readBuffer
+	if f.end >= protocol.LengthSize {
+		n := int(uint32(f.buf[0])<<24 | uint32(f.buf[1])<<16 | uint32(f.buf[2])<<8 | uint32(f.buf[3]))
+		need = max(need, protocol.LengthSize+n)
+	}
+	if need > len(f.buf) {
+		nb := make([]byte, need)
+		copy(nb, f.buf[:f.end])
+		f.buf = nb
+	}
+	n, err := f.r.Read(f.buf[f.end:])
+	f.end += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}

@@ -1,0 +1,62 @@
+package backend
+
+import "sync/atomic"
+
+// Stats counts what the server did and, above all, every frame it dropped
+// and why. All counters only grow except the gauges Links and Sessions.
+type Stats struct {
+	Links    int64 // gauge: authenticated links now
+	Sessions int64 // gauge: sessions in the table now (any state)
+
+	LinksAccepted   uint64 // links that passed authentication
+	AuthFailures    uint64 // links closed during authentication (bad MAC, wrong first envelope, timeout)
+	LinksRejected   uint64 // connections closed at accept: MaxLinks reached or server closing
+	LinksIdle       uint64 // links closed after 3 ping intervals without input
+	SlowLinks       uint64 // links closed because a frame that must not be lost found the queue full
+	SessionsOpened  uint64 // Opens answered with Opened
+	SessionsRefused uint64 // Opens answered with Refused (draining, stale epoch, handler refused)
+	SessionsClosed  uint64 // OnClose calls
+	SessionsExpired uint64 // sessions forgotten after the resume window
+	Takeovers       uint64 // Kick 409 sent to an older binding of the device
+	Snapshots       uint64 // State envelopes sent
+
+	UpDelivered   uint64 // upstream messages given to the handler and accepted
+	DropStale     uint64 // envelopes whose epoch (or link) is not the session's current one
+	DropUnknown   uint64 // envelopes for a session not in the table
+	DropFenced    uint64 // envelopes for a session that handed over its state
+	DropGap       uint64 // reliable Up with seq beyond last_up+1
+	DropDuplicate uint64 // reliable Up with seq ≤ last_up (re-acknowledged, not delivered)
+	DropMailbox   uint64 // Up dropped because the session's mailbox was full
+	DropLinkQueue uint64 // best-effort frames (Down, Publish, Ping) dropped on a full link queue
+	DropDetached  uint64 // best-effort Down for a session without a gateway binding
+	DropOutbox    uint64 // reliable Send refused by a full outbox
+	DropMalformed uint64 // envelopes that did not decode, or of a kind a gateway does not send
+	HandlerErrors uint64 // OnMessage errors (reliable ones stay unacknowledged)
+}
+
+// counters are the live Stats, updated atomically.
+type counters struct {
+	links, sessions atomic.Int64
+
+	linksAccepted, authFailures, linksRejected, linksIdle, slowLinks            atomic.Uint64
+	sessionsOpened, sessionsRefused, sessionsClosed, sessionsExpired, takeovers atomic.Uint64
+	snapshots, upDelivered, dropStale, dropUnknown, dropFenced, dropGap         atomic.Uint64
+	dropDuplicate, dropMailbox, dropLinkQueue, dropDetached, dropOutbox         atomic.Uint64
+	dropMalformed, handlerErrors                                                atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		Links: c.links.Load(), Sessions: c.sessions.Load(),
+		LinksAccepted: c.linksAccepted.Load(), AuthFailures: c.authFailures.Load(),
+		LinksRejected: c.linksRejected.Load(), LinksIdle: c.linksIdle.Load(), SlowLinks: c.slowLinks.Load(),
+		SessionsOpened: c.sessionsOpened.Load(), SessionsRefused: c.sessionsRefused.Load(),
+		SessionsClosed: c.sessionsClosed.Load(), SessionsExpired: c.sessionsExpired.Load(),
+		Takeovers: c.takeovers.Load(), Snapshots: c.snapshots.Load(), UpDelivered: c.upDelivered.Load(),
+		DropStale: c.dropStale.Load(), DropUnknown: c.dropUnknown.Load(), DropFenced: c.dropFenced.Load(),
+		DropGap: c.dropGap.Load(), DropDuplicate: c.dropDuplicate.Load(), DropMailbox: c.dropMailbox.Load(),
+		DropLinkQueue: c.dropLinkQueue.Load(), DropDetached: c.dropDetached.Load(),
+		DropOutbox: c.dropOutbox.Load(), DropMalformed: c.dropMalformed.Load(),
+		HandlerErrors: c.handlerErrors.Load(),
+	}
+}
