@@ -219,6 +219,7 @@ func (srv *Server) openEvent(s *Session, ev *event) {
 	} else if reason != OpenMigrated {
 		reason = OpenNew
 	}
+	ev.reason = reason // Opened tells the gateway what the shard did
 	s.mu.Unlock()
 	if err := srv.cfg.Handler.OnOpen(s, reason, ev.payload); err != nil {
 		srv.refuseOpened(s, ev.epoch, err)
@@ -264,7 +265,7 @@ func (srv *Server) opened(s *Session, ev *event) ([]outFrame, *link) {
 		return nil, nil
 	}
 	srv.stats.sessionsOpened.Add(1)
-	s.sendExtLocked(protocol.LinkOpened, &linkExt{LinkExt: protocol.LinkExt{LastUp: s.lastUp, DownSeq: s.downSeq}})
+	s.sendExtLocked(protocol.LinkOpened, &linkExt{LinkExt: protocol.LinkExt{Reason: ev.reason.String(), LastUp: s.lastUp, DownSeq: s.downSeq}})
 	s.ackedUp, s.needAck = s.lastUp, false
 	if ev.reason != OpenMigrated {
 		s.ackDownLocked(ev.helloLast) // the device has them

@@ -12,13 +12,17 @@ const module = "github.com/switchyard-gw/switchyard"
 // (directly or not). Packages not listed may not exist yet; a new package
 // must be added here before it can pass.
 var allowed = map[string][]string{
-	"protocol":           {},
-	"internal/timewheel": {},
-	"cluster":            {"protocol"},
-	"router":             {"protocol"},
-	"server":             {"protocol", "cluster", "router", "internal/timewheel"},
-	"backend":            {"protocol", "cluster", "router", "internal/timewheel"},
-	"client":             {"protocol"},
+	"protocol":            {},
+	"internal/timewheel":  {},
+	"cluster":             {"protocol"},
+	"router":              {"protocol"},
+	"server":              {"protocol", "cluster", "router", "internal/timewheel"},
+	"backend":             {"protocol", "cluster", "router", "internal/timewheel"},
+	"client":              {"protocol"},
+	"backend/backendtest": {"protocol"},
+	"examples/echo":       {"protocol", "backend"},
+	"examples/counter":    {"protocol", "backend"},
+	"examples/rooms":      {"protocol", "backend"},
 }
 
 func TestImportRules(t *testing.T) {
