@@ -8,7 +8,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 
-.PHONY: all build run test test-race test-alloc fuzz fuzz-smoke bench lint clean
+.PHONY: all build run demo test test-race test-alloc fuzz fuzz-smoke bench lint clean
 
 all: build
 
@@ -18,6 +18,11 @@ build:
 ## run: one gateway, devices on 127.0.0.1:7400, admin on 127.0.0.1:7480
 run: build
 	./$(BIN)/switchyard gateway
+
+## demo: 2 gateways + 3 counter shards on loopback, a few devices through
+## both gateways, then everything is stopped
+demo: build
+	tools/demo/demo.sh
 
 ## test: lint, the whole suite under -race, the allocation checks, and a
 ## short run of every fuzz target

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/cluster"
+	"github.com/switchyard-gw/switchyard/router"
 	"github.com/switchyard-gw/switchyard/server"
 )
 
@@ -23,14 +25,16 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg server.Config
-	var secretFile, keyFile, logFormat, redirects string
+	var secretFile, keyFile, logFormat, redirects, gossip, join string
 	var hb, memProfileRate int
 	fs.StringVar(&cfg.Listen, "listen", server.DefaultListen, "device listener `address` (port 0 picks one)")
 	fs.StringVar(&cfg.AdminListen, "admin", server.DefaultAdminListen, "admin HTTP `address`; - disables")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer `token` the admin API requires (none when empty)")
 	fs.StringVar(&cfg.Node, "node", "", "node `name` sent in WELCOME (default: host name)")
 	fs.StringVar(&secretFile, "auth-secret-file", "", "`file` of auth secrets, one per line; auth is on when given")
-	fs.StringVar(&keyFile, "cluster-key-file", "", "`file` holding the cluster key that signs resume tokens (default: random per process)")
+	fs.StringVar(&keyFile, "cluster-key-file", "", "`file` of cluster keys, one per line, at least 16 bytes each: they encrypt gossip, authenticate backend links and sign resume tokens (default: a random resume key per process)")
+	fs.StringVar(&gossip, "gossip", "", "gossip `address` (host:port); when set the gateway joins the cluster and sends sessions to backend shards instead of the embedded echo")
+	fs.StringVar(&join, "join", "", "comma-separated gossip `addresses` of cluster members to join")
 	fs.IntVar(&hb, "heartbeat", int(server.DefaultHeartbeat/time.Second), "heartbeat interval in `seconds` (idle close after 3x)")
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", server.DefaultHandshakeTimeout, "time allowed for the first frame (HELLO)")
 	fs.IntVar(&cfg.MaxConns, "max-conns", server.DefaultMaxConns, "maximum device connections")
@@ -63,14 +67,20 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	var keys [][]byte
 	if keyFile != "" {
-		keys, err := readSecrets(keyFile)
-		if err != nil {
+		if keys, err = readSecrets(keyFile); err != nil {
 			return err
 		}
 		cfg.ClusterKey = keys[0]
 	}
 	cfg.Logger = newLogger(stderr, logFormat)
+	var node *cluster.Node
+	if gossip != "" {
+		if node, err = gatewayCluster(ctx, &cfg, gossip, join, keys); err != nil {
+			return err
+		}
+	}
 	g, err := server.New(cfg)
 	if err != nil {
 		return err
@@ -82,7 +92,48 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := g.Close(context.Background()); err != nil {
 		cfg.Logger.Warn("drain incomplete", "err", err)
 	}
+	if node != nil {
+		lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = node.Leave(lctx)
+	}
 	return nil
+}
+
+// gatewayCluster joins the gossip as a gateway and points cfg at the backend
+// shards it reports (the embedded echo is then off).
+func gatewayCluster(ctx context.Context, cfg *server.Config, gossip, join string, keys [][]byte) (*cluster.Node, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("gateway: --gossip needs --cluster-key-file")
+	}
+	gossipKeys, linkKeys := clusterKeys(keys)
+	node, err := cluster.New(cluster.Config{Bind: gossip, Seeds: splitList(join), Keys: gossipKeys,
+		Meta: cluster.Meta{Role: cluster.RoleGateway, Link: cfg.Listen, Version: version}, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	if err := node.Start(ctx); err != nil {
+		return nil, err
+	}
+	r, err := router.New(router.Config{}, nil)
+	if err != nil {
+		_ = node.Close(ctx)
+		return nil, err
+	}
+	go watchShards(ctx, node, r, cfg.Logger.With("component", "ring"))
+	cfg.Backends, cfg.LinkKeys = shardDirectory{r}, linkKeys
+	return node, nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // readSecrets reads one secret per line; blank lines are skipped and line

@@ -1,6 +1,7 @@
 // Command switchyard is the one Switchyard binary:
 //
 //	switchyard gateway   run a gateway (embedded echo backend by default)
+//	switchyard backend   run a backend shard of an example app
 //	switchyard client    an interactive device client
 //	switchyard version   print the version
 package main
@@ -32,6 +33,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "gateway":
 		err = runGateway(ctx, args[1:], stderr)
+	case "backend":
+		err = runBackend(ctx, args[1:], stderr)
 	case "client":
 		err = runClient(ctx, args[1:], stdin, stdout)
 	case "version":
@@ -56,6 +59,8 @@ func usage(w io.Writer) {
 commands:
   gateway   run a gateway; with no flags: devices on 127.0.0.1:7400, admin on
             127.0.0.1:7480, auth off, embedded echo backend
+  backend   run a backend shard of an example app (echo, counter, rooms)
+            that joins the cluster by gossip
   client    connect as a device; each typed line goes out as DATA
   version   print the version
 

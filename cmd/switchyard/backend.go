@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/switchyard-gw/switchyard/backend"
+	"github.com/switchyard-gw/switchyard/cluster"
+	"github.com/switchyard-gw/switchyard/examples/counter"
+	"github.com/switchyard-gw/switchyard/examples/echo"
+	"github.com/switchyard-gw/switchyard/examples/rooms"
+)
+
+// apps are the example backends `switchyard backend --app` runs.
+var apps = map[string]func() backend.Handler{
+	"echo":    func() backend.Handler { return echo.Handler{} },
+	"counter": func() backend.Handler { return counter.Handler{} },
+	"rooms":   func() backend.Handler { return rooms.Handler{} },
+}
+
+// runBackend runs `switchyard backend`: one shard of an example app that
+// joins the gossip and serves gateway links until ctx ends, then drains.
+func runBackend(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("backend", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var app, shard, link, gossip, join, keyFile, logFormat string
+	var drainTimeout time.Duration
+	fs.StringVar(&app, "app", "echo", "example app: echo, counter or rooms")
+	fs.StringVar(&shard, "shard", "", "shard `name` (required, unique in the cluster)")
+	fs.StringVar(&link, "link", backend.DefaultLink, "link listener `address` gateways connect to (port 0 picks one)")
+	fs.StringVar(&gossip, "gossip", "", "gossip `address` (host:port, required)")
+	fs.StringVar(&join, "join", "", "comma-separated gossip `addresses` of cluster members to join")
+	fs.StringVar(&keyFile, "cluster-key-file", "", "`file` of cluster keys, one per line (required)")
+	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.DurationVar(&drainTimeout, "drain-timeout", 10*time.Second, "how long a drain (SIGTERM) waits for gateways to let go of the shard's sessions")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	newHandler, ok := apps[app]
+	switch {
+	case !ok:
+		return fmt.Errorf("backend: unknown app %q (echo, counter, rooms)", app)
+	case shard == "" || gossip == "" || keyFile == "":
+		return errors.New("backend: --shard, --gossip and --cluster-key-file are required")
+	}
+	keys, err := readSecrets(keyFile)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, logFormat)
+	gossipKeys, linkKeys := clusterKeys(keys)
+	ann := &gossipAnnouncer{cfg: cluster.Config{Bind: gossip, Seeds: splitList(join), Keys: gossipKeys, Logger: log}}
+	srv, err := backend.New(backend.Config{Shard: shard, Link: link, ClusterKeys: linkKeys,
+		Handler: newHandler(), Announcer: ann, Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	if err := srv.Drain(dctx); err != nil {
+		log.Warn("drain incomplete", "err", err)
+	}
+	cctx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	return srv.Close(cctx)
+}
+
+// gossipAnnouncer publishes a backend shard in the gossip: the node joins
+// on the first announcement (when the link listener is bound and its
+// address known), changes its state on the next ones and leaves last.
+type gossipAnnouncer struct {
+	cfg  cluster.Config
+	mu   sync.Mutex
+	node *cluster.Node
+}
+
+var _ backend.Announcer = (*gossipAnnouncer)(nil)
+
+func (a *gossipAnnouncer) Announce(ctx context.Context, ann backend.Announcement) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	state := cluster.StateActive
+	if ann.State != backend.StateActive {
+		state = cluster.StateDraining
+	}
+	if a.node == nil {
+		if ann.State == backend.StateLeft {
+			return nil
+		}
+		cfg := a.cfg
+		cfg.Meta = cluster.Meta{Role: cluster.RoleBackend, Shard: ann.Shard, Link: ann.Link, State: state, Version: version}
+		n, err := cluster.New(cfg)
+		if err != nil {
+			return err
+		}
+		if err := n.Start(ctx); err != nil {
+			return err
+		}
+		a.node = n
+		return nil
+	}
+	if ann.State == backend.StateLeft {
+		return a.node.Leave(ctx)
+	}
+	return a.node.UpdateMeta(func(m *cluster.Meta) { m.State = state })
+}
+
