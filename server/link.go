@@ -105,7 +105,7 @@ func (l *link) authenticate(nc net.Conn) error {
 	g := l.r.g
 	gN := make([]byte, 16)
 	_, _ = rand.Read(gN)
-	hello, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Node: g.cfg.Node, Nonce: gN})
+	hello, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Node: g.linkName(), Nonce: gN})
 	if _, err := nc.Write(protocol.AppendLinkFrame(nil, &protocol.Envelope{Kind: protocol.LinkHello, Ext: hello})); err != nil {
 		return err
 	}
@@ -118,10 +118,15 @@ func (l *link) authenticate(nc net.Conn) error {
 		!l.r.verify(x.MAC, "switchyard-link-be", gN, x.Shard) {
 		return ErrLinkAuth
 	}
-	auth, _ := protocol.EncodeLinkExt(&protocol.LinkExt{MAC: linkMAC(l.r.keys[0], "switchyard-link-gw", x.Nonce, g.cfg.Node)})
+	auth, _ := protocol.EncodeLinkExt(&protocol.LinkExt{MAC: linkMAC(l.r.keys[0], "switchyard-link-gw", x.Nonce, g.linkName())})
 	_, err = nc.Write(protocol.AppendLinkFrame(nil, &protocol.Envelope{Kind: protocol.LinkAuth, Ext: auth}))
 	return err
 }
+
+// linkName names this gateway to shards: the node name and the device
+// address, unique even for several gateways on one host (shards send a
+// Publish once per gateway name).
+func (g *Gateway) linkName() string { return g.cfg.Node + "@" + g.Addr().String() }
 
 // linkMAC is HMAC-SHA256(key, label | nonce | name).
 func linkMAC(key []byte, label string, nonce []byte, name string) []byte {
@@ -235,8 +240,15 @@ func (l *link) readLoop() error {
 
 // dispatch acts on one envelope from the shard.
 func (l *link) dispatch(e *protocol.Envelope) {
-	if e.Kind == protocol.LinkPing {
+	switch e.Kind {
+	case protocol.LinkPing:
 		_ = l.send(&protocol.Envelope{Kind: protocol.LinkPong})
+		return
+	case protocol.LinkPong:
+		return
+	case protocol.LinkPublish:
+		x, _ := protocol.DecodeLinkExt(e.Ext)
+		l.r.topics.publish(x.Topic, e.Payload)
 		return
 	}
 	l.mu.Lock()
@@ -264,6 +276,16 @@ func (l *link) dispatch(e *protocol.Envelope) {
 	case protocol.LinkDown:
 		if e.Epoch == c.epoch.Load() {
 			c.send(protocol.TypeData, e.Flags, e.Seq, e.Payload)
+		}
+	case protocol.LinkSubscribe, protocol.LinkUnsub:
+		x, _ := protocol.DecodeLinkExt(e.Ext)
+		if x.Topic == "" {
+			return
+		}
+		if e.Kind == protocol.LinkSubscribe {
+			l.r.topics.subscribe(c, x.Topic)
+		} else {
+			l.r.topics.unsubscribe(c, x.Topic)
 		}
 	case protocol.LinkKick:
 		x, _ := protocol.DecodeLinkExt(e.Ext)

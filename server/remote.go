@@ -37,6 +37,8 @@ type remoteBackend struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 
+	topics *topics
+
 	mu     sync.Mutex
 	links  map[string]*link     // by shard
 	failed map[string]time.Time // shard → when its link last failed
@@ -48,7 +50,7 @@ var _ backend = (*remoteBackend)(nil)
 func newRemoteBackend(g *Gateway, dir Directory, keys [][]byte) *remoteBackend {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &remoteBackend{g: g, dir: dir, keys: keys, maxQueue: DefaultMaxLinkQueue, ctx: ctx, cancel: cancel,
-		links: map[string]*link{}, failed: map[string]time.Time{}}
+		topics: newTopics(), links: map[string]*link{}, failed: map[string]time.Time{}}
 }
 
 // verify checks a MAC made with any of the cluster keys.
@@ -111,7 +113,7 @@ func (r *remoteBackend) open(c *conn, s *session, h *protocol.Hello, resumed boo
 		reason = "resumed"
 	}
 	ext, err := protocol.EncodeLinkExt(&protocol.LinkExt{Device: h.ID, Tags: h.Tags, Reason: reason,
-		DownSeq: h.Last, Node: r.g.cfg.Node})
+		DownSeq: h.Last, Node: r.g.linkName()})
 	if err != nil {
 		c.fail(protocol.CodeInternal, "internal error")
 		return
@@ -141,9 +143,22 @@ func (r *remoteBackend) closed(c *conn, s *session) {
 	if c.link == nil {
 		return
 	}
+	r.topics.drop(c)
 	c.link.unbind(s.id, c)
 	ext, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Reason: "disconnected"})
 	_ = c.link.send(&protocol.Envelope{Kind: protocol.LinkClose, Session: s.id, Epoch: c.epoch.Load(), Ext: ext})
+}
+
+// ConnectShards opens links to every shard in shards (name → link address)
+// that has none, so that a Publish from any shard reaches this gateway's
+// subscribers. The cluster wiring calls it when the ring changes.
+func (g *Gateway) ConnectShards(shards map[string]string) {
+	if g.remote == nil {
+		return
+	}
+	for name, addr := range shards {
+		g.remote.linkTo(name, addr)
+	}
 }
 
 // close stops every link and waits for their goroutines.

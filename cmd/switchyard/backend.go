@@ -116,4 +116,3 @@ func (a *gossipAnnouncer) Announce(ctx context.Context, ann backend.Announcement
 	}
 	return a.node.UpdateMeta(func(m *cluster.Meta) { m.State = state })
 }
-

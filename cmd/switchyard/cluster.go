@@ -36,6 +36,18 @@ func (d shardDirectory) Owner(deviceID string) (string, string, error) {
 	return s.Name, s.Addr, nil
 }
 
+// shardAddrs maps the ring's shards to their link addresses.
+func shardAddrs(r *router.Ring) map[string]string {
+	m := map[string]string{}
+	if r == nil {
+		return m
+	}
+	for _, s := range r.Shards() {
+		m[s.Name] = s.Addr
+	}
+	return m
+}
+
 // activeShards lists the backend shards that take new sessions.
 func activeShards(n *cluster.Node) []router.Shard {
 	var out []router.Shard
@@ -51,7 +63,8 @@ func activeShards(n *cluster.Node) []router.Shard {
 // watchShards keeps r's ring equal to the active shards until ctx ends or
 // the node closes. It runs on the one goroutine that reads the node's
 // events (the cluster package delivers them there and nowhere else).
-func watchShards(ctx context.Context, n *cluster.Node, r *router.Router, log *slog.Logger) {
+// onChange, if not nil, is called with every new ring.
+func watchShards(ctx context.Context, n *cluster.Node, r *router.Router, log *slog.Logger, onChange func(*router.Ring)) {
 	update := func() {
 		_, cur, changed, err := r.Update(router.MembershipFunc(func() []router.Shard { return activeShards(n) }))
 		switch {
@@ -59,6 +72,9 @@ func watchShards(ctx context.Context, n *cluster.Node, r *router.Router, log *sl
 			log.Error("ring not updated", "err", err)
 		case changed:
 			log.Info("ring changed", "shards", cur.Len())
+			if onChange != nil {
+				onChange(cur)
+			}
 		}
 	}
 	update()

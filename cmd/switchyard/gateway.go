@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/cluster"
@@ -76,8 +77,9 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg.Logger = newLogger(stderr, logFormat)
 	var node *cluster.Node
+	var gw atomic.Pointer[server.Gateway] // for the ring watcher, once started
 	if gossip != "" {
-		if node, err = gatewayCluster(ctx, &cfg, gossip, join, keys); err != nil {
+		if node, err = gatewayCluster(ctx, &cfg, gossip, join, keys, &gw); err != nil {
 			return err
 		}
 	}
@@ -87,6 +89,10 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if err := g.Start(ctx); err != nil {
 		return err
+	}
+	gw.Store(g)
+	if d, ok := cfg.Backends.(shardDirectory); ok {
+		g.ConnectShards(shardAddrs(d.r.Ring()))
 	}
 	<-ctx.Done()
 	if err := g.Close(context.Background()); err != nil {
@@ -102,7 +108,7 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 
 // gatewayCluster joins the gossip as a gateway and points cfg at the backend
 // shards it reports (the embedded echo is then off).
-func gatewayCluster(ctx context.Context, cfg *server.Config, gossip, join string, keys [][]byte) (*cluster.Node, error) {
+func gatewayCluster(ctx context.Context, cfg *server.Config, gossip, join string, keys [][]byte, gw *atomic.Pointer[server.Gateway]) (*cluster.Node, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("gateway: --gossip needs --cluster-key-file")
 	}
@@ -120,7 +126,13 @@ func gatewayCluster(ctx context.Context, cfg *server.Config, gossip, join string
 		_ = node.Close(ctx)
 		return nil, err
 	}
-	go watchShards(ctx, node, r, cfg.Logger.With("component", "ring"))
+	// Gateways keep a link to every shard, so that a Publish from any shard
+	// reaches their subscribers.
+	go watchShards(ctx, node, r, cfg.Logger.With("component", "ring"), func(ring *router.Ring) {
+		if g := gw.Load(); g != nil {
+			g.ConnectShards(shardAddrs(ring))
+		}
+	})
 	cfg.Backends, cfg.LinkKeys = shardDirectory{r}, linkKeys
 	return node, nil
 }

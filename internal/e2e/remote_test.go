@@ -5,12 +5,14 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/backend"
 	"github.com/switchyard-gw/switchyard/client"
 	"github.com/switchyard-gw/switchyard/examples/echo"
+	"github.com/switchyard-gw/switchyard/examples/rooms"
 	"github.com/switchyard-gw/switchyard/protocol"
 	"github.com/switchyard-gw/switchyard/server"
 )
@@ -215,6 +217,41 @@ func TestRemoteResumeRedeliversAcrossGateways(t *testing.T) {
 			gotEcho = true
 		default:
 			t.Fatalf("unexpected %+v", f)
+		}
+	}
+}
+
+// TestRemotePublishReachesEveryGateway: devices on two gateways join a room
+// on the rooms app; a message said in the room reaches both.
+func TestRemotePublishReachesEveryGateway(t *testing.T) {
+	s := shard(t, "s1", rooms.Handler{})
+	g1 := remoteGateway(t, s, [][]byte{linkKey})
+	g2 := remoteGateway(t, s, [][]byte{linkKey})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a := dial(t, client.Config{Addr: g1.Addr().String(), ID: "alice"})
+	b := dial(t, client.Config{Addr: g2.Addr().String(), ID: "bob"})
+	for _, c := range []*client.Client{a, b} {
+		if err := c.Send(ctx, []byte("join lobby"), true); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both joins are acknowledged, so both subscriptions reached the gateways.
+	if err := a.Send(ctx, []byte("say lobby hello all"), true); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]*client.Client{"alice": a, "bob": b} {
+		for {
+			m, err := c.Recv(ctx)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if strings.Contains(string(m.Payload), "hello all") {
+				break
+			}
 		}
 	}
 }
