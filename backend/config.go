@@ -3,6 +3,7 @@ package backend
 import (
 	"errors"
 	"fmt"
+	"github.com/switchyard-gw/switchyard/cluster"
 	"log/slog"
 	"time"
 
@@ -86,6 +87,11 @@ type Config struct {
 	// active at Start, draining at Drain, left at Close. Nil: nothing is
 	// announced.
 	Announcer Announcer
+	// Gossip, when set (and Announcer and Forwarder are nil), makes the
+	// shard a cluster member: it announces itself by gossip and forwards
+	// Push and Kick to the owning shard. Its Meta is filled in (only
+	// Meta.Version and Meta.Labels are taken from here).
+	Gossip *cluster.Config
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }

@@ -44,10 +44,13 @@ func (r *recorder) enter(s *backend.Session) {
 	if r.busy == nil {
 		r.busy = make(map[string]bool)
 	}
-	if r.busy[s.Device()] {
-		r.errs = append(r.errs, "overlapping calls for "+s.Device())
+	// Calls are serial per session; two sessions of one device (a
+	// takeover) may overlap.
+	key := fmt.Sprint(s.Device(), "/", s.ID())
+	if r.busy[key] {
+		r.errs = append(r.errs, "overlapping calls for "+key)
 	}
-	r.busy[s.Device()] = true
+	r.busy[key] = true
 	r.mu.Unlock()
 	n := r.par.Add(1)
 	for {
@@ -61,7 +64,7 @@ func (r *recorder) enter(s *backend.Session) {
 func (r *recorder) exit(s *backend.Session) {
 	r.par.Add(-1)
 	r.mu.Lock()
-	r.busy[s.Device()] = false
+	r.busy[fmt.Sprint(s.Device(), "/", s.ID())] = false
 	r.mu.Unlock()
 }
 

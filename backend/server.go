@@ -50,7 +50,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.provision()
-	return &Server{
+	srv := &Server{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "backend", "shard", cfg.Shard),
 		runq:     newRunQueue(),
@@ -59,7 +59,15 @@ func New(cfg Config) (*Server, error) {
 		byID:     make(map[protocol.SessionID]*Session),
 		byDevice: make(map[string]*Session),
 		links:    make(map[*link]struct{}),
-	}, nil
+	}
+	if cfg.Gossip != nil && cfg.Announcer == nil && cfg.Forwarder == nil {
+		g, err := newGossip(srv, *cfg.Gossip)
+		if err != nil {
+			return nil, err
+		}
+		srv.cfg.Announcer, srv.cfg.Forwarder = g, g
+	}
+	return srv, nil
 }
 
 // Start binds the link listener, starts the workers, the janitor and the

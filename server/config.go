@@ -85,6 +85,12 @@ type Config struct {
 	GoAwayRetry time.Duration
 	// Redirects are other gateways' device addresses offered in GOAWAY.
 	Redirects []string
+	// Cluster, when set, joins the gateway to a cluster by gossip: sessions
+	// go to the backend shards the gossip reports, placed by the ring
+	// (Backends is then derived and must be nil). LinkKeys are required.
+	Cluster *ClusterConfig
+	// Version is announced in the gossip metadata.
+	Version string
 	// Backends, when set, sends sessions to backend shards over links
 	// (docs/links.md) instead of the embedded echo backend.
 	Backends Directory
@@ -163,8 +169,11 @@ func (cfg *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("auth secret %d is empty", i))
 		}
 	}
-	if cfg.Backends != nil && len(cfg.LinkKeys) == 0 {
+	if (cfg.Backends != nil || cfg.Cluster != nil) && len(cfg.LinkKeys) == 0 {
 		errs = append(errs, errors.New("backends need link keys"))
+	}
+	if cfg.Backends != nil && cfg.Cluster != nil {
+		errs = append(errs, errors.New("set Backends or Cluster, not both"))
 	}
 	if len(cfg.ClusterKey) > 0 && len(cfg.ClusterKey) < 16 {
 		errs = append(errs, errors.New("cluster key: want at least 16 bytes"))

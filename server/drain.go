@@ -50,6 +50,9 @@ func (g *Gateway) Close(ctx context.Context) error {
 	if g.remote != nil {
 		g.remote.close()
 	}
+	if g.gossip != nil {
+		g.gossip.leave(sctx)
+	}
 	g.wheel.Stop()
 	g.stopAdmin(sctx)
 	g.wg.Wait()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cloudwego/netpoll"
 	"github.com/switchyard-gw/switchyard/internal/timewheel"
+	"github.com/switchyard-gw/switchyard/router"
 )
 
 // Netpoll buffer tuning, process-wide (netpoll keeps it in globals). A new
@@ -46,6 +47,8 @@ type Gateway struct {
 	sessions *sessionTable
 	backend  backend
 	remote   *remoteBackend // nil with the embedded echo
+	ring     *router.Router // with Cluster
+	gossip   *gossip        // with Cluster, once started
 	key      []byte         // resume-token key
 
 	idle        time.Duration // 3 × hb
@@ -93,6 +96,14 @@ func New(cfg Config) (*Gateway, error) {
 		g.key = make([]byte, 32)
 		_, _ = rand.Read(g.key)
 	}
+	if cfg.Cluster != nil {
+		r, err := router.New(router.Config{}, nil)
+		if err != nil {
+			return nil, fmt.Errorf("server: ring: %w", err)
+		}
+		g.ring = r
+		cfg.Backends = shardDirectory{r}
+	}
 	if cfg.Backends != nil {
 		g.remote = newRemoteBackend(g, cfg.Backends, cfg.LinkKeys)
 		g.backend = g.remote
@@ -137,6 +148,13 @@ func (g *Gateway) Start(ctx context.Context) error {
 		return err
 	}
 	g.ln, g.evl = ln, evl
+	if g.cfg.Cluster != nil {
+		if err := g.joinCluster(ctx); err != nil {
+			ln.Close()
+			g.stopAdmin(ctx)
+			return err
+		}
+	}
 	g.wheel.Start()
 	g.wg.Add(1)
 	go func() {

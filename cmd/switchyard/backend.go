@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/backend"
@@ -57,9 +56,9 @@ func runBackend(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log := newLogger(stderr, logFormat)
 	gossipKeys, linkKeys := clusterKeys(keys)
-	ann := &gossipAnnouncer{cfg: cluster.Config{Bind: gossip, Seeds: splitList(join), Keys: gossipKeys, Logger: log}}
-	srv, err := backend.New(backend.Config{Shard: shard, Link: link, ClusterKeys: linkKeys,
-		Handler: newHandler(), Announcer: ann, Logger: log})
+	srv, err := backend.New(backend.Config{Shard: shard, Link: link, ClusterKeys: linkKeys, Handler: newHandler(),
+		Gossip: &cluster.Config{Bind: gossip, Seeds: splitList(join), Keys: gossipKeys, Meta: cluster.Meta{Version: version}},
+		Logger: log})
 	if err != nil {
 		return err
 	}
@@ -75,44 +74,4 @@ func runBackend(ctx context.Context, args []string, stderr io.Writer) error {
 	cctx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel2()
 	return srv.Close(cctx)
-}
-
-// gossipAnnouncer publishes a backend shard in the gossip: the node joins
-// on the first announcement (when the link listener is bound and its
-// address known), changes its state on the next ones and leaves last.
-type gossipAnnouncer struct {
-	cfg  cluster.Config
-	mu   sync.Mutex
-	node *cluster.Node
-}
-
-var _ backend.Announcer = (*gossipAnnouncer)(nil)
-
-func (a *gossipAnnouncer) Announce(ctx context.Context, ann backend.Announcement) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	state := cluster.StateActive
-	if ann.State != backend.StateActive {
-		state = cluster.StateDraining
-	}
-	if a.node == nil {
-		if ann.State == backend.StateLeft {
-			return nil
-		}
-		cfg := a.cfg
-		cfg.Meta = cluster.Meta{Role: cluster.RoleBackend, Shard: ann.Shard, Link: ann.Link, State: state, Version: version}
-		n, err := cluster.New(cfg)
-		if err != nil {
-			return err
-		}
-		if err := n.Start(ctx); err != nil {
-			return err
-		}
-		a.node = n
-		return nil
-	}
-	if ann.State == backend.StateLeft {
-		return a.node.Leave(ctx)
-	}
-	return a.node.UpdateMeta(func(m *cluster.Meta) { m.State = state })
 }

@@ -12,11 +12,8 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync/atomic"
 	"time"
 
-	"github.com/switchyard-gw/switchyard/cluster"
-	"github.com/switchyard-gw/switchyard/router"
 	"github.com/switchyard-gw/switchyard/server"
 )
 
@@ -76,12 +73,13 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 		cfg.ClusterKey = keys[0]
 	}
 	cfg.Logger = newLogger(stderr, logFormat)
-	var node *cluster.Node
-	var gw atomic.Pointer[server.Gateway] // for the ring watcher, once started
 	if gossip != "" {
-		if node, err = gatewayCluster(ctx, &cfg, gossip, join, keys, &gw); err != nil {
-			return err
+		if len(keys) == 0 {
+			return errors.New("gateway: --gossip needs --cluster-key-file")
 		}
+		gossipKeys, linkKeys := clusterKeys(keys)
+		cfg.Cluster = &server.ClusterConfig{Bind: gossip, Seeds: splitList(join), Keys: gossipKeys}
+		cfg.LinkKeys, cfg.Version = linkKeys, version
 	}
 	g, err := server.New(cfg)
 	if err != nil {
@@ -90,51 +88,11 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := g.Start(ctx); err != nil {
 		return err
 	}
-	gw.Store(g)
-	if d, ok := cfg.Backends.(shardDirectory); ok {
-		g.ConnectShards(shardAddrs(d.r.Ring()))
-	}
 	<-ctx.Done()
 	if err := g.Close(context.Background()); err != nil {
 		cfg.Logger.Warn("drain incomplete", "err", err)
 	}
-	if node != nil {
-		lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = node.Leave(lctx)
-	}
 	return nil
-}
-
-// gatewayCluster joins the gossip as a gateway and points cfg at the backend
-// shards it reports (the embedded echo is then off).
-func gatewayCluster(ctx context.Context, cfg *server.Config, gossip, join string, keys [][]byte, gw *atomic.Pointer[server.Gateway]) (*cluster.Node, error) {
-	if len(keys) == 0 {
-		return nil, errors.New("gateway: --gossip needs --cluster-key-file")
-	}
-	gossipKeys, linkKeys := clusterKeys(keys)
-	node, err := cluster.New(cluster.Config{Bind: gossip, Seeds: splitList(join), Keys: gossipKeys,
-		Meta: cluster.Meta{Role: cluster.RoleGateway, Link: cfg.Listen, Version: version}, Logger: cfg.Logger})
-	if err != nil {
-		return nil, err
-	}
-	if err := node.Start(ctx); err != nil {
-		return nil, err
-	}
-	r, err := router.New(router.Config{}, nil)
-	if err != nil {
-		_ = node.Close(ctx)
-		return nil, err
-	}
-	// Gateways keep a link to every shard, so that a Publish from any shard
-	// reaches their subscribers.
-	go watchShards(ctx, node, r, cfg.Logger.With("component", "ring"), func(ring *router.Ring) {
-		if g := gw.Load(); g != nil {
-			g.ConnectShards(shardAddrs(ring))
-		}
-	})
-	cfg.Backends, cfg.LinkKeys = shardDirectory{r}, linkKeys
-	return node, nil
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.

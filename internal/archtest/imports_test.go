@@ -20,9 +20,9 @@ var allowed = map[string][]string{
 	"backend":             {"protocol", "cluster", "router", "internal/timewheel"},
 	"client":              {"protocol"},
 	"backend/backendtest": {"protocol"},
-	"examples/echo":       {"protocol", "backend"},
-	"examples/counter":    {"protocol", "backend"},
-	"examples/rooms":      {"protocol", "backend"},
+	"examples/echo":       {"protocol", "backend", "cluster", "router"},
+	"examples/counter":    {"protocol", "backend", "cluster", "router"},
+	"examples/rooms":      {"protocol", "backend", "cluster", "router"},
 }
 
 func TestImportRules(t *testing.T) {

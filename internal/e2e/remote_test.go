@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/switchyard-gw/switchyard/backend"
 	"github.com/switchyard-gw/switchyard/client"
+	"github.com/switchyard-gw/switchyard/cluster"
 	"github.com/switchyard-gw/switchyard/examples/echo"
 	"github.com/switchyard-gw/switchyard/examples/rooms"
 	"github.com/switchyard-gw/switchyard/protocol"
@@ -253,5 +255,69 @@ func TestRemotePublishReachesEveryGateway(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// TestClusterPushAcrossShards: two shards and a gateway joined by gossip;
+// a Push made on the shard that does not own the device is forwarded to
+// the one that does and reaches the device.
+func TestClusterPushAcrossShards(t *testing.T) {
+	gossipKey := []byte("gossip-key-0123456789abcdef01234")[:32]
+	ccfg := func(seeds ...string) *cluster.Config {
+		return &cluster.Config{Bind: "127.0.0.1:0", Seeds: seeds, Keys: [][]byte{gossipKey}, Timing: cluster.FastTiming()}
+	}
+	newShard := func(name string, seeds ...string) *backend.Server {
+		s, err := backend.New(backend.Config{Shard: name, Link: "127.0.0.1:0", ClusterKeys: [][]byte{linkKey},
+			Handler: echo.Handler{}, Gossip: ccfg(seeds...)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			_ = s.Close(ctx)
+		})
+		return s
+	}
+	a := newShard("a")
+	seed := a.GossipAddr()
+	b := newShard("b", seed)
+	g := gateway(t, server.Config{Cluster: ccfg(seed), LinkKeys: [][]byte{linkKey}})
+	waitFor(t, "gateway sees both shards", func() bool { return g.Shards() == 2 })
+	waitFor(t, "shards see each other", func() bool { return a.RingLen() == 2 && b.RingLen() == 2 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 8 { // devices on both shards
+		id := fmt.Sprint("dev-", i)
+		c := dial(t, client.Config{Addr: g.Addr().String(), ID: id})
+		owner, other := a, b
+		if a.Session(id) == nil {
+			owner, other = b, a
+		}
+		if owner.Session(id) == nil {
+			t.Fatalf("%s: no shard holds the session", id)
+		}
+		if err := other.Push(id, []byte("pushed "+id), true); err != nil {
+			t.Fatalf("push %s through the other shard: %v", id, err)
+		}
+		m, err := c.Recv(ctx)
+		if err != nil || string(m.Payload) != "pushed "+id {
+			t.Fatalf("%s received %q, %v", id, m.Payload, err)
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -1,0 +1,132 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/switchyard-gw/switchyard/cluster"
+	"github.com/switchyard-gw/switchyard/router"
+)
+
+// The gateway in a cluster: it joins the gossip as a gateway, keeps a ring
+// of the active backend shards (router), places every session on the shard
+// the ring names, and keeps a link to every shard so that publishes reach
+// its subscribers.
+//
+// Goroutines: the node's own (cluster package) and one watcher that reads
+// the node's events and rebuilds the ring; Close stops both after the
+// drain.
+
+// ClusterConfig joins a gateway to a cluster. Its zero fields take the
+// cluster package's defaults; Meta is filled in by the gateway.
+type ClusterConfig = cluster.Config
+
+// shardDirectory places devices on the ring's shards.
+type shardDirectory struct{ r *router.Router }
+
+var _ Directory = shardDirectory{}
+
+func (d shardDirectory) Owner(deviceID string) (string, string, error) {
+	s, err := d.r.Place(deviceID, nil)
+	if err != nil {
+		return "", "", ErrNoShard
+	}
+	return s.Name, s.Addr, nil
+}
+
+// gossip is a gateway's membership in the cluster.
+type gossip struct {
+	node   *cluster.Node
+	router *router.Router
+	log    *slog.Logger
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// joinCluster starts the gateway's gossip node and its ring watcher.
+func (g *Gateway) joinCluster(ctx context.Context) error {
+	ccfg := *g.cfg.Cluster
+	ccfg.Meta = cluster.Meta{Role: cluster.RoleGateway, Link: g.Addr().String(), Version: g.cfg.Version}
+	if ccfg.Logger == nil {
+		ccfg.Logger = g.cfg.Logger
+	}
+	node, err := cluster.New(ccfg)
+	if err != nil {
+		return fmt.Errorf("server: cluster: %w", err)
+	}
+	if err := node.Start(ctx); err != nil {
+		return fmt.Errorf("server: cluster: %w", err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	gs := &gossip{node: node, router: g.ring, log: g.log.With("component", "ring"), cancel: cancel}
+	g.gossip = gs
+	gs.update(g)
+	gs.wg.Add(1)
+	go func() {
+		defer gs.wg.Done()
+		gs.watch(wctx, g)
+	}()
+	return nil
+}
+
+// watch rebuilds the ring on every membership event, on the one goroutine
+// that reads them.
+func (gs *gossip) watch(ctx context.Context, g *Gateway) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-gs.node.Events():
+			if !ok {
+				return
+			}
+			gs.update(g)
+		}
+	}
+}
+
+func (gs *gossip) update(g *Gateway) {
+	_, cur, changed, err := gs.router.Update(router.MembershipFunc(func() []router.Shard { return ActiveShards(gs.node) }))
+	switch {
+	case err != nil:
+		gs.log.Error("ring not updated", "err", err)
+	case changed:
+		gs.log.Info("ring changed", "shards", cur.Len())
+		addrs := map[string]string{}
+		for _, s := range cur.Shards() {
+			addrs[s.Name] = s.Addr
+		}
+		g.ConnectShards(addrs)
+	}
+}
+
+// leave leaves the gossip (after the drain) and stops the watcher.
+func (gs *gossip) leave(ctx context.Context) {
+	_ = gs.node.Leave(ctx)
+	gs.cancel()
+	gs.wg.Wait()
+}
+
+// ActiveShards lists the backend shards that take new sessions, as the
+// gossip sees them.
+func ActiveShards(n *cluster.Node) []router.Shard {
+	var out []router.Shard
+	for _, m := range n.Members() {
+		if m.Alive && m.Meta.Role == cluster.RoleBackend && m.Meta.State == cluster.StateActive &&
+			m.Meta.Shard != "" && m.Meta.Link != "" {
+			out = append(out, router.Shard{Name: m.Meta.Shard, Addr: m.Meta.Link, Labels: m.Meta.Labels})
+		}
+	}
+	return out
+}
+
+// Shards is how many active backend shards the gateway's ring holds (0
+// without Cluster).
+func (g *Gateway) Shards() int {
+	if g.ring == nil {
+		return 0
+	}
+	return g.ring.Ring().Len()
+}
