@@ -130,3 +130,12 @@ func (g *Gateway) Shards() int {
 	}
 	return g.ring.Ring().Len()
 }
+
+// GossipAddr is the gateway's gossip address ("" without Cluster), for
+// others to join through.
+func (g *Gateway) GossipAddr() string {
+	if g.gossip == nil {
+		return ""
+	}
+	return g.gossip.node.Addr()
+}

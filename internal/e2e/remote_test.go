@@ -13,9 +13,11 @@ import (
 	"github.com/switchyard-gw/switchyard/backend"
 	"github.com/switchyard-gw/switchyard/client"
 	"github.com/switchyard-gw/switchyard/cluster"
+	"github.com/switchyard-gw/switchyard/examples/counter"
 	"github.com/switchyard-gw/switchyard/examples/echo"
 	"github.com/switchyard-gw/switchyard/examples/rooms"
 	"github.com/switchyard-gw/switchyard/protocol"
+	"github.com/switchyard-gw/switchyard/router"
 	"github.com/switchyard-gw/switchyard/server"
 )
 
@@ -319,5 +321,69 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting: %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestClusterPlacementAndEmptyRing: with no shard the gateway answers 503;
+// once two counter shards joined, every session lands on the shard the
+// ring names for its device id, whichever gateway it comes through (the
+// counter app says which shard served it).
+func TestClusterPlacementAndEmptyRing(t *testing.T) {
+	gossipKey := []byte("gossip-key-0123456789abcdef01234")[:32]
+	ccfg := func(seeds ...string) *cluster.Config {
+		return &cluster.Config{Bind: "127.0.0.1:0", Seeds: seeds, Keys: [][]byte{gossipKey}, Timing: cluster.FastTiming()}
+	}
+	g1 := gateway(t, server.Config{Cluster: ccfg(), LinkKeys: [][]byte{linkKey}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := client.Dial(ctx, client.Config{Addr: g1.Addr().String(), ID: "early", DisableReconnect: true})
+	if !errors.Is(err, client.ErrUnavailable) {
+		t.Fatalf("empty ring: %v, want 503", err)
+	}
+	seed := g1.GossipAddr()
+	g2 := gateway(t, server.Config{Cluster: ccfg(seed), LinkKeys: [][]byte{linkKey}})
+	for _, name := range []string{"a", "b"} {
+		s, err := backend.New(backend.Config{Shard: name, Link: "127.0.0.1:0", ClusterKeys: [][]byte{linkKey},
+			Handler: counter.Handler{}, Gossip: ccfg(seed)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			_ = s.Close(cctx)
+		})
+	}
+	waitFor(t, "both gateways see both shards", func() bool { return g1.Shards() == 2 && g2.Shards() == 2 })
+	ring, err := router.NewRing(router.Config{}, []router.Shard{{Name: "a"}, {Name: "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for i := range 20 {
+		id := fmt.Sprint("sensor-", i)
+		want, _ := ring.Owner(id)
+		for _, g := range []*server.Gateway{g1, g2} {
+			c := dial(t, client.Config{Addr: g.Addr().String(), ID: id})
+			if err := c.Send(ctx, []byte("tick"), true); err != nil {
+				t.Fatal(err)
+			}
+			m, err := c.Recv(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			shard, _, _ := strings.Cut(string(m.Payload), " ")
+			if shard != want.Name {
+				t.Fatalf("%s served by %q, ring says %q", id, m.Payload, want.Name)
+			}
+			seen[shard]++
+			c.Close()
+		}
+	}
+	if len(seen) != 2 {
+		t.Fatalf("20 devices all on one shard: %v", seen)
 	}
 }
