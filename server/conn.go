@@ -59,6 +59,7 @@ type conn struct {
 	closing   bool    // last frame queued; nothing more is written
 	closed    bool    // netpoll closed the fd; never touch it again
 	inBacklog bool
+	linkDirty bool   // queued by a link reader, flushed at the end of its read (that reader only)
 	reason    string // why the gateway closed the connection; "" = the peer did
 	framesOut int    // frames queued since the last count (countSentLocked)
 	bytesOut  int    // bytes written since the last count

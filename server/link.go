@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
+	"github.com/switchyard-gw/switchyard/router"
 )
 
 // A link is one authenticated TCP connection from this gateway to a backend
@@ -30,9 +31,10 @@ const linkDialTimeout = 5 * time.Second
 
 // Errors of links.
 var (
-	ErrLinkAuth   = errors.New("server: link authentication failed")
-	ErrLinkClosed = errors.New("server: link closed")
-	errLinkFull   = errors.New("server: link queue full")
+	ErrLinkAuth    = errors.New("server: link authentication failed")
+	ErrLinkClosed  = errors.New("server: link closed")
+	errLinkFull    = errors.New("server: link queue full")
+	errCircuitOpen = errors.New("server: shard circuit open")
 )
 
 type link struct {
@@ -48,12 +50,20 @@ type link struct {
 	err    error
 	bound  map[protocol.SessionID]*conn
 
+	queued int  // envelopes in out, counted into metrics per write
+	up     bool // authenticated
+
+	circ  *router.Circuit // the shard's circuit
+	m     *linkMetrics
+	dirty []*conn // reader goroutine only: devices written to in this read batch
+
 	wake chan struct{}
 	done chan struct{} // closed when the link has failed or was closed
 }
 
 func newLink(r *remoteBackend, shard, addr string) *link {
 	return &link{r: r, shard: shard, addr: addr, bound: make(map[protocol.SessionID]*conn),
+		circ: r.circuits.Get(shard), m: r.g.metrics.link(shard),
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
@@ -97,6 +107,10 @@ func (l *link) connect(ctx context.Context) error {
 	if err := l.authenticate(nc); err != nil {
 		return fmt.Errorf("server: link to %s (%s): %w", l.shard, l.addr, err)
 	}
+	l.mu.Lock()
+	l.up = true
+	l.mu.Unlock()
+	l.r.g.metrics.links.Add(1)
 	return nc.SetDeadline(time.Time{})
 }
 
@@ -155,9 +169,14 @@ func readEnvelope(r io.Reader) (protocol.Envelope, error) {
 	return protocol.DecodeEnvelope(b)
 }
 
-// send queues one envelope. It fails when the link is down or its queue is
-// over MaxLinkQueue.
+// send queues one envelope. It fails when the link is down, the shard's
+// circuit is open, or the queue is over MaxLinkQueue (which opens the
+// circuit).
 func (l *link) send(e *protocol.Envelope) error {
+	if !l.circ.Allow() {
+		l.m.dropped.Inc()
+		return errCircuitOpen
+	}
 	l.mu.Lock()
 	switch {
 	case l.closed:
@@ -165,10 +184,13 @@ func (l *link) send(e *protocol.Envelope) error {
 		return ErrLinkClosed
 	case len(l.out) > l.r.maxQueue:
 		l.mu.Unlock()
+		l.circ.Trip(router.QueueFull)
+		l.m.dropped.Inc()
 		return errLinkFull
 	}
 	first := len(l.out) == 0
 	l.out = protocol.AppendLinkFrame(l.out, e)
+	l.queued++
 	l.mu.Unlock()
 	if first {
 		select {
@@ -187,14 +209,17 @@ func (l *link) writeLoop() {
 		case <-l.wake:
 		}
 		l.mu.Lock()
-		buf := l.out
-		l.out = l.spare[:0]
+		buf, n := l.out, l.queued
+		l.out, l.queued = l.spare[:0], 0
 		l.mu.Unlock()
 		if len(buf) > 0 {
 			if _, err := l.nc.Write(buf); err != nil {
 				l.fail(err)
 				return
 			}
+			l.circ.Success()
+			l.m.sentEnvelopes.Add(n)
+			l.m.sentBytes.Add(len(buf))
 		}
 		l.mu.Lock()
 		l.spare = buf[:0]
@@ -222,7 +247,8 @@ func (l *link) readLoop() error {
 			return err
 		}
 		buf = buf[:len(buf)+n]
-		off := 0
+		l.m.recvBytes.Add(n)
+		off, count := 0, 0
 		for {
 			e, used, err := protocol.DecodeLinkFrame(buf[off:])
 			if err == protocol.ErrIncomplete {
@@ -233,7 +259,10 @@ func (l *link) readLoop() error {
 			}
 			l.dispatch(&e)
 			off += used
+			count++
 		}
+		l.m.recvEnvelopes.Add(count)
+		l.flushDirty()
 		buf = buf[:copy(buf, buf[off:])]
 	}
 }
@@ -271,11 +300,11 @@ func (l *link) dispatch(e *protocol.Envelope) {
 		c.fail(code, "refused by backend: "+x.Reason)
 	case protocol.LinkUpAck:
 		if e.Epoch == c.epoch.Load() {
-			c.send(protocol.TypeAck, 0, e.Seq, nil)
+			l.queueTo(c, protocol.TypeAck, 0, e.Seq, nil)
 		}
 	case protocol.LinkDown:
 		if e.Epoch == c.epoch.Load() {
-			c.send(protocol.TypeData, e.Flags, e.Seq, e.Payload)
+			l.queueTo(c, protocol.TypeData, e.Flags, e.Seq, e.Payload)
 		}
 	case protocol.LinkSubscribe, protocol.LinkUnsub:
 		x, _ := protocol.DecodeLinkExt(e.Ext)
@@ -295,6 +324,25 @@ func (l *link) dispatch(e *protocol.Envelope) {
 		}
 		c.fail(code, "closed by backend: "+x.Reason)
 	}
+}
+
+// queueTo queues a frame for a device; flushDirty writes every device
+// touched by one read of the link with one syscall each.
+func (l *link) queueTo(c *conn, t protocol.Type, flags protocol.Flags, seq uint32, payload []byte) {
+	c.queue(t, flags, seq, payload)
+	if !c.linkDirty {
+		c.linkDirty = true
+		l.dirty = append(l.dirty, c)
+	}
+}
+
+func (l *link) flushDirty() {
+	for i, c := range l.dirty {
+		c.linkDirty = false
+		c.writeOut()
+		l.dirty[i] = nil
+	}
+	l.dirty = l.dirty[:0]
 }
 
 func (l *link) bind(sid protocol.SessionID, c *conn) {
@@ -322,12 +370,17 @@ func (l *link) fail(err error) {
 	l.closed, l.err = true, err
 	bound := l.bound
 	l.bound = map[protocol.SessionID]*conn{}
-	nc := l.nc
+	nc, up := l.nc, l.up
 	l.mu.Unlock()
 	close(l.done)
 	if nc != nil {
 		nc.Close()
 	}
+	if up {
+		l.r.g.metrics.links.Add(-1)
+	}
+	l.circ.Trip(router.LinkDown)
+	l.m.failures.Inc()
 	l.r.linkFailed(l, err)
 	for _, c := range bound {
 		c.fail(protocol.CodeUnavailable, "backend link lost")

@@ -2,6 +2,7 @@ package server
 
 import (
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -61,6 +62,7 @@ type gatewayMetrics struct {
 	drops       map[string]*metrics.Counter
 	errorsSent  map[int]*metrics.Counter
 
+	links    atomic.Int64 // authenticated links to backend shards
 	conns    atomic.Int64 // open device connections
 	sessions atomic.Int64 // sessions in the table, attached or not
 	backlog  atomic.Int64 // connections with bytes their socket would not take
@@ -106,6 +108,7 @@ func newGatewayMetrics() *gatewayMetrics {
 	s.NewGauge("switchyard_connections", func() float64 { return float64(m.conns.Load()) })
 	s.NewGauge("switchyard_sessions", func() float64 { return float64(m.sessions.Load()) })
 	s.NewGauge("switchyard_write_backlog_connections", func() float64 { return float64(m.backlog.Load()) })
+	s.NewGauge("switchyard_backend_links", func() float64 { return float64(m.links.Load()) })
 	return m
 }
 
@@ -140,4 +143,25 @@ func reasonFor(code int, established bool) string {
 		return reasonUnavailable
 	}
 	return reasonInternal
+}
+
+// linkMetrics are one shard's link counters, labelled by shard name (a
+// bounded set), created when the gateway first links to the shard.
+type linkMetrics struct {
+	sentEnvelopes, recvEnvelopes *metrics.Counter
+	sentBytes, recvBytes         *metrics.Counter
+	dropped, failures            *metrics.Counter
+}
+
+func (m *gatewayMetrics) link(shard string) *linkMetrics {
+	l := `{shard="` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(shard) + `"}`
+	c := func(name string) *metrics.Counter { return m.set.GetOrCreateCounter(name + l) }
+	return &linkMetrics{
+		sentEnvelopes: c("switchyard_link_sent_envelopes_total"),
+		recvEnvelopes: c("switchyard_link_received_envelopes_total"),
+		sentBytes:     c("switchyard_link_sent_bytes_total"),
+		recvBytes:     c("switchyard_link_received_bytes_total"),
+		dropped:       c("switchyard_link_dropped_envelopes_total"),
+		failures:      c("switchyard_link_failures_total"),
+	}
 }

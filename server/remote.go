@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
+	"github.com/switchyard-gw/switchyard/router"
 )
 
 // Directory tells the gateway which backend shard owns a device's session
@@ -37,7 +38,8 @@ type remoteBackend struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 
-	topics *topics
+	topics   *topics
+	circuits *router.Circuits
 
 	mu     sync.Mutex
 	links  map[string]*link     // by shard
@@ -49,8 +51,9 @@ var _ backend = (*remoteBackend)(nil)
 
 func newRemoteBackend(g *Gateway, dir Directory, keys [][]byte) *remoteBackend {
 	ctx, cancel := context.WithCancel(context.Background())
+	circuits, _ := router.NewCircuits(router.CircuitConfig{})
 	return &remoteBackend{g: g, dir: dir, keys: keys, maxQueue: DefaultMaxLinkQueue, ctx: ctx, cancel: cancel,
-		topics: newTopics(), links: map[string]*link{}, failed: map[string]time.Time{}}
+		topics: newTopics(), circuits: circuits, links: map[string]*link{}, failed: map[string]time.Time{}}
 }
 
 // verify checks a MAC made with any of the cluster keys.
@@ -103,7 +106,7 @@ func (r *remoteBackend) open(c *conn, s *session, h *protocol.Hello, resumed boo
 		c.fail(protocol.CodeUnavailable, "no backend available")
 		return
 	}
-	l := r.linkTo(shard, addr)
+	l := r.linkTo(shard, addr) // the Open below is refused while the shard's circuit is open
 	if l == nil {
 		c.fail(protocol.CodeUnavailable, "backend unavailable")
 		return

@@ -142,6 +142,17 @@ func (c *conn) flush() {
 	}
 }
 
+// writeOut writes out what other goroutines queued (link readers); unlike
+// flush it adds no ACK, which is the handler's.
+func (c *conn) writeOut() {
+	c.wmu.Lock()
+	why := c.flushLocked()
+	c.wmu.Unlock()
+	if why != "" {
+		c.shut(why)
+	}
+}
+
 // addBacklog remembers a connection whose socket would not take all bytes.
 func (g *Gateway) addBacklog(c *conn) {
 	g.backlogMu.Lock()
