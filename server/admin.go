@@ -33,6 +33,8 @@ func (g *Gateway) startAdmin() error {
 	mux.Handle("/debug/pprof/symbol", g.authorized(http.HandlerFunc(pprof.Symbol)))
 	mux.Handle("/debug/pprof/trace", g.authorized(http.HandlerFunc(pprof.Trace)))
 	mux.Handle("GET /api/v1/sessions/{device}", g.authorized(http.HandlerFunc(g.sessionLookup)))
+	mux.Handle("GET /api/v1/cluster/members", g.authorized(http.HandlerFunc(g.clusterMembers)))
+	mux.Handle("GET /api/v1/cluster/ring", g.authorized(http.HandlerFunc(g.clusterRing)))
 	g.adminLn = ln
 	g.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5e9}
 	g.wg.Add(1)
@@ -104,6 +106,56 @@ func (g *Gateway) sessionLookup(w http.ResponseWriter, r *http.Request) {
 		info.Remote = s.conn.nc.RemoteAddr().String()
 	}
 	s.mu.Unlock()
+	writeJSON(w, info)
+}
+
+// MemberInfo is the admin API's view of one cluster member.
+type MemberInfo struct {
+	Name    string            `json:"name"`
+	Addr    string            `json:"addr"`
+	Alive   bool              `json:"alive"`
+	Role    string            `json:"role"`
+	Shard   string            `json:"shard,omitempty"`
+	Link    string            `json:"link,omitempty"`
+	State   string            `json:"state"`
+	Version string            `json:"version,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
+}
+
+func (g *Gateway) clusterMembers(w http.ResponseWriter, _ *http.Request) {
+	if g.gossip == nil {
+		http.Error(w, "not in a cluster", http.StatusNotFound)
+		return
+	}
+	var out []MemberInfo
+	for _, m := range g.gossip.node.Members() {
+		out = append(out, MemberInfo{Name: m.Name, Addr: m.Addr, Alive: m.Alive, Role: m.Meta.Role.String(),
+			Shard: m.Meta.Shard, Link: m.Meta.Link, State: m.Meta.State.String(), Version: m.Meta.Version, Labels: m.Meta.Labels})
+	}
+	writeJSON(w, out)
+}
+
+// RingInfo is the admin API's view of the gateway's ring.
+type RingInfo struct {
+	Fingerprint uint64         `json:"fingerprint"`
+	Shards      []string       `json:"shards"`
+	Partitions  map[string]int `json:"partitions"`
+}
+
+func (g *Gateway) clusterRing(w http.ResponseWriter, _ *http.Request) {
+	if g.ring == nil {
+		http.Error(w, "not in a cluster", http.StatusNotFound)
+		return
+	}
+	r := g.ring.Ring()
+	info := RingInfo{Fingerprint: r.Fingerprint(), Partitions: r.Loads()}
+	for _, s := range r.Shards() {
+		info.Shards = append(info.Shards, s.Name)
+	}
+	writeJSON(w, info)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(info)
+	_ = json.NewEncoder(w).Encode(v)
 }

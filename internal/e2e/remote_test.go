@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -385,5 +386,47 @@ func TestClusterPlacementAndEmptyRing(t *testing.T) {
 	}
 	if len(seen) != 2 {
 		t.Fatalf("20 devices all on one shard: %v", seen)
+	}
+}
+
+// TestClusterAdminAPI: a clustered gateway lists the members and its ring.
+func TestClusterAdminAPI(t *testing.T) {
+	gossipKey := []byte("gossip-key-0123456789abcdef01234")[:32]
+	g, err := server.New(server.Config{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", LinkKeys: [][]byte{linkKey},
+		Cluster: &cluster.Config{Bind: "127.0.0.1:0", Keys: [][]byte{gossipKey}, Timing: cluster.FastTiming()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Close(context.Background()) })
+	s, err := backend.New(backend.Config{Shard: "solo", Link: "127.0.0.1:0", ClusterKeys: [][]byte{linkKey}, Handler: echo.Handler{},
+		Gossip: &cluster.Config{Bind: "127.0.0.1:0", Seeds: []string{g.GossipAddr()}, Keys: [][]byte{gossipKey}, Timing: cluster.FastTiming()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	waitFor(t, "ring has the shard", func() bool { return g.Shards() == 1 })
+	get := func(path string) string {
+		resp, err := http.Get("http://" + g.AdminAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	if m := get("/api/v1/cluster/members"); !strings.Contains(m, `"shard":"solo"`) || !strings.Contains(m, `"role":"gateway"`) {
+		t.Fatalf("members: %s", m)
+	}
+	if r := get("/api/v1/cluster/ring"); !strings.Contains(r, `"shards":["solo"]`) || !strings.Contains(r, `"solo":4093`) {
+		t.Fatalf("ring: %s", r)
 	}
 }
