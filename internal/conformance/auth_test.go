@@ -31,8 +31,10 @@ func sign(secret, msg string) string {
 
 // TestAuth checks the Authentication section and the token step of the
 // handshake order.
-func TestAuth(t *testing.T) {
-	g := startGateway(t, gwOptions{authSecrets: []string{secretA, secretB}})
+func TestAuth(t *testing.T) { forEachMode(t, testAuth) }
+
+func testAuth(t *testing.T, m mode) {
+	g := startGateway(t, m, gwOptions{authSecrets: []string{secretA, secretB}})
 	future := time.Now().Add(time.Hour).Unix()
 	for name, secret := range map[string]string{"first": secretA, "second": secretB} {
 		t.Run("valid_token_"+name+"_secret", func(t *testing.T) {
@@ -64,7 +66,7 @@ func TestAuth(t *testing.T) {
 		// "the secret is used as raw bytes (one line ... without the line
 		// ending)": a trailing space is part of the secret.
 		raw := " spaced secret "
-		g2 := startGateway(t, gwOptions{authSecrets: []string{raw}})
+		g2 := startGateway(t, m, gwOptions{authSecrets: []string{raw}})
 		id := newID("raw")
 		f := helloFields(id)
 		f["token"] = makeToken(raw, id, future)

@@ -13,6 +13,10 @@ package conformance
 //	bad input never crashes      robust_test.go       TestBadInputDoesNotCrash
 //	the suite's own codec        wire_unit_test.go    TestCodec*, TestDecodeMapStrict, FuzzReadFrame
 //
+// Each test that starts a gateway runs once per mode, as the subtests
+// TestX/embedded and TestX/cluster (forEachMode, cluster_test.go); the
+// codec tests need no gateway and run once.
+//
 // Every ERROR the suite expects is checked the same way (dev.expectError):
 // type 0x7F, flags 0, seq 0, a map with int code and str message, then close.
 
@@ -51,8 +55,10 @@ func TestMain(m *testing.M) {
 }
 
 // TestWelcome checks Handshake step 3: the WELCOME fields and their types.
-func TestWelcome(t *testing.T) {
-	g := startGateway(t, gwOptions{})
+func TestWelcome(t *testing.T) { forEachMode(t, testWelcome) }
+
+func testWelcome(t *testing.T, m mode) {
+	g := startGateway(t, m, gwOptions{})
 	t.Run("default_fields", func(t *testing.T) {
 		d := dial(t, g)
 		w := d.handshake(helloFields(newID("welcome")))
@@ -85,7 +91,7 @@ func TestWelcome(t *testing.T) {
 		dial(t, g).handshake(f)
 	})
 	t.Run("flags_set_hb_max_frame_node", func(t *testing.T) {
-		g2 := startGateway(t, gwOptions{heartbeat: 7, maxFrame: flagMaxFrame, node: "conf-node-a"})
+		g2 := startGateway(t, m, gwOptions{heartbeat: 7, maxFrame: flagMaxFrame, node: "conf-node-a"})
 		w := dial(t, g2).handshake(helloFields(newID("welcome")))
 		if w.hb != 7 || w.maxFrame != flagMaxFrame || w.node != "conf-node-a" {
 			t.Fatalf("WELCOME hb=%d max_frame=%d node=%q, want hb=7 max_frame=5000 node=%q (the flags)",
@@ -134,8 +140,10 @@ func helloPadded(t testing.TB, fields map[string]any, size int) []byte {
 }
 
 // TestHandshake checks Handshake steps 1, 2, 4 and 5 (except timeouts).
-func TestHandshake(t *testing.T) {
-	g := startGateway(t, gwOptions{})
+func TestHandshake(t *testing.T) { forEachMode(t, testHandshake) }
+
+func testHandshake(t *testing.T, m mode) {
+	g := startGateway(t, m, gwOptions{})
 	for _, typ := range []byte{typeData, typePing, typePong, typeAck} {
 		t.Run("first_frame_"+typeName(typ)+"_400", func(t *testing.T) {
 			d := dial(t, g)
@@ -282,12 +290,14 @@ func testHelloSize(t *testing.T, g *gateway) {
 
 // TestHandshakeTimeout checks Handshake step 1: nothing within
 // handshake_timeout is ERROR 408, then close.
-func TestHandshakeTimeout(t *testing.T) {
+func TestHandshakeTimeout(t *testing.T) { forEachMode(t, testHandshakeTimeout) }
+
+func testHandshakeTimeout(t *testing.T, m mode) {
 	if testing.Short() {
 		t.Skip("waits out handshake timeouts")
 	}
-	fast := startGateway(t, gwOptions{handshakeTimeout: time.Second})
-	def := startGateway(t, gwOptions{})
+	fast := startGateway(t, m, gwOptions{handshakeTimeout: time.Second})
+	def := startGateway(t, m, gwOptions{})
 	t.Run("silent_1s_408", func(t *testing.T) {
 		t.Parallel()
 		expectHandshakeTimeout(t, dial(t, fast), 800*time.Millisecond, 3*time.Second)

@@ -8,9 +8,12 @@ import (
 	"time"
 )
 
-// TestData checks "Data and delivery" against the embedded echo backend.
-func TestData(t *testing.T) {
-	g := startGateway(t, gwOptions{})
+// TestData checks "Data and delivery" against the echo backend: the
+// embedded one, or in cluster mode the echo shards.
+func TestData(t *testing.T) { forEachMode(t, testData) }
+
+func testData(t *testing.T, m mode) {
+	g := startGateway(t, m, gwOptions{})
 	t.Run("best_effort_echo", func(t *testing.T) {
 		connect(t, g).echo([]byte("hello, switchyard"))
 	})
@@ -167,14 +170,16 @@ func testTrickle(t *testing.T, g *gateway) {
 
 // TestMaxPayload checks that a payload of exactly max_frame is accepted and
 // one byte more is 413, with the default and with --max-frame.
-func TestMaxPayload(t *testing.T) {
+func TestMaxPayload(t *testing.T) { forEachMode(t, testMaxPayload) }
+
+func testMaxPayload(t *testing.T, m mode) {
 	for _, max := range []int{defaultMaxFrame, flagMaxFrame} {
 		t.Run(fmt.Sprintf("max_frame_%d", max), func(t *testing.T) {
 			opts := gwOptions{}
 			if max != defaultMaxFrame {
 				opts.maxFrame = max
 			}
-			g := startGateway(t, opts)
+			g := startGateway(t, m, opts)
 			p := bytes.Repeat([]byte("0123456789abcdef"), max/16+1)[:max]
 			t.Run("exact_best_effort_echoed", func(t *testing.T) {
 				d := connect(t, g)

@@ -17,6 +17,15 @@
 // backend described at the end of the contract, which the data, resume and
 // drain tests rely on.
 //
+// Every test that talks to a gateway runs twice, as the subtests "embedded"
+// and "cluster" of its top-level test (cluster_test.go): in cluster mode
+// the suite also starts two echo shards (`switchyard backend --app echo`),
+// joins the gateway to them by gossip with a shared cluster key file, and
+// waits until the gateway's ring holds both shards and devices get WELCOME;
+// the sessions then live on the remote shards. `-run '/cluster'` selects
+// one mode. A case that cannot apply to a mode, or where the clustered
+// gateway departs from the contract ("KNOWN GAP:"), skips only that mode.
+//
 // Tests that wait out multi-second timeouts (handshake timeout, idle close,
 // drain) are skipped under -short. Waiting on state is done by polling with a
 // deadline; sleeps appear only where the test must let a timeout expire.

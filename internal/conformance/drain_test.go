@@ -31,11 +31,13 @@ type drainLog struct {
 
 // TestDrain checks "Draining": on SIGTERM each device gets GOAWAY, is served
 // for retry_ms, then closed, and the process exits 0.
-func TestDrain(t *testing.T) {
+func TestDrain(t *testing.T) { forEachMode(t, testDrain) }
+
+func testDrain(t *testing.T, m mode) {
 	if testing.Short() {
 		t.Skip("waits for a graceful drain")
 	}
-	g := startGateway(t, gwOptions{})
+	g := startGateway(t, m, gwOptions{})
 	devs := make([]*dev, 3)
 	for i := range devs {
 		devs[i] = connect(t, g)

@@ -10,10 +10,12 @@ import (
 // TestFrameRules checks the Frame and Frame types sections: malformed
 // lengths, reserved flags, unknown types and oversize frames, before and
 // after the handshake.
-func TestFrameRules(t *testing.T) {
-	g := startGateway(t, gwOptions{})
+func TestFrameRules(t *testing.T) { forEachMode(t, testFrameRules) }
+
+func testFrameRules(t *testing.T, m mode) {
+	g := startGateway(t, m, gwOptions{})
 	t.Run("before_hello", func(t *testing.T) {
-		testFrameRules(t, func(t *testing.T) *dev { return dial(t, g) }, typeHello)
+		testLengthRules(t, func(t *testing.T) *dev { return dial(t, g) }, typeHello)
 		t.Run("reserved_flag_on_hello_400", func(t *testing.T) {
 			d := dial(t, g)
 			d.send(typeHello, 0x02, 0, pack(helloFields(newID("flags"))))
@@ -21,7 +23,7 @@ func TestFrameRules(t *testing.T) {
 		})
 	})
 	t.Run("after_welcome", func(t *testing.T) {
-		testFrameRules(t, func(t *testing.T) *dev { return connect(t, g) }, typeData)
+		testLengthRules(t, func(t *testing.T) *dev { return connect(t, g) }, typeData)
 		for _, typ := range []byte{0x00, 0x05, 0x0f, 0x12, 0x21, 0x7e, 0x80, 0xff} {
 			t.Run(fmt.Sprintf("unknown_type_%#02x_400", typ), func(t *testing.T) {
 				d := connect(t, g)
@@ -50,9 +52,9 @@ func TestFrameRules(t *testing.T) {
 	t.Run("error_frame_layout_then_eof", func(t *testing.T) { testErrorLayout(t, g) })
 }
 
-// testFrameRules runs the length checks on a connection from open; typ is
+// testLengthRules runs the length checks on a connection from open; typ is
 // a type that is valid at that point.
-func testFrameRules(t *testing.T, open func(*testing.T) *dev, typ byte) {
+func testLengthRules(t *testing.T, open func(*testing.T) *dev, typ byte) {
 	t.Run("length_0_400", func(t *testing.T) {
 		d := open(t)
 		d.write([]byte{0, 0, 0, 0})

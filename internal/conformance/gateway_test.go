@@ -37,12 +37,20 @@ type gwOptions struct {
 	node             string        // --node NAME
 }
 
-// gateway is one running switchyard process.
+// gateway is the gateway under test: one switchyard gateway process and,
+// in cluster mode, the backend shards it sends its sessions to.
 type gateway struct {
-	t       testing.TB
-	opts    gwOptions
-	addr    string // device port
-	admin   string // admin HTTP port
+	*proc
+	t      testing.TB
+	mode   mode
+	opts   gwOptions
+	addr   string  // device port
+	admin  string  // admin HTTP port
+	shards []*proc // cluster mode: the backend shards, started before the gateway
+}
+
+// proc is one switchyard process the suite started (a gateway or a shard).
+type proc struct {
 	argv    []string
 	cmd     *exec.Cmd
 	out     *syncBuffer
@@ -50,7 +58,7 @@ type gateway struct {
 	waitErr error // valid after exited is closed
 }
 
-// syncBuffer collects the gateway's output for failure reports.
+// syncBuffer collects a process's output for failure reports.
 type syncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
@@ -72,52 +80,114 @@ func (b *syncBuffer) tail(n int) string {
 	return s
 }
 
-// startGateway starts a gateway with opts and waits until it is ready.
-// t.Cleanup kills it if it is still running.
-func startGateway(t testing.TB, opts gwOptions) *gateway {
+// startGateway starts a gateway with opts in mode m and waits until it is
+// ready (in cluster mode: until its ring holds both shards and devices get
+// WELCOME). t.Cleanup kills every process it started.
+func startGateway(t testing.TB, m mode, opts gwOptions) *gateway {
 	t.Helper()
+	var keyFile string
+	if m == modeCluster {
+		keyFile = writeClusterKey(t)
+	}
 	for attempt := 1; ; attempt++ {
-		g := launch(t, opts)
-		err := g.waitReady()
+		g, err := launch(t, m, opts, keyFile)
+		if err == nil {
+			err = g.waitReady()
+		}
 		if err == nil {
 			return g
 		}
-		g.kill()
-		inUse := strings.Contains(g.out.tail(4096), "address already in use")
-		if !inUse || attempt == startAttempts {
-			t.Fatalf("gateway %v did not become ready: %v\noutput:\n%s", g.args(), err, g.out.tail(4096))
+		g.killAll()
+		if !g.portTaken() || attempt == startAttempts {
+			t.Fatalf("%s gateway %v did not become ready: %v\n%s", m, g.args(), err, g.outputs(4096))
 		}
 	}
 }
 
-// launch starts the process without waiting for readiness.
-func launch(t testing.TB, opts gwOptions) *gateway {
+// launch starts the processes of a gateway without waiting for readiness.
+func launch(t testing.TB, m mode, opts gwOptions, keyFile string) (*gateway, error) {
 	t.Helper()
 	ports := freePorts(t, 2)
-	g := &gateway{t: t, opts: opts, addr: ports[0], admin: ports[1], out: &syncBuffer{}, exited: make(chan struct{})}
-	g.argv = g.buildArgs()
-	g.cmd = exec.Command(gatewayBin, g.argv...)
-	g.cmd.Stdout = g.out
-	g.cmd.Stderr = g.out
-	g.cmd.WaitDelay = 2 * time.Second
-	if err := g.cmd.Start(); err != nil {
-		t.Fatalf("start gateway: %v", err)
+	g := &gateway{t: t, mode: m, opts: opts, addr: ports[0], admin: ports[1]}
+	args := g.buildArgs()
+	if m == modeCluster {
+		var err error
+		if args, err = g.launchShards(args, keyFile); err != nil {
+			return g, err
+		}
+	}
+	var err error
+	g.proc, err = startProc(t, args)
+	return g, err
+}
+
+// startProc starts the switchyard binary with argv; t.Cleanup kills it and,
+// if the test failed, logs the tail of its output.
+func startProc(t testing.TB, argv []string) (*proc, error) {
+	p := &proc{argv: argv, out: &syncBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(gatewayBin, argv...)
+	p.cmd.Stdout = p.out
+	p.cmd.Stderr = p.out
+	p.cmd.WaitDelay = 2 * time.Second
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %v: %w", argv, err)
 	}
 	go func() {
-		g.waitErr = g.cmd.Wait()
-		close(g.exited)
+		p.waitErr = p.cmd.Wait()
+		close(p.exited)
 	}()
 	t.Cleanup(func() {
-		g.kill()
+		p.kill()
 		if t.Failed() {
-			t.Logf("gateway %v output (tail):\n%s", g.args(), g.out.tail(8192))
+			t.Logf("%v output (tail):\n%s", argv, p.out.tail(8192))
 		}
 	})
-	return g
+	return p, nil
 }
 
 // args is the gateway command line.
-func (g *gateway) args() []string { return g.argv }
+func (g *gateway) args() []string {
+	if g.proc == nil {
+		return nil
+	}
+	return g.argv
+}
+
+// procs lists the processes started so far, the gateway first.
+func (g *gateway) procs() []*proc {
+	var ps []*proc
+	if g.proc != nil {
+		ps = append(ps, g.proc)
+	}
+	return append(ps, g.shards...)
+}
+
+// killAll kills the gateway and its shards.
+func (g *gateway) killAll() {
+	for _, p := range g.procs() {
+		p.kill()
+	}
+}
+
+// portTaken reports whether a process failed because a picked port was
+// taken meanwhile.
+func (g *gateway) portTaken() bool {
+	for _, p := range g.procs() {
+		if strings.Contains(p.out.tail(4096), "address already in use") {
+			return true
+		}
+	}
+	return false
+}
+
+// outputs is the output tail of every process, for failure reports.
+func (g *gateway) outputs(n int) string {
+	var b strings.Builder
+	for _, p := range g.procs() {
+		fmt.Fprintf(&b, "output of %v:\n%s\n", p.argv, p.out.tail(n))
+	}
+	return b.String()
+}
 
 // buildArgs turns the options into flags.
 func (g *gateway) buildArgs() []string {
@@ -150,17 +220,28 @@ func writeSecrets(t testing.TB, secrets []string) string {
 	return path
 }
 
-// waitReady polls /readyz until it answers 200. If the admin port refuses
+// waitReady waits for readyAdmin and, in cluster mode, for waitCluster.
+func (g *gateway) waitReady() error {
+	if err := g.readyAdmin(); err != nil {
+		return err
+	}
+	if g.mode == modeCluster {
+		return g.waitCluster()
+	}
+	return nil
+}
+
+// readyAdmin polls /readyz until it answers 200. If the admin port refuses
 // connections for adminGracePeriod, a device port that accepts counts as
 // ready (the admin server is outside PROTOCOL.md).
-func (g *gateway) waitReady() error {
+func (g *gateway) readyAdmin() error {
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	start := time.Now()
 	deadline := start.Add(readyTimeout)
 	var last error
 	for time.Now().Before(deadline) {
-		if !g.alive() {
-			return fmt.Errorf("process exited: %v", g.waitErr)
+		if err := g.requireRunning(); err != nil {
+			return err
 		}
 		resp, err := client.Get("http://" + g.admin + "/readyz")
 		if err == nil {
@@ -181,6 +262,16 @@ func (g *gateway) waitReady() error {
 	return fmt.Errorf("not ready after %v: %v", readyTimeout, last)
 }
 
+// requireRunning is an error once any of the gateway's processes exited.
+func (g *gateway) requireRunning() error {
+	for _, p := range g.procs() {
+		if !p.alive() {
+			return fmt.Errorf("%v exited: %v", p.argv, p.waitErr)
+		}
+	}
+	return nil
+}
+
 func (g *gateway) deviceAccepts() bool {
 	c, err := net.DialTimeout("tcp", g.addr, time.Second)
 	if err != nil {
@@ -191,20 +282,21 @@ func (g *gateway) deviceAccepts() bool {
 }
 
 // alive reports whether the process is still running.
-func (g *gateway) alive() bool {
+func (p *proc) alive() bool {
 	select {
-	case <-g.exited:
+	case <-p.exited:
 		return false
 	default:
 		return true
 	}
 }
 
-// requireAlive fails the test if the gateway process has exited.
+// requireAlive fails the test if the gateway (or one of its shards) has
+// exited.
 func (g *gateway) requireAlive(t testing.TB) {
 	t.Helper()
-	if !g.alive() {
-		t.Fatalf("gateway process exited: %v\noutput:\n%s", g.waitErr, g.out.tail(4096))
+	if err := g.requireRunning(); err != nil {
+		t.Fatalf("%v\n%s", err, g.outputs(4096))
 	}
 }
 
@@ -217,21 +309,21 @@ func (g *gateway) signal(sig syscall.Signal) {
 }
 
 // waitExit waits up to d for the process to exit and returns its wait error.
-func (g *gateway) waitExit(d time.Duration) (error, bool) {
+func (p *proc) waitExit(d time.Duration) (error, bool) {
 	select {
-	case <-g.exited:
-		return g.waitErr, true
+	case <-p.exited:
+		return p.waitErr, true
 	case <-time.After(d):
 		return nil, false
 	}
 }
 
 // kill stops the process (if running) and waits for it.
-func (g *gateway) kill() {
-	if g.alive() {
-		_ = g.cmd.Process.Kill()
+func (p *proc) kill() {
+	if p.alive() {
+		_ = p.cmd.Process.Kill()
 	}
-	<-g.exited
+	<-p.exited
 }
 
 // freePorts picks n distinct free loopback addresses.

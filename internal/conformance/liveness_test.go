@@ -9,8 +9,10 @@ import (
 
 // TestPing checks that the gateway answers PING with PONG carrying the same
 // payload, flags 0 and seq 0, at any time after the handshake.
-func TestPing(t *testing.T) {
-	g := startGateway(t, gwOptions{})
+func TestPing(t *testing.T) { forEachMode(t, testPing) }
+
+func testPing(t *testing.T, m mode) {
+	g := startGateway(t, m, gwOptions{})
 	sizes := []int{0, 1, 17, maxPingPayload}
 	for _, n := range sizes {
 		t.Run(fmt.Sprintf("payload_%d_bytes", n), func(t *testing.T) {
@@ -46,8 +48,10 @@ func TestPing(t *testing.T) {
 
 // TestIdleTimeout checks Liveness: a connection from which the gateway
 // receives nothing for 3 × hb is closed after ERROR 408; traffic keeps it open.
-func TestIdleTimeout(t *testing.T) {
-	g := startGateway(t, gwOptions{heartbeat: 1})
+func TestIdleTimeout(t *testing.T) { forEachMode(t, testIdleTimeout) }
+
+func testIdleTimeout(t *testing.T, m mode) {
+	g := startGateway(t, m, gwOptions{heartbeat: 1})
 	t.Run("welcome_hb_1", func(t *testing.T) {
 		if w := connect(t, g).w; w.hb != 1 {
 			t.Fatalf("WELCOME hb = %d, want 1 (--heartbeat 1)", w.hb)

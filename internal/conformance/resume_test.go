@@ -7,8 +7,10 @@ import (
 
 // TestResume checks resume tokens (Handshake steps 2 and 3) and delivery
 // across a reconnect ("Data and delivery").
-func TestResume(t *testing.T) {
-	g := startGateway(t, gwOptions{})
+func TestResume(t *testing.T) { forEachMode(t, testResume) }
+
+func testResume(t *testing.T, m mode) {
+	g := startGateway(t, m, gwOptions{})
 	t.Run("redelivers_unacked_downstream_and_continues_numbering", func(t *testing.T) { testResumeRedelivers(t, g) })
 	t.Run("redelivery_starts_after_hello_last", func(t *testing.T) { testResumeHelloLast(t, g) })
 	t.Run("resent_frames_up_to_welcome_last_dropped", func(t *testing.T) { testResumeDuplicates(t, g) })

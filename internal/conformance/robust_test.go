@@ -12,8 +12,10 @@ import (
 // TestBadInputDoesNotCrash throws hostile input at the gateway on many
 // connections, then requires that the process still runs and a fresh device
 // still gets WELCOME and echoes.
-func TestBadInputDoesNotCrash(t *testing.T) {
-	g := startGateway(t, gwOptions{})
+func TestBadInputDoesNotCrash(t *testing.T) { forEachMode(t, testBadInputDoesNotCrash) }
+
+func testBadInputDoesNotCrash(t *testing.T, m mode) {
+	g := startGateway(t, m, gwOptions{})
 	t.Run("inputs", func(t *testing.T) {
 		for name, b := range rawGarbage() {
 			t.Run("raw_"+name, func(t *testing.T) {

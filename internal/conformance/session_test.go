@@ -10,8 +10,10 @@ import (
 
 // TestTakeover checks "Session takeover": a newer HELLO for a connected
 // device id wins; the old connection gets ERROR 409 and is closed.
-func TestTakeover(t *testing.T) {
-	g := startGateway(t, gwOptions{})
+func TestTakeover(t *testing.T) { forEachMode(t, testTakeover) }
+
+func testTakeover(t *testing.T, m mode) {
+	g := startGateway(t, m, gwOptions{})
 	t.Run("same_id_old_connection_409", func(t *testing.T) {
 		bystander := connect(t, g)
 		old := connect(t, g)
@@ -40,9 +42,11 @@ func TestTakeover(t *testing.T) {
 
 // TestConnectionBurst opens 200 connections at once from one address: all
 // must get WELCOME (Defaults: the rate limit lets this pass untouched).
-func TestConnectionBurst(t *testing.T) {
+func TestConnectionBurst(t *testing.T) { forEachMode(t, testConnectionBurst) }
+
+func testConnectionBurst(t *testing.T, m mode) {
 	const n = 200
-	g := startGateway(t, gwOptions{})
+	g := startGateway(t, m, gwOptions{})
 	start := make(chan struct{})
 	errs := make(chan error, n)
 	conns := make(chan net.Conn, n)

@@ -39,7 +39,7 @@ done
 # Wait until both gateways see all three shards.
 for i in 0 1; do
 	for _ in $(seq 100); do
-		grep -q 'msg="ring changed" component=ring shards=3' "$dir/gateway-$i.log" && break
+		grep -qE 'msg="ring changed".*shards=3' "$dir/gateway-$i.log" && break
 		sleep 0.1
 	done
 done
