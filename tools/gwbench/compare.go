@@ -53,7 +53,7 @@ func runCompare(ctx context.Context, args []string) error {
 	var cc compareConfig
 	var o common
 	var sc scenarioConfig
-	fs.Var(&cc.targets, "target", "NAME=COMMAND, repeatable; COMMAND may use {addr} {port} {admin} {admin_port}")
+	fs.Var(&cc.targets, "target", "NAME=COMMAND, repeatable; COMMAND may use {addr} {port} {admin} {admin_port}, and {free1} … {free4}: further free loopback ports")
 	fs.StringVar(&cc.scenarios, "scenarios", "mem,cpu,handshake", "scenarios to run, in order")
 	fs.IntVar(&cc.reps, "reps", 3, "runs of each scenario per target; the table shows medians")
 	fs.StringVar(&cc.baseline, "baseline", "", "target the ratios are relative to (default: the first)")
@@ -136,13 +136,12 @@ type server struct {
 }
 
 func startServer(ts targetSpec, logPath string) (*server, error) {
-	ports, err := freePorts(2)
+	ports, err := freePorts(2 + extraPorts)
 	if err != nil {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	line := strings.NewReplacer("{addr}", addr, "{port}", strconv.Itoa(ports[0]),
-		"{admin}", "127.0.0.1:"+strconv.Itoa(ports[1]), "{admin_port}", strconv.Itoa(ports[1])).Replace(ts.cmd)
+	line := expandCommand(ts.cmd, addr, ports)
 	argv := strings.Fields(line)
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -160,14 +159,52 @@ func startServer(ts targetSpec, logPath string) (*server, error) {
 	return s, nil
 }
 
-// stop sends SIGTERM and, after 10 s, SIGKILL; it waits for the exit.
+// extraPorts is the number of further free ports a command may use,
+// {free1} … {free4} (a cluster target's link and gossip ports).
+const extraPorts = 4
+
+// expandCommand fills the placeholders of a target's command line: {addr}
+// {port} (ports[0]), {admin} {admin_port} (ports[1]), {free1} … (ports[2:]).
+func expandCommand(cmd, addr string, ports []int) string {
+	kv := []string{"{addr}", addr, "{port}", strconv.Itoa(ports[0]),
+		"{admin}", "127.0.0.1:" + strconv.Itoa(ports[1]), "{admin_port}", strconv.Itoa(ports[1])}
+	for i, p := range ports[2:] {
+		kv = append(kv, "{free"+strconv.Itoa(i+1)+"}", strconv.Itoa(p))
+	}
+	return strings.NewReplacer(kv...).Replace(cmd)
+}
+
+// stop sends SIGTERM and, after 10 s, SIGKILL; it waits for the exit. A
+// target's own child processes (cluster-target.sh's backend shards) should
+// end with it; any still running 3 s later is killed, by pid, if it is
+// still the process that was its child.
 func (s *server) stop() {
+	kids, _ := descendants(s.pid)
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.done:
 	case <-time.After(10 * time.Second):
 		s.cmd.Process.Kill()
 		<-s.done
+	}
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		alive := kids[:0]
+		for _, k := range kids {
+			if sameProcess(k) {
+				alive = append(alive, k)
+			}
+		}
+		kids = alive
+		if len(kids) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, k := range kids {
+				fmt.Fprintf(os.Stderr, "gwbench: %s: child %d outlived it; killing it\n", s.name, k.pid)
+				syscall.Kill(k.pid, syscall.SIGKILL)
+			}
+			return
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -25,6 +26,12 @@ type cpuConfig struct {
 	Payload  int           // DATA payload size, at least 8 (send timestamp)
 	Duration time.Duration // measured time
 	Warmup   time.Duration // unmeasured time before it
+
+	// Open loop (Rate > 0): frames on a schedule instead of a window.
+	Rate      float64       // frames/s over all connections; 0: closed loop
+	LateAfter time.Duration // a send this long after its due time is late
+	Drain     time.Duration // longest wait for the measured frames' echoes
+	Tick      time.Duration // at most one write per connection per Tick
 }
 
 func (c *cpuConfig) flags(fs *flag.FlagSet, prefix string) {
@@ -33,6 +40,10 @@ func (c *cpuConfig) flags(fs *flag.FlagSet, prefix string) {
 	fs.IntVar(&c.Payload, prefix+"payload", 64, "DATA payload bytes (>= 8: the send time rides in it)")
 	fs.DurationVar(&c.Duration, prefix+"duration", 10*time.Second, "measured time")
 	fs.DurationVar(&c.Warmup, prefix+"warmup", 2*time.Second, "unmeasured warm-up before it")
+	fs.Float64Var(&c.Rate, prefix+"rate", 0, "open loop: total DATA frames/s over all connections, each connection on a fixed schedule; latency from the scheduled send time ("+prefix+"window is then unused). 0: closed loop")
+	fs.DurationVar(&c.LateAfter, prefix+"late-after", 2*time.Millisecond, "open loop: a frame written this long after its scheduled time counts as a late send")
+	fs.DurationVar(&c.Tick, prefix+"rate-tick", 0, "open loop: at most one write per connection per tick; frames due meanwhile go out together at the next (their wait counts as latency). 0: a write as soon as a frame is due (Go's timers then wake about 1 ms late when the driver is idle)")
+	fs.DurationVar(&c.Drain, prefix+"drain", 2*time.Second, "open loop: after the window, how long to wait for the echoes of its frames")
 }
 
 // Histogram range in nanoseconds: 1 µs … 10 s at 3 significant digits.
@@ -61,6 +72,14 @@ func runCPU(ctx context.Context, t target, o common, c cpuConfig) (*Result, erro
 	r := newResult("cpu", t)
 	r.Params = map[string]any{"conns": c.Conns, "window": c.Window, "payload": c.Payload,
 		"duration_s": c.Duration.Seconds(), "warmup_s": c.Warmup.Seconds()}
+	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
+		return nil, errors.New("gwbench: cpu --rate must be a finite number >= 0")
+	}
+	if c.Rate > 0 {
+		delete(r.Params, "window")
+		return runOpen(ctx, t, o, c, r)
+	}
+	r.Params["mode"] = "closed"
 	l := &echoLoad{base: time.Now()}
 	conns, err := openEchoConns(ctx, t, o, c.Conns)
 	if err != nil {
@@ -116,6 +135,8 @@ type sample struct {
 	wall   time.Duration // set by sub
 	units  int64         // frames or sessions
 	server cpuTicks      // target's CPU time
+	kids   cpuTicks      // CPU time of the target's descendants (backend shards)
+	nkids  int           // their number (at the later reading, after sub)
 	client cpuTicks      // this process's CPU time
 	host   int64         // busy ticks of the whole machine, all CPUs
 	steal  int64         // ticks the machine's CPUs waited for the hypervisor
@@ -130,6 +151,9 @@ func snapshot(pid int, l *echoLoad) (sample, error) {
 	if s.client, err = procCPU(os.Getpid()); err != nil {
 		return s, err
 	}
+	if s.kids, s.nkids, err = descendantsCPU(pid); err != nil {
+		return s, err
+	}
 	s.host, s.steal, err = hostCPU()
 	return s, err
 }
@@ -139,7 +163,8 @@ func (s sample) sub(o sample) sample {
 	return sample{at: s.at, wall: s.at.Sub(o.at), units: s.units - o.units,
 		server: cpuTicks{s.server.User - o.server.User, s.server.Sys - o.server.Sys},
 		client: cpuTicks{s.client.User - o.client.User, s.client.Sys - o.client.Sys},
-		host:   s.host - o.host, steal: s.steal - o.steal}
+		kids:   cpuTicks{s.kids.User - o.kids.User, s.kids.Sys - o.kids.Sys}, nkids: s.nkids,
+		host: s.host - o.host, steal: s.steal - o.steal}
 }
 
 // report writes a measured difference into r.
@@ -159,9 +184,19 @@ func (s sample) report(r *Result, hz int64, unit string) {
 	// Everything else that ran meanwhile (other processes, and kernel work
 	// not charged to either process): a noisy box shows here.
 	r.Results["host_busy_cores"] = secs(s.host) / s.wall.Seconds()
-	r.Results["other_cores"] = secs(s.host-s.server.Total()-s.client.Total()) / s.wall.Seconds()
+	r.Results["other_cores"] = secs(s.host-s.server.Total()-s.client.Total()-s.kids.Total()) / s.wall.Seconds()
 	r.Results["steal_cores"] = secs(s.steal) / s.wall.Seconds()
 	r.Results["server_us_per_"+unit] = perUnitMicros(s.server.Total(), hz, s.units)
+	if s.nkids > 0 {
+		// The target's own processes (a cluster target's backend shards);
+		// server_* above is the measured PID alone.
+		r.Results["children"] = float64(s.nkids)
+		r.Results["children_cpu_s"] = secs(s.kids.Total())
+		r.Results["children_user_s"] = secs(s.kids.User)
+		r.Results["children_sys_s"] = secs(s.kids.Sys)
+		r.Results["children_cores"] = secs(s.kids.Total()) / s.wall.Seconds()
+		r.Results["children_us_per_"+unit] = perUnitMicros(s.kids.Total(), hz, s.units)
+	}
 	r.Results["client_us_per_"+unit] = perUnitMicros(s.client.Total(), hz, s.units)
 }
 

@@ -35,6 +35,21 @@
 //     of whichever process sends it, so neither side's figure is "pure".
 //   - Latency: each DATA payload carries its send time; an HDR histogram
 //     per connection records the round trip, merged at the end.
+//   - Open loop (cpu --rate N): instead of a window of frames in flight,
+//     every connection sends on a fixed schedule (N frames/s in all, the
+//     connections evenly phased), each frame carrying its SCHEDULED send
+//     time; latency is measured from that time, so a driver or server that
+//     falls behind shows in the latency (no coordinated omission). Reported
+//     beside it: the achieved send rate, send lag (write time − scheduled
+//     time), late sends (lag > --late-after), missed sends (scheduled in
+//     the window, written after it), and unanswered frames (not echoed
+//     --drain after the window; recorded with the time waited so far).
+//     --rate-tick bounds the writes per connection (frames due meanwhile
+//     go out together; their wait counts as latency). See openloop.go.
+//   - Cluster targets: a target's descendant processes (cluster-target.sh
+//     starts a backend shard as a child of the gateway it execs) are
+//     measured too and reported as children_* (server_* stays the target
+//     PID alone); compare's {free1} … {free4} are extra free ports for them.
 //   - Handshakes: by default with blocking raw sockets (socket, bind,
 //     connect, write, read, close) to keep the driver lean; --net uses Go's
 //     net package, --reset closes with RST instead of FIN.
@@ -43,5 +58,6 @@
 // --src-spread) with IP_BIND_ADDRESS_NO_PORT, so ephemeral ports and
 // TIME_WAIT do not run out. All load targets loopback, is bounded in count
 // and time, and stops by itself; compare stops the servers it started
-// (SIGTERM, then SIGKILL after 10 s; Pdeathsig if the driver dies).
+// (SIGTERM, then SIGKILL after 10 s; Pdeathsig if the driver dies), and
+// kills by pid any child of a server still running 3 s after it exited.
 package main

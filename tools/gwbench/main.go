@@ -14,6 +14,7 @@ const usage = `gwbench measures a server speaking the Switchyard device protocol
 
   gwbench mem       --addr HOST:PORT --pid PID [--name NAME] [--out FILE] [--n 15000] ...
   gwbench cpu       --addr HOST:PORT --pid PID [--conns 100 --window 16 --payload 64 --duration 10s]
+                    [--rate N --rate-tick 1ms]   (open loop: N frames/s on a schedule)
   gwbench handshake --addr HOST:PORT --pid PID [--workers 64 --duration 10s]
   gwbench check     --addr HOST:PORT   (protocol probes: run before measuring)
   gwbench compare   --target 'NAME=CMD ARGS {addr} {admin}' ... [--scenarios mem,cpu,handshake] [--reps 3]

@@ -70,6 +70,111 @@ func parseStatCPU(b []byte) (cpuTicks, error) {
 	return cpuTicks{User: u, Sys: s}, nil
 }
 
+// parseStatParent extracts the parent pid (field 4) and the start time
+// (field 22, clock ticks after boot: with the pid it names one process) of
+// /proc/PID/stat.
+func parseStatParent(b []byte) (ppid int, start int64, err error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0, errStat
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) <= 22-3 {
+		return 0, 0, errStat
+	}
+	ppid, err1 := strconv.Atoi(f[4-3])
+	start, err2 := strconv.ParseInt(f[22-3], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, errStat
+	}
+	return ppid, start, nil
+}
+
+// descendantsCPU is the CPU time of every living descendant of pid (its
+// children, theirs, …; not pid itself), summed, and their number. A cluster
+// target (cluster-target.sh) runs its backend shards as children of the
+// measured gateway. A process that exits between two readings takes its
+// CPU time with it.
+func descendantsCPU(pid int) (cpuTicks, int, error) {
+	ds, err := descendants(pid)
+	var sum cpuTicks
+	for _, p := range ds {
+		sum.User += p.cpu.User
+		sum.Sys += p.cpu.Sys
+	}
+	return sum, len(ds), err
+}
+
+// procEntry is one process of /proc.
+type procEntry struct {
+	pid, ppid int
+	start     int64 // start time, clock ticks after boot
+	cpu       cpuTicks
+}
+
+// descendants lists the living descendants of pid.
+func descendants(pid int) ([]procEntry, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var procs []procEntry
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		ppid, start, err1 := parseStatParent(b)
+		cpu, err2 := parseStatCPU(b)
+		if err1 == nil && err2 == nil {
+			procs = append(procs, procEntry{p, ppid, start, cpu})
+		}
+	}
+	return descendantsOf(pid, procs), nil
+}
+
+// descendantsOf returns the descendants of root among procs, nearest first.
+func descendantsOf(root int, procs []procEntry) []procEntry {
+	children := map[int][]procEntry{}
+	for _, p := range procs {
+		children[p.ppid] = append(children[p.ppid], p)
+	}
+	var out []procEntry
+	queue := append([]procEntry(nil), children[root]...)
+	seen := map[int]bool{root: true}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if seen[p.pid] {
+			continue
+		}
+		seen[p.pid] = true
+		out = append(out, p)
+		queue = append(queue, children[p.pid]...)
+	}
+	return out
+}
+
+// sameProcess reports whether p is still running (not a zombie) under the
+// same pid and start time, i.e. was not replaced by another process.
+func sameProcess(p procEntry) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
+	if err != nil {
+		return false
+	}
+	_, start, err := parseStatParent(b)
+	if err != nil || start != p.start {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
+}
+
 // memInfo is the memory of a process from /proc/PID/status, in bytes.
 type memInfo struct {
 	RSS    int64 // VmRSS: resident set, all of user space
