@@ -125,10 +125,8 @@ func (g *gossip) watch(ctx context.Context) {
 func (g *gossip) updateRing() {
 	if _, _, _, err := g.r.Update(router.MembershipFunc(func() []router.Shard {
 		var out []router.Shard
-		for _, m := range g.node.Members() {
-			if m.Alive && m.Meta.Role == cluster.RoleBackend && m.Meta.State == cluster.StateActive && m.Meta.Shard != "" {
-				out = append(out, router.Shard{Name: m.Meta.Shard, Addr: m.Meta.Link, Labels: m.Meta.Labels})
-			}
+		for _, m := range g.node.ActiveShards() {
+			out = append(out, router.Shard{Name: m.Meta.Shard, Addr: m.Meta.Link, Labels: m.Meta.Labels})
 		}
 		return out
 	})); err != nil {

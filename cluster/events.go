@@ -225,3 +225,26 @@ func (v *view) snapshot() Stats {
 	defer v.mu.Unlock()
 	return v.stats
 }
+
+// ActiveShards returns the alive backend members that take new sessions
+// (state active, with a shard name and a link address), one per shard
+// name, sorted by shard name. When two members claim one shard — a shard
+// restarted before its previous life was declared dead — the one seen
+// changing last wins, so the ring never holds a shard twice.
+func (n *Node) ActiveShards() []Member {
+	byShard := map[string]Member{}
+	for _, m := range n.Members() {
+		if !m.Alive || m.Meta.Role != RoleBackend || m.Meta.State != StateActive || m.Meta.Shard == "" || m.Meta.Link == "" {
+			continue
+		}
+		if old, ok := byShard[m.Meta.Shard]; !ok || m.Since.After(old.Since) {
+			byShard[m.Meta.Shard] = m
+		}
+	}
+	out := make([]Member, 0, len(byShard))
+	for _, m := range byShard {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Meta.Shard, b.Meta.Shard) })
+	return out
+}

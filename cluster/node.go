@@ -406,7 +406,9 @@ func (n *Node) updateMeta(fn func(*Meta), timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if err := ml.UpdateNode(timeout); err != nil {
+	// memberlist waits without limit for a timeout ≤ 0: an expired
+	// deadline must still mean "do not wait".
+	if err := ml.UpdateNode(max(timeout, time.Millisecond)); err != nil {
 		return fmt.Errorf("%w: %v", ErrBroadcastTimeout, err)
 	}
 	return nil

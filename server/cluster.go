@@ -113,11 +113,8 @@ func (gs *gossip) leave(ctx context.Context) {
 // gossip sees them.
 func ActiveShards(n *cluster.Node) []router.Shard {
 	var out []router.Shard
-	for _, m := range n.Members() {
-		if m.Alive && m.Meta.Role == cluster.RoleBackend && m.Meta.State == cluster.StateActive &&
-			m.Meta.Shard != "" && m.Meta.Link != "" {
-			out = append(out, router.Shard{Name: m.Meta.Shard, Addr: m.Meta.Link, Labels: m.Meta.Labels})
-		}
+	for _, m := range n.ActiveShards() {
+		out = append(out, router.Shard{Name: m.Meta.Shard, Addr: m.Meta.Link, Labels: m.Meta.Labels})
 	}
 	return out
 }

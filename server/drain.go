@@ -46,7 +46,7 @@ func (g *Gateway) Close(ctx context.Context) error {
 	g.forcing.Store(true)
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_ = g.evl.Shutdown(sctx)
+	g.shutdownLoop(sctx)
 	if g.remote != nil {
 		g.remote.close()
 	}
@@ -111,4 +111,20 @@ func (g *Gateway) waitConns(ctx context.Context) bool {
 		}
 	}
 	return true
+}
+
+// shutdownLoop stops netpoll's event loop. Shutdown does nothing when Serve
+// has not yet registered its server (a Close right after Start), and Serve
+// would then wait forever, so it is repeated until Serve has returned.
+func (g *Gateway) shutdownLoop(ctx context.Context) {
+	for {
+		_ = g.evl.Shutdown(ctx)
+		select {
+		case <-g.serveDone:
+			return
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

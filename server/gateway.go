@@ -69,6 +69,8 @@ type Gateway struct {
 	closeErr error
 	wg       sync.WaitGroup
 
+	serveDone chan struct{} // closed when netpoll's Serve returned
+
 	backlogMu sync.Mutex
 	backlog   []*conn
 	spare     []*conn // wheel goroutine only
@@ -157,8 +159,10 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	g.wheel.Start()
 	g.wg.Add(1)
+	g.serveDone = make(chan struct{})
 	go func() {
 		defer g.wg.Done()
+		defer close(g.serveDone)
 		if err := evl.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
 			g.log.Error("device listener stopped", "err", err)
 		}

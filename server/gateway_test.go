@@ -2,11 +2,13 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
 	"go.uber.org/goleak"
@@ -105,5 +107,26 @@ func TestAdminEndpoints(t *testing.T) {
 	g.draining.Store(true)
 	if code, _ := get("/readyz", ""); code != 503 {
 		t.Fatalf("readyz while draining %d", code)
+	}
+}
+
+// TestCloseRightAfterStart: Close must not hang when netpoll's Serve has
+// not set itself up yet.
+func TestCloseRightAfterStart(t *testing.T) {
+	for range 20 {
+		g, err := New(Config{Listen: "127.0.0.1:0", AdminListen: "-"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- g.Close(context.Background()) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Close right after Start hangs")
+		}
 	}
 }

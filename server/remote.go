@@ -22,6 +22,8 @@ type Directory interface {
 // the device gets 503.
 var ErrNoShard = errors.New("server: no backend shard available")
 
+var errShardMoved = errors.New("server: shard moved to another address")
+
 // linkRetry is how long after a failed link the gateway answers new sessions
 // for that shard with 503 instead of dialing again.
 const linkRetry = time.Second
@@ -69,8 +71,15 @@ func (r *remoteBackend) verify(mac []byte, label string, nonce []byte, name stri
 func (r *remoteBackend) linkTo(shard, addr string) *link {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if l := r.links[shard]; l != nil && l.addr == addr {
-		return l
+	old := r.links[shard]
+	if old != nil && old.addr == addr {
+		return old
+	}
+	if old != nil {
+		// The shard came back at another address: its old link is dead
+		// weight (and its sessions are gone with the old process).
+		delete(r.links, shard)
+		go old.fail(errShardMoved)
 	}
 	if t, ok := r.failed[shard]; ok && time.Since(t) < linkRetry {
 		return nil
