@@ -97,6 +97,10 @@ type Config struct {
 	// LinkKeys authenticate the links to backend shards: the first signs,
 	// any verifies. Required with Backends.
 	LinkKeys [][]byte
+	// LinksPerShard is how many links the gateway keeps to each shard;
+	// sessions are spread over them by session id. Default
+	// DefaultLinksPerShard.
+	LinksPerShard int
 	// Logger receives the gateway's logs; nil discards them.
 	Logger *slog.Logger
 }

@@ -111,6 +111,7 @@ func (l *link) connect(ctx context.Context) error {
 	l.up = true
 	l.mu.Unlock()
 	l.r.g.metrics.links.Add(1)
+	l.r.linkUp(l)
 	return nc.SetDeadline(time.Time{})
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -24,12 +25,21 @@ var ErrNoShard = errors.New("server: no backend shard available")
 
 var errShardMoved = errors.New("server: shard moved to another address")
 
-// linkRetry is how long after a failed link the gateway answers new sessions
-// for that shard with 503 instead of dialing again.
-const linkRetry = time.Second
+// Link reconnection: after a link to a shard fails, new sessions of that
+// shard get 503 until the next dial is due: linkRetryMin after the first
+// failure, doubling up to linkRetryMax, each with ±25 % jitter so that
+// gateways do not redial a restarted shard in step. An authenticated link
+// resets the backoff.
+const (
+	linkRetryMin = 100 * time.Millisecond
+	linkRetryMax = 10 * time.Second
+)
 
-// DefaultMaxLinkQueue bounds the bytes queued on one link.
-const DefaultMaxLinkQueue = 4 << 20
+// Defaults of the links to backend shards.
+const (
+	DefaultMaxLinkQueue  = 4 << 20 // bytes queued on one link
+	DefaultLinksPerShard = 2       // links from a gateway to each shard
+)
 
 // remoteBackend sends sessions to backend shards over links.
 type remoteBackend struct {
@@ -37,6 +47,7 @@ type remoteBackend struct {
 	dir      Directory
 	keys     [][]byte
 	maxQueue int
+	perShard int
 	ctx      context.Context
 	cancel   context.CancelFunc
 
@@ -44,9 +55,16 @@ type remoteBackend struct {
 	circuits *router.Circuits
 
 	mu     sync.Mutex
-	links  map[string]*link     // by shard
-	failed map[string]time.Time // shard → when its link last failed
+	shards map[string]*shardLinks
 	wg     sync.WaitGroup
+}
+
+// shardLinks are a gateway's links to one shard. Guarded by remoteBackend.mu.
+type shardLinks struct {
+	addr    string
+	links   []*link // perShard slots; nil = not connected
+	fails   int     // consecutive failed links
+	retryAt time.Time
 }
 
 var _ backend = (*remoteBackend)(nil)
@@ -54,8 +72,12 @@ var _ backend = (*remoteBackend)(nil)
 func newRemoteBackend(g *Gateway, dir Directory, keys [][]byte) *remoteBackend {
 	ctx, cancel := context.WithCancel(context.Background())
 	circuits, _ := router.NewCircuits(router.CircuitConfig{})
-	return &remoteBackend{g: g, dir: dir, keys: keys, maxQueue: DefaultMaxLinkQueue, ctx: ctx, cancel: cancel,
-		topics: newTopics(), circuits: circuits, links: map[string]*link{}, failed: map[string]time.Time{}}
+	perShard := g.cfg.LinksPerShard
+	if perShard <= 0 {
+		perShard = DefaultLinksPerShard
+	}
+	return &remoteBackend{g: g, dir: dir, keys: keys, maxQueue: DefaultMaxLinkQueue, perShard: perShard,
+		ctx: ctx, cancel: cancel, topics: newTopics(), circuits: circuits, shards: map[string]*shardLinks{}}
 }
 
 // verify checks a MAC made with any of the cluster keys.
@@ -67,28 +89,39 @@ func (r *remoteBackend) verify(mac []byte, label string, nonce []byte, name stri
 	return ok
 }
 
-// linkTo returns the link to shard, starting one when there is none.
-func (r *remoteBackend) linkTo(shard, addr string) *link {
+// linkTo returns link slot of shard (a session always uses the slot its id
+// hashes to, so its frames stay in order), dialing when the slot is empty
+// and no backoff is pending; nil while the shard is backing off.
+func (r *remoteBackend) linkTo(shard, addr string, slot int) *link {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	old := r.links[shard]
-	if old != nil && old.addr == addr {
-		return old
-	}
-	if old != nil {
-		// The shard came back at another address: its old link is dead
-		// weight (and its sessions are gone with the old process).
-		delete(r.links, shard)
-		go old.fail(errShardMoved)
-	}
-	if t, ok := r.failed[shard]; ok && time.Since(t) < linkRetry {
-		return nil
-	}
 	if r.ctx.Err() != nil {
 		return nil
 	}
+	sl := r.shards[shard]
+	if sl != nil && sl.addr != addr {
+		// The shard came back at another address: its old links are dead
+		// weight (and their sessions went with the old process).
+		for _, l := range sl.links {
+			if l != nil {
+				go l.fail(errShardMoved)
+			}
+		}
+		sl = nil
+	}
+	if sl == nil {
+		sl = &shardLinks{addr: addr, links: make([]*link, r.perShard)}
+		r.shards[shard] = sl
+	}
+	slot %= len(sl.links)
+	if l := sl.links[slot]; l != nil {
+		return l
+	}
+	if time.Now().Before(sl.retryAt) {
+		return nil
+	}
 	l := newLink(r, shard, addr)
-	r.links[shard] = l
+	sl.links[slot] = l
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -97,11 +130,27 @@ func (r *remoteBackend) linkTo(shard, addr string) *link {
 	return l
 }
 
+// linkUp resets the shard's backoff once a link authenticated.
+func (r *remoteBackend) linkUp(l *link) {
+	r.mu.Lock()
+	if sl := r.shards[l.shard]; sl != nil {
+		sl.fails, sl.retryAt = 0, time.Time{}
+	}
+	r.mu.Unlock()
+}
+
 func (r *remoteBackend) linkFailed(l *link, err error) {
 	r.mu.Lock()
-	if r.links[l.shard] == l {
-		delete(r.links, l.shard)
-		r.failed[l.shard] = time.Now()
+	if sl := r.shards[l.shard]; sl != nil {
+		for i, x := range sl.links {
+			if x == l {
+				sl.links[i] = nil
+				sl.fails++
+				d := min(linkRetryMin<<min(sl.fails-1, 16), linkRetryMax)
+				d += time.Duration(rand.Int64N(int64(d)/2)) - d/4
+				sl.retryAt = time.Now().Add(d)
+			}
+		}
 	}
 	r.mu.Unlock()
 	if r.ctx.Err() == nil {
@@ -115,7 +164,8 @@ func (r *remoteBackend) open(c *conn, s *session, h *protocol.Hello, resumed boo
 		c.fail(protocol.CodeUnavailable, "no backend available")
 		return
 	}
-	l := r.linkTo(shard, addr) // the Open below is refused while the shard's circuit is open
+	// The Open below is refused while the shard's circuit is open.
+	l := r.linkTo(shard, addr, int(s.id[0]))
 	if l == nil {
 		c.fail(protocol.CodeUnavailable, "backend unavailable")
 		return
@@ -169,7 +219,9 @@ func (g *Gateway) ConnectShards(shards map[string]string) {
 		return
 	}
 	for name, addr := range shards {
-		g.remote.linkTo(name, addr)
+		for slot := range g.remote.perShard {
+			g.remote.linkTo(name, addr, slot)
+		}
 	}
 }
 
@@ -177,9 +229,13 @@ func (g *Gateway) ConnectShards(shards map[string]string) {
 func (r *remoteBackend) close() {
 	r.cancel()
 	r.mu.Lock()
-	links := make([]*link, 0, len(r.links))
-	for _, l := range r.links {
-		links = append(links, l)
+	var links []*link
+	for _, sl := range r.shards {
+		for _, l := range sl.links {
+			if l != nil {
+				links = append(links, l)
+			}
+		}
 	}
 	r.mu.Unlock()
 	for _, l := range links {

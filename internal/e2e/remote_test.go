@@ -429,4 +429,8 @@ func TestClusterAdminAPI(t *testing.T) {
 	if r := get("/api/v1/cluster/ring"); !strings.Contains(r, `"shards":["solo"]`) || !strings.Contains(r, `"solo":4093`) {
 		t.Fatalf("ring: %s", r)
 	}
+	// The gateway keeps DefaultLinksPerShard links to every shard.
+	waitFor(t, "two links to the shard", func() bool {
+		return strings.Contains(get("/metrics"), "switchyard_backend_links 2\n")
+	})
 }
