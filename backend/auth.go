@@ -3,7 +3,6 @@ package backend
 import (
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
@@ -21,23 +20,15 @@ import (
 // these envelopes is read before Auth verified, and a failure closes the
 // link without an answer.
 
-// Labels that keep the two MACs of the handshake apart.
 const (
-	macLabelBackend = "switchyard-link-be"
-	macLabelGateway = "switchyard-link-gw"
-	nonceSize       = 16
+	macLabelBackend = protocol.LinkMACBackend
+	macLabelGateway = protocol.LinkMACGateway
+	nonceSize       = protocol.LinkNonceSize
 )
 
 var errAuth = errors.New("backend: link authentication failed")
 
-// linkMAC is HMAC-SHA256(key, label | nonce | name).
-func linkMAC(key []byte, label string, nonce []byte, name string) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(label))
-	m.Write(nonce)
-	m.Write([]byte(name))
-	return m.Sum(nil)
-}
+var linkMAC = protocol.LinkMAC
 
 // authenticate runs the three steps on a new link and returns the
 // gateway's node name.

@@ -2,9 +2,7 @@ package server
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -118,7 +116,7 @@ func (l *link) connect(ctx context.Context) error {
 // authenticate runs the gateway's side of the three-step exchange.
 func (l *link) authenticate(nc net.Conn) error {
 	g := l.r.g
-	gN := make([]byte, 16)
+	gN := make([]byte, protocol.LinkNonceSize)
 	_, _ = rand.Read(gN)
 	hello, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Node: g.linkName(), Nonce: gN})
 	if _, err := nc.Write(protocol.AppendLinkFrame(nil, &protocol.Envelope{Kind: protocol.LinkHello, Ext: hello})); err != nil {
@@ -129,11 +127,11 @@ func (l *link) authenticate(nc net.Conn) error {
 		return err
 	}
 	x, err := protocol.DecodeLinkExt(e.Ext)
-	if err != nil || e.Kind != protocol.LinkChallenge || len(x.Nonce) != 16 ||
-		!l.r.verify(x.MAC, "switchyard-link-be", gN, x.Shard) {
+	if err != nil || e.Kind != protocol.LinkChallenge || len(x.Nonce) != protocol.LinkNonceSize ||
+		!protocol.VerifyLinkMAC(l.r.keys, x.MAC, protocol.LinkMACBackend, gN, x.Shard) {
 		return ErrLinkAuth
 	}
-	auth, _ := protocol.EncodeLinkExt(&protocol.LinkExt{MAC: linkMAC(l.r.keys[0], "switchyard-link-gw", x.Nonce, g.linkName())})
+	auth, _ := protocol.EncodeLinkExt(&protocol.LinkExt{MAC: protocol.LinkMAC(l.r.keys[0], protocol.LinkMACGateway, x.Nonce, g.linkName())})
 	_, err = nc.Write(protocol.AppendLinkFrame(nil, &protocol.Envelope{Kind: protocol.LinkAuth, Ext: auth}))
 	return err
 }
@@ -142,15 +140,6 @@ func (l *link) authenticate(nc net.Conn) error {
 // address, unique even for several gateways on one host (shards send a
 // Publish once per gateway name).
 func (g *Gateway) linkName() string { return g.cfg.Node + "@" + g.Addr().String() }
-
-// linkMAC is HMAC-SHA256(key, label | nonce | name).
-func linkMAC(key []byte, label string, nonce []byte, name string) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(label))
-	m.Write(nonce)
-	m.Write([]byte(name))
-	return m.Sum(nil)
-}
 
 // readEnvelope reads one link frame from a blocking connection (used only
 // during authentication).

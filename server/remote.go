@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/hmac"
 	"errors"
 	"math/rand/v2"
 	"sync"
@@ -78,15 +77,6 @@ func newRemoteBackend(g *Gateway, dir Directory, keys [][]byte) *remoteBackend {
 	}
 	return &remoteBackend{g: g, dir: dir, keys: keys, maxQueue: DefaultMaxLinkQueue, perShard: perShard,
 		ctx: ctx, cancel: cancel, topics: newTopics(), circuits: circuits, shards: map[string]*shardLinks{}}
-}
-
-// verify checks a MAC made with any of the cluster keys.
-func (r *remoteBackend) verify(mac []byte, label string, nonce []byte, name string) bool {
-	ok := false
-	for _, k := range r.keys {
-		ok = hmac.Equal(mac, linkMAC(k, label, nonce, name)) || ok
-	}
-	return ok
 }
 
 // linkTo returns link slot of shard (a session always uses the slot its id
