@@ -57,7 +57,7 @@ type Session struct {
 	earlyBytes  int
 	topics      map[string]struct{}
 	values      map[string]any
-	mbox        []event // handler events, drained by one worker at a time
+	mbox        mailbox // handler events, drained by one worker at a time
 	ups         int     // Up events in mbox
 	scheduled   bool    // in the run queue or being run
 }
@@ -291,7 +291,7 @@ func (s *Session) detachLocked(reason string) {
 
 // enqueueLocked appends ev to the mailbox and schedules the session.
 func (s *Session) enqueueLocked(ev event) {
-	s.mbox = append(s.mbox, ev)
+	s.mbox.push(ev)
 	if ev.kind == evUp {
 		s.ups++
 	}

@@ -121,13 +121,11 @@ func (srv *Server) worker() {
 func (srv *Server) run(s *Session) {
 	for range workBatch {
 		s.mu.Lock()
-		if len(s.mbox) == 0 {
+		if s.mbox.len() == 0 {
 			s.mu.Unlock()
 			break
 		}
-		ev := s.mbox[0]
-		s.mbox[0] = event{}
-		s.mbox = s.mbox[1:]
+		ev := s.mbox.pop()
 		if ev.kind == evUp {
 			s.ups--
 		}
@@ -137,8 +135,9 @@ func (srv *Server) run(s *Session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.flushAckLocked()
-	if len(s.mbox) == 0 {
-		s.mbox, s.scheduled = nil, false
+	if s.mbox.len() == 0 {
+		s.mbox.release()
+		s.scheduled = false
 		return
 	}
 	srv.runq.push(s)
