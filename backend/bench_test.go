@@ -14,8 +14,8 @@ import (
 type nop struct{}
 
 func (nop) OnOpen(*backend.Session, backend.OpenReason, []byte) error { return nil }
-func (nop) OnMessage(*backend.Session, []byte, bool) error           { return nil }
-func (nop) OnClose(*backend.Session, string)                         {}
+func (nop) OnMessage(*backend.Session, []byte, bool) error            { return nil }
+func (nop) OnClose(*backend.Session, string)                          {}
 
 // BenchmarkUpstream measures the shard's work per reliable upstream frame
 // arriving in bursts of 16 on one session: decode, fencing, mailbox,
