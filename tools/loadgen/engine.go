@@ -1,0 +1,733 @@
+package main
+
+import (
+	"bytes"
+	"container/heap"
+	"encoding/binary"
+	"errors"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/switchyard-gw/switchyard/protocol"
+	"golang.org/x/sys/unix"
+)
+
+// The engine: a few worker goroutines, each owning many non-blocking
+// sockets through its own epoll instance and a timer heap. No goroutine
+// per session.
+
+// payload layout of every DATA sent: magic, scheduled (or actual, closed
+// loop) send time in ns since base, the session's counter; padded to
+// --payload. An echo brings it back whole.
+var magic = [4]byte{'L', 'G', 'v', '1'}
+
+const minPayload = 4 + 8 + 8
+
+// maxBatch bounds the frames one session writes at once after falling behind.
+const maxBatch = 64
+
+// engine runs sessions [first, first+count) of a load.
+type engine struct {
+	cfg    *config
+	base   time.Time
+	dst    []unix.SockaddrInet4
+	src    sources
+	agg    *agg
+	first  int
+	count  int
+	endAt  int64 // ns since base: stop sending
+	secret []byte
+}
+
+func (e *engine) now() int64 { return int64(time.Since(e.base)) }
+
+// run starts the workers and waits for them.
+func (e *engine) run() error {
+	nw := max(1, min(e.cfg.Workers, e.count))
+	ws := make([]*worker, nw)
+	for i := range ws {
+		w, err := newWorker(e, i)
+		if err != nil {
+			for _, w := range ws[:i] {
+				unix.Close(w.epfd)
+			}
+			return err
+		}
+		ws[i] = w
+	}
+	for g := e.first; g < e.first+e.count; g++ {
+		w := ws[(g-e.first)%nw]
+		w.addSession(g)
+	}
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.loop() }()
+	}
+	wg.Wait()
+	return nil
+}
+
+const (
+	stIdle = iota // not started / waiting to reconnect
+	stConnecting
+	stHandshaking
+	stUp
+)
+
+type pending struct {
+	seq uint32
+	ts  int64
+	ctr uint64
+}
+
+type session struct {
+	g        int
+	id       string
+	fd       int
+	state    int
+	wake     int64
+	rbuf     []byte
+	wbuf     []byte
+	dst      unix.SockaddrInet4 // own copy: Connect writes into it
+	deadline int64              // connect/handshake deadline
+
+	everUp  bool
+	alt     int // connection failures: offset into --addr
+	backoff time.Duration
+	hb      int64
+	resume  []byte
+	lastW   int64 // last write, ns since base
+
+	downLast uint32 // highest reliable downstream seq received in order
+	ackOwed  bool
+	upSeq    uint32 // last reliable upstream seq assigned
+	upAcked  uint32
+	pend     []pending // reliable upstream DATA not acknowledged
+
+	sched   schedule
+	schedOK bool
+	next    int64   // open loop: index of the next frame
+	fifo    []int64 // send times of DATA awaiting a reply
+	ctr     uint64  // last counter sent
+
+	up, down seqCheck
+}
+
+type timer struct {
+	at int64
+	s  *session
+}
+
+type timerHeap []timer
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timer)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return t
+}
+
+type worker struct {
+	e        *engine
+	idx      int
+	epfd     int
+	byFD     map[int]*session
+	all      []*session
+	timers   timerHeap
+	st       *Stats
+	scratch  []byte
+	pay      []byte
+	draining bool
+	upN      int64
+}
+
+func newWorker(e *engine, idx int) (*worker, error) {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	return &worker{e: e, idx: idx, epfd: fd, byFD: map[int]*session{}, st: newStats(),
+		scratch: make([]byte, 64*1024), pay: make([]byte, max(e.cfg.Payload, minPayload))}, nil
+}
+
+func (w *worker) addSession(g int) {
+	s := &session{g: g, fd: -1, id: w.e.cfg.IDPrefix + strconv.Itoa(g),
+		dst: w.e.dst[g%len(w.e.dst)], up: newSeqCheck(1), down: newSeqCheck(1)}
+	w.all = append(w.all, s)
+	w.setWake(s, startAt(g, w.e.cfg.Ramp)+int64(20*time.Millisecond))
+}
+
+func (w *worker) setWake(s *session, at int64) {
+	s.wake = at
+	heap.Push(&w.timers, timer{at, s})
+}
+
+// loop runs the worker's sessions until the end of the run and its drain.
+func (w *worker) loop() {
+	defer unix.Close(w.epfd)
+	events := make([]unix.EpollEvent, 256)
+	lastFlush := w.e.now()
+	var drainEnd, lastQuiet int64
+	for {
+		now := w.e.now()
+		for len(w.timers) > 0 && w.timers[0].at <= now {
+			t := heap.Pop(&w.timers).(timer)
+			if t.s.wake == t.at {
+				t.s.wake = -1
+				w.tick(t.s, now)
+			}
+		}
+		if !w.draining && now >= w.e.endAt {
+			w.draining = true
+			drainEnd = now + int64(w.e.cfg.Drain)
+		}
+		if w.draining && now >= drainEnd {
+			break
+		}
+		if w.draining && now-lastQuiet >= int64(10*time.Millisecond) {
+			lastQuiet = now
+			if w.quiet() {
+				break
+			}
+		}
+		if now-lastFlush >= int64(200*time.Millisecond) {
+			w.flushStats()
+			lastFlush = now
+		}
+		timeout := 100
+		if len(w.timers) > 0 {
+			d := (w.timers[0].at - now + int64(time.Millisecond) - 1) / int64(time.Millisecond)
+			timeout = int(max(0, min(d, 100)))
+		}
+		if w.draining {
+			timeout = min(timeout, 20)
+		}
+		n, err := unix.EpollWait(w.epfd, events, timeout)
+		if err != nil && err != unix.EINTR {
+			w.st.err("epoll")
+			break
+		}
+		for _, ev := range events[:max(n, 0)] {
+			if s := w.byFD[int(ev.Fd)]; s != nil {
+				w.event(s, ev.Events)
+			}
+		}
+	}
+	w.finish()
+}
+
+// quiet reports whether no session waits for a reply or an ACK.
+func (w *worker) quiet() bool {
+	for _, s := range w.all {
+		if len(s.fifo) > 0 || len(s.pend) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// finish accounts for what never came back and closes every socket.
+func (w *worker) finish() {
+	for _, s := range w.all {
+		w.st.add(cUnanswered, int64(len(s.fifo)))
+		w.st.add(cUnacked, int64(len(s.pend)))
+		if w.e.cfg.Verify {
+			w.st.add(cUpLost, s.up.tail(s.ctr))
+			w.collectVerify(s)
+		}
+		if s.fd >= 0 {
+			w.closeFD(s)
+		}
+	}
+	w.flushStats()
+}
+
+func (w *worker) collectVerify(s *session) {
+	w.st.add(cUpLost, s.up.Lost)
+	w.st.add(cUpDup, s.up.Dup)
+	w.st.add(cUpReorder, s.up.Reorder)
+	w.st.add(cDownLost, s.down.Lost)
+	w.st.add(cDownDup, s.down.Dup)
+	w.st.add(cDownReorder, s.down.Reorder)
+	s.up.Lost, s.up.Dup, s.up.Reorder = 0, 0, 0
+	s.down.Lost, s.down.Dup, s.down.Reorder = 0, 0, 0
+}
+
+func (w *worker) flushStats() {
+	w.e.agg.add(w.st)
+	w.e.agg.setUp(w.idx, w.upN)
+	w.st.reset()
+}
+
+// tick does what is due for s at now.
+func (w *worker) tick(s *session, now int64) {
+	switch s.state {
+	case stIdle:
+		if w.draining && !s.everUp {
+			return
+		}
+		w.connect(s, now)
+	case stConnecting, stHandshaking:
+		if now >= s.deadline {
+			w.st.err("timeout")
+			w.drop(s, now)
+			return
+		}
+		w.setWake(s, s.deadline)
+	case stUp:
+		w.sendDue(s, now)
+		if now-s.lastW >= s.hb {
+			s.wbuf = protocol.AppendFrame(s.wbuf, protocol.TypePing, 0, 0, nil)
+			w.st.add(cPings, 1)
+		}
+		w.flush(s, now)
+		if s.state == stUp {
+			w.rewake(s, now)
+		}
+	}
+}
+
+// rewake schedules s's next action: its next frame or its heartbeat.
+func (w *worker) rewake(s *session, now int64) {
+	at := s.lastW + s.hb
+	if !w.draining && w.e.cfg.Rate > 0 && s.schedOK {
+		at = min(at, max(s.sched.at(s.next), now))
+	}
+	if s.wake < 0 || at < s.wake {
+		w.setWake(s, at)
+	}
+}
+
+func (w *worker) connect(s *session, now int64) {
+	w.st.add(cConnects, 1)
+	if s.everUp || s.backoff > 0 {
+		w.st.add(cReconnects, 1)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		w.st.err("socket")
+		w.retry(s, now)
+		return
+	}
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if ip := w.e.src.addr(s.g); ip != nil {
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		sa := &unix.SockaddrInet4{}
+		copy(sa.Addr[:], ip)
+		if err := unix.Bind(fd, sa); err != nil {
+			unix.Close(fd)
+			w.st.err("bind")
+			w.retry(s, now)
+			return
+		}
+	}
+	err = unix.Connect(fd, &s.dst)
+	if err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		w.st.err(errName(err))
+		w.retry(s, now)
+		return
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		unix.Close(fd)
+		w.st.err("epoll")
+		w.retry(s, now)
+		return
+	}
+	s.fd = fd
+	w.byFD[fd] = s
+	s.state = stConnecting
+	s.rbuf, s.wbuf = s.rbuf[:0], s.wbuf[:0]
+	s.deadline = now + int64(10*time.Second)
+	w.setWake(s, s.deadline)
+}
+
+// retry schedules a reconnection with exponential backoff. A session
+// that could not connect tries the next --addr.
+func (w *worker) retry(s *session, now int64) {
+	if s.state == stConnecting || s.state == stIdle {
+		s.alt++
+		s.dst = w.e.dst[(s.g+s.alt)%len(w.e.dst)]
+	}
+	s.state = stIdle
+	if s.backoff == 0 {
+		s.backoff = 100 * time.Millisecond
+	} else {
+		s.backoff = min(2*s.backoff, 2*time.Second)
+	}
+	if w.draining && !s.everUp {
+		return
+	}
+	w.setWake(s, now+int64(s.backoff))
+}
+
+func (w *worker) closeFD(s *session) {
+	delete(w.byFD, s.fd)
+	unix.Close(s.fd)
+	s.fd = -1
+	if s.state == stUp {
+		w.upN--
+	}
+}
+
+// drop closes s's connection (lost or refused) and schedules a reconnection.
+func (w *worker) drop(s *session, now int64) {
+	if s.fd < 0 {
+		return
+	}
+	if s.state == stUp {
+		w.st.add(cDisconnects, 1)
+	}
+	w.closeFD(s)
+	if !w.e.cfg.Reliable {
+		// Best-effort frames in flight are gone with the connection.
+		w.st.add(cUnanswered, int64(len(s.fifo)))
+		s.fifo = s.fifo[:0]
+	}
+	s.wake = -1
+	w.retry(s, now)
+}
+
+func errName(err error) string {
+	var en unix.Errno
+	if errors.As(err, &en) {
+		switch en {
+		case unix.ECONNREFUSED:
+			return "conn_refused"
+		case unix.ECONNRESET:
+			return "conn_reset"
+		case unix.EPIPE:
+			return "broken_pipe"
+		case unix.ETIMEDOUT:
+			return "timeout"
+		case unix.EADDRNOTAVAIL:
+			return "addr_not_avail"
+		case unix.EMFILE, unix.ENFILE:
+			return "too_many_files"
+		}
+		return en.Error()
+	}
+	return err.Error()
+}
+
+// event handles epoll events of s.
+func (w *worker) event(s *session, evs uint32) {
+	now := w.e.now()
+	if s.state == stConnecting {
+		if evs&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+			return
+		}
+		soerr, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err == nil && soerr != 0 {
+			err = unix.Errno(soerr)
+		}
+		if err != nil {
+			w.st.err(errName(err))
+			w.drop(s, now)
+			return
+		}
+		w.hello(s)
+		s.state = stHandshaking
+		w.flush(s, now)
+		if s.fd < 0 {
+			return
+		}
+	}
+	if evs&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		if !w.read(s, now) {
+			return
+		}
+	}
+	if s.fd >= 0 {
+		if s.ackOwed {
+			s.wbuf = protocol.AppendFrame(s.wbuf, protocol.TypeAck, 0, s.downLast, nil)
+			s.ackOwed = false
+			w.st.add(cAcksOut, 1)
+		}
+		w.flush(s, now)
+	}
+}
+
+func (w *worker) hello(s *session) {
+	h := protocol.Hello{V: protocol.Version, ID: s.id}
+	if w.e.secret != nil {
+		h.Token = protocol.MakeToken(w.e.secret, s.id, time.Now().Add(24*time.Hour))
+	}
+	if s.resume != nil {
+		h.Resume, h.Last = s.resume, s.downLast
+	}
+	p, err := protocol.EncodeHello(&h)
+	if err != nil {
+		w.st.err("hello")
+		return
+	}
+	s.wbuf = protocol.AppendFrame(s.wbuf, protocol.TypeHello, 0, 0, p)
+}
+
+// flush writes s's pending output as far as the socket takes it.
+func (w *worker) flush(s *session, now int64) {
+	for len(s.wbuf) > 0 && s.fd >= 0 {
+		n, err := unix.Write(s.fd, s.wbuf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			return
+		}
+		if err != nil {
+			w.st.err(errName(err))
+			w.drop(s, now)
+			return
+		}
+		s.lastW = now
+		s.wbuf = s.wbuf[:copy(s.wbuf, s.wbuf[n:])]
+	}
+}
+
+// read reads and handles every frame available; false when s was dropped.
+func (w *worker) read(s *session, now int64) bool {
+	for {
+		n, err := unix.Read(s.fd, w.scratch)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			return true
+		}
+		if err != nil || n == 0 {
+			if err != nil {
+				w.st.err(errName(err))
+			} else if s.state != stUp || !w.draining {
+				w.st.err("eof")
+			}
+			w.drop(s, now)
+			return false
+		}
+		s.rbuf = append(s.rbuf, w.scratch[:n]...)
+		off := 0
+		for {
+			f, used, err := protocol.Decode(s.rbuf[off:], protocol.DefaultMaxFrame)
+			if err == protocol.ErrIncomplete {
+				break
+			}
+			if err != nil {
+				w.st.err("bad_frame")
+				w.drop(s, now)
+				return false
+			}
+			off += used
+			if !w.frame(s, f, now) {
+				return false
+			}
+		}
+		s.rbuf = s.rbuf[:copy(s.rbuf, s.rbuf[off:])]
+	}
+}
+
+// frame handles one frame from the gateway; false when s was dropped.
+func (w *worker) frame(s *session, f protocol.Frame, now int64) bool {
+	switch f.Type {
+	case protocol.TypeWelcome:
+		if s.state != stHandshaking {
+			w.st.err("unexpected_welcome")
+			return true
+		}
+		w.welcome(s, f.Payload, now)
+	case protocol.TypeError:
+		var m protocol.ErrorMsg
+		_ = protocol.Unmarshal(f.Payload, &m)
+		w.st.err(strconv.Itoa(m.Code))
+		if m.Code != protocol.CodeRateLimited {
+			w.drop(s, now)
+			return false
+		}
+	case protocol.TypePing:
+		s.wbuf = protocol.AppendFrame(s.wbuf, protocol.TypePong, 0, 0, f.Payload)
+	case protocol.TypePong:
+		w.st.add(cPongs, 1)
+	case protocol.TypeGoAway:
+		w.st.add(cGoAway, 1)
+		var m protocol.GoAway
+		if protocol.Unmarshal(f.Payload, &m) == nil && len(m.Redirect) > 0 {
+			if sa, err := resolve(m.Redirect[:1]); err == nil {
+				s.dst = sa[0] // reconnect there once this connection closes
+			}
+		}
+	case protocol.TypeAck:
+		w.st.add(cAcksIn, 1)
+		if f.Seq < s.upAcked {
+			w.st.add(cAckRegress, 1)
+		}
+		s.upAcked = max(s.upAcked, f.Seq)
+		i := 0
+		for i < len(s.pend) && s.pend[i].seq <= s.upAcked {
+			i++
+		}
+		s.pend = s.pend[:copy(s.pend, s.pend[i:])]
+	case protocol.TypeData:
+		w.data(s, f, now)
+	}
+	return true
+}
+
+func (w *worker) welcome(s *session, p []byte, now int64) {
+	var m protocol.Welcome
+	if err := protocol.Unmarshal(p, &m); err != nil {
+		w.st.err("bad_welcome")
+	}
+	w.st.add(cHandshakes, 1)
+	if s.everUp && !m.Resumed {
+		// A new session: the gateway forgot the old one.
+		w.st.add(cResumeFailed, 1)
+		s.up.resync()
+		s.down.resync()
+		s.downLast, s.upSeq, s.upAcked = 0, 0, 0
+		s.pend = s.pend[:0]
+		w.st.add(cUnanswered, int64(len(s.fifo)))
+		s.fifo = s.fifo[:0]
+	}
+	s.resume = append(s.resume[:0], m.Resume...)
+	s.hb = int64(time.Duration(max(m.HB, 1)) * time.Second)
+	if w.e.cfg.Heartbeat > 0 {
+		s.hb = int64(w.e.cfg.Heartbeat)
+	}
+	s.state = stUp
+	s.backoff = 0
+	w.upN++
+	first := !s.everUp
+	s.everUp = true
+	// Resend the reliable DATA the gateway has not accepted.
+	if m.Resumed {
+		i := 0
+		for i < len(s.pend) && s.pend[i].seq <= m.Last {
+			i++
+		}
+		s.pend = s.pend[:copy(s.pend, s.pend[i:])]
+		s.upAcked = max(s.upAcked, m.Last)
+		for _, pd := range s.pend {
+			s.wbuf = protocol.AppendFrame(s.wbuf, protocol.TypeData, protocol.FlagAckRequested, pd.seq, w.payload(pd.ts, pd.ctr))
+			w.st.add(cResent, 1)
+		}
+	}
+	if first && w.e.cfg.Rate > 0 {
+		s.sched = newSchedule(now, w.e.cfg.Rate)
+		s.schedOK = true
+	}
+	if w.e.cfg.Rate <= 0 && !w.draining {
+		for len(s.fifo) < w.e.cfg.Window {
+			w.sendOne(s, now, now)
+		}
+	}
+	if w.e.cfg.Rate > 0 {
+		w.sendDue(s, now)
+	}
+	s.lastW = now
+	w.rewake(s, now)
+}
+
+func (w *worker) payload(ts int64, ctr uint64) []byte {
+	p := w.pay
+	copy(p, magic[:])
+	binary.BigEndian.PutUint64(p[4:], uint64(ts))
+	binary.BigEndian.PutUint64(p[12:], ctr)
+	return p
+}
+
+// sendOne queues one DATA due at ts.
+func (w *worker) sendOne(s *session, ts, now int64) {
+	s.ctr++
+	var flags protocol.Flags
+	var seq uint32
+	if w.e.cfg.Reliable {
+		s.upSeq++
+		flags, seq = protocol.FlagAckRequested, s.upSeq
+		s.pend = append(s.pend, pending{seq, ts, s.ctr})
+	}
+	s.wbuf = protocol.AppendFrame(s.wbuf, protocol.TypeData, flags, seq, w.payload(ts, s.ctr))
+	s.fifo = append(s.fifo, ts)
+	w.st.add(cSent, 1)
+}
+
+// sendDue queues the open-loop frames due at now.
+func (w *worker) sendDue(s *session, now int64) {
+	if w.draining || w.e.cfg.Rate <= 0 || !s.schedOK {
+		return
+	}
+	n := s.sched.due(s.next, now, maxBatch)
+	for range n {
+		w.sendOne(s, s.sched.at(s.next), now)
+		s.next++
+	}
+}
+
+// data handles a downstream DATA: the reply to one of ours.
+func (w *worker) data(s *session, f protocol.Frame, now int64) {
+	w.st.add(cReceived, 1)
+	if f.Reliable() {
+		if w.e.cfg.Verify {
+			s.down.observe(uint64(f.Seq))
+		}
+		if f.Seq > s.downLast {
+			s.downLast = f.Seq
+			s.ackOwed = true
+		}
+	}
+	var ts int64 = -1
+	if len(s.fifo) > 0 {
+		ts = s.fifo[0]
+		s.fifo = s.fifo[:copy(s.fifo, s.fifo[1:])]
+	}
+	p := f.Payload
+	if len(p) >= minPayload && bytes.Equal(p[:4], magic[:]) {
+		// Echo: the payload is ours.
+		ts = int64(binary.BigEndian.Uint64(p[4:]))
+		if w.e.cfg.Verify {
+			s.up.observe(binary.BigEndian.Uint64(p[12:]))
+		}
+	} else if w.e.cfg.Verify {
+		// Counter backend: "<shard> <count>".
+		if i := bytes.LastIndexByte(p, ' '); i >= 0 {
+			if c, err := strconv.ParseUint(string(p[i+1:]), 10, 64); err == nil {
+				s.up.observe(c)
+			} else {
+				w.st.err("bad_reply")
+			}
+		}
+	}
+	if ts >= 0 {
+		w.st.Lat.RecordValue(max(now-ts, histMin))
+	}
+	if w.e.cfg.Rate <= 0 && !w.draining && s.state == stUp {
+		for len(s.fifo) < w.e.cfg.Window {
+			w.sendOne(s, now, now)
+		}
+	}
+}
+
+// resolve parses "host:port" (IPv4) addresses.
+func resolve(addrs []string) ([]unix.SockaddrInet4, error) {
+	var out []unix.SockaddrInet4
+	for _, a := range addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			return nil, err
+		}
+		ip := net.ParseIP(host).To4()
+		p, err := strconv.Atoi(port)
+		if ip == nil || err != nil {
+			return nil, errors.New("loadgen: want an IPv4 host:port, got " + a)
+		}
+		sa := unix.SockaddrInet4{Port: p}
+		copy(sa.Addr[:], ip)
+		out = append(out, sa)
+	}
+	return out, nil
+}

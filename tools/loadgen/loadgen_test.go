@@ -1,0 +1,359 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/switchyard-gw/switchyard/protocol"
+	"github.com/switchyard-gw/switchyard/server"
+)
+
+func TestSeqCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		in                 []uint64
+		last               uint64 // tail: highest number sent (0: no tail check)
+		lost, dup, reorder int64
+	}{
+		{"in order", []uint64{1, 2, 3, 4}, 4, 0, 0, 0},
+		{"empty", nil, 0, 0, 0, 0},
+		{"gap", []uint64{1, 2, 5, 6}, 0, 2, 0, 0},
+		{"duplicate", []uint64{1, 2, 2, 3}, 0, 0, 1, 0},
+		{"old duplicate", []uint64{1, 2, 3, 1}, 0, 0, 1, 0},
+		{"swap", []uint64{1, 3, 2, 4}, 0, 0, 0, 1},
+		{"late twice", []uint64{1, 4, 2, 3, 5}, 0, 0, 0, 2},
+		{"late then dup", []uint64{1, 3, 2, 2}, 0, 0, 1, 1},
+		{"tail lost", []uint64{1, 2}, 5, 3, 0, 0},
+		{"first lost", []uint64{2, 3}, 3, 1, 0, 0},
+		{"all lost", nil, 3, 3, 0, 0},
+		{"gap and tail", []uint64{1, 3}, 4, 2, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newSeqCheck(1)
+			for _, v := range tc.in {
+				c.observe(v)
+			}
+			if tc.last > 0 {
+				c.tail(tc.last)
+			}
+			if c.Lost != tc.lost || c.Dup != tc.dup || c.Reorder != tc.reorder {
+				t.Errorf("lost/dup/reorder = %d/%d/%d, want %d/%d/%d",
+					c.Lost, c.Dup, c.Reorder, tc.lost, tc.dup, tc.reorder)
+			}
+		})
+	}
+}
+
+func TestSeqCheckResync(t *testing.T) {
+	c := newSeqCheck(1)
+	c.observe(1)
+	c.observe(2)
+	c.resync()
+	c.observe(1) // a new session restarts its numbering
+	c.observe(2)
+	c.observe(3)
+	if c.Lost != 0 || c.Dup != 0 || c.Reorder != 0 {
+		t.Errorf("after resync: %d/%d/%d", c.Lost, c.Dup, c.Reorder)
+	}
+}
+
+func TestSchedule(t *testing.T) {
+	s := newSchedule(1000, 100) // 100/s: every 10 ms from t=1000 ns
+	ms := int64(time.Millisecond)
+	if got := s.at(0); got != 1000 {
+		t.Errorf("at(0) = %d", got)
+	}
+	if got := s.at(3); got != 1000+30*ms {
+		t.Errorf("at(3) = %d", got)
+	}
+	for _, tc := range []struct{ t, want int64 }{
+		{0, 0}, {1000, 0}, {1001, 1}, {1000 + 10*ms, 1}, {1000 + 10*ms + 1, 2}, {1000 + time.Second.Nanoseconds(), 100},
+	} {
+		if got := s.before(tc.t); got != tc.want {
+			t.Errorf("before(%d) = %d, want %d", tc.t, got, tc.want)
+		}
+	}
+	// due counts frames due at now inclusive, from next, capped.
+	if got := s.due(0, 1000, 10); got != 1 {
+		t.Errorf("due at start = %d, want 1", got)
+	}
+	if got := s.due(1, 1000+25*ms, 10); got != 2 { // frames 1, 2
+		t.Errorf("due = %d, want 2", got)
+	}
+	if got := s.due(0, 1000+time.Second.Nanoseconds(), 64); got != 64 {
+		t.Errorf("due capped = %d, want 64", got)
+	}
+	if got := s.due(5, 1000+25*ms, 10); got != 0 {
+		t.Errorf("due ahead = %d, want 0", got)
+	}
+	// A fractional interval: 3/s over 1 s is exactly 3 frames, no drift.
+	f := newSchedule(0, 3)
+	if got := f.before(time.Second.Nanoseconds()); got != 3 {
+		t.Errorf("3/s: %d frames before 1 s", got)
+	}
+	if got := f.before(100 * time.Second.Nanoseconds()); got != 300 {
+		t.Errorf("3/s: %d frames before 100 s", got)
+	}
+	// Ramp.
+	if startAt(0, 100) != 0 || startAt(50, 100) != 500*ms || startAt(7, 0) != 0 {
+		t.Error("startAt")
+	}
+}
+
+func TestProcShares(t *testing.T) {
+	for _, tc := range []struct {
+		n, procs, per int
+		want          []share
+	}{
+		{100, 0, 19000, []share{{0, 100}}},
+		{19000, 0, 19000, []share{{0, 19000}}},
+		{19001, 0, 19000, []share{{0, 9501}, {9501, 9500}}},
+		{100000, 0, 19000, []share{{0, 16667}, {16667, 16667}, {33334, 16667}, {50001, 16667}, {66668, 16666}, {83334, 16666}}},
+		{10, 3, 19000, []share{{0, 4}, {4, 3}, {7, 3}}},
+		{50000, 2, 19000, []share{{0, 16667}, {16667, 16667}, {33334, 16666}}}, // --procs too small: raised
+		{2, 5, 19000, []share{{0, 1}, {1, 1}}},
+		{0, 0, 19000, nil},
+	} {
+		got := procShares(tc.n, tc.procs, tc.per)
+		if len(got) != len(tc.want) {
+			t.Errorf("procShares(%d, %d, %d) = %v, want %v", tc.n, tc.procs, tc.per, got, tc.want)
+			continue
+		}
+		sum := 0
+		for i := range got {
+			if got[i] != tc.want[i] {
+				t.Errorf("procShares(%d, %d, %d) = %v, want %v", tc.n, tc.procs, tc.per, got, tc.want)
+				break
+			}
+			if got[i].Count > tc.per {
+				t.Errorf("share %v over %d", got[i], tc.per)
+			}
+			sum += got[i].Count
+		}
+		if sum != tc.n {
+			t.Errorf("shares of %d sum to %d", tc.n, sum)
+		}
+	}
+}
+
+func TestSources(t *testing.T) {
+	s, err := autoSources(0, 1000, 1)
+	if err != nil || s.n != 0 || s.addr(5) != nil {
+		t.Errorf("small run: %+v %v", s, err)
+	}
+	s, err = autoSources(0, 100000, 1)
+	if err != nil || s.n != 4 {
+		t.Fatalf("100k sessions to one address: %+v %v", s, err)
+	}
+	if s.addr(0).String() != "127.0.0.2" || s.addr(5).String() != "127.0.0.3" || s.addr(3).String() != "127.0.0.5" {
+		t.Errorf("addrs %v %v %v", s.addr(0), s.addr(5), s.addr(3))
+	}
+	if s, _ := autoSources(0, 100000, 4); s.n != 0 {
+		t.Errorf("100k over 4 destinations needs no spread, got %d", s.n)
+	}
+	if s, _ := autoSources(-1, 1e6, 1); s.n != 0 {
+		t.Errorf("-1: %d", s.n)
+	}
+	if s, _ := autoSources(8, 10, 1); s.n != 8 || s.addr(9).String() != "127.0.0.3" {
+		t.Errorf("8: %+v", s)
+	}
+	if _, err := autoSources(300, 10, 1); err == nil {
+		t.Error("300 addresses accepted")
+	}
+}
+
+func TestFlags(t *testing.T) {
+	if _, err := parseFlags([]string{"--rate", "5", "--window", "2"}, io.Discard); err == nil {
+		t.Error("--rate with --window accepted")
+	}
+	c, err := parseFlags([]string{"--addr", "127.0.0.1:1,127.0.0.1:2", "--verify"}, io.Discard)
+	if err != nil || len(c.Addrs) != 2 || !c.Reliable || c.Rate != 1 {
+		t.Errorf("%+v %v", c, err)
+	}
+}
+
+// TestEndToEnd runs 50 verified sessions for about a second against an
+// in-process gateway with the embedded echo backend.
+func TestEndToEnd(t *testing.T) {
+	g, err := server.New(server.Config{Listen: "127.0.0.1:0", AdminListen: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		g.Close(ctx)
+	}()
+	cfg, err := parseFlags([]string{"--addr", g.Addr().String(), "--sessions", "50", "--ramp", "500",
+		"--rate", "50", "--duration", "1s", "--verify", "--heartbeat", "200ms", "--quiet"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := run(cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("sent %d received %d p99 %.0f µs errors %v", sum.Sent, sum.Received, sum.Latency.P99, sum.Errors)
+	if sum.Handshakes != 50 {
+		t.Errorf("handshakes = %d, want 50", sum.Handshakes)
+	}
+	if sum.Sent < 50*40 || sum.Received != sum.Sent {
+		t.Errorf("sent %d received %d", sum.Sent, sum.Received)
+	}
+	if sum.Verify == nil || !sum.Verify.OK {
+		t.Errorf("verify: %+v", sum.Verify)
+	}
+	if len(sum.Errors) != 0 || sum.Disconnects != 0 {
+		t.Errorf("errors %v disconnects %d", sum.Errors, sum.Disconnects)
+	}
+	if sum.Latency.Count != sum.Received {
+		t.Errorf("latency samples %d of %d", sum.Latency.Count, sum.Received)
+	}
+
+	// Idle sessions PING every --heartbeat; closed loop, counter of window.
+	cfg, err = parseFlags([]string{"--addr", g.Addr().String(), "--sessions", "5", "--ramp", "0",
+		"--window", "4", "--duration", "300ms", "--heartbeat", "50ms", "--quiet"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Rate = 0
+	if sum, err = run(cfg, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if sum.Received == 0 || sum.Received != sum.Sent || sum.Mode != "closed" {
+		t.Errorf("closed loop: sent %d received %d mode %s", sum.Sent, sum.Received, sum.Mode)
+	}
+	cfg, err = parseFlags([]string{"--addr", g.Addr().String(), "--sessions", "5", "--ramp", "0",
+		"--rate", "0.5", "--duration", "400ms", "--heartbeat", "50ms", "--quiet"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum, err = run(cfg, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if sum.Counters[cPings] < 5 || sum.Counters[cPongs] == 0 {
+		t.Errorf("pings %d pongs %d with --heartbeat 50ms", sum.Counters[cPings], sum.Counters[cPongs])
+	}
+}
+
+// TestMain lets the test binary act as a loadgen child process.
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(childEnv); spec != "" {
+		os.Exit(childMain(spec))
+	}
+	os.Exit(m.Run())
+}
+
+// TestChildren spreads 20 sessions over 2 child processes.
+func TestChildren(t *testing.T) {
+	g := startGateway(t)
+	var out bytes.Buffer
+	code := realMain([]string{"--addr", g.Addr().String(), "--sessions", "20", "--procs", "2", "--ramp", "0",
+		"--rate", "20", "--duration", "500ms", "--verify", "--quiet"}, &out, io.Discard)
+	var sum summary
+	if err := json.Unmarshal(out.Bytes(), &sum); err != nil {
+		t.Fatalf("exit %d, %v: %s", code, err, out.Bytes())
+	}
+	if code != 0 || sum.Procs != 2 || sum.Handshakes != 20 || sum.Received == 0 || !sum.Verify.OK {
+		t.Errorf("exit %d procs %d handshakes %d received %d verify %+v", code, sum.Procs, sum.Handshakes, sum.Received, sum.Verify)
+	}
+}
+
+func startGateway(t *testing.T) *server.Gateway {
+	g, err := server.New(server.Config{Listen: "127.0.0.1:0", AdminListen: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		g.Close(ctx)
+	})
+	return g
+}
+
+// TestVerifyFails runs against a faulty echo server that sends every 3rd
+// reply twice: --verify must see duplicates and exit 1.
+func TestVerifyFails(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go faultyEcho(c)
+		}
+	}()
+	var out bytes.Buffer
+	code := realMain([]string{"--addr", ln.Addr().String(), "--sessions", "3", "--ramp", "0",
+		"--rate", "50", "--duration", "300ms", "--drain", "300ms", "--verify", "--quiet"}, &out, io.Discard)
+	var sum summary
+	if err := json.Unmarshal(out.Bytes(), &sum); err != nil {
+		t.Fatalf("exit %d, %v: %s", code, err, out.Bytes())
+	}
+	if code != 1 || sum.Verify.OK || sum.Verify.UpDup == 0 {
+		t.Errorf("exit %d verify %+v", code, sum.Verify)
+	}
+	if sum.Verify.DownDup != 0 || sum.Verify.DownLost != 0 {
+		t.Errorf("downstream seq is clean, got %+v", sum.Verify)
+	}
+}
+
+func faultyEcho(c net.Conn) {
+	defer c.Close()
+	r := bufio.NewReader(c)
+	var down uint32
+	n := 0
+	for {
+		hdr := make([]byte, protocol.HeaderSize)
+		if _, err := io.ReadFull(r, hdr); err != nil {
+			return
+		}
+		h := protocol.ParseHeader(hdr)
+		f := protocol.Frame{Type: h.Type, Seq: h.Seq, Payload: make([]byte, h.PayloadLen())}
+		if _, err := io.ReadFull(r, f.Payload); err != nil {
+			return
+		}
+		var out []byte
+		switch f.Type {
+		case protocol.TypeHello:
+			p, _ := protocol.Marshal(&protocol.Welcome{Session: "s", HB: 30, MaxFrame: protocol.DefaultMaxFrame})
+			out = protocol.AppendFrame(out, protocol.TypeWelcome, 0, 0, p)
+		case protocol.TypeData:
+			n++
+			for range 1 + btoi(n%3 == 0) {
+				down++
+				out = protocol.AppendFrame(out, protocol.TypeData, protocol.FlagAckRequested, down, f.Payload)
+			}
+			out = protocol.AppendFrame(out, protocol.TypeAck, 0, f.Seq, nil)
+		}
+		if _, err := c.Write(out); err != nil {
+			return
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
