@@ -13,7 +13,10 @@ import (
 
 func gateway(t *testing.T, cfg server.Config) *server.Gateway {
 	t.Helper()
-	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "-"
+	cfg.Listen = "127.0.0.1:0"
+	if cfg.AdminListen == "" {
+		cfg.AdminListen = "-"
+	}
 	g, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -29,9 +29,17 @@ type staticDir struct{ shard, addr string }
 
 func (d staticDir) Owner(string) (string, string, error) { return d.shard, d.addr, nil }
 
-func shard(t *testing.T, name string, h backend.Handler) *backend.Server {
+var gossipKey = []byte("gossip-key-0123456789abcdef01234")[:32]
+
+// gossipCfg is a fast-gossip cluster config on a free loopback port.
+func gossipCfg(seeds ...string) *cluster.Config {
+	return &cluster.Config{Bind: "127.0.0.1:0", Seeds: seeds, Keys: [][]byte{gossipKey}, Timing: cluster.FastTiming()}
+}
+
+// shard starts a backend shard; with gossip it joins the cluster.
+func shard(t *testing.T, name string, h backend.Handler, gossip *cluster.Config) *backend.Server {
 	t.Helper()
-	s, err := backend.New(backend.Config{Shard: name, Link: "127.0.0.1:0", ClusterKeys: [][]byte{linkKey}, Handler: h})
+	s, err := backend.New(backend.Config{Shard: name, Link: "127.0.0.1:0", ClusterKeys: [][]byte{linkKey}, Handler: h, Gossip: gossip})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +63,7 @@ func remoteGateway(t *testing.T, s *backend.Server, keys [][]byte) *server.Gatew
 // remote shard (ACKed once the shard accepted it), and the same device id
 // connecting fresh through another gateway gets a new session there.
 func TestRemoteEchoThenNewClientElsewhere(t *testing.T) {
-	s := shard(t, "s1", echo.Handler{})
+	s := shard(t, "s1", echo.Handler{}, nil)
 	g1 := remoteGateway(t, s, [][]byte{linkKey})
 	g2 := remoteGateway(t, s, [][]byte{linkKey})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -92,7 +100,7 @@ func TestRemoteEchoThenNewClientElsewhere(t *testing.T) {
 // TestRemoteTakeoverAcrossGateways: a HELLO for a device connected through
 // another gateway wins; the shard kicks the old connection with 409.
 func TestRemoteTakeoverAcrossGateways(t *testing.T) {
-	s := shard(t, "s1", echo.Handler{})
+	s := shard(t, "s1", echo.Handler{}, nil)
 	g1 := remoteGateway(t, s, [][]byte{linkKey})
 	g2 := remoteGateway(t, s, [][]byte{linkKey})
 	a := dial(t, client.Config{Addr: g1.Addr().String(), ID: "twin"})
@@ -113,7 +121,7 @@ func TestRemoteTakeoverAcrossGateways(t *testing.T) {
 // TestRemoteWrongKey: a gateway with another cluster key cannot open a link,
 // and its devices get 503.
 func TestRemoteWrongKey(t *testing.T) {
-	s := shard(t, "s1", echo.Handler{})
+	s := shard(t, "s1", echo.Handler{}, nil)
 	g := remoteGateway(t, s, [][]byte{[]byte("another-key-0123456789abcdef0000")})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -179,7 +187,7 @@ func (d *rawDev) hello(h protocol.Hello) protocol.Welcome {
 // it: same session, WELCOME last = what the shard accepted, and the
 // downstream DATA it had not ACKed is delivered again.
 func TestRemoteResumeRedeliversAcrossGateways(t *testing.T) {
-	s := shard(t, "s1", echo.Handler{})
+	s := shard(t, "s1", echo.Handler{}, nil)
 	key := []byte("resume-key-0123456789abcdef")
 	g1 := gateway(t, server.Config{Backends: staticDir{s.Shard(), s.Addr()}, LinkKeys: [][]byte{linkKey}, ClusterKey: key})
 	g2 := gateway(t, server.Config{Backends: staticDir{s.Shard(), s.Addr()}, LinkKeys: [][]byte{linkKey}, ClusterKey: key})
@@ -229,7 +237,7 @@ func TestRemoteResumeRedeliversAcrossGateways(t *testing.T) {
 // TestRemotePublishReachesEveryGateway: devices on two gateways join a room
 // on the rooms app; a message said in the room reaches both.
 func TestRemotePublishReachesEveryGateway(t *testing.T) {
-	s := shard(t, "s1", rooms.Handler{})
+	s := shard(t, "s1", rooms.Handler{}, nil)
 	g1 := remoteGateway(t, s, [][]byte{linkKey})
 	g2 := remoteGateway(t, s, [][]byte{linkKey})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -265,30 +273,10 @@ func TestRemotePublishReachesEveryGateway(t *testing.T) {
 // a Push made on the shard that does not own the device is forwarded to
 // the one that does and reaches the device.
 func TestClusterPushAcrossShards(t *testing.T) {
-	gossipKey := []byte("gossip-key-0123456789abcdef01234")[:32]
-	ccfg := func(seeds ...string) *cluster.Config {
-		return &cluster.Config{Bind: "127.0.0.1:0", Seeds: seeds, Keys: [][]byte{gossipKey}, Timing: cluster.FastTiming()}
-	}
-	newShard := func(name string, seeds ...string) *backend.Server {
-		s, err := backend.New(backend.Config{Shard: name, Link: "127.0.0.1:0", ClusterKeys: [][]byte{linkKey},
-			Handler: echo.Handler{}, Gossip: ccfg(seeds...)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			defer cancel()
-			_ = s.Close(ctx)
-		})
-		return s
-	}
-	a := newShard("a")
+	a := shard(t, "a", echo.Handler{}, gossipCfg())
 	seed := a.GossipAddr()
-	b := newShard("b", seed)
-	g := gateway(t, server.Config{Cluster: ccfg(seed), LinkKeys: [][]byte{linkKey}})
+	b := shard(t, "b", echo.Handler{}, gossipCfg(seed))
+	g := gateway(t, server.Config{Cluster: gossipCfg(seed), LinkKeys: [][]byte{linkKey}})
 	waitFor(t, "gateway sees both shards", func() bool { return g.Shards() == 2 })
 	waitFor(t, "shards see each other", func() bool { return a.RingLen() == 2 && b.RingLen() == 2 })
 
@@ -330,11 +318,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // ring names for its device id, whichever gateway it comes through (the
 // counter app says which shard served it).
 func TestClusterPlacementAndEmptyRing(t *testing.T) {
-	gossipKey := []byte("gossip-key-0123456789abcdef01234")[:32]
-	ccfg := func(seeds ...string) *cluster.Config {
-		return &cluster.Config{Bind: "127.0.0.1:0", Seeds: seeds, Keys: [][]byte{gossipKey}, Timing: cluster.FastTiming()}
-	}
-	g1 := gateway(t, server.Config{Cluster: ccfg(), LinkKeys: [][]byte{linkKey}})
+	g1 := gateway(t, server.Config{Cluster: gossipCfg(), LinkKeys: [][]byte{linkKey}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := client.Dial(ctx, client.Config{Addr: g1.Addr().String(), ID: "early", DisableReconnect: true})
@@ -342,21 +326,9 @@ func TestClusterPlacementAndEmptyRing(t *testing.T) {
 		t.Fatalf("empty ring: %v, want 503", err)
 	}
 	seed := g1.GossipAddr()
-	g2 := gateway(t, server.Config{Cluster: ccfg(seed), LinkKeys: [][]byte{linkKey}})
+	g2 := gateway(t, server.Config{Cluster: gossipCfg(seed), LinkKeys: [][]byte{linkKey}})
 	for _, name := range []string{"a", "b"} {
-		s, err := backend.New(backend.Config{Shard: name, Link: "127.0.0.1:0", ClusterKeys: [][]byte{linkKey},
-			Handler: counter.Handler{}, Gossip: ccfg(seed)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			cctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			defer cancel()
-			_ = s.Close(cctx)
-		})
+		shard(t, name, counter.Handler{}, gossipCfg(seed))
 	}
 	waitFor(t, "both gateways see both shards", func() bool { return g1.Shards() == 2 && g2.Shards() == 2 })
 	ring, err := router.NewRing(router.Config{}, []router.Shard{{Name: "a"}, {Name: "b"}})
@@ -391,25 +363,8 @@ func TestClusterPlacementAndEmptyRing(t *testing.T) {
 
 // TestClusterAdminAPI: a clustered gateway lists the members and its ring.
 func TestClusterAdminAPI(t *testing.T) {
-	gossipKey := []byte("gossip-key-0123456789abcdef01234")[:32]
-	g, err := server.New(server.Config{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", LinkKeys: [][]byte{linkKey},
-		Cluster: &cluster.Config{Bind: "127.0.0.1:0", Keys: [][]byte{gossipKey}, Timing: cluster.FastTiming()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = g.Close(context.Background()) })
-	s, err := backend.New(backend.Config{Shard: "solo", Link: "127.0.0.1:0", ClusterKeys: [][]byte{linkKey}, Handler: echo.Handler{},
-		Gossip: &cluster.Config{Bind: "127.0.0.1:0", Seeds: []string{g.GossipAddr()}, Keys: [][]byte{gossipKey}, Timing: cluster.FastTiming()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	g := gateway(t, server.Config{AdminListen: "127.0.0.1:0", Cluster: gossipCfg(), LinkKeys: [][]byte{linkKey}})
+	shard(t, "solo", echo.Handler{}, gossipCfg(g.GossipAddr()))
 	waitFor(t, "ring has the shard", func() bool { return g.Shards() == 1 })
 	get := func(path string) string {
 		resp, err := http.Get("http://" + g.AdminAddr() + path)
