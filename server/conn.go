@@ -45,7 +45,7 @@ type conn struct {
 
 	// handler (under pmu)
 	sess        *session
-	resumeTried []byte  // HELLO resume token, until the session is open
+	resumeTried bool    // HELLO carried a resume token, until the session is open
 	pending     *[]byte // frames received while opening, replayed by opened
 	link        *link   // the session's link to its shard (remote backends)
 	partial     *[]byte // the start of a frame that has not fully arrived
@@ -63,16 +63,6 @@ type conn struct {
 	reason    string // why the gateway closed the connection; "" = the peer did
 	framesOut int    // frames queued since the last count (countSentLocked)
 	bytesOut  int    // bytes written since the last count
-}
-
-type connKey struct{}
-
-// Value lets the handler find the conn through netpoll's context.
-func (c *conn) Value(k any) any {
-	if k == (connKey{}) {
-		return c
-	}
-	return c.Context.Value(k)
 }
 
 // onPrepare runs on the poller for each accepted connection: admission,

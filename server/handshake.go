@@ -31,7 +31,7 @@ func (c *conn) handshake(f *protocol.Frame) {
 	}
 	var resumeID *[16]byte
 	if len(h.Resume) > 0 {
-		c.resumeTried = h.Resume
+		c.resumeTried = true
 		if sid, ok := verifyResumeToken(g.key, h.Resume, h.ID, now); ok {
 			resumeID = &sid
 		}
@@ -52,10 +52,10 @@ func (c *conn) handshake(f *protocol.Frame) {
 // or opened).
 func (c *conn) openDone(resumed bool, last uint32) {
 	g := c.g
-	if !resumed && len(c.resumeTried) > 0 {
+	if !resumed && c.resumeTried {
 		g.metrics.resumeRejected.Inc()
 	}
-	c.resumeTried = nil
+	c.resumeTried = false
 	now := time.Now()
 	c.welcome(resumed, last, now)
 	c.opening.Store(false)
