@@ -181,6 +181,14 @@ func decodeMap(payload []byte) (map[string]any, error) {
 	if c := payload[0]; !(c >= 0x80 && c <= 0x8f) && c != 0xde && c != 0xdf {
 		return nil, fmt.Errorf("payload starts with %#02x, not a MessagePack map", c)
 	}
+	// msgpack's DecodeInterface sizes a slice or map by the length the
+	// input declares (an array header claiming 2^31 elements allocates
+	// 32 GB before reading one), so the payload is first walked with
+	// Skip, which allocates nothing: once it is known to be complete,
+	// every declared length is bounded by the bytes that are there.
+	if err := wellFormed(payload); err != nil {
+		return nil, err
+	}
 	r := bytes.NewReader(payload)
 	dec := msgpack.NewDecoder(r)
 	n, err := dec.DecodeMapLen()
@@ -205,6 +213,19 @@ func decodeMap(payload []byte) (map[string]any, error) {
 		return nil, fmt.Errorf("%d trailing bytes after the map", r.Len())
 	}
 	return m, nil
+}
+
+// wellFormed reports whether payload is exactly one complete MessagePack
+// value.
+func wellFormed(payload []byte) error {
+	r := bytes.NewReader(payload)
+	if err := msgpack.NewDecoder(r).Skip(); err != nil {
+		return fmt.Errorf("malformed MessagePack: %w", err)
+	}
+	if r.Len() != 0 {
+		return fmt.Errorf("%d trailing bytes after the map", r.Len())
+	}
+	return nil
 }
 
 // asInt reports v as an integer if it was encoded as any MessagePack int.

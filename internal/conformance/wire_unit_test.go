@@ -132,6 +132,23 @@ func fakeGateway(ln net.Listener) error {
 	return nil
 }
 
+// TestDecodeMapDeclaredLengths feeds the suite's map decoder containers
+// whose headers claim far more elements than the payload holds: each must
+// be an error, not a 32 GB allocation (msgpack's DecodeInterface trusts
+// the header; the CI fuzz run of FuzzReadFrame found it).
+func TestDecodeMapDeclaredLengths(t *testing.T) {
+	for _, p := range [][]byte{
+		{0x81, 0xa1, 'a', 0xdd, 0x7f, 0xff, 0xff, 0xff},             // array32 of 2^31-1
+		{0x81, 0xa1, 'a', 0xdf, 0x7f, 0xff, 0xff, 0xff},             // map32 of 2^31-1
+		{0xdf, 0x7f, 0xff, 0xff, 0xff, 0xa1, 'a', 0x01},             // top-level map32
+		{0x81, 0xa1, 'a', 0x91, 0xdc, 0xff, 0xff, 0x91, 0xdd, 0x7f}, // nested and cut
+	} {
+		if m, err := decodeMap(p); err == nil {
+			t.Errorf("decodeMap(% x) = %v, want an error", p, m)
+		}
+	}
+}
+
 // FuzzReadFrame checks the suite's decoder never panics and round-trips.
 func FuzzReadFrame(f *testing.F) {
 	f.Add(encodeFrame(typeHello, 0, 0, pack(helloFields("seed"))))
