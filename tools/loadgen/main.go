@@ -46,6 +46,7 @@ type config struct {
 	IDPrefix   string        `json:"id_prefix"`
 	JSON       string        `json:"-"`
 	Verify     bool          `json:"verify"`
+	Idle       bool          `json:"idle"`
 	Quiet      bool          `json:"-"`
 }
 
@@ -93,6 +94,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.IDPrefix, "id-prefix", "", "device id prefix (default: lg-<pid>-)")
 	fs.StringVar(&c.JSON, "json", "", "write the JSON summary to `FILE` instead of stdout")
 	fs.BoolVar(&c.Verify, "verify", false, "every session sends numbered reliable DATA (implies --reliable) and checks the replies of the echo or counter backend per direction: lost, duplicated, reordered; non-zero exit on any violation")
+	fs.BoolVar(&c.Idle, "idle", false, "no DATA at all: sessions only heartbeat (the scale test's load; exclusive with --rate, --window and --verify)")
 	fs.BoolVar(&c.Quiet, "quiet", false, "no progress lines")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageHead)
@@ -112,7 +114,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.Verify {
 		c.Reliable = true
 	}
-	if c.Rate == 0 && c.Window == 0 {
+	if c.Idle && (c.Rate != 0 || c.Window != 0 || c.Verify) {
+		return nil, errors.New("--idle excludes --rate, --window and --verify")
+	}
+	if c.Rate == 0 && c.Window == 0 && !c.Idle {
 		c.Rate = 1
 	}
 	return c, c.validate()

@@ -11,7 +11,7 @@ type summary struct {
 	Sessions    int              `json:"sessions"`
 	Procs       int              `json:"procs"`
 	SrcSpread   int              `json:"src_spread"`
-	Mode        string           `json:"mode"` // "open" or "closed"
+	Mode        string           `json:"mode"` // "open", "closed" or "idle"
 	Rate        float64          `json:"rate_per_session,omitempty"`
 	Window      int              `json:"window,omitempty"`
 	Payload     int              `json:"payload"`
@@ -62,7 +62,9 @@ func summarize(cfg *config, s *Stats, procs int, src sources, wall, load time.Du
 		Sent: s.C[cSent], Received: s.C[cReceived], Handshakes: s.C[cHandshakes],
 		Disconnects: s.C[cDisconnects], Reconnects: s.C[cReconnects],
 		Errors: maps.Clone(s.Err), Counters: maps.Clone(s.C)}
-	if cfg.Rate > 0 {
+	if cfg.Idle {
+		r.Mode = "idle"
+	} else if cfg.Rate > 0 {
 		r.Mode, r.Rate = "open", cfg.Rate
 	} else {
 		r.Mode, r.Window = "closed", cfg.Window
