@@ -46,18 +46,25 @@ type ErrorMsg struct {
 // Errors of HELLO decoding, all 400 except the size (413), which is checked
 // last among the structural rules (PROTOCOL.md, "Handshake" step 5).
 var (
-	ErrHelloNotMap   = BadRequest("hello: not a map")
-	ErrHelloVersion  = BadRequest("hello: missing or unsupported v")
-	ErrHelloID       = BadRequest("hello: bad id")
-	ErrHelloTags     = BadRequest("hello: bad tags")
-	ErrHelloField    = BadRequest("hello: field of wrong type")
-	ErrHelloTrailing = BadRequest("hello: trailing bytes")
+	ErrHelloNotMap    = BadRequest("hello: not a map")
+	ErrHelloVersion   = BadRequest("hello: missing or unsupported v")
+	ErrHelloID        = BadRequest("hello: bad id")
+	ErrHelloTags      = BadRequest("hello: bad tags")
+	ErrHelloField     = BadRequest("hello: field of wrong type")
+	ErrHelloTrailing  = BadRequest("hello: trailing bytes")
+	ErrHelloMalformed = BadRequest("hello: malformed or too deeply nested MessagePack")
 )
 
 // DecodeHello decodes and validates a HELLO payload in the order the
 // contract fixes: structure (400), then size (413). Unknown keys are ignored.
 func DecodeHello(p []byte) (Hello, error) {
 	var h Hello
+	if len(p) == 0 || !isMapCode(p[0]) {
+		return Hello{}, ErrHelloNotMap
+	}
+	if _, err := msgpackLen(p, MaxMsgpackDepth); err != nil {
+		return Hello{}, ErrHelloMalformed
+	}
 	d := msgpack.NewDecoder(bytes.NewReader(p))
 	if err := decodeHelloMap(d, &h); err != nil {
 		return Hello{}, err
@@ -225,8 +232,16 @@ func EncodeHello(h *Hello) ([]byte, error) {
 // Marshal encodes one of the S→C maps (Welcome, GoAway, ErrorMsg).
 func Marshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
 
-// Unmarshal decodes a map payload into v, ignoring unknown keys.
+// Unmarshal decodes a map payload into v, ignoring unknown keys. The
+// payload is walked first (msgpackLen), so no declared length the bytes do
+// not back reaches msgpack's allocator.
 func Unmarshal(p []byte, v any) error {
+	if len(p) == 0 {
+		return nil // an empty payload leaves v as it is
+	}
+	if _, err := msgpackLen(p, MaxMsgpackDepth); err != nil {
+		return BadRequest("bad map: " + err.Error())
+	}
 	if err := msgpack.Unmarshal(p, v); err != nil && !errors.Is(err, io.EOF) {
 		return BadRequest("bad map: " + err.Error())
 	}
@@ -237,4 +252,9 @@ func Unmarshal(p []byte, v any) error {
 func AppendError(dst []byte, code int, msg string) []byte {
 	p, _ := msgpack.Marshal(&ErrorMsg{Code: code, Message: msg})
 	return AppendFrame(dst, TypeError, 0, 0, p)
+}
+
+// isMapCode reports whether c starts a MessagePack map.
+func isMapCode(c byte) bool {
+	return msgpcode.IsFixedMap(c) || c == msgpcode.Map16 || c == msgpcode.Map32
 }

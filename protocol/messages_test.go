@@ -125,3 +125,51 @@ func FuzzUnmarshalMaps(f *testing.F) {
 		_ = Unmarshal(b, &e)
 	})
 }
+
+// TestMapsRejectLyingLengths: headers that declare more than the payload
+// holds, or nesting past MaxMsgpackDepth, are 400 without a large
+// allocation, from DecodeHello and from Unmarshal; the pooled decoder no
+// longer grows with every such input (FuzzUnmarshalMaps found a worker
+// running out of memory that way).
+func TestMapsRejectLyingLengths(t *testing.T) {
+	deep := []byte{0x81, 0xa1, 'x'}
+	for range MaxMsgpackDepth + 1 {
+		deep = append(deep, 0x91)
+	}
+	deep = append(deep, 0xc0)
+	for _, p := range [][]byte{
+		{0x87, 0xdb, 0xdd, 0xeb, 0x1d, 0x01, 0x00, 0xd6},   // str32 key of 3.7 GB
+		{0x8e, 0xc6, 0xb0, 0xb0, 0xb0, 0xb0},               // bin32 key
+		{0x81, 0xa1, 'x', 0xdd, 0x7f, 0xff, 0xff, 0xff},    // array32 of 2^31-1
+		{0x81, 0xa1, 'x', 0xdf, 0x7f, 0xff, 0xff, 0xff},    // map32 of 2^31-1
+		{0x81, 0xa1, 'x', 0xc9, 0xff, 0xff, 0xff, 0xff, 1}, // ext32
+		{0x81, 0xa1, 'x', 0xc1},                            // reserved code
+		deep,
+	} {
+		if _, err := DecodeHello(p); !errors.Is(err, ErrHelloMalformed) {
+			t.Errorf("DecodeHello(% x) = %v, want %v", p, err, ErrHelloMalformed)
+		}
+		var w Welcome
+		allocs := testing.AllocsPerRun(20, func() {
+			if err := Unmarshal(p, &w); err == nil {
+				t.Fatalf("Unmarshal(% x) accepted", p)
+			}
+		})
+		if allocs > 3 { // the error value and its message
+			t.Errorf("Unmarshal(% x): %.0f allocations", p, allocs)
+		}
+	}
+	// Nesting up to the limit is fine, and so is every kind of value.
+	ok := []byte{0x84, 0xa1, 'v', 0x01, 0xa2, 'i', 'd', 0xa1, 'd',
+		0xa1, 'x', 0x93, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0, 0xd6, 1, 1, 2, 3, 4, 0xc4, 1, 9,
+		0xa1, 'y', 0xde, 0, 1, 0xa1, 'k', 0x92, 0xc3, 0xd1, 0xff, 0xff}
+	if _, err := DecodeHello(ok); err != nil {
+		t.Errorf("DecodeHello(% x): %v", ok, err)
+	}
+	if n, err := msgpackLen(deep[3:len(deep)-2], MaxMsgpackDepth); err == nil {
+		t.Errorf("a cut value accepted, length %d", n)
+	}
+	if n, err := msgpackLen(deep[4:], MaxMsgpackDepth); err != nil || n != len(deep)-4 {
+		t.Errorf("%d levels: %d, %v", MaxMsgpackDepth, n, err)
+	}
+}
