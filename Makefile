@@ -8,7 +8,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 
-.PHONY: all build run demo test test-race test-alloc fuzz fuzz-smoke bench lint clean
+.PHONY: all build run demo test test-race test-alloc fuzz fuzz-smoke bench bench-deps scale lint clean
 
 all: build
 
@@ -54,9 +54,25 @@ fuzz:
 ## bench: micro-benchmarks, then the side-by-side comparison with the
 ## baseline (tools/gwbench/run.sh: about 8 minutes; results appended to
 ## docs/benchmarks/results.jsonl, the table printed at the end)
-bench:
+bench: bench-deps
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./protocol ./server ./internal/...
 	tools/gwbench/run.sh
+
+# HAProxy (Debian's) is the deployed baseline the suite compares against;
+# setpriv (util-linux) ties a target's helper process to its lifetime.
+bench-deps:
+	@command -v haproxy > /dev/null || { echo "make: installing haproxy"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy > /dev/null || \
+		{ apt-get update > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy > /dev/null; }; }
+	@command -v setpriv > /dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y util-linux > /dev/null
+
+## scale: 100,000 authenticated sessions over 7 gateway processes and 3
+## shards on this host, heartbeating (every 10 s) for 5 minutes; fails on any
+## unexpected disconnect. About 7 minutes; stops everything it started.
+## SCALE_FLAGS adds tools/scale flags (e.g. --sessions 1000000 --per-gateway 18500).
+SCALE_SESSIONS ?= 100000
+scale:
+	$(GO) run ./tools/scale --sessions $(SCALE_SESSIONS) --hold 5m --out docs/benchmarks/scale.jsonl $(SCALE_FLAGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

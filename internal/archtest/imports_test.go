@@ -14,6 +14,7 @@ const module = "github.com/switchyard-gw/switchyard"
 var allowed = map[string][]string{
 	"protocol":            {},
 	"internal/timewheel":  {},
+	"internal/procstat":   {},
 	"cluster":             {"protocol"},
 	"router":              {"protocol"},
 	"server":              {"protocol", "cluster", "router", "internal/timewheel"},

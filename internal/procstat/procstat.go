@@ -1,4 +1,8 @@
-package main
+// Package procstat reads what the benchmark tools need from /proc: a
+// process's CPU time and resident memory, its descendants (a target made of
+// several processes, a load generator's children), and the whole machine's
+// busy time. Linux only; it is used by tools, never by the gateway.
+package procstat
 
 import (
 	"bytes"
@@ -14,8 +18,8 @@ import (
 // is missing.
 const defaultClockTicks = 100
 
-// clockTicks returns the kernel's clock ticks per second (getconf CLK_TCK).
-func clockTicks() int64 {
+// ClockTicks returns the kernel's clock ticks per second (getconf CLK_TCK).
+func ClockTicks() int64 {
 	out, err := exec.Command("getconf", "CLK_TCK").Output()
 	if err != nil {
 		return defaultClockTicks
@@ -27,47 +31,47 @@ func clockTicks() int64 {
 	return n
 }
 
-// cpuTicks is the CPU time of a process in clock ticks, summed over all its
+// CPUTicks is the CPU time of a process in clock ticks, summed over all its
 // threads (/proc/PID/stat fields 14 and 15).
-type cpuTicks struct {
+type CPUTicks struct {
 	User int64 // utime
 	Sys  int64 // stime
 }
 
 // Total is utime+stime.
-func (c cpuTicks) Total() int64 { return c.User + c.Sys }
+func (c CPUTicks) Total() int64 { return c.User + c.Sys }
 
-// procCPU reads the CPU time of a process.
-func procCPU(pid int) (cpuTicks, error) {
+// CPU reads the CPU time of a process.
+func CPU(pid int) (CPUTicks, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return cpuTicks{}, err
+		return CPUTicks{}, err
 	}
-	return parseStatCPU(b)
+	return ParseStatCPU(b)
 }
 
-var errStat = errors.New("gwbench: malformed /proc/PID/stat")
+var errStat = errors.New("procstat: malformed /proc/PID/stat")
 
-// parseStatCPU extracts utime and stime from the text of /proc/PID/stat.
+// ParseStatCPU extracts utime and stime from the text of /proc/PID/stat.
 // The command name (field 2) is in parentheses and may hold spaces and ')',
 // so fields are counted from the last ')'.
-func parseStatCPU(b []byte) (cpuTicks, error) {
+func ParseStatCPU(b []byte) (CPUTicks, error) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return cpuTicks{}, errStat
+		return CPUTicks{}, errStat
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state); utime is field 14, stime field 15.
 	const utime, stime = 14 - 3, 15 - 3
 	if len(f) <= stime {
-		return cpuTicks{}, errStat
+		return CPUTicks{}, errStat
 	}
 	u, err1 := strconv.ParseInt(f[utime], 10, 64)
 	s, err2 := strconv.ParseInt(f[stime], 10, 64)
 	if err1 != nil || err2 != nil || u < 0 || s < 0 {
-		return cpuTicks{}, errStat
+		return CPUTicks{}, errStat
 	}
-	return cpuTicks{User: u, Sys: s}, nil
+	return CPUTicks{User: u, Sys: s}, nil
 }
 
 // parseStatParent extracts the parent pid (field 4) and the start time
@@ -90,35 +94,35 @@ func parseStatParent(b []byte) (ppid int, start int64, err error) {
 	return ppid, start, nil
 }
 
-// descendantsCPU is the CPU time of every living descendant of pid (its
+// DescendantsCPU is the CPU time of every living descendant of pid (its
 // children, theirs, …; not pid itself), summed, and their number. A cluster
 // target (cluster-target.sh) runs its backend shards as children of the
 // measured gateway. A process that exits between two readings takes its
 // CPU time with it.
-func descendantsCPU(pid int) (cpuTicks, int, error) {
-	ds, err := descendants(pid)
-	var sum cpuTicks
+func DescendantsCPU(pid int) (CPUTicks, int, error) {
+	ds, err := Descendants(pid)
+	var sum CPUTicks
 	for _, p := range ds {
-		sum.User += p.cpu.User
-		sum.Sys += p.cpu.Sys
+		sum.User += p.CPU.User
+		sum.Sys += p.CPU.Sys
 	}
 	return sum, len(ds), err
 }
 
-// procEntry is one process of /proc.
-type procEntry struct {
-	pid, ppid int
-	start     int64 // start time, clock ticks after boot
-	cpu       cpuTicks
+// Entry is one process of /proc.
+type Entry struct {
+	PID, PPID int
+	Start     int64 // start time, clock ticks after boot
+	CPU       CPUTicks
 }
 
-// descendants lists the living descendants of pid.
-func descendants(pid int) ([]procEntry, error) {
+// Descendants lists the living Descendants of pid.
+func Descendants(pid int) ([]Entry, error) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
 	}
-	var procs []procEntry
+	var procs []Entry
 	for _, e := range ents {
 		p, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -129,45 +133,45 @@ func descendants(pid int) ([]procEntry, error) {
 			continue // gone meanwhile
 		}
 		ppid, start, err1 := parseStatParent(b)
-		cpu, err2 := parseStatCPU(b)
+		cpu, err2 := ParseStatCPU(b)
 		if err1 == nil && err2 == nil {
-			procs = append(procs, procEntry{p, ppid, start, cpu})
+			procs = append(procs, Entry{p, ppid, start, cpu})
 		}
 	}
-	return descendantsOf(pid, procs), nil
+	return DescendantsOf(pid, procs), nil
 }
 
-// descendantsOf returns the descendants of root among procs, nearest first.
-func descendantsOf(root int, procs []procEntry) []procEntry {
-	children := map[int][]procEntry{}
+// DescendantsOf returns the Descendants of root among procs, nearest first.
+func DescendantsOf(root int, procs []Entry) []Entry {
+	children := map[int][]Entry{}
 	for _, p := range procs {
-		children[p.ppid] = append(children[p.ppid], p)
+		children[p.PPID] = append(children[p.PPID], p)
 	}
-	var out []procEntry
-	queue := append([]procEntry(nil), children[root]...)
+	var out []Entry
+	queue := append([]Entry(nil), children[root]...)
 	seen := map[int]bool{root: true}
 	for len(queue) > 0 {
 		p := queue[0]
 		queue = queue[1:]
-		if seen[p.pid] {
+		if seen[p.PID] {
 			continue
 		}
-		seen[p.pid] = true
+		seen[p.PID] = true
 		out = append(out, p)
-		queue = append(queue, children[p.pid]...)
+		queue = append(queue, children[p.PID]...)
 	}
 	return out
 }
 
-// sameProcess reports whether p is still running (not a zombie) under the
+// SameProcess reports whether p is still running (not a zombie) under the
 // same pid and start time, i.e. was not replaced by another process.
-func sameProcess(p procEntry) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
+func SameProcess(p Entry) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID))
 	if err != nil {
 		return false
 	}
 	_, start, err := parseStatParent(b)
-	if err != nil || start != p.start {
+	if err != nil || start != p.Start {
 		return false
 	}
 	i := bytes.LastIndexByte(b, ')')
@@ -175,26 +179,40 @@ func sameProcess(p procEntry) bool {
 	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
 
-// memInfo is the memory of a process from /proc/PID/status, in bytes.
-type memInfo struct {
+// MemInfo is the memory of a process from /proc/PID/status, in bytes.
+type MemInfo struct {
 	RSS    int64 // VmRSS: resident set, all of user space
 	Anon   int64 // RssAnon: resident anonymous memory (heap, stacks)
 	VmHWM  int64 // peak resident set
 	Thread int64 // number of threads
 }
 
-// procMem reads /proc/PID/status.
-func procMem(pid int) (memInfo, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return memInfo{}, err
+// DescendantsRSS is the resident memory of every living descendant of pid,
+// summed: the baseline behind haproxy-target.sh, the shard behind
+// cluster-target.sh. The mem scenario reports it beside the target's own.
+func DescendantsRSS(pid int) (int64, error) {
+	ds, err := Descendants(pid)
+	var sum int64
+	for _, p := range ds {
+		if m, err := Mem(p.PID); err == nil {
+			sum += m.RSS
+		}
 	}
-	return parseStatus(b)
+	return sum, err
 }
 
-// parseStatus extracts the memory lines of /proc/PID/status ("VmRSS:  1234 kB").
-func parseStatus(b []byte) (memInfo, error) {
-	var m memInfo
+// Mem reads /proc/PID/status.
+func Mem(pid int) (MemInfo, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return MemInfo{}, err
+	}
+	return ParseStatus(b)
+}
+
+// ParseStatus extracts the memory lines of /proc/PID/status ("VmRSS:  1234 kB").
+func ParseStatus(b []byte) (MemInfo, error) {
+	var m MemInfo
 	seen := false
 	for _, line := range strings.Split(string(b), "\n") {
 		key, val, ok := strings.Cut(line, ":")
@@ -229,25 +247,25 @@ func parseStatus(b []byte) (memInfo, error) {
 	return m, nil
 }
 
-// hostCPU returns the busy and stolen clock ticks of the whole machine
+// HostCPU returns the busy and stolen clock ticks of the whole machine
 // (the "cpu" line of /proc/stat), to tell how much else ran during a
 // measurement: busy is CPU used inside this machine, steal the time its
 // virtual CPUs waited for the host.
-func hostCPU() (busy, steal int64, err error) {
+func HostCPU() (busy, steal int64, err error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return 0, 0, err
 	}
-	return parseProcStat(b)
+	return ParseProcStat(b)
 }
 
-// parseProcStat reads the aggregate "cpu" line: user nice system idle
+// ParseProcStat reads the aggregate "cpu" line: user nice system idle
 // iowait irq softirq steal …; idle, iowait and steal are not busy.
-func parseProcStat(b []byte) (busy, steal int64, err error) {
+func ParseProcStat(b []byte) (busy, steal int64, err error) {
 	line, _, _ := strings.Cut(string(b), "\n")
 	f := strings.Fields(line)
 	if len(f) < 5 || f[0] != "cpu" {
-		return 0, 0, errors.New("gwbench: malformed /proc/stat")
+		return 0, 0, errors.New("procstat: malformed /proc/stat")
 	}
 	for i, s := range f[1:] {
 		if i >= 8 { // guest time is already counted in user
@@ -255,7 +273,7 @@ func parseProcStat(b []byte) (busy, steal int64, err error) {
 		}
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			return 0, 0, errors.New("gwbench: malformed /proc/stat")
+			return 0, 0, errors.New("procstat: malformed /proc/stat")
 		}
 		switch i {
 		case 3, 4: // idle, iowait

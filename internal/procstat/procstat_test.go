@@ -1,4 +1,4 @@
-package main
+package procstat
 
 import (
 	"os"
@@ -21,7 +21,7 @@ func TestParseStatCPU(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseStatCPU([]byte(tt.stat))
+			got, err := ParseStatCPU([]byte(tt.stat))
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
 			}
@@ -36,38 +36,56 @@ func TestProcSelf(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		t.Skip("no /proc")
 	}
-	if _, err := procCPU(os.Getpid()); err != nil {
+	if _, err := CPU(os.Getpid()); err != nil {
 		t.Fatal(err)
 	}
-	m, err := procMem(os.Getpid())
+	m, err := Mem(os.Getpid())
 	if err != nil || m.RSS <= 0 {
-		t.Fatalf("procMem = %+v, %v", m, err)
+		t.Fatalf("Mem = %+v, %v", m, err)
 	}
 }
 
 func TestParseStatus(t *testing.T) {
 	status := "Name:\tswitchyard\nVmPeak:\t 1000 kB\nVmHWM:\t   2048 kB\nVmRSS:\t   1536 kB\n" +
 		"RssAnon:\t    512 kB\nRssFile:\t1024 kB\nThreads:\t7\n"
-	m, err := parseStatus([]byte(status))
+	m, err := ParseStatus([]byte(status))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := memInfo{RSS: 1536 << 10, Anon: 512 << 10, VmHWM: 2048 << 10, Thread: 7}
+	want := MemInfo{RSS: 1536 << 10, Anon: 512 << 10, VmHWM: 2048 << 10, Thread: 7}
 	if m != want {
 		t.Fatalf("got %+v, want %+v", m, want)
 	}
-	if _, err := parseStatus([]byte("Name:\tx\nThreads:\t1\n")); err == nil {
+	if _, err := ParseStatus([]byte("Name:\tx\nThreads:\t1\n")); err == nil {
 		t.Fatal("status without VmRSS: want an error")
 	}
 }
 
 func TestParseProcStat(t *testing.T) {
 	stat := "cpu  100 5 50 1000 20 3 7 11 0 0\ncpu0 50 2 25 500 10 1 3 0 0 0\n"
-	busy, steal, err := parseProcStat([]byte(stat))
+	busy, steal, err := ParseProcStat([]byte(stat))
 	if err != nil || busy != 165 || steal != 11 {
-		t.Fatalf("parseProcStat = %d, %d, %v; want 165, 11", busy, steal, err)
+		t.Fatalf("ParseProcStat = %d, %d, %v; want 165, 11", busy, steal, err)
 	}
-	if _, _, err := parseProcStat([]byte("intr 1 2 3\n")); err == nil {
+	if _, _, err := ParseProcStat([]byte("intr 1 2 3\n")); err == nil {
 		t.Fatal("want an error without a cpu line")
+	}
+}
+
+func TestDescendantsOf(t *testing.T) {
+	procs := []Entry{
+		{PID: 1, PPID: 0}, {PID: 10, PPID: 1}, {PID: 11, PPID: 10, CPU: CPUTicks{User: 3, Sys: 4}},
+		{PID: 12, PPID: 11, CPU: CPUTicks{User: 1, Sys: 1}}, {PID: 13, PPID: 1, CPU: CPUTicks{User: 100, Sys: 100}},
+	}
+	got := DescendantsOf(10, procs)
+	if len(got) != 2 || got[0].PID != 11 || got[1].PID != 12 {
+		t.Fatalf("Descendants of 10 = %+v, want 11, 12", got)
+	}
+	if len(DescendantsOf(12, procs)) != 0 {
+		t.Error("12 has no children")
+	}
+	// This test process has none either.
+	if cpu, n, err := DescendantsCPU(os.Getpid()); err != nil || n != 0 || cpu.Total() != 0 {
+		t.Errorf("DescendantsCPU(self) = %v, %d, %v", cpu, n, err)
 	}
 }

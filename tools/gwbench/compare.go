@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/switchyard-gw/switchyard/internal/procstat"
+
 	"context"
 	"errors"
 	"flag"
@@ -179,7 +181,7 @@ func expandCommand(cmd, addr string, ports []int) string {
 // end with it; any still running 3 s later is killed, by pid, if it is
 // still the process that was its child.
 func (s *server) stop() {
-	kids, _ := descendants(s.pid)
+	kids, _ := procstat.Descendants(s.pid)
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.done:
@@ -190,7 +192,7 @@ func (s *server) stop() {
 	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		alive := kids[:0]
 		for _, k := range kids {
-			if sameProcess(k) {
+			if procstat.SameProcess(k) {
 				alive = append(alive, k)
 			}
 		}
@@ -200,8 +202,8 @@ func (s *server) stop() {
 		}
 		if time.Now().After(deadline) {
 			for _, k := range kids {
-				fmt.Fprintf(os.Stderr, "gwbench: %s: child %d outlived it; killing it\n", s.name, k.pid)
-				syscall.Kill(k.pid, syscall.SIGKILL)
+				fmt.Fprintf(os.Stderr, "gwbench: %s: child %d outlived it; killing it\n", s.name, k.PID)
+				syscall.Kill(k.PID, syscall.SIGKILL)
 			}
 			return
 		}

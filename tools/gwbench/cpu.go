@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/switchyard-gw/switchyard/internal/procstat"
+
 	"bufio"
 	"context"
 	"encoding/binary"
@@ -117,9 +119,10 @@ func runCPU(ctx context.Context, t target, o common, c cpuConfig) (*Result, erro
 		all.Merge(h)
 	}
 	d := m1.sub(m0)
-	d.report(r, clockTicks(), "frame")
+	d.report(r, procstat.ClockTicks(), "frame")
 	r.Results["frames_per_sec"] = float64(d.units) / d.wall.Seconds()
 	r.Results["latency_p50_us"] = float64(all.ValueAtQuantile(50)) / 1e3
+	r.Results["latency_p90_us"] = float64(all.ValueAtQuantile(90)) / 1e3
 	r.Results["latency_p99_us"] = float64(all.ValueAtQuantile(99)) / 1e3
 	r.Results["latency_p999_us"] = float64(all.ValueAtQuantile(99.9)) / 1e3
 	r.Results["latency_max_us"] = float64(all.Max()) / 1e3
@@ -132,38 +135,38 @@ func runCPU(ctx context.Context, t target, o common, c cpuConfig) (*Result, erro
 // sample is a point-in-time reading of the work done and the CPU used.
 type sample struct {
 	at     time.Time
-	wall   time.Duration // set by sub
-	units  int64         // frames or sessions
-	server cpuTicks      // target's CPU time
-	kids   cpuTicks      // CPU time of the target's descendants (backend shards)
-	nkids  int           // their number (at the later reading, after sub)
-	client cpuTicks      // this process's CPU time
-	host   int64         // busy ticks of the whole machine, all CPUs
-	steal  int64         // ticks the machine's CPUs waited for the hypervisor
+	wall   time.Duration     // set by sub
+	units  int64             // frames or sessions
+	server procstat.CPUTicks // target's CPU time
+	kids   procstat.CPUTicks // CPU time of the target's procstat.Descendants (backend shards)
+	nkids  int               // their number (at the later reading, after sub)
+	client procstat.CPUTicks // this process's CPU time
+	host   int64             // busy ticks of the whole machine, all CPUs
+	steal  int64             // ticks the machine's CPUs waited for the hypervisor
 }
 
 func snapshot(pid int, l *echoLoad) (sample, error) {
 	s := sample{at: time.Now(), units: l.frames.Load()}
 	var err error
-	if s.server, err = procCPU(pid); err != nil {
+	if s.server, err = procstat.CPU(pid); err != nil {
 		return s, err
 	}
-	if s.client, err = procCPU(os.Getpid()); err != nil {
+	if s.client, err = procstat.CPU(os.Getpid()); err != nil {
 		return s, err
 	}
-	if s.kids, s.nkids, err = descendantsCPU(pid); err != nil {
+	if s.kids, s.nkids, err = procstat.DescendantsCPU(pid); err != nil {
 		return s, err
 	}
-	s.host, s.steal, err = hostCPU()
+	s.host, s.steal, err = procstat.HostCPU()
 	return s, err
 }
 
 // sub returns the difference s - o.
 func (s sample) sub(o sample) sample {
 	return sample{at: s.at, wall: s.at.Sub(o.at), units: s.units - o.units,
-		server: cpuTicks{s.server.User - o.server.User, s.server.Sys - o.server.Sys},
-		client: cpuTicks{s.client.User - o.client.User, s.client.Sys - o.client.Sys},
-		kids:   cpuTicks{s.kids.User - o.kids.User, s.kids.Sys - o.kids.Sys}, nkids: s.nkids,
+		server: procstat.CPUTicks{User: s.server.User - o.server.User, Sys: s.server.Sys - o.server.Sys},
+		client: procstat.CPUTicks{User: s.client.User - o.client.User, Sys: s.client.Sys - o.client.Sys},
+		kids:   procstat.CPUTicks{User: s.kids.User - o.kids.User, Sys: s.kids.Sys - o.kids.Sys}, nkids: s.nkids,
 		host: s.host - o.host, steal: s.steal - o.steal}
 }
 

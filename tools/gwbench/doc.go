@@ -11,6 +11,8 @@
 //	gwbench compare --target NAME=CMD … starts each target itself on free
 //	                                    ports, runs the scenarios interleaved,
 //	                                    prints a markdown table of medians
+//	gwbench plot --in FILE --out-dir D  latency.svg (percentiles, log scale) and
+//	                                    memory.svg (per session, ratios) of the medians
 //
 // tools/gwbench/run.sh builds the baseline (tools/baseline), the gateway
 // (cmd/switchyard), the netpoll floor (tools/gwbench/netpollecho) and the

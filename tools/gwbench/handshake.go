@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/switchyard-gw/switchyard/internal/procstat"
+
 	"context"
 	"flag"
 	"os"
@@ -83,7 +85,7 @@ func runHandshake(ctx context.Context, t target, o common, c handshakeConfig) (*
 		all.Merge(h)
 	}
 	d := m1.sub(m0)
-	d.report(r, clockTicks(), "session")
+	d.report(r, procstat.ClockTicks(), "session")
 	r.Results["sessions_per_sec"] = float64(d.units) / d.wall.Seconds()
 	r.Results["failures"] = float64(l.failures.Load() - f0)
 	r.Results["latency_p50_us"] = float64(all.ValueAtQuantile(50)) / 1e3

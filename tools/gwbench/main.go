@@ -18,6 +18,7 @@ const usage = `gwbench measures a server speaking the Switchyard device protocol
   gwbench handshake --addr HOST:PORT --pid PID [--workers 64 --duration 10s]
   gwbench check     --addr HOST:PORT   (protocol probes: run before measuring)
   gwbench compare   --target 'NAME=CMD ARGS {addr} {admin}' ... [--scenarios mem,cpu,handshake] [--reps 3]
+  gwbench plot      --in FILE.jsonl ... --out-dir DIR [--since RFC3339] [--baseline NAME] [--targets a,b]
 
 Run "gwbench SUBCOMMAND -h" for every flag.
 `
@@ -39,6 +40,8 @@ func main() {
 		err = runCompare(ctx, args)
 	case "check":
 		err = runCheck(ctx, args)
+	case "plot":
+		err = runPlot(args)
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)

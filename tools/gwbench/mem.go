@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/switchyard-gw/switchyard/internal/procstat"
+
 	"bufio"
 	"context"
 	"encoding/json"
@@ -55,10 +57,11 @@ func runMem(ctx context.Context, t target, o common, c memConfig) (*Result, erro
 		return nil, fmt.Errorf("gwbench: mem warm-up: %w", err)
 	}
 	time.Sleep(time.Second)
-	before, err := procMem(t.pid)
+	before, err := procstat.Mem(t.pid)
 	if err != nil {
 		return nil, err
 	}
+	childBefore, _ := procstat.DescendantsRSS(t.pid)
 	start := time.Now()
 	ws, err := startWorkers(t, o, c)
 	defer stopWorkers(ws)
@@ -76,12 +79,13 @@ func runMem(ctx context.Context, t target, o common, c memConfig) (*Result, erro
 	}
 	r.Results["open_seconds"] = time.Since(start).Seconds()
 	time.Sleep(c.Settle)
-	after, err := procMem(t.pid)
+	after, err := procstat.Mem(t.pid)
 	if err != nil {
 		return nil, err
 	}
+	childAfter, _ := procstat.DescendantsRSS(t.pid)
 	time.Sleep(c.Late)
-	late, err := procMem(t.pid)
+	late, err := procstat.Mem(t.pid)
 	if err != nil {
 		return nil, err
 	}
@@ -95,6 +99,13 @@ func runMem(ctx context.Context, t target, o common, c memConfig) (*Result, erro
 	r.Results["bytes_per_session_late"] = perSession(before.RSS, late.RSS, opened)
 	r.Results["anon_bytes_per_session"] = perSession(before.Anon, after.Anon, opened)
 	r.Results["server_threads"] = float64(late.Thread)
+	if childBefore > 0 || childAfter > 0 {
+		// A target made of several processes (HAProxy and the baseline
+		// behind it) holds each session in all of them.
+		r.Results["children_rss_after_bytes"] = float64(childAfter)
+		r.Results["children_rss_bytes_per_session"] = perSession(childBefore, childAfter, opened)
+		r.Results["total_bytes_per_session"] = perSession(before.RSS+childBefore, after.RSS+childAfter, opened)
+	}
 	return r, nil
 }
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/switchyard-gw/switchyard/internal/procstat"
+
 	"bufio"
 	"context"
 	"encoding/binary"
@@ -300,7 +302,7 @@ func runOpen(ctx context.Context, t target, o common, c cpuConfig, r *Result) (*
 		return nil, err1
 	}
 	d := m1.sub(m0)
-	d.report(r, clockTicks(), "frame")
+	d.report(r, procstat.ClockTicks(), "frame")
 	s := summarizeOpen(l.conns, end)
 	r.Results["frames_per_sec"] = float64(d.units) / d.wall.Seconds()
 	r.Results["target_rate"] = c.Rate

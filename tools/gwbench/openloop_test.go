@@ -131,24 +131,6 @@ func TestOpenAccounting(t *testing.T) {
 // near: HDR histograms keep 3 significant digits.
 func near(got, want int64) bool { return math.Abs(float64(got-want)) <= float64(want)/500 }
 
-func TestDescendantsOf(t *testing.T) {
-	procs := []procEntry{
-		{pid: 1, ppid: 0}, {pid: 10, ppid: 1}, {pid: 11, ppid: 10, cpu: cpuTicks{3, 4}},
-		{pid: 12, ppid: 11, cpu: cpuTicks{1, 1}}, {pid: 13, ppid: 1, cpu: cpuTicks{100, 100}},
-	}
-	got := descendantsOf(10, procs)
-	if len(got) != 2 || got[0].pid != 11 || got[1].pid != 12 {
-		t.Fatalf("descendants of 10 = %+v, want 11, 12", got)
-	}
-	if len(descendantsOf(12, procs)) != 0 {
-		t.Error("12 has no children")
-	}
-	// This test process has none either.
-	if cpu, n, err := descendantsCPU(os.Getpid()); err != nil || n != 0 || cpu.Total() != 0 {
-		t.Errorf("descendantsCPU(self) = %v, %d, %v", cpu, n, err)
-	}
-}
-
 func TestExpandCommand(t *testing.T) {
 	got := expandCommand("x --listen {addr} --admin {admin} --p {port} {admin_port} --link {free1} --g {free2},{free4}",
 		"127.0.0.1:1", []int{1, 2, 3, 4, 5, 6})

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/switchyard-gw/switchyard/internal/procstat"
+
 	"strings"
 	"testing"
 	"time"
@@ -47,10 +49,10 @@ func TestPerUnit(t *testing.T) {
 
 func TestSampleSubReport(t *testing.T) {
 	t0 := time.Unix(100, 0)
-	a := sample{at: t0, units: 1000, server: cpuTicks{10, 5}, client: cpuTicks{1, 1}}
-	b := sample{at: t0.Add(2 * time.Second), units: 201000, server: cpuTicks{40, 15}, client: cpuTicks{21, 11}}
+	a := sample{at: t0, units: 1000, server: procstat.CPUTicks{User: 10, Sys: 5}, client: procstat.CPUTicks{User: 1, Sys: 1}}
+	b := sample{at: t0.Add(2 * time.Second), units: 201000, server: procstat.CPUTicks{User: 40, Sys: 15}, client: procstat.CPUTicks{User: 21, Sys: 11}}
 	d := b.sub(a)
-	if d.units != 200000 || d.wall != 2*time.Second || d.server != (cpuTicks{30, 10}) || d.client != (cpuTicks{20, 10}) {
+	if d.units != 200000 || d.wall != 2*time.Second || d.server != (procstat.CPUTicks{User: 30, Sys: 10}) || d.client != (procstat.CPUTicks{User: 20, Sys: 10}) {
 		t.Fatalf("sub = %+v", d)
 	}
 	r := &Result{Results: map[string]float64{}}

@@ -11,37 +11,40 @@ type figure struct {
 	key      string // key in Result.Results
 	label    string
 	format   string // fmt verb for the value
+	noRatio  bool   // a count or the box's noise: a ratio would mean nothing
 }
 
 // figures lists the rows of the comparison table, in order.
 var figures = []figure{
-	{"mem", "bytes_per_session", "mem: RSS per idle session, after --settle (B)", "%.0f"},
-	{"mem", "bytes_per_session_late", "mem: same, --late later (B)", "%.0f"},
-	{"mem", "anon_bytes_per_session", "mem: RssAnon per idle session (B)", "%.0f"},
-	{"mem", "rss_before_bytes", "mem: RSS before (MiB)", "mib"},
-	{"mem", "sessions", "mem: sessions held", "%.0f"},
-	{"cpu", "frames_per_sec", "cpu: echoed frames/s", "%.0f"},
-	{"cpu", "server_us_per_frame", "cpu: server CPU per frame (µs)", "%.2f"},
-	{"cpu", "server_cores", "cpu: server cores busy", "%.2f"},
-	{"cpu", "client_us_per_frame", "cpu: driver CPU per frame (µs)", "%.2f"},
-	{"cpu", "children_us_per_frame", "cpu: target's child processes (backend shards) CPU per frame (µs)", "%.2f"},
-	{"cpu", "children_cores", "cpu: child processes' cores busy", "%.2f"},
-	{"cpu", "target_rate", "cpu open loop: scheduled frames/s", "%.0f"},
-	{"cpu", "achieved_rate", "cpu open loop: frames/s sent", "%.0f"},
-	{"cpu", "latency_p50_us", "cpu: latency p50 (µs)", "%.0f"},
-	{"cpu", "latency_p90_us", "cpu: latency p90 (µs)", "%.0f"},
-	{"cpu", "latency_p99_us", "cpu: latency p99 (µs)", "%.0f"},
-	{"cpu", "latency_p999_us", "cpu: latency p99.9 (µs)", "%.0f"},
-	{"cpu", "latency_max_us", "cpu: latency max (µs)", "%.0f"},
-	{"cpu", "send_lag_p99_us", "cpu open loop: send lag p99 (µs)", "%.0f"},
-	{"cpu", "late_sends", "cpu open loop: late sends", "%.0f"},
-	{"cpu", "missed_sends", "cpu open loop: missed sends", "%.0f"},
-	{"cpu", "unanswered", "cpu open loop: unanswered frames", "%.0f"},
-	{"cpu", "other_cores", "cpu: other load on the box (cores)", "%.2f"},
-	{"handshake", "sessions_per_sec", "handshake: sessions/s", "%.0f"},
-	{"handshake", "server_us_per_session", "handshake: server CPU per session (µs)", "%.1f"},
-	{"handshake", "latency_p99_us", "handshake: latency p99 (µs)", "%.0f"},
-	{"handshake", "failures", "handshake: failures", "%.0f"},
+	{scenario: "mem", key: "bytes_per_session", label: "mem: RSS per idle session, after --settle (B)", format: "%.0f"},
+	{scenario: "mem", key: "bytes_per_session_late", label: "mem: same, --late later (B)", format: "%.0f"},
+	{scenario: "mem", key: "anon_bytes_per_session", label: "mem: RssAnon per idle session (B)", format: "%.0f"},
+	{scenario: "mem", key: "children_rss_bytes_per_session", label: "mem: target's child processes (baseline behind HAProxy) RSS per session (B)", format: "%.0f"},
+	{scenario: "mem", key: "total_bytes_per_session", label: "mem: target and children RSS per session (B)", format: "%.0f"},
+	{scenario: "mem", key: "rss_before_bytes", label: "mem: RSS before (MiB)", format: "mib"},
+	{scenario: "mem", key: "sessions", label: "mem: sessions held", format: "%.0f", noRatio: true},
+	{scenario: "cpu", key: "frames_per_sec", label: "cpu: echoed frames/s", format: "%.0f"},
+	{scenario: "cpu", key: "server_us_per_frame", label: "cpu: server CPU per frame (µs)", format: "%.2f"},
+	{scenario: "cpu", key: "server_cores", label: "cpu: server cores busy", format: "%.2f"},
+	{scenario: "cpu", key: "client_us_per_frame", label: "cpu: driver CPU per frame (µs)", format: "%.2f"},
+	{scenario: "cpu", key: "children_us_per_frame", label: "cpu: target's child processes (backend shards) CPU per frame (µs)", format: "%.2f"},
+	{scenario: "cpu", key: "children_cores", label: "cpu: child processes' cores busy", format: "%.2f"},
+	{scenario: "cpu", key: "target_rate", label: "cpu open loop: scheduled frames/s", format: "%.0f", noRatio: true},
+	{scenario: "cpu", key: "achieved_rate", label: "cpu open loop: frames/s sent", format: "%.0f"},
+	{scenario: "cpu", key: "latency_p50_us", label: "cpu: latency p50 (µs)", format: "%.0f"},
+	{scenario: "cpu", key: "latency_p90_us", label: "cpu: latency p90 (µs)", format: "%.0f"},
+	{scenario: "cpu", key: "latency_p99_us", label: "cpu: latency p99 (µs)", format: "%.0f"},
+	{scenario: "cpu", key: "latency_p999_us", label: "cpu: latency p99.9 (µs)", format: "%.0f"},
+	{scenario: "cpu", key: "latency_max_us", label: "cpu: latency max (µs)", format: "%.0f"},
+	{scenario: "cpu", key: "send_lag_p99_us", label: "cpu open loop: send lag p99 (µs)", format: "%.0f"},
+	{scenario: "cpu", key: "late_sends", label: "cpu open loop: late sends", format: "%.0f", noRatio: true},
+	{scenario: "cpu", key: "missed_sends", label: "cpu open loop: missed sends", format: "%.0f", noRatio: true},
+	{scenario: "cpu", key: "unanswered", label: "cpu open loop: unanswered frames", format: "%.0f", noRatio: true},
+	{scenario: "cpu", key: "other_cores", label: "cpu: other load on the box (cores)", format: "%.2f", noRatio: true},
+	{scenario: "handshake", key: "sessions_per_sec", label: "handshake: sessions/s", format: "%.0f"},
+	{scenario: "handshake", key: "server_us_per_session", label: "handshake: server CPU per session (µs)", format: "%.1f"},
+	{scenario: "handshake", key: "latency_p99_us", label: "handshake: latency p99 (µs)", format: "%.0f"},
+	{scenario: "handshake", key: "failures", label: "handshake: failures", format: "%.0f", noRatio: true},
 }
 
 // collect returns the values of key over the runs of scenario on target.
@@ -90,7 +93,7 @@ func markdownTable(rs []*Result, targets []string, baseline string) string {
 			any = true
 			m := median(vs)
 			cell := formatValue(f.format, m)
-			if t != baseline && base != 0 {
+			if t != baseline && base != 0 && !f.noRatio {
 				cell += fmt.Sprintf(" (×%.2f)", m/base)
 			}
 			row += fmt.Sprintf(" %s [n=%d] |", cell, len(vs))
