@@ -149,14 +149,21 @@ func TestSources(t *testing.T) {
 		t.Errorf("small run: %+v %v", s, err)
 	}
 	s, err = autoSources(0, 100000, 1)
-	if err != nil || s.n != 4 {
+	if err != nil || s.n != 10 {
 		t.Fatalf("100k sessions to one address: %+v %v", s, err)
 	}
-	if s.addr(0).String() != "127.0.0.2" || s.addr(5).String() != "127.0.0.3" || s.addr(3).String() != "127.0.0.5" {
-		t.Errorf("addrs %v %v %v", s.addr(0), s.addr(5), s.addr(3))
+	if s.addr(0).String() != "127.0.0.2" || s.addr(11).String() != "127.0.0.3" || s.addr(3).String() != "127.0.0.5" {
+		t.Errorf("addrs %v %v %v", s.addr(0), s.addr(11), s.addr(3))
 	}
-	if s, _ := autoSources(0, 100000, 4); s.n != 0 {
-		t.Errorf("100k over 4 destinations needs no spread, got %d", s.n)
+	// The total per source counts, not only the share per destination.
+	if s, _ := autoSources(0, 100000, 7); s.n != 10 {
+		t.Errorf("100k over 7 destinations: %d addresses, want 10", s.n)
+	}
+	if s, _ := autoSources(0, 1000000, 2); s.n != 100 {
+		t.Errorf("1M over 2 destinations: %d addresses, want 100", s.n)
+	}
+	if s, _ := autoSources(0, 10000, 1); s.n != 0 {
+		t.Errorf("10k sessions need no spread, got %d", s.n)
 	}
 	if s, _ := autoSources(-1, 1e6, 1); s.n != 0 {
 		t.Errorf("-1: %d", s.n)

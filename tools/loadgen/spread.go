@@ -13,6 +13,15 @@ const defaultPerProc = 19000
 // open to one destination (the ephemeral port range, with margin).
 const portsPerSource = 25000
 
+// sessionsPerSource is how many connections one source address carries in
+// all, whatever their destinations. Past that the kernel's search for a
+// free ephemeral port in connect() grows slow enough to stall the
+// workers: 100,000 sessions from 127.0.0.1 over 7 gateway ports (14,300
+// per destination, well within the port range) left 10,463 connections
+// without a HELLO for the gateways' 5 s handshake timeout; spread over 16
+// addresses, none (docs/benchmarks.md, "Scale").
+const sessionsPerSource = 10000
+
 // procShares splits n sessions over processes: procs of them when procs
 // > 0 (but more if one would hold over perProc), else as few as hold at
 // most perProc each; as evenly as possible. Each share is [first, first+count).
@@ -50,8 +59,9 @@ func procShares(n, procs, perProc int) []share {
 type sources struct{ first, n int }
 
 // autoSources picks the spread: spread < 0 off, spread > 0 that many
-// addresses, 0 automatic (as many as the session count per destination
-// needs, none when one is enough).
+// addresses, 0 automatic (enough that no address carries more than
+// sessionsPerSource sessions in all nor portsPerSource to one destination;
+// none when one is enough).
 func autoSources(spread, sessions, addrs int) (sources, error) {
 	s := sources{first: 2}
 	switch {
@@ -64,10 +74,10 @@ func autoSources(spread, sessions, addrs int) (sources, error) {
 			addrs = 1
 		}
 		per := (sessions + addrs - 1) / addrs
-		if per <= portsPerSource {
+		s.n = max((per+portsPerSource-1)/portsPerSource, (sessions+sessionsPerSource-1)/sessionsPerSource)
+		if s.n <= 1 {
 			return sources{}, nil
 		}
-		s.n = (per + portsPerSource - 1) / portsPerSource
 	}
 	if s.first+s.n-1 > 254 {
 		return sources{}, fmt.Errorf("loadgen: source spread of %d addresses leaves 127.0.0.2–254", s.n)

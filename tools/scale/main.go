@@ -1,0 +1,497 @@
+// Command scale holds many authenticated device sessions on a cluster of
+// gateway processes on this one host, heartbeating for a fixed time, and
+// reports what they cost: memory per session (user space and kernel), CPU,
+// connect rate, and every disconnect that was not asked for.
+//
+//	go run ./tools/scale --sessions 100000 --hold 5m   # what `make scale` runs
+//
+// It builds cmd/switchyard and tools/loadgen, starts --backends echo shards
+// and enough gateways (--per-gateway sessions each: this box allows 20,000
+// open files per process) joined by gossip with an encrypted cluster key and
+// auth on, waits until every gateway has every shard on its ring, then runs
+// `loadgen --idle` (heartbeats only) over all the gateways. Every few
+// seconds it samples the gateways' /metrics and the /proc files of every
+// process it started. At the end it stops them all (SIGTERM, then SIGKILL),
+// by pid, and writes one JSON summary.
+//
+// The run passes when every session came up and none was lost: loadgen saw
+// no disconnect, reconnect or ERROR, and the gateways counted no disconnect
+// of any reason while the sessions were held. Anything else exits 1.
+//
+// Everything is bounded: the run gives up --deadline after it started
+// (default: the ramp three times over, plus the hold, plus five minutes).
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/switchyard-gw/switchyard/internal/procstat"
+)
+
+type config struct {
+	Sessions   int           `json:"sessions"`
+	Gateways   int           `json:"gateways"`
+	PerGateway int           `json:"per_gateway"`
+	Backends   int           `json:"backends"`
+	Hold       time.Duration `json:"hold"`
+	Ramp       float64       `json:"ramp"`
+	Heartbeat  int           `json:"heartbeat_s"`
+	Sample     time.Duration `json:"sample"`
+	Deadline   time.Duration `json:"deadline"`
+	Bin        string        `json:"-"`
+	Out        string        `json:"-"`
+	LoadgenArg string        `json:"loadgen_args,omitempty"`
+}
+
+func main() {
+	var c config
+	fs := flag.NewFlagSet("scale", flag.ExitOnError)
+	fs.IntVar(&c.Sessions, "sessions", 100000, "authenticated sessions to hold")
+	fs.IntVar(&c.Gateways, "gateways", 0, "gateway processes (0: sessions / --per-gateway, rounded up)")
+	fs.IntVar(&c.PerGateway, "per-gateway", 15000, "most sessions per gateway process (≤ 19,000 here: 20,000 files per process)")
+	fs.IntVar(&c.Backends, "backends", 3, "echo backend shards behind the gateways")
+	fs.DurationVar(&c.Hold, "hold", 5*time.Minute, "how long the sessions are held after the last one started")
+	fs.Float64Var(&c.Ramp, "ramp", 10000, "sessions started per second (loadgen --ramp)")
+	fs.IntVar(&c.Heartbeat, "heartbeat", 10, "gateway heartbeat in seconds: devices PING that often, idle close after 3×")
+	fs.DurationVar(&c.Sample, "sample", 5*time.Second, "how often the gateways and processes are sampled")
+	fs.DurationVar(&c.Deadline, "deadline", 0, "give up after this long (0: 3× the ramp + hold + 5 min)")
+	fs.StringVar(&c.Bin, "bin", "", "directory with switchyard and loadgen binaries (default: build them into a temp dir)")
+	fs.StringVar(&c.Out, "out", "", "append the JSON summary to this file as one line (it always goes to stdout)")
+	fs.StringVar(&c.LoadgenArg, "loadgen-args", "", "extra loadgen flags, space separated")
+	fs.Parse(os.Args[1:])
+	if c.Gateways == 0 {
+		c.Gateways = (c.Sessions + c.PerGateway - 1) / c.PerGateway
+	}
+	if c.Deadline == 0 {
+		c.Deadline = time.Duration(3*float64(c.Sessions)/c.Ramp*float64(time.Second)) + c.Hold + 5*time.Minute
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(ctx, c.Deadline)
+	sum, err := run(ctx, &c)
+	cancel()
+	stop()
+	if sum != nil {
+		b, _ := json.Marshal(sum)
+		fmt.Println(string(b))
+		if c.Out != "" {
+			if f, err := os.OpenFile(c.Out, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
+				f.Write(append(b, '\n'))
+				f.Close()
+			}
+		}
+		fmt.Fprint(os.Stderr, sum.text())
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "scale:", err)
+		os.Exit(1)
+	}
+}
+
+// proc is a process this run started.
+type proc struct {
+	name  string
+	cmd   *exec.Cmd
+	admin string // gateways: admin address
+	addr  string // gateways: device address
+}
+
+// cluster is everything started, so that it can all be stopped.
+type cluster struct {
+	dir      string
+	gateways []*proc
+	backends []*proc
+	loadgen  *proc
+}
+
+func (cl *cluster) all() []*proc {
+	ps := append(append([]*proc{}, cl.gateways...), cl.backends...)
+	if cl.loadgen != nil {
+		ps = append(ps, cl.loadgen)
+	}
+	return ps
+}
+
+// stop ends every process by its pid: SIGTERM, SIGKILL after 10 s.
+func (cl *cluster) stop() {
+	for _, p := range cl.all() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, p := range cl.all() {
+		done := make(chan struct{})
+		go func() { p.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(time.Until(deadline)):
+			p.cmd.Process.Kill()
+			<-done
+		}
+	}
+}
+
+func run(ctx context.Context, c *config) (*summary, error) {
+	dir, err := os.MkdirTemp("", "switchyard-scale-")
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "scale: %d sessions on %d gateways and %d shards; logs in %s\n", c.Sessions, c.Gateways, c.Backends, dir)
+	if c.Bin == "" {
+		c.Bin = dir
+		for pkg, name := range map[string]string{"./cmd/switchyard": "switchyard", "./tools/loadgen": "loadgen"} {
+			if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("build %s: %v\n%s", pkg, err, out)
+			}
+		}
+	}
+	cl := &cluster{dir: dir}
+	defer cl.stop()
+	if err := cl.start(c); err != nil {
+		return nil, err
+	}
+	if err := cl.waitRing(ctx, c.Backends, time.Minute); err != nil {
+		return nil, err
+	}
+	base := cl.sample()
+	s := &summary{Config: *c, Date: time.Now().UTC().Format(time.RFC3339), Host: hostInfo(), Before: base}
+	if err := cl.startLoadgen(c); err != nil {
+		return s, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cl.loadgen.cmd.Wait() }()
+	start := time.Now()
+	// Every second while sessions come up (the connect rate is read off
+	// these samples), every --sample once they are all up.
+	tick := time.NewTimer(time.Second)
+	defer tick.Stop()
+	var lgErr error
+loop:
+	for {
+		select {
+		case lgErr = <-done:
+			break loop
+		case <-ctx.Done():
+			return s, fmt.Errorf("gave up after %v: %w", c.Deadline, ctx.Err())
+		case <-tick.C:
+			if s.UpAfter == 0 {
+				tick.Reset(time.Second)
+			} else {
+				tick.Reset(c.Sample)
+			}
+			sm := cl.sample()
+			sm.T = time.Since(start).Seconds()
+			s.Samples = append(s.Samples, sm)
+			if s.UpAfter == 0 && sm.Sessions >= float64(c.Sessions) {
+				s.UpAfter = sm.T
+			}
+			fmt.Fprintf(os.Stderr, "scale: t=%4.0fs sessions %7.0f  gateways %6.0f MiB  kernel slab %6.0f MiB  tcp mem %5.0f MiB  gateway cores %.2f  disconnects %.0f\n",
+				sm.T, sm.Sessions, sm.GatewayRSS/(1<<20), sm.Slab/(1<<20), sm.TCPMem/(1<<20), s.cores(sm), sm.Disconnects)
+		}
+	}
+	s.finish(c, cl)
+	if lgErr != nil && s.Loadgen == nil {
+		return s, fmt.Errorf("loadgen: %v (log: %s)", lgErr, filepath.Join(dir, "loadgen.log"))
+	}
+	return s, s.verdict(c)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (cl *cluster) spawn(name string, args ...string) (*proc, error) {
+	log, err := os.Create(filepath.Join(cl.dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = log, log
+	// Whatever ends this run, nothing it started outlives it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	log.Close() // the child has its own copy
+	return &proc{name: name, cmd: cmd}, nil
+}
+
+func (cl *cluster) start(c *config) error {
+	keyFile, secretFile := filepath.Join(cl.dir, "cluster.key"), filepath.Join(cl.dir, "auth.secret")
+	for _, f := range []string{keyFile, secretFile} {
+		b := make([]byte, 32)
+		rand.Read(b)
+		if err := os.WriteFile(f, []byte(base64.StdEncoding.EncodeToString(b)+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	bin := filepath.Join(c.Bin, "switchyard")
+	var seeds []string
+	for i := range c.Backends {
+		link, err1 := freePort()
+		gossip, err2 := freePort()
+		if err := errors.Join(err1, err2); err != nil {
+			return err
+		}
+		g := fmt.Sprintf("127.0.0.1:%d", gossip)
+		args := []string{bin, "backend", "--app", "echo", "--shard", fmt.Sprintf("s%d", i+1),
+			"--link", fmt.Sprintf("127.0.0.1:%d", link), "--gossip", g, "--cluster-key-file", keyFile}
+		if len(seeds) > 0 {
+			args = append(args, "--join", seeds[0])
+		}
+		p, err := cl.spawn(fmt.Sprintf("backend-%d", i+1), args...)
+		if err != nil {
+			return err
+		}
+		cl.backends = append(cl.backends, p)
+		seeds = append(seeds, g)
+	}
+	for i := range c.Gateways {
+		dev, err1 := freePort()
+		admin, err2 := freePort()
+		gossip, err3 := freePort()
+		if err := errors.Join(err1, err2, err3); err != nil {
+			return err
+		}
+		p, err := cl.spawn(fmt.Sprintf("gateway-%d", i+1), bin, "gateway",
+			"--listen", fmt.Sprintf("127.0.0.1:%d", dev), "--admin", fmt.Sprintf("127.0.0.1:%d", admin),
+			"--gossip", fmt.Sprintf("127.0.0.1:%d", gossip), "--join", strings.Join(seeds, ","),
+			"--cluster-key-file", keyFile, "--auth-secret-file", secretFile,
+			"--heartbeat", strconv.Itoa(c.Heartbeat), "--max-conns", strconv.Itoa(c.PerGateway+500),
+			"--node", fmt.Sprintf("gw%d", i+1))
+		if err != nil {
+			return err
+		}
+		p.addr, p.admin = fmt.Sprintf("127.0.0.1:%d", dev), fmt.Sprintf("127.0.0.1:%d", admin)
+		cl.gateways = append(cl.gateways, p)
+	}
+	return nil
+}
+
+// waitRing waits until every gateway has all the shards on its ring.
+func (cl *cluster) waitRing(ctx context.Context, shards int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for _, g := range cl.gateways {
+		for {
+			var ring struct {
+				Shards []string `json:"shards"`
+			}
+			if err := getJSON("http://"+g.admin+"/api/v1/cluster/ring", &ring); err == nil && len(ring.Shards) == shards {
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return fmt.Errorf("%s has not seen %d shards after %v (log: %s)", g.name, shards, limit, filepath.Join(cl.dir, g.name+".log"))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+func (cl *cluster) startLoadgen(c *config) error {
+	var addrs []string
+	for _, g := range cl.gateways {
+		addrs = append(addrs, g.addr)
+	}
+	args := []string{filepath.Join(c.Bin, "loadgen"), "--addr", strings.Join(addrs, ","),
+		"--sessions", strconv.Itoa(c.Sessions), "--ramp", strconv.FormatFloat(c.Ramp, 'f', -1, 64),
+		"--idle", "--duration", c.Hold.String(), "--secret-file", filepath.Join(cl.dir, "auth.secret"),
+		"--id-prefix", "scale-", "--json", filepath.Join(cl.dir, "loadgen.json"), "--quiet"}
+	args = append(args, strings.Fields(c.LoadgenArg)...)
+	p, err := cl.spawn("loadgen", args...)
+	cl.loadgen = p
+	return err
+}
+
+// sample is one reading of the whole run.
+type sample struct {
+	T           float64 `json:"t_s"`
+	Sessions    float64 `json:"sessions"`     // sum of the gateways' switchyard_sessions
+	Disconnects float64 `json:"disconnects"`  // sum of switchyard_disconnects_total, all reasons
+	GatewayRSS  float64 `json:"gateway_rss"`  // bytes, all gateways
+	GatewayCPU  float64 `json:"gateway_cpu"`  // clock ticks, all gateways
+	BackendRSS  float64 `json:"backend_rss"`  // bytes, all shards
+	LoadgenRSS  float64 `json:"loadgen_rss"`  // bytes, loadgen and its children
+	LoadgenCPU  float64 `json:"loadgen_cpu"`  // clock ticks
+	Slab        float64 `json:"slab"`         // /proc/meminfo Slab, bytes
+	TCPMem      float64 `json:"tcp_mem"`      // /proc/net/sockstat TCP mem, bytes
+	TCPInUse    float64 `json:"tcp_inuse"`    // /proc/net/sockstat TCP inuse
+	MemUsed     float64 `json:"mem_used"`     // MemTotal − MemAvailable, bytes
+	HostBusy    float64 `json:"host_busy"`    // clock ticks, whole machine
+	ListenDrops float64 `json:"listen_drops"` // TcpExt ListenDrops (SYNs dropped at a full accept queue)
+}
+
+func (cl *cluster) sample() sample {
+	var s sample
+	for _, g := range cl.gateways {
+		m, _ := getMetrics("http://" + g.admin + "/metrics")
+		s.Sessions += m["switchyard_sessions"]
+		for k, v := range m {
+			if strings.HasPrefix(k, "switchyard_disconnects_total") {
+				s.Disconnects += v
+			}
+		}
+		if mi, err := procstat.Mem(g.cmd.Process.Pid); err == nil {
+			s.GatewayRSS += float64(mi.RSS)
+		}
+		if t, err := procstat.CPU(g.cmd.Process.Pid); err == nil {
+			s.GatewayCPU += float64(t.Total())
+		}
+	}
+	for _, b := range cl.backends {
+		if mi, err := procstat.Mem(b.cmd.Process.Pid); err == nil {
+			s.BackendRSS += float64(mi.RSS)
+		}
+	}
+	if cl.loadgen != nil {
+		pid := cl.loadgen.cmd.Process.Pid
+		if mi, err := procstat.Mem(pid); err == nil {
+			s.LoadgenRSS += float64(mi.RSS)
+		}
+		kids, _ := procstat.DescendantsRSS(pid)
+		s.LoadgenRSS += float64(kids)
+		if t, err := procstat.CPU(pid); err == nil {
+			s.LoadgenCPU += float64(t.Total())
+		}
+		kcpu, _, _ := procstat.DescendantsCPU(pid)
+		s.LoadgenCPU += float64(kcpu.Total())
+	}
+	mem := readKV("/proc/meminfo")
+	s.Slab = mem["Slab"] * 1024
+	s.MemUsed = (mem["MemTotal"] - mem["MemAvailable"]) * 1024
+	if b, err := os.ReadFile("/proc/net/sockstat"); err == nil {
+		s.TCPInUse, s.TCPMem = parseSockstat(string(b))
+	}
+	busy, _, _ := procstat.HostCPU()
+	s.HostBusy = float64(busy)
+	s.ListenDrops = tcpExt("ListenDrops")
+	return s
+}
+
+// parseSockstat reads "TCP: inuse N orphan N tw N alloc N mem PAGES".
+func parseSockstat(text string) (inuse, memBytes float64) {
+	for _, line := range strings.Split(text, "\n") {
+		rest, ok := strings.CutPrefix(line, "TCP:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		for i := 0; i+1 < len(f); i += 2 {
+			v, _ := strconv.ParseFloat(f[i+1], 64)
+			switch f[i] {
+			case "inuse":
+				inuse = v
+			case "mem":
+				memBytes = v * float64(os.Getpagesize())
+			}
+		}
+	}
+	return inuse, memBytes
+}
+
+// tcpExt reads one TcpExt counter of /proc/net/netstat (a header line of
+// names, then a line of values).
+func tcpExt(name string) float64 {
+	b, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		return 0
+	}
+	lines := strings.Split(string(b), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		if !strings.HasPrefix(lines[i], "TcpExt:") || !strings.HasPrefix(lines[i+1], "TcpExt:") {
+			continue
+		}
+		names, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		for j := range names {
+			if names[j] == name && j < len(vals) {
+				v, _ := strconv.ParseFloat(vals[j], 64)
+				return v
+			}
+		}
+	}
+	return 0
+}
+
+// readKV reads "Key:   123 kB" lines.
+func readKV(path string) map[string]float64 {
+	out := map[string]float64{}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return out
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if f := strings.Fields(v); ok && len(f) > 0 {
+			out[k], _ = strconv.ParseFloat(f[0], 64)
+		}
+	}
+	return out
+}
+
+var httpClient = &http.Client{Timeout: 5 * time.Second}
+
+func getJSON(url string, v any) error {
+	resp, err := httpClient.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// getMetrics reads a Prometheus text page into name{labels} → value.
+func getMetrics(url string) (map[string]float64, error) {
+	resp, err := httpClient.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return parseMetrics(resp.Body), nil
+}
+
+func parseMetrics(r io.Reader) map[string]float64 {
+	out := map[string]float64{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
+}

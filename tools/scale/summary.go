@@ -1,0 +1,181 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/switchyard-gw/switchyard/internal/procstat"
+)
+
+// summary is the JSON report of a run.
+type summary struct {
+	Config  config         `json:"config"`
+	Date    string         `json:"date"`
+	Host    map[string]any `json:"host"`
+	Before  sample         `json:"before"`  // cluster up, no sessions
+	First   sample         `json:"first"`   // the first sample with every session up
+	Held    sample         `json:"held"`    // the last one before loadgen stops them
+	Samples []sample       `json:"samples"` // every reading, t from loadgen's start
+	UpAfter float64        `json:"up_after_s"`
+	Loadgen *loadgenReport `json:"loadgen"`
+
+	// Derived figures (bytes per session, cores, sessions/s).
+	GatewayBytesPerSessionUp float64 `json:"gateway_bytes_per_session_up"` // RSS as soon as all are up
+	GatewayBytesPerSession   float64 `json:"gateway_bytes_per_session"`    // at the end of the hold (more garbage between GCs)
+	BackendBytesPerSession   float64 `json:"backend_bytes_per_session"`
+	LoadgenBytesPerSession   float64 `json:"loadgen_bytes_per_session"`
+	KernelBytesPerSocket     float64 `json:"kernel_bytes_per_socket"` // slab + TCP buffers over both ends' sockets
+	MemUsedPerSession        float64 `json:"mem_used_per_session"`    // the whole box, both ends
+	ConnectPerSec            float64 `json:"connect_per_sec"`         // 10 % → 90 % of the sessions
+	GatewayCoresHeld         float64 `json:"gateway_cores_held"`      // while every session was up
+	LoadgenCoresHeld         float64 `json:"loadgen_cores_held"`
+	UnexpectedDisconnects    float64 `json:"unexpected_disconnects"` // gateways' counters while held
+	ListenDrops              float64 `json:"listen_drops"`
+	Pass                     bool    `json:"pass"`
+}
+
+// loadgenReport is the part of loadgen's JSON summary the verdict needs.
+type loadgenReport struct {
+	Sessions    int              `json:"sessions"`
+	Procs       int              `json:"procs"`
+	SrcSpread   int              `json:"src_spread"`
+	Handshakes  int64            `json:"handshakes"`
+	Disconnects int64            `json:"disconnects"`
+	Reconnects  int64            `json:"reconnects"`
+	Errors      map[string]int64 `json:"errors"`
+	Counters    map[string]int64 `json:"counters"`
+}
+
+func hostInfo() map[string]any {
+	h := map[string]any{"nproc": runtime.NumCPU(), "go": runtime.Version()}
+	h["hostname"], _ = os.Hostname()
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		h["kernel"] = strings.TrimSpace(string(b))
+	}
+	h["mem_total_bytes"] = readKV("/proc/meminfo")["MemTotal"] * 1024
+	return h
+}
+
+// cores is the gateways' CPU use between Before and sm.
+func (s *summary) cores(sm sample) float64 {
+	if sm.T <= 0 {
+		return 0
+	}
+	return (sm.GatewayCPU - s.Before.GatewayCPU) / float64(procstat.ClockTicks()) / sm.T
+}
+
+// finish reads loadgen's report and derives the figures.
+func (s *summary) finish(c *config, cl *cluster) {
+	if b, err := os.ReadFile(filepath.Join(cl.dir, "loadgen.json")); err == nil {
+		var r loadgenReport
+		if json.Unmarshal(b, &r) == nil {
+			s.Loadgen = &r
+		}
+	}
+	n := float64(c.Sessions)
+	// loadgen stops its sessions ramp + hold after it started; samples
+	// from the last two seconds before may already count those closes.
+	holdEnd := n/c.Ramp + c.Hold.Seconds() - 2
+	var first *sample // the first sample with every session up
+	for i := range s.Samples {
+		if s.Samples[i].Sessions >= n && s.Samples[i].T <= holdEnd {
+			if first == nil {
+				first = &s.Samples[i]
+			}
+			s.Held = s.Samples[i]
+		}
+	}
+	if first == nil {
+		return
+	}
+	h, b := s.Held, s.Before
+	s.First = *first
+	s.GatewayBytesPerSessionUp = (first.GatewayRSS - b.GatewayRSS) / n
+	s.GatewayBytesPerSession = (h.GatewayRSS - b.GatewayRSS) / n
+	s.BackendBytesPerSession = (h.BackendRSS - b.BackendRSS) / n
+	s.LoadgenBytesPerSession = h.LoadgenRSS / n
+	s.KernelBytesPerSocket = (h.Slab + h.TCPMem - b.Slab - b.TCPMem) / (2 * n)
+	s.MemUsedPerSession = (h.MemUsed - b.MemUsed) / n
+	s.UnexpectedDisconnects = h.Disconnects - b.Disconnects
+	s.ListenDrops = h.ListenDrops - b.ListenDrops
+	if dt := h.T - first.T; dt > 0 {
+		hz := float64(procstat.ClockTicks())
+		s.GatewayCoresHeld = (h.GatewayCPU - first.GatewayCPU) / hz / dt
+		s.LoadgenCoresHeld = (h.LoadgenCPU - first.LoadgenCPU) / hz / dt
+	}
+	s.ConnectPerSec = connectRate(s.Samples, n)
+}
+
+// connectRate is the sessions/s between the samples where 10 % and 90 % of
+// n were up, each crossing time interpolated between two samples.
+func connectRate(ss []sample, n float64) float64 {
+	cross := func(level float64) (float64, bool) {
+		prev := sample{}
+		for _, s := range ss {
+			if s.Sessions >= level {
+				if s.Sessions == prev.Sessions {
+					return s.T, true
+				}
+				return prev.T + (level-prev.Sessions)/(s.Sessions-prev.Sessions)*(s.T-prev.T), true
+			}
+			prev = s
+		}
+		return 0, false
+	}
+	t10, ok1 := cross(0.1 * n)
+	t90, ok2 := cross(0.9 * n)
+	if !ok1 || !ok2 || t90 <= t10 {
+		return 0
+	}
+	return 0.8 * n / (t90 - t10)
+}
+
+// verdict is nil when every session came up and none was lost.
+func (s *summary) verdict(c *config) error {
+	var errs []error
+	if s.UpAfter == 0 {
+		errs = append(errs, fmt.Errorf("never saw all %d sessions up at once", c.Sessions))
+	}
+	if s.UnexpectedDisconnects != 0 {
+		errs = append(errs, fmt.Errorf("gateways counted %.0f disconnects while the sessions were held", s.UnexpectedDisconnects))
+	}
+	if r := s.Loadgen; r == nil {
+		errs = append(errs, errors.New("no loadgen summary"))
+	} else {
+		if r.Handshakes < int64(c.Sessions) {
+			errs = append(errs, fmt.Errorf("loadgen: %d handshakes of %d sessions", r.Handshakes, c.Sessions))
+		}
+		if r.Disconnects != 0 || r.Reconnects != 0 {
+			errs = append(errs, fmt.Errorf("loadgen: %d disconnects, %d reconnects", r.Disconnects, r.Reconnects))
+		}
+		if len(r.Errors) != 0 {
+			errs = append(errs, fmt.Errorf("loadgen: errors %v", r.Errors))
+		}
+	}
+	err := errors.Join(errs...)
+	s.Pass = err == nil
+	return err
+}
+
+// text is the human summary printed at the end.
+func (s *summary) text() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "scale: %d sessions, %d gateways, %d shards, hold %v, heartbeat %d s\n",
+		s.Config.Sessions, s.Config.Gateways, s.Config.Backends, s.Config.Hold, s.Config.Heartbeat)
+	fmt.Fprintf(&b, "  all up after %.0f s; connect rate %.0f sessions/s (10–90 %%); listen drops %.0f\n",
+		s.UpAfter, s.ConnectPerSec, s.ListenDrops)
+	fmt.Fprintf(&b, "  per session: gateway RSS %.0f B when all were up, %.0f B at the end; shards %.0f B, loadgen %.0f B; kernel %.0f B per socket; box %.0f B (both ends)\n",
+		s.GatewayBytesPerSessionUp, s.GatewayBytesPerSession, s.BackendBytesPerSession, s.LoadgenBytesPerSession, s.KernelBytesPerSocket, s.MemUsedPerSession)
+	fmt.Fprintf(&b, "  held: gateways %.2f cores, loadgen %.2f cores\n", s.GatewayCoresHeld, s.LoadgenCoresHeld)
+	if r := s.Loadgen; r != nil {
+		fmt.Fprintf(&b, "  loadgen: %d processes, %d source addresses, %d handshakes, %d disconnects, %d reconnects, errors %v, pings %d\n",
+			r.Procs, r.SrcSpread, r.Handshakes, r.Disconnects, r.Reconnects, r.Errors, r.Counters["pings"])
+	}
+	fmt.Fprintf(&b, "  unexpected disconnects at the gateways: %.0f; pass: %v\n", s.UnexpectedDisconnects, s.Pass)
+	return b.String()
+}
