@@ -59,6 +59,7 @@ type config struct {
 	Bin        string        `json:"-"`
 	Out        string        `json:"-"`
 	LoadgenArg string        `json:"loadgen_args,omitempty"`
+	MinFree    int64         `json:"min_free"`
 }
 
 func main() {
@@ -76,6 +77,7 @@ func main() {
 	fs.StringVar(&c.Bin, "bin", "", "directory with switchyard and loadgen binaries (default: build them into a temp dir)")
 	fs.StringVar(&c.Out, "out", "", "append the JSON summary to this file as one line (it always goes to stdout)")
 	fs.StringVar(&c.LoadgenArg, "loadgen-args", "", "extra loadgen flags, space separated")
+	fs.Int64Var(&c.MinFree, "min-free", 1<<30, "stop the load (and fail) when the box's MemAvailable falls below this many bytes")
 	fs.Parse(os.Args[1:])
 	if c.Gateways == 0 {
 		c.Gateways = (c.Sessions + c.PerGateway - 1) / c.PerGateway
@@ -203,6 +205,16 @@ loop:
 			if s.UpAfter == 0 && sm.Sessions >= float64(c.Sessions) {
 				s.UpAfter = sm.T
 			}
+			// Pushing toward a million, the box runs out before the
+			// target does: stop the load while the kernel still has room,
+			// so that the run ends with a figure instead of the OOM killer.
+			if sm.MemAvail > 0 && sm.MemAvail < float64(c.MinFree) && s.StoppedBy == "" {
+				s.StoppedBy = fmt.Sprintf("memory: %.0f MiB available at %.0f sessions", sm.MemAvail/(1<<20), sm.Sessions)
+				s.MaxSessions = sm.Sessions
+				fmt.Fprintln(os.Stderr, "scale: stopping the load:", s.StoppedBy)
+				cl.loadgen.cmd.Process.Signal(syscall.SIGTERM)
+			}
+			s.MaxSessions = max(s.MaxSessions, sm.Sessions)
 			fmt.Fprintf(os.Stderr, "scale: t=%4.0fs sessions %7.0f  gateways %6.0f MiB  kernel slab %6.0f MiB  tcp mem %5.0f MiB  gateway cores %.2f  disconnects %.0f\n",
 				sm.T, sm.Sessions, sm.GatewayRSS/(1<<20), sm.Slab/(1<<20), sm.TCPMem/(1<<20), s.cores(sm), sm.Disconnects)
 		}
@@ -341,6 +353,7 @@ type sample struct {
 	TCPMem      float64 `json:"tcp_mem"`      // /proc/net/sockstat TCP mem, bytes
 	TCPInUse    float64 `json:"tcp_inuse"`    // /proc/net/sockstat TCP inuse
 	MemUsed     float64 `json:"mem_used"`     // MemTotal − MemAvailable, bytes
+	MemAvail    float64 `json:"mem_avail"`    // MemAvailable, bytes
 	HostBusy    float64 `json:"host_busy"`    // clock ticks, whole machine
 	ListenDrops float64 `json:"listen_drops"` // TcpExt ListenDrops (SYNs dropped at a full accept queue)
 }
@@ -383,6 +396,7 @@ func (cl *cluster) sample() sample {
 	mem := readKV("/proc/meminfo")
 	s.Slab = mem["Slab"] * 1024
 	s.MemUsed = (mem["MemTotal"] - mem["MemAvailable"]) * 1024
+	s.MemAvail = mem["MemAvailable"] * 1024
 	if b, err := os.ReadFile("/proc/net/sockstat"); err == nil {
 		s.TCPInUse, s.TCPMem = parseSockstat(string(b))
 	}

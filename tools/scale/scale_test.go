@@ -57,6 +57,7 @@ func TestVerdict(t *testing.T) {
 		"loadgen disconnect":  func(s *summary) { s.Loadgen.Disconnects = 1 },
 		"loadgen reconnect":   func(s *summary) { s.Loadgen.Reconnects = 1 },
 		"loadgen error":       func(s *summary) { s.Loadgen.Errors = map[string]int64{"408": 1} },
+		"stopped early":       func(s *summary) { s.StoppedBy = "memory" },
 	} {
 		s := good()
 		spoil(s)
@@ -87,5 +88,16 @@ func TestFinish(t *testing.T) {
 	}
 	if s.GatewayCoresHeld <= 0 {
 		t.Errorf("gateway cores %v", s.GatewayCoresHeld)
+	}
+}
+
+// TestFinishPartial: when the sessions never all came up, the figures are
+// per session at the most that were.
+func TestFinishPartial(t *testing.T) {
+	s := &summary{Before: sample{GatewayRSS: 100e6}}
+	s.Samples = []sample{{T: 1, Sessions: 400, GatewayRSS: 180e6}, {T: 2, Sessions: 500, GatewayRSS: 200e6}, {T: 3, Sessions: 450, GatewayRSS: 190e6}}
+	s.finish(&config{Sessions: 1000, Ramp: 100, Hold: time.Minute}, &cluster{dir: t.TempDir()})
+	if s.Held.T != 2 || s.GatewayBytesPerSession != 200e3 {
+		t.Errorf("held t=%v gateway %v B per session", s.Held.T, s.GatewayBytesPerSession)
 	}
 }

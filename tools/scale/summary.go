@@ -22,7 +22,11 @@ type summary struct {
 	Held    sample         `json:"held"`    // the last one before loadgen stops them
 	Samples []sample       `json:"samples"` // every reading, t from loadgen's start
 	UpAfter float64        `json:"up_after_s"`
-	Loadgen *loadgenReport `json:"loadgen"`
+	// MaxSessions is the most sessions seen up at once; StoppedBy says why
+	// the load was stopped early, if it was.
+	MaxSessions float64        `json:"max_sessions"`
+	StoppedBy   string         `json:"stopped_by,omitempty"`
+	Loadgen     *loadgenReport `json:"loadgen"`
 
 	// Derived figures (bytes per session, cores, sessions/s).
 	GatewayBytesPerSessionUp float64 `json:"gateway_bytes_per_session_up"` // RSS as soon as all are up
@@ -91,7 +95,17 @@ func (s *summary) finish(c *config, cl *cluster) {
 		}
 	}
 	if first == nil {
-		return
+		// Not all came up (the push toward a million stops where the box
+		// does): the figures are taken at the most sessions seen.
+		for i := range s.Samples {
+			if first == nil || s.Samples[i].Sessions > first.Sessions {
+				first = &s.Samples[i]
+			}
+		}
+		if first == nil || first.Sessions == 0 {
+			return
+		}
+		s.Held, n = *first, first.Sessions
 	}
 	h, b := s.Held, s.Before
 	s.First = *first
@@ -138,6 +152,9 @@ func connectRate(ss []sample, n float64) float64 {
 // verdict is nil when every session came up and none was lost.
 func (s *summary) verdict(c *config) error {
 	var errs []error
+	if s.StoppedBy != "" {
+		errs = append(errs, fmt.Errorf("load stopped early: %s", s.StoppedBy))
+	}
 	if s.UpAfter == 0 {
 		errs = append(errs, fmt.Errorf("never saw all %d sessions up at once", c.Sessions))
 	}
@@ -167,6 +184,10 @@ func (s *summary) text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "scale: %d sessions, %d gateways, %d shards, hold %v, heartbeat %d s\n",
 		s.Config.Sessions, s.Config.Gateways, s.Config.Backends, s.Config.Hold, s.Config.Heartbeat)
+	if s.StoppedBy != "" {
+		fmt.Fprintf(&b, "  STOPPED: %s\n", s.StoppedBy)
+	}
+	fmt.Fprintf(&b, "  most sessions up at once: %.0f\n", s.MaxSessions)
 	fmt.Fprintf(&b, "  all up after %.0f s; connect rate %.0f sessions/s (10–90 %%); listen drops %.0f\n",
 		s.UpAfter, s.ConnectPerSec, s.ListenDrops)
 	fmt.Fprintf(&b, "  per session: gateway RSS %.0f B when all were up, %.0f B at the end; shards %.0f B, loadgen %.0f B; kernel %.0f B per socket; box %.0f B (both ends)\n",
