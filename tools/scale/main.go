@@ -38,8 +38,10 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -59,6 +61,8 @@ type config struct {
 	Bin        string        `json:"-"`
 	Out        string        `json:"-"`
 	LoadgenArg string        `json:"loadgen_args,omitempty"`
+	GatewayArg string        `json:"gateway_args,omitempty"`
+	GoMaxProcs int           `json:"gomaxprocs"`
 	MinFree    int64         `json:"min_free"`
 }
 
@@ -77,10 +81,17 @@ func main() {
 	fs.StringVar(&c.Bin, "bin", "", "directory with switchyard and loadgen binaries (default: build them into a temp dir)")
 	fs.StringVar(&c.Out, "out", "", "append the JSON summary to this file as one line (it always goes to stdout)")
 	fs.StringVar(&c.LoadgenArg, "loadgen-args", "", "extra loadgen flags, space separated")
+	fs.StringVar(&c.GatewayArg, "gateway-args", "", "extra gateway flags, space separated (e.g. --handshake-timeout 30s)")
+	fs.IntVar(&c.GoMaxProcs, "gomaxprocs", 0, "GOMAXPROCS of every gateway (0: 1 when there are more processes than 2 per core, else the Go default)")
 	fs.Int64Var(&c.MinFree, "min-free", 1<<30, "stop the load (and fail) when the box's MemAvailable falls below this many bytes")
 	fs.Parse(os.Args[1:])
 	if c.Gateways == 0 {
 		c.Gateways = (c.Sessions + c.PerGateway - 1) / c.PerGateway
+	}
+	if c.GoMaxProcs == 0 && c.Gateways+c.Backends > 2*runtime.NumCPU() {
+		// Dozens of processes with a P per core each only add threads
+		// fighting for the same two cores.
+		c.GoMaxProcs = 1
 	}
 	if c.Deadline == 0 {
 		c.Deadline = time.Duration(3*float64(c.Sessions)/c.Ramp*float64(time.Second)) + c.Hold + 5*time.Minute
@@ -117,10 +128,11 @@ type proc struct {
 
 // cluster is everything started, so that it can all be stopped.
 type cluster struct {
-	dir      string
-	gateways []*proc
-	backends []*proc
-	loadgen  *proc
+	dir        string
+	gomaxprocs int // for gateways and shards; 0: Go's default
+	gateways   []*proc
+	backends   []*proc
+	loadgen    *proc
 }
 
 func (cl *cluster) all() []*proc {
@@ -165,7 +177,7 @@ func run(ctx context.Context, c *config) (*summary, error) {
 			}
 		}
 	}
-	cl := &cluster{dir: dir}
+	cl := &cluster{dir: dir, gomaxprocs: c.GoMaxProcs}
 	defer cl.stop()
 	if err := cl.start(c); err != nil {
 		return nil, err
@@ -183,7 +195,10 @@ func run(ctx context.Context, c *config) (*summary, error) {
 	start := time.Now()
 	// Every second while sessions come up (the connect rate is read off
 	// these samples), every --sample once they are all up.
-	tick := time.NewTimer(time.Second)
+	// Scraping 55 gateways every second is load of its own: during the
+	// ramp the interval grows with the gateway count.
+	rampEvery := time.Duration(max(1, c.Gateways/10)) * time.Second
+	tick := time.NewTimer(rampEvery)
 	defer tick.Stop()
 	var lgErr error
 loop:
@@ -192,10 +207,12 @@ loop:
 		case lgErr = <-done:
 			break loop
 		case <-ctx.Done():
-			return s, fmt.Errorf("gave up after %v: %w", c.Deadline, ctx.Err())
+			s.StoppedBy = fmt.Sprintf("gave up after %v: %v", c.Deadline, ctx.Err())
+			s.finish(c, cl)
+			return s, errors.New(s.StoppedBy)
 		case <-tick.C:
 			if s.UpAfter == 0 {
-				tick.Reset(time.Second)
+				tick.Reset(rampEvery)
 			} else {
 				tick.Reset(c.Sample)
 			}
@@ -226,13 +243,32 @@ loop:
 	return s, s.verdict(c)
 }
 
+// nextPort is where freePort looks next. Ports are taken below the
+// kernel's ephemeral range (32768–60999 by default): a port 0 listener
+// picks one from that range, and with 55 gateways dialling links and
+// gossip, another process's outgoing connection took a port between the
+// moment it was picked and the moment the gateway bound it.
+var nextPort = 20000
+
+// freePort returns a port free for TCP and UDP on 127.0.0.1 (memberlist
+// binds both).
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	for ; nextPort < 32768; nextPort++ {
+		addr := fmt.Sprintf("127.0.0.1:%d", nextPort)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err != nil {
+			continue
+		}
+		u.Close()
+		nextPort++
+		return nextPort - 1, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("no free port in 20000–32767")
 }
 
 func (cl *cluster) spawn(name string, args ...string) (*proc, error) {
@@ -242,6 +278,9 @@ func (cl *cluster) spawn(name string, args ...string) (*proc, error) {
 	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
+	if cl.gomaxprocs > 0 {
+		cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(cl.gomaxprocs))
+	}
 	// Whatever ends this run, nothing it started outlives it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -262,6 +301,11 @@ func (cl *cluster) start(c *config) error {
 		}
 	}
 	bin := filepath.Join(c.Bin, "switchyard")
+	// The few shards do the work of every gateway's sessions: they keep
+	// Go's default GOMAXPROCS; only the many gateways get --gomaxprocs.
+	gmp := cl.gomaxprocs
+	cl.gomaxprocs = 0
+	defer func() { cl.gomaxprocs = gmp }()
 	var seeds []string
 	for i := range c.Backends {
 		link, err1 := freePort()
@@ -282,6 +326,7 @@ func (cl *cluster) start(c *config) error {
 		cl.backends = append(cl.backends, p)
 		seeds = append(seeds, g)
 	}
+	cl.gomaxprocs = gmp
 	for i := range c.Gateways {
 		dev, err1 := freePort()
 		admin, err2 := freePort()
@@ -289,12 +334,13 @@ func (cl *cluster) start(c *config) error {
 		if err := errors.Join(err1, err2, err3); err != nil {
 			return err
 		}
-		p, err := cl.spawn(fmt.Sprintf("gateway-%d", i+1), bin, "gateway",
+		args := []string{bin, "gateway",
 			"--listen", fmt.Sprintf("127.0.0.1:%d", dev), "--admin", fmt.Sprintf("127.0.0.1:%d", admin),
 			"--gossip", fmt.Sprintf("127.0.0.1:%d", gossip), "--join", strings.Join(seeds, ","),
 			"--cluster-key-file", keyFile, "--auth-secret-file", secretFile,
-			"--heartbeat", strconv.Itoa(c.Heartbeat), "--max-conns", strconv.Itoa(c.PerGateway+500),
-			"--node", fmt.Sprintf("gw%d", i+1))
+			"--heartbeat", strconv.Itoa(c.Heartbeat), "--max-conns", strconv.Itoa(c.PerGateway + 500),
+			"--node", fmt.Sprintf("gw%d", i+1)}
+		p, err := cl.spawn(fmt.Sprintf("gateway-%d", i+1), append(args, strings.Fields(c.GatewayArg)...)...)
 		if err != nil {
 			return err
 		}
@@ -334,7 +380,12 @@ func (cl *cluster) startLoadgen(c *config) error {
 		"--idle", "--duration", c.Hold.String(), "--secret-file", filepath.Join(cl.dir, "auth.secret"),
 		"--id-prefix", "scale-", "--json", filepath.Join(cl.dir, "loadgen.json"), "--quiet"}
 	args = append(args, strings.Fields(c.LoadgenArg)...)
+	// loadgen's own processes get Go's default GOMAXPROCS: it sizes its
+	// epoll workers from it (--workers in --loadgen-args overrides).
+	gmp := cl.gomaxprocs
+	cl.gomaxprocs = 0
 	p, err := cl.spawn("loadgen", args...)
+	cl.gomaxprocs = gmp
 	cl.loadgen = p
 	return err
 }
@@ -360,8 +411,20 @@ type sample struct {
 
 func (cl *cluster) sample() sample {
 	var s sample
-	for _, g := range cl.gateways {
-		m, _ := getMetrics("http://" + g.admin + "/metrics")
+	// The gateways are scraped at once: one by one, 55 of them on an
+	// overloaded box took longer than the sampling interval.
+	pages := make([]map[string]float64, len(cl.gateways))
+	var wg sync.WaitGroup
+	for i, g := range cl.gateways {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pages[i], _ = getMetrics("http://" + g.admin + "/metrics")
+		}()
+	}
+	wg.Wait()
+	for i, g := range cl.gateways {
+		m := pages[i]
 		s.Sessions += m["switchyard_sessions"]
 		for k, v := range m {
 			if strings.HasPrefix(k, "switchyard_disconnects_total") {
@@ -466,7 +529,7 @@ func readKV(path string) map[string]float64 {
 	return out
 }
 
-var httpClient = &http.Client{Timeout: 5 * time.Second}
+var httpClient = &http.Client{Timeout: 3 * time.Second}
 
 func getJSON(url string, v any) error {
 	resp, err := httpClient.Get(url)
