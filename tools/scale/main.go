@@ -193,6 +193,7 @@ func run(ctx context.Context, c *config) (*summary, error) {
 	done := make(chan error, 1)
 	go func() { done <- cl.loadgen.cmd.Wait() }()
 	start := time.Now()
+	prev := base
 	// Every second while sessions come up (the connect rate is read off
 	// these samples), every --sample once they are all up.
 	// Scraping 55 gateways every second is load of its own: during the
@@ -207,7 +208,10 @@ loop:
 		case lgErr = <-done:
 			break loop
 		case <-ctx.Done():
-			s.StoppedBy = fmt.Sprintf("gave up after %v: %v", c.Deadline, ctx.Err())
+			s.StoppedBy = fmt.Sprintf("gave up after %v (deadline)", c.Deadline)
+			if errors.Is(ctx.Err(), context.Canceled) {
+				s.StoppedBy = "interrupted"
+			}
 			s.finish(c, cl)
 			return s, errors.New(s.StoppedBy)
 		case <-tick.C:
@@ -232,8 +236,11 @@ loop:
 				cl.loadgen.cmd.Process.Signal(syscall.SIGTERM)
 			}
 			s.MaxSessions = max(s.MaxSessions, sm.Sessions)
-			fmt.Fprintf(os.Stderr, "scale: t=%4.0fs sessions %7.0f  gateways %6.0f MiB  kernel slab %6.0f MiB  tcp mem %5.0f MiB  gateway cores %.2f  disconnects %.0f\n",
-				sm.T, sm.Sessions, sm.GatewayRSS/(1<<20), sm.Slab/(1<<20), sm.TCPMem/(1<<20), s.cores(sm), sm.Disconnects)
+			fmt.Fprintf(os.Stderr, "scale: t=%4.0fs sessions %7.0f  gateways %6.0f MiB  kernel slab %6.0f MiB  tcp mem %5.0f MiB  cores: gateways %.2f shards %.2f loadgen %.2f  handshake %s  disconnects %.0f\n",
+				sm.T, sm.Sessions, sm.GatewayRSS/(1<<20), sm.Slab/(1<<20), sm.TCPMem/(1<<20),
+				cores(prev.GatewayCPU, sm.GatewayCPU, sm.T-prev.T), cores(prev.BackendCPU, sm.BackendCPU, sm.T-prev.T),
+				cores(prev.LoadgenCPU, sm.LoadgenCPU, sm.T-prev.T), meanHandshake(prev, sm), sm.Disconnects)
+			prev = sm
 		}
 	}
 	s.finish(c, cl)
@@ -393,20 +400,26 @@ func (cl *cluster) startLoadgen(c *config) error {
 // sample is one reading of the whole run.
 type sample struct {
 	T           float64 `json:"t_s"`
-	Sessions    float64 `json:"sessions"`     // sum of the gateways' switchyard_sessions
-	Disconnects float64 `json:"disconnects"`  // sum of switchyard_disconnects_total, all reasons
-	GatewayRSS  float64 `json:"gateway_rss"`  // bytes, all gateways
-	GatewayCPU  float64 `json:"gateway_cpu"`  // clock ticks, all gateways
-	BackendRSS  float64 `json:"backend_rss"`  // bytes, all shards
-	LoadgenRSS  float64 `json:"loadgen_rss"`  // bytes, loadgen and its children
-	LoadgenCPU  float64 `json:"loadgen_cpu"`  // clock ticks
-	Slab        float64 `json:"slab"`         // /proc/meminfo Slab, bytes
-	TCPMem      float64 `json:"tcp_mem"`      // /proc/net/sockstat TCP mem, bytes
-	TCPInUse    float64 `json:"tcp_inuse"`    // /proc/net/sockstat TCP inuse
-	MemUsed     float64 `json:"mem_used"`     // MemTotal − MemAvailable, bytes
-	MemAvail    float64 `json:"mem_avail"`    // MemAvailable, bytes
-	HostBusy    float64 `json:"host_busy"`    // clock ticks, whole machine
-	ListenDrops float64 `json:"listen_drops"` // TcpExt ListenDrops (SYNs dropped at a full accept queue)
+	Sessions    float64 `json:"sessions"`    // sum of the gateways' switchyard_sessions
+	Disconnects float64 `json:"disconnects"` // sum of switchyard_disconnects_total, all reasons
+	GatewayRSS  float64 `json:"gateway_rss"` // bytes, all gateways
+	GatewayCPU  float64 `json:"gateway_cpu"` // clock ticks, all gateways
+	BackendRSS  float64 `json:"backend_rss"` // bytes, all shards
+	BackendCPU  float64 `json:"backend_cpu"` // clock ticks, all shards
+	// Sums over the gateways of switchyard_handshake_duration_seconds
+	// (accept → WELCOME): the mean between two samples tells how long a
+	// device waited for its session.
+	HandshakeSum   float64 `json:"handshake_sum"`
+	HandshakeCount float64 `json:"handshake_count"`
+	LoadgenRSS     float64 `json:"loadgen_rss"`  // bytes, loadgen and its children
+	LoadgenCPU     float64 `json:"loadgen_cpu"`  // clock ticks
+	Slab           float64 `json:"slab"`         // /proc/meminfo Slab, bytes
+	TCPMem         float64 `json:"tcp_mem"`      // /proc/net/sockstat TCP mem, bytes
+	TCPInUse       float64 `json:"tcp_inuse"`    // /proc/net/sockstat TCP inuse
+	MemUsed        float64 `json:"mem_used"`     // MemTotal − MemAvailable, bytes
+	MemAvail       float64 `json:"mem_avail"`    // MemAvailable, bytes
+	HostBusy       float64 `json:"host_busy"`    // clock ticks, whole machine
+	ListenDrops    float64 `json:"listen_drops"` // TcpExt ListenDrops (SYNs dropped at a full accept queue)
 }
 
 func (cl *cluster) sample() sample {
@@ -426,6 +439,8 @@ func (cl *cluster) sample() sample {
 	for i, g := range cl.gateways {
 		m := pages[i]
 		s.Sessions += m["switchyard_sessions"]
+		s.HandshakeSum += m["switchyard_handshake_duration_seconds_sum"]
+		s.HandshakeCount += m["switchyard_handshake_duration_seconds_count"]
 		for k, v := range m {
 			if strings.HasPrefix(k, "switchyard_disconnects_total") {
 				s.Disconnects += v
@@ -441,6 +456,9 @@ func (cl *cluster) sample() sample {
 	for _, b := range cl.backends {
 		if mi, err := procstat.Mem(b.cmd.Process.Pid); err == nil {
 			s.BackendRSS += float64(mi.RSS)
+		}
+		if t, err := procstat.CPU(b.cmd.Process.Pid); err == nil {
+			s.BackendCPU += float64(t.Total())
 		}
 	}
 	if cl.loadgen != nil {
@@ -571,4 +589,22 @@ func parseMetrics(r io.Reader) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// cores is the CPU use between two tick readings dt seconds apart.
+func cores(before, after, dt float64) float64 {
+	if dt <= 0 {
+		return 0
+	}
+	return (after - before) / float64(procstat.ClockTicks()) / dt
+}
+
+// meanHandshake is the mean accept → WELCOME time of the handshakes
+// between two samples.
+func meanHandshake(a, b sample) string {
+	n := b.HandshakeCount - a.HandshakeCount
+	if n <= 0 {
+		return "–"
+	}
+	return (time.Duration((b.HandshakeSum - a.HandshakeSum) / n * 1e9)).Round(time.Millisecond).String()
 }
