@@ -400,12 +400,16 @@ func (cl *cluster) startLoadgen(c *config) error {
 // sample is one reading of the whole run.
 type sample struct {
 	T           float64 `json:"t_s"`
-	Sessions    float64 `json:"sessions"`    // sum of the gateways' switchyard_sessions
+	Sessions    float64 `json:"sessions"`    // sum of the gateways' switchyard_sessions (a session outlives its connection for the resume window)
+	Connections float64 `json:"connections"` // sum of switchyard_connections (handshaking ones included)
 	Disconnects float64 `json:"disconnects"` // sum of switchyard_disconnects_total, all reasons
-	GatewayRSS  float64 `json:"gateway_rss"` // bytes, all gateways
-	GatewayCPU  float64 `json:"gateway_cpu"` // clock ticks, all gateways
-	BackendRSS  float64 `json:"backend_rss"` // bytes, all shards
-	BackendCPU  float64 `json:"backend_cpu"` // clock ticks, all shards
+	// HandshakeTimeouts is the part of Disconnects with reason
+	// handshake_timeout: connections that never became sessions.
+	HandshakeTimeouts float64 `json:"handshake_timeouts"`
+	GatewayRSS        float64 `json:"gateway_rss"` // bytes, all gateways
+	GatewayCPU        float64 `json:"gateway_cpu"` // clock ticks, all gateways
+	BackendRSS        float64 `json:"backend_rss"` // bytes, all shards
+	BackendCPU        float64 `json:"backend_cpu"` // clock ticks, all shards
 	// Sums over the gateways of switchyard_handshake_duration_seconds
 	// (accept → WELCOME): the mean between two samples tells how long a
 	// device waited for its session.
@@ -439,11 +443,15 @@ func (cl *cluster) sample() sample {
 	for i, g := range cl.gateways {
 		m := pages[i]
 		s.Sessions += m["switchyard_sessions"]
+		s.Connections += m["switchyard_connections"]
 		s.HandshakeSum += m["switchyard_handshake_duration_seconds_sum"]
 		s.HandshakeCount += m["switchyard_handshake_duration_seconds_count"]
 		for k, v := range m {
 			if strings.HasPrefix(k, "switchyard_disconnects_total") {
 				s.Disconnects += v
+				if strings.Contains(k, `reason="handshake_timeout"`) {
+					s.HandshakeTimeouts += v
+				}
 			}
 		}
 		if mi, err := procstat.Mem(g.cmd.Process.Pid); err == nil {

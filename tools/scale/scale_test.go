@@ -83,6 +83,9 @@ func TestFinish(t *testing.T) {
 	if s.Held.T != 12 || s.GatewayBytesPerSession != 203e3 || s.KernelBytesPerSocket != 4000 || s.UnexpectedDisconnects != 2 {
 		t.Errorf("held t=%v gateway %v B kernel %v B disconnects %v", s.Held.T, s.GatewayBytesPerSession, s.KernelBytesPerSocket, s.UnexpectedDisconnects)
 	}
+	if s.HoldDisconnects != 2 {
+		t.Errorf("disconnects once all were up: %v, want 2", s.HoldDisconnects)
+	}
 	if s.GatewayBytesPerSessionUp != 200e3 || s.First.T != 2 {
 		t.Errorf("first t=%v gateway %v B", s.First.T, s.GatewayBytesPerSessionUp)
 	}

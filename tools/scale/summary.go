@@ -38,7 +38,9 @@ type summary struct {
 	ConnectPerSec            float64 `json:"connect_per_sec"`         // 10 % → 90 % of the sessions
 	GatewayCoresHeld         float64 `json:"gateway_cores_held"`      // while every session was up
 	LoadgenCoresHeld         float64 `json:"loadgen_cores_held"`
-	UnexpectedDisconnects    float64 `json:"unexpected_disconnects"` // gateways' counters while held
+	UnexpectedDisconnects    float64 `json:"unexpected_disconnects"`  // gateways' counters from the start of the load to the end of the hold
+	RampTimeouts             float64 `json:"ramp_handshake_timeouts"` // of which handshake timeouts (never sessions)
+	HoldDisconnects          float64 `json:"hold_disconnects"`        // from the first sample with all up to the end of the hold
 	ListenDrops              float64 `json:"listen_drops"`
 	Pass                     bool    `json:"pass"`
 }
@@ -116,6 +118,8 @@ func (s *summary) finish(c *config, cl *cluster) {
 	s.KernelBytesPerSocket = (h.Slab + h.TCPMem - b.Slab - b.TCPMem) / (2 * n)
 	s.MemUsedPerSession = (h.MemUsed - b.MemUsed) / n
 	s.UnexpectedDisconnects = h.Disconnects - b.Disconnects
+	s.RampTimeouts = h.HandshakeTimeouts - b.HandshakeTimeouts
+	s.HoldDisconnects = h.Disconnects - first.Disconnects
 	s.ListenDrops = h.ListenDrops - b.ListenDrops
 	if dt := h.T - first.T; dt > 0 {
 		hz := float64(procstat.ClockTicks())
@@ -197,6 +201,7 @@ func (s *summary) text() string {
 		fmt.Fprintf(&b, "  loadgen: %d processes, %d source addresses, %d handshakes, %d disconnects, %d reconnects, errors %v, pings %d\n",
 			r.Procs, r.SrcSpread, r.Handshakes, r.Disconnects, r.Reconnects, r.Errors, r.Counters["pings"])
 	}
-	fmt.Fprintf(&b, "  unexpected disconnects at the gateways: %.0f; pass: %v\n", s.UnexpectedDisconnects, s.Pass)
+	fmt.Fprintf(&b, "  unexpected disconnects at the gateways: %.0f (%.0f handshake timeouts; %.0f once all were up); pass: %v\n",
+		s.UnexpectedDisconnects, s.RampTimeouts, s.HoldDisconnects, s.Pass)
 	return b.String()
 }
