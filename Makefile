@@ -8,7 +8,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 
-.PHONY: all build run demo test test-race test-alloc fuzz fuzz-smoke bench bench-deps scale lint clean
+.PHONY: all build run demo test test-deps test-race test-alloc fuzz fuzz-smoke bench bench-deps scale lint clean
 
 all: build
 
@@ -26,7 +26,14 @@ demo: build
 
 ## test: lint, the whole suite under -race, the allocation checks, and a
 ## short run of every fuzz target
-test: lint test-race test-alloc fuzz-smoke
+test: test-deps lint test-race test-alloc fuzz-smoke
+
+# The deploy/ansible tests run the real playbook (render mode): Debian's
+# ansible-core. apt-get needs root, which CI has; elsewhere install it once.
+test-deps:
+	@command -v ansible-playbook > /dev/null || { echo "make: installing ansible-core"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ansible-core > /dev/null || \
+		{ apt-get update > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ansible-core > /dev/null; }; }
 
 test-race:
 	$(GO) test -race -count=1 -timeout 15m ./...
@@ -51,9 +58,10 @@ fuzz:
 		done; \
 	done
 
-## bench: micro-benchmarks, then the side-by-side comparison with the
-## baseline (tools/gwbench/run.sh: about 8 minutes; results appended to
-## docs/benchmarks/results.jsonl, the table printed at the end)
+## bench: micro-benchmarks, then gateway, naive baseline, HAProxy in front
+## of it and bare netpoll side by side (tools/gwbench/run.sh: about 20
+## minutes). Results appended to docs/benchmarks/results.jsonl, plots in
+## docs/benchmarks/{latency,memory}.svg, the table in docs/benchmarks.md.
 bench: bench-deps
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./protocol ./server ./internal/...
 	tools/gwbench/run.sh
