@@ -83,12 +83,7 @@ func (l *link) send(e *protocol.Envelope, class bool) error {
 		l.close(errSlowLink)
 		return errLinkClosed
 	}
-	l.pending = protocol.AppendLinkFrame(l.pending, e)
-	l.mu.Unlock()
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
+	l.appendUnlock(e)
 	return nil
 }
 
@@ -106,13 +101,19 @@ func (l *link) sendWait(e *protocol.Envelope) error {
 		l.mu.Unlock()
 		return errLinkClosed
 	}
+	l.appendUnlock(e)
+	return nil
+}
+
+// appendUnlock adds e to the queue, releases l.mu (held by the caller) and
+// wakes the writer.
+func (l *link) appendUnlock(e *protocol.Envelope) {
 	l.pending = protocol.AppendLinkFrame(l.pending, e)
 	l.mu.Unlock()
 	select {
 	case l.wake <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // close ends the link at once: nothing more is queued or written, the

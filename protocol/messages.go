@@ -85,11 +85,7 @@ func DecodeHello(p []byte) (Hello, error) {
 }
 
 func decodeHelloMap(d *msgpack.Decoder, h *Hello) error {
-	c, err := d.PeekCode()
-	if err != nil || !msgpcode.IsFixedMap(c) && c != msgpcode.Map16 && c != msgpcode.Map32 {
-		return ErrHelloNotMap
-	}
-	n, err := d.DecodeMapLen()
+	n, err := d.DecodeMapLen() // DecodeHello checked the first byte is a map
 	if err != nil || n < 0 {
 		return ErrHelloNotMap
 	}

@@ -89,3 +89,22 @@ func TestDescendantsOf(t *testing.T) {
 		t.Errorf("DescendantsCPU(self) = %v, %d, %v", cpu, n, err)
 	}
 }
+
+func TestParseSockstat(t *testing.T) {
+	text := "sockets: used 2000\nTCP: inuse 1904 orphan 0 tw 12 alloc 1910 mem 37\nUDP: inuse 3 mem 2\n"
+	inuse, mem := ParseSockstat(text)
+	if inuse != 1904 || mem != 37*4096 {
+		t.Fatalf("inuse %v mem %v, want 1904 and 37 pages", inuse, mem)
+	}
+}
+
+// TestThisHost reads this machine: the tools stamp every result with it.
+func TestThisHost(t *testing.T) {
+	h := ThisHost()
+	if h.NProc < 1 || h.MemTotal < 1<<20 || h.Kernel == "" || h.Go == "" {
+		t.Fatalf("%+v", h)
+	}
+	if m := Meminfo(); m["MemAvailable"] <= 0 || m["MemAvailable"] > m["MemTotal"] {
+		t.Errorf("MemAvailable %v of MemTotal %v", m["MemAvailable"], m["MemTotal"])
+	}
+}

@@ -1,13 +1,12 @@
 package main
 
 import (
+	"github.com/switchyard-gw/switchyard/internal/procstat"
+
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"runtime"
 	"sort"
-	"strings"
 	"time"
 )
 
@@ -22,41 +21,15 @@ type Result struct {
 	Results  map[string]float64 `json:"results"`
 	Notes    []string           `json:"notes,omitempty"`
 	Date     string             `json:"date"`
-	Host     hostInfo           `json:"host"`
-}
-
-// hostInfo says which machine produced a result.
-type hostInfo struct {
-	Hostname string `json:"hostname"`
-	Kernel   string `json:"kernel"` // uname -r
-	NProc    int    `json:"nproc"`
-	MemTotal int64  `json:"mem_total_bytes"`
-	Go       string `json:"go"`
+	Host     procstat.Host      `json:"host"`
 }
 
 func newResult(scenario string, t target) *Result {
 	return &Result{
 		Scenario: scenario, Target: t.name, Addr: t.addr, PID: t.pid,
 		Params: map[string]any{}, Results: map[string]float64{},
-		Date: time.Now().UTC().Format(time.RFC3339), Host: host(),
+		Date: time.Now().UTC().Format(time.RFC3339), Host: procstat.ThisHost(),
 	}
-}
-
-func host() hostInfo {
-	h := hostInfo{NProc: runtime.NumCPU(), Go: runtime.Version()}
-	h.Hostname, _ = os.Hostname()
-	if out, err := exec.Command("uname", "-r").Output(); err == nil {
-		h.Kernel = strings.TrimSpace(string(out))
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
-				fmt.Sscanf(strings.TrimSpace(rest), "%d", &h.MemTotal)
-				h.MemTotal *= 1024
-			}
-		}
-	}
-	return h
 }
 
 // emit prints r as one JSON line and appends it to path (if not empty).

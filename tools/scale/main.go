@@ -186,7 +186,7 @@ func run(ctx context.Context, c *config) (*summary, error) {
 		return nil, err
 	}
 	base := cl.sample()
-	s := &summary{Config: *c, Date: time.Now().UTC().Format(time.RFC3339), Host: hostInfo(), Before: base}
+	s := &summary{Config: *c, Date: time.Now().UTC().Format(time.RFC3339), Host: procstat.ThisHost(), Before: base}
 	if err := cl.startLoadgen(c); err != nil {
 		return s, err
 	}
@@ -482,77 +482,15 @@ func (cl *cluster) sample() sample {
 		kcpu, _, _ := procstat.DescendantsCPU(pid)
 		s.LoadgenCPU += float64(kcpu.Total())
 	}
-	mem := readKV("/proc/meminfo")
-	s.Slab = mem["Slab"] * 1024
-	s.MemUsed = (mem["MemTotal"] - mem["MemAvailable"]) * 1024
-	s.MemAvail = mem["MemAvailable"] * 1024
-	if b, err := os.ReadFile("/proc/net/sockstat"); err == nil {
-		s.TCPInUse, s.TCPMem = parseSockstat(string(b))
-	}
+	mem := procstat.Meminfo()
+	s.Slab = mem["Slab"]
+	s.MemUsed = mem["MemTotal"] - mem["MemAvailable"]
+	s.MemAvail = mem["MemAvailable"]
+	s.TCPInUse, s.TCPMem = procstat.TCPSockets()
 	busy, _, _ := procstat.HostCPU()
 	s.HostBusy = float64(busy)
-	s.ListenDrops = tcpExt("ListenDrops")
+	s.ListenDrops = procstat.TCPExt("ListenDrops")
 	return s
-}
-
-// parseSockstat reads "TCP: inuse N orphan N tw N alloc N mem PAGES".
-func parseSockstat(text string) (inuse, memBytes float64) {
-	for _, line := range strings.Split(text, "\n") {
-		rest, ok := strings.CutPrefix(line, "TCP:")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest)
-		for i := 0; i+1 < len(f); i += 2 {
-			v, _ := strconv.ParseFloat(f[i+1], 64)
-			switch f[i] {
-			case "inuse":
-				inuse = v
-			case "mem":
-				memBytes = v * float64(os.Getpagesize())
-			}
-		}
-	}
-	return inuse, memBytes
-}
-
-// tcpExt reads one TcpExt counter of /proc/net/netstat (a header line of
-// names, then a line of values).
-func tcpExt(name string) float64 {
-	b, err := os.ReadFile("/proc/net/netstat")
-	if err != nil {
-		return 0
-	}
-	lines := strings.Split(string(b), "\n")
-	for i := 0; i+1 < len(lines); i++ {
-		if !strings.HasPrefix(lines[i], "TcpExt:") || !strings.HasPrefix(lines[i+1], "TcpExt:") {
-			continue
-		}
-		names, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
-		for j := range names {
-			if names[j] == name && j < len(vals) {
-				v, _ := strconv.ParseFloat(vals[j], 64)
-				return v
-			}
-		}
-	}
-	return 0
-}
-
-// readKV reads "Key:   123 kB" lines.
-func readKV(path string) map[string]float64 {
-	out := map[string]float64{}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return out
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if f := strings.Fields(v); ok && len(f) > 0 {
-			out[k], _ = strconv.ParseFloat(f[0], 64)
-		}
-	}
-	return out
 }
 
 var httpClient = &http.Client{Timeout: 3 * time.Second}

@@ -6,14 +6,6 @@ import (
 	"time"
 )
 
-func TestParseSockstat(t *testing.T) {
-	text := "sockets: used 2000\nTCP: inuse 1904 orphan 0 tw 12 alloc 1910 mem 37\nUDP: inuse 3 mem 2\n"
-	inuse, mem := parseSockstat(text)
-	if inuse != 1904 || mem != 37*4096 {
-		t.Fatalf("inuse %v mem %v, want 1904 and 37 pages", inuse, mem)
-	}
-}
-
 func TestParseMetrics(t *testing.T) {
 	m := parseMetrics(strings.NewReader(`# HELP x
 switchyard_sessions 14286

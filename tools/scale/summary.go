@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/switchyard-gw/switchyard/internal/procstat"
@@ -14,14 +13,14 @@ import (
 
 // summary is the JSON report of a run.
 type summary struct {
-	Config  config         `json:"config"`
-	Date    string         `json:"date"`
-	Host    map[string]any `json:"host"`
-	Before  sample         `json:"before"`  // cluster up, no sessions
-	First   sample         `json:"first"`   // the first sample with every session up
-	Held    sample         `json:"held"`    // the last one before loadgen stops them
-	Samples []sample       `json:"samples"` // every reading, t from loadgen's start
-	UpAfter float64        `json:"up_after_s"`
+	Config  config        `json:"config"`
+	Date    string        `json:"date"`
+	Host    procstat.Host `json:"host"`
+	Before  sample        `json:"before"`  // cluster up, no sessions
+	First   sample        `json:"first"`   // the first sample with every session up
+	Held    sample        `json:"held"`    // the last one before loadgen stops them
+	Samples []sample      `json:"samples"` // every reading, t from loadgen's start
+	UpAfter float64       `json:"up_after_s"`
 	// MaxSessions is the most sessions seen up at once; StoppedBy says why
 	// the load was stopped early, if it was.
 	MaxSessions float64        `json:"max_sessions"`
@@ -55,24 +54,6 @@ type loadgenReport struct {
 	Reconnects  int64            `json:"reconnects"`
 	Errors      map[string]int64 `json:"errors"`
 	Counters    map[string]int64 `json:"counters"`
-}
-
-func hostInfo() map[string]any {
-	h := map[string]any{"nproc": runtime.NumCPU(), "go": runtime.Version()}
-	h["hostname"], _ = os.Hostname()
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		h["kernel"] = strings.TrimSpace(string(b))
-	}
-	h["mem_total_bytes"] = readKV("/proc/meminfo")["MemTotal"] * 1024
-	return h
-}
-
-// cores is the gateways' CPU use between Before and sm.
-func (s *summary) cores(sm sample) float64 {
-	if sm.T <= 0 {
-		return 0
-	}
-	return (sm.GatewayCPU - s.Before.GatewayCPU) / float64(procstat.ClockTicks()) / sm.T
 }
 
 // finish reads loadgen's report and derives the figures.
@@ -121,11 +102,8 @@ func (s *summary) finish(c *config, cl *cluster) {
 	s.RampTimeouts = h.HandshakeTimeouts - b.HandshakeTimeouts
 	s.HoldDisconnects = h.Disconnects - first.Disconnects
 	s.ListenDrops = h.ListenDrops - b.ListenDrops
-	if dt := h.T - first.T; dt > 0 {
-		hz := float64(procstat.ClockTicks())
-		s.GatewayCoresHeld = (h.GatewayCPU - first.GatewayCPU) / hz / dt
-		s.LoadgenCoresHeld = (h.LoadgenCPU - first.LoadgenCPU) / hz / dt
-	}
+	s.GatewayCoresHeld = cores(first.GatewayCPU, h.GatewayCPU, h.T-first.T)
+	s.LoadgenCoresHeld = cores(first.LoadgenCPU, h.LoadgenCPU, h.T-first.T)
 	s.ConnectPerSec = connectRate(s.Samples, n)
 }
 
