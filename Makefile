@@ -7,6 +7,9 @@ BIN      := bin
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 10s
+# Two make runs on one fresh machine both install packages: the second
+# waits for dpkg's lock instead of failing at once.
+APT_GET  := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
 .PHONY: all build run demo test test-deps test-race test-alloc fuzz fuzz-smoke bench bench-deps scale lint clean
 
@@ -32,8 +35,8 @@ test: test-deps lint test-race test-alloc fuzz-smoke
 # ansible-core. apt-get needs root, which CI has; elsewhere install it once.
 test-deps:
 	@command -v ansible-playbook > /dev/null || { echo "make: installing ansible-core"; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ansible-core > /dev/null || \
-		{ apt-get update > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ansible-core > /dev/null; }; }
+		$(APT_GET) install -y --no-install-recommends ansible-core > /dev/null || \
+		{ $(APT_GET) update > /dev/null && $(APT_GET) install -y --no-install-recommends ansible-core > /dev/null; }; }
 
 test-race:
 	$(GO) test -race -count=1 -timeout 15m ./...
@@ -70,9 +73,9 @@ bench: bench-deps
 # setpriv (util-linux) ties a target's helper process to its lifetime.
 bench-deps:
 	@command -v haproxy > /dev/null || { echo "make: installing haproxy"; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy > /dev/null || \
-		{ apt-get update > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy > /dev/null; }; }
-	@command -v setpriv > /dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y util-linux > /dev/null
+		$(APT_GET) install -y haproxy > /dev/null || \
+		{ $(APT_GET) update > /dev/null && $(APT_GET) install -y haproxy > /dev/null; }; }
+	@command -v setpriv > /dev/null || $(APT_GET) install -y util-linux > /dev/null
 
 ## scale: 100,000 authenticated sessions over 7 gateway processes and 3
 ## shards on this host, heartbeating (every 10 s) for 5 minutes; fails on any
