@@ -275,7 +275,7 @@ func TestEndToEnd(t *testing.T) {
 // TestMain lets the test binary act as a loadgen child process.
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(childEnv); spec != "" {
-		os.Exit(childMain(spec))
+		os.Exit(childMain(spec, os.Stdout))
 	}
 	os.Exit(m.Run())
 }
@@ -292,6 +292,33 @@ func TestChildren(t *testing.T) {
 	}
 	if code != 0 || sum.Procs != 2 || sum.Handshakes != 20 || sum.Received == 0 || !sum.Verify.OK {
 		t.Errorf("exit %d procs %d handshakes %d received %d verify %+v", code, sum.Procs, sum.Handshakes, sum.Received, sum.Verify)
+	}
+}
+
+// TestLateChild: a child that comes up after its whole schedule would be
+// over (measured from the run's common start) still runs its share from
+// its own start. On a loaded box exec of a -race child takes seconds, and
+// TestChildren's children used to open nothing.
+func TestLateChild(t *testing.T) {
+	g := startGateway(t)
+	cfg, err := parseFlags([]string{"--addr", g.Addr().String(), "--sessions", "4", "--ramp", "0",
+		"--rate", "20", "--duration", "300ms", "--quiet"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := json.Marshal(childSpec{Cfg: cfg, Count: 4, Base: time.Now().Add(-time.Minute).UnixNano()})
+	var out bytes.Buffer
+	if code := childMain(string(spec), &out); code != 0 {
+		t.Fatalf("child exit %d: %s", code, out.Bytes())
+	}
+	var final line
+	for _, l := range bytes.Split(bytes.TrimSpace(out.Bytes()), []byte("\n")) {
+		if err := json.Unmarshal(l, &final); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+	}
+	if final.Kind != "final" || final.Stats == nil || final.Stats.C[cHandshakes] != 4 {
+		t.Fatalf("late child's final report: %+v", final)
 	}
 }
 

@@ -190,7 +190,7 @@ type line struct {
 
 func main() {
 	if spec := os.Getenv(childEnv); spec != "" {
-		os.Exit(childMain(spec))
+		os.Exit(childMain(spec, os.Stdout))
 	}
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -380,15 +380,15 @@ func readChild(i int, r io.Reader, a *agg) error {
 	return sc.Err()
 }
 
-// childMain runs one child's share and reports on stdout.
-func childMain(specJSON string) int {
+// childMain runs one child's share and reports on stdout (JSON lines).
+func childMain(specJSON string, stdout io.Writer) int {
 	var spec childSpec
 	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen child:", err)
 		return 2
 	}
 	cfg := spec.Cfg
-	out := json.NewEncoder(os.Stdout)
+	out := json.NewEncoder(stdout)
 	fail := func(err error) int {
 		out.Encode(line{Kind: "final", Error: err.Error()})
 		return 2
@@ -405,7 +405,14 @@ func childMain(specJSON string) int {
 	if err != nil {
 		return fail(err)
 	}
+	// The run's common start aligns the children's ramps. A child that
+	// starts late (exec of a -race binary on a loaded box takes seconds)
+	// starts its schedule when it is up: measured from the common start,
+	// the whole schedule could already be over and it would open nothing.
 	base := time.Unix(0, spec.Base)
+	if now := time.Now(); now.After(base) {
+		base = now
+	}
 	a := newAgg()
 	e := &engine{cfg: cfg, base: base, dst: dst, src: src, agg: a, first: spec.First, count: spec.Count,
 		endAt: startAt(cfg.Sessions-1, cfg.Ramp) + int64(20*time.Millisecond) + int64(cfg.Duration), secret: secret}
