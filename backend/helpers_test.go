@@ -11,11 +11,11 @@ import (
 
 	"github.com/switchyard-gw/switchyard/backend"
 	"github.com/switchyard-gw/switchyard/backend/backendtest"
+	"github.com/switchyard-gw/switchyard/internal/leakcheck"
 	"github.com/switchyard-gw/switchyard/protocol"
-	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.Main(m, nil) }
 
 var (
 	key      = []byte("0123456789abcdef-cluster-key")

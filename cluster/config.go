@@ -117,16 +117,30 @@ type Timing struct {
 	StreamTimeout time.Duration
 }
 
-// FastTiming is a preset for tests and loopback clusters: failures are
-// seen in well under a second. Too tight for a real network.
+// FastTiming is a preset for tests and loopback clusters: a killed member
+// is declared dead by all in about 1–3 s instead of memberlist's 5–25 s,
+// and joins and updates spread in well under a second. Too tight for a
+// real network.
+//
+// It keeps memberlist's own safety margin against false deaths, which an
+// earlier, tighter preset gave up (100 ms probes, 50 ms probe timeout,
+// SuspicionMult 2): with SuspicionMult 2 memberlist expects no independent
+// confirmation of a suspicion (it wants SuspicionMult−2), so one prober
+// whose acks were late declared a healthy member dead after the bare
+// minimum, 2 × log10(N+1) × ProbeInterval ≈ 210 ms at 10 members. In a
+// CPU-starved test process every member's acks are late, the deaths and
+// refutations never settled, and a 10-member cluster did not converge in
+// 15 s beside three busy loops (issue 13). With SuspicionMult 4 a death
+// needs two confirmations or the longer timeout, and a 250 ms probe
+// timeout absorbs scheduling delays of a loaded box.
 func FastTiming() Timing {
 	return Timing{
-		ProbeInterval:    100 * time.Millisecond,
-		ProbeTimeout:     50 * time.Millisecond,
-		GossipInterval:   20 * time.Millisecond,
-		SuspicionMult:    2,
+		ProbeInterval:    500 * time.Millisecond,
+		ProbeTimeout:     250 * time.Millisecond,
+		GossipInterval:   50 * time.Millisecond,
+		SuspicionMult:    4,
 		PushPullInterval: time.Second,
-		StreamTimeout:    time.Second,
+		StreamTimeout:    2 * time.Second,
 	}
 }
 

@@ -2,9 +2,7 @@ package cluster
 
 import (
 	"context"
-	"runtime"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 )
@@ -20,10 +18,9 @@ func TestConvergenceLAN(t *testing.T) {
 		t.Skip("slow: waits for failure detection with LAN timings")
 	}
 	lan := func(c *Config) { c.Timing = Timing{} }
-	t.Cleanup(func() { waitMemberlistGone(t) }) // runs after the nodes close
 	// Setup joins every node to all the others so that it converges at
 	// once; the measured join below uses one seed, like a real node.
-	nodes := buildCluster(t, 9, true, 35*time.Second, lan)
+	nodes := buildCluster(t, 9, true, patience, lan)
 
 	joiner := newNode(t, "n09", func(c *Config) { lan(c); c.Seeds = []string{nodes[0].Addr()} })
 	nodes = append(nodes, joiner)
@@ -73,7 +70,7 @@ func measure(t *testing.T, what string, nodes []*Node, action func() error, sees
 	left := len(nodes)
 	// A member that every gossip copy of a change missed learns it at
 	// the next push/pull (30 s with LAN timings): allow for that tail.
-	deadline := start.Add(35 * time.Second)
+	deadline := start.Add(patience)
 	for left > 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: %d of %d members never saw it", what, left, len(nodes))
@@ -93,25 +90,4 @@ func measure(t *testing.T, what string, nodes []*Node, action func() error, sees
 	r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 	t.Logf("%-24s observers=%d first=%v median=%v all=%v (call returned after %v)",
 		what, len(nodes), r(seen[0]), r(seen[len(seen)/2]), r(seen[len(seen)-1]), r(call))
-}
-
-// waitMemberlistGone waits until memberlist's goroutines have ended after
-// every node was closed. Shutdown does not wait for an in-flight probe
-// (up to ProbeInterval, 1 s with LAN timings) or an in-flight stream
-// handler; waiting here keeps goleak in TestMain exact instead of
-// ignoring memberlist functions.
-func waitMemberlistGone(t *testing.T) {
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		buf := make([]byte, 1<<20)
-		stacks := string(buf[:runtime.Stack(buf, true)])
-		if !strings.Contains(stacks, "hashicorp/memberlist.") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("memberlist goroutines still running:\n%s", stacks)
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -7,12 +7,18 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/switchyard-gw/switchyard/internal/leakcheck"
+	"github.com/switchyard-gw/switchyard/internal/poll"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.Main(m, nil)
 }
+
+// patience bounds every wait for a cluster condition: under
+// go test -race ./... on a 2-core box this package shares the cores with
+// multi-process clusters and load generators.
+const patience = poll.Patience
 
 // testKey returns a deterministic 32-byte gossip key.
 func testKey(b byte) []byte {
@@ -48,7 +54,7 @@ func newNode(t testing.TB, name string, edit func(*Config)) *Node {
 // startNode starts n, failing the test on error.
 func startNode(t testing.TB, n *Node) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	if err := n.Start(ctx); err != nil {
 		t.Fatalf("Start(%s): %v", n.Name(), err)
@@ -59,7 +65,7 @@ func startNode(t testing.TB, n *Node) {
 // every node sees every other.
 func startCluster(t testing.TB, size int, edit func(*Config)) []*Node {
 	t.Helper()
-	return buildCluster(t, size, false, 15*time.Second, edit)
+	return buildCluster(t, size, false, patience, edit)
 }
 
 // buildCluster starts size nodes; each joins the first, or every node
@@ -119,17 +125,7 @@ func aliveNames(n *Node) map[string]bool {
 // waitFor polls cond until it returns nil or the time is up.
 func waitFor(t testing.TB, within time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", within, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, within, cond)
 }
 
 // recorder consumes a node's Events on one goroutine, which ends when

@@ -25,7 +25,7 @@ func TestSetKeysRotation(t *testing.T) {
 		if err := nodes[0].UpdateMeta(func(m *Meta) { m.Version = v }); err != nil {
 			t.Fatalf("round %d: update: %v", i, err)
 		}
-		waitFor(t, 5*time.Second, func() error {
+		waitFor(t, patience, func() error {
 			for _, n := range nodes[1:] {
 				if m, _ := n.Member(nodes[0].Name()); m.Meta.Version != v {
 					return errors.New(n.Name() + " missed the update")

@@ -63,7 +63,7 @@ func TestUpdateReachesEveryNode(t *testing.T) {
 	if err := target.SetDraining(); err != nil {
 		t.Fatalf("SetDraining: %v", err)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		for i, r := range recs {
 			ev, ok := r.last(target.Name())
 			if !ok || ev.Kind != EventUpdate || ev.Member.Meta.State != StateDraining || !ev.Member.Alive {
@@ -81,12 +81,12 @@ func TestGracefulLeave(t *testing.T) {
 	nodes := startCluster(t, 3, nil)
 	recs := []*recorder{record(t, nodes[1]), record(t, nodes[2])}
 	leaver := nodes[0]
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	if err := leaver.Leave(ctx); err != nil {
 		t.Fatalf("Leave: %v", err)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		for i, r := range recs {
 			ev, ok := r.last(leaver.Name())
 			if !ok || ev.Kind != EventLeave {
@@ -117,7 +117,7 @@ func TestKilledNodeSeenGone(t *testing.T) {
 	if err := victim.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		for i, r := range recs {
 			ev, ok := r.last(victim.Name())
 			if !ok || ev.Kind != EventLeave {
@@ -133,7 +133,7 @@ func TestKilledNodeSeenGone(t *testing.T) {
 			t.Errorf("observer %d: a crashed node's last meta is %v, want active", i, ev.Member.Meta.State)
 		}
 	}
-	waitConverged(t, 5*time.Second, nodes[1:]...)
+	waitConverged(t, patience, nodes[1:]...)
 }
 
 // joinFails starts a node that must not get in and checks what happens:
@@ -197,7 +197,7 @@ func TestKeyRotation(t *testing.T) {
 	})
 	startNode(t, step1)
 	all := append(nodes[:2:2], step1)
-	waitConverged(t, 5*time.Second, all...)
+	waitConverged(t, patience, all...)
 
 	// Step 2: a node with [new, old] talks to a node with [old, new].
 	step2 := newNode(t, "step2", func(c *Config) {
@@ -205,7 +205,7 @@ func TestKeyRotation(t *testing.T) {
 		c.Seeds = []string{step1.Addr()}
 	})
 	startNode(t, step2)
-	waitFor(t, 5*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		if !aliveNames(step1)["step2"] || !aliveNames(step2)["step1"] {
 			return errors.New("step1 and step2 do not see each other")
 		}
@@ -264,7 +264,7 @@ func TestSlowConsumer(t *testing.T) {
 			t.Fatalf("update %d: %v", i, err)
 		}
 	}
-	waitFor(t, 5*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		m, _ := slow.Member(busy.Name())
 		if m.Meta.Version != fmt.Sprint("v", updates-1) {
 			return fmt.Errorf("slow node sees version %q", m.Meta.Version)
@@ -307,7 +307,7 @@ func TestSendTo(t *testing.T) {
 		if msg.From != a.Name() || !bytes.Equal(msg.Payload, payload) {
 			t.Fatalf("got %q with %d bytes", msg.From, len(msg.Payload))
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(patience):
 		t.Fatal("no message")
 	}
 	if err := a.SendTo("nobody", []byte("x")); !errors.Is(err, ErrUnknownMember) {
@@ -316,7 +316,7 @@ func TestSendTo(t *testing.T) {
 	if err := a.SendTo(b.Name(), make([]byte, 64<<10+1)); !errors.Is(err, ErrMessageTooLarge) {
 		t.Errorf("too large: %v", err)
 	}
-	waitFor(t, time.Second, func() error { // counted just after the hand-over
+	waitFor(t, patience, func() error { // counted just after the hand-over
 		if s := b.Stats(); s.MessagesReceived != 1 || s.MessagesDropped != 0 {
 			return fmt.Errorf("stats %+v", s)
 		}
@@ -331,7 +331,7 @@ func TestMessagesOverflowDropped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 5*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		if s := nodes[1].Stats(); s.MessagesReceived != 2 || s.MessagesDropped != 3 {
 			return fmt.Errorf("stats %+v", s)
 		}
@@ -415,7 +415,7 @@ func TestJoinRetry(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Start with a late seed: %v", err)
 	}
-	waitConverged(t, 5*time.Second, seed, joiner)
+	waitConverged(t, patience, seed, joiner)
 }
 
 func TestConfigValidate(t *testing.T) {

@@ -10,18 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/internal/leakcheck"
 	"github.com/switchyard-gw/switchyard/protocol"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// netpoll's pollers and its goroutine pool live for the process.
-		goleak.IgnoreTopFunction("github.com/cloudwego/netpoll.(*defaultPoll).Wait"),
-		goleak.IgnoreTopFunction("syscall.Syscall6"),
-		goleak.IgnoreTopFunction("github.com/bytedance/gopkg/util/gopool.(*worker).run.func1"),
-		goleak.IgnoreAnyFunction("github.com/cloudwego/netpoll.(*defaultPoll).Wait"),
-	)
+	// netpoll's poller can also be caught inside its epoll_wait syscall.
+	leakcheck.Main(m, nil, append(leakcheck.Netpoll, goleak.IgnoreTopFunction("syscall.Syscall6"))...)
 }
 
 func TestEchoBestEffortAndReliable(t *testing.T) {

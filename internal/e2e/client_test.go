@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/client"
+	"github.com/switchyard-gw/switchyard/internal/poll"
 	"github.com/switchyard-gw/switchyard/server"
 )
 
@@ -25,7 +26,7 @@ func gateway(t *testing.T, cfg server.Config) *server.Gateway {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
 		defer cancel()
 		_ = g.Close(ctx)
 	})
@@ -34,7 +35,7 @@ func gateway(t *testing.T, cfg server.Config) *server.Gateway {
 
 func dial(t *testing.T, cfg client.Config) *client.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
 	defer cancel()
 	c, err := client.Dial(ctx, cfg)
 	if err != nil {
@@ -51,7 +52,7 @@ func TestRateLimitedReliableRecovers(t *testing.T) {
 	g := gateway(t, server.Config{Rate: 50, RateBurst: 20, RateExcessClose: time.Minute})
 	c := dial(t, client.Config{Addr: g.Addr().String(), ID: "bursty"})
 	const n = 100
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*poll.Patience)
 	defer cancel()
 	for i := range n {
 		if err := c.Send(ctx, []byte(fmt.Sprint(i)), true); err != nil {
@@ -82,7 +83,7 @@ func TestTakeoverIsFinal(t *testing.T) {
 	g := gateway(t, server.Config{})
 	a := dial(t, client.Config{Addr: g.Addr().String(), ID: "twin"})
 	b := dial(t, client.Config{Addr: g.Addr().String(), ID: "twin"})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
 	defer cancel()
 	if _, err := a.Recv(ctx); !errors.Is(err, client.ErrTakenOver) {
 		t.Fatalf("first client: %v, want ErrTakenOver", err)
@@ -111,7 +112,7 @@ func TestDrainResumesElsewhere(t *testing.T) {
 	}
 	c := dial(t, client.Config{Addr: a.Addr().String(), ID: "mover"})
 	first := c.Session()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
 	defer cancel()
 	if err := a.Close(ctx); err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/switchyard-gw/switchyard/examples/counter"
 	"github.com/switchyard-gw/switchyard/examples/echo"
 	"github.com/switchyard-gw/switchyard/examples/rooms"
+	"github.com/switchyard-gw/switchyard/internal/poll"
 	"github.com/switchyard-gw/switchyard/protocol"
 	"github.com/switchyard-gw/switchyard/router"
 	"github.com/switchyard-gw/switchyard/server"
@@ -47,7 +48,7 @@ func shard(t *testing.T, name string, h backend.Handler, gossip *cluster.Config)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
 		defer cancel()
 		_ = s.Close(ctx)
 	})
@@ -66,7 +67,7 @@ func TestRemoteEchoThenNewClientElsewhere(t *testing.T) {
 	s := shard(t, "s1", echo.Handler{}, nil)
 	g1 := remoteGateway(t, s, [][]byte{linkKey})
 	g2 := remoteGateway(t, s, [][]byte{linkKey})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
 	defer cancel()
 
 	c := dial(t, client.Config{Addr: g1.Addr().String(), ID: "roamer"})
@@ -105,7 +106,7 @@ func TestRemoteTakeoverAcrossGateways(t *testing.T) {
 	g2 := remoteGateway(t, s, [][]byte{linkKey})
 	a := dial(t, client.Config{Addr: g1.Addr().String(), ID: "twin"})
 	b := dial(t, client.Config{Addr: g2.Addr().String(), ID: "twin"})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
 	defer cancel()
 	if _, err := a.Recv(ctx); !errors.Is(err, client.ErrTakenOver) {
 		t.Fatalf("first connection: %v, want 409", err)
@@ -123,7 +124,7 @@ func TestRemoteTakeoverAcrossGateways(t *testing.T) {
 func TestRemoteWrongKey(t *testing.T) {
 	s := shard(t, "s1", echo.Handler{}, nil)
 	g := remoteGateway(t, s, [][]byte{[]byte("another-key-0123456789abcdef0000")})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
 	defer cancel()
 	_, err := client.Dial(ctx, client.Config{Addr: g.Addr().String(), ID: "locked-out", DisableReconnect: true})
 	if !errors.Is(err, client.ErrUnavailable) {
@@ -156,7 +157,7 @@ func (d *rawDev) send(typ protocol.Type, flags protocol.Flags, seq uint32, p []b
 
 func (d *rawDev) read() protocol.Frame {
 	d.t.Helper()
-	_ = d.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = d.nc.SetReadDeadline(time.Now().Add(poll.Patience))
 	var hdr [protocol.HeaderSize]byte
 	if _, err := io.ReadFull(d.nc, hdr[:]); err != nil {
 		d.t.Fatal(err)
@@ -240,7 +241,7 @@ func TestRemotePublishReachesEveryGateway(t *testing.T) {
 	s := shard(t, "s1", rooms.Handler{}, nil)
 	g1 := remoteGateway(t, s, [][]byte{linkKey})
 	g2 := remoteGateway(t, s, [][]byte{linkKey})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
 	defer cancel()
 	a := dial(t, client.Config{Addr: g1.Addr().String(), ID: "alice"})
 	b := dial(t, client.Config{Addr: g2.Addr().String(), ID: "bob"})
@@ -280,7 +281,7 @@ func TestClusterPushAcrossShards(t *testing.T) {
 	waitFor(t, "gateway sees both shards", func() bool { return g.Shards() == 2 })
 	waitFor(t, "shards see each other", func() bool { return a.RingLen() == 2 && b.RingLen() == 2 })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
 	defer cancel()
 	for i := range 8 { // devices on both shards
 		id := fmt.Sprint("dev-", i)
@@ -304,13 +305,12 @@ func TestClusterPushAcrossShards(t *testing.T) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
+	poll.Until(t, poll.Patience, func() error {
+		if !cond() {
+			return errors.New(what)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestClusterPlacementAndEmptyRing: with no shard the gateway answers 503;
@@ -319,7 +319,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // counter app says which shard served it).
 func TestClusterPlacementAndEmptyRing(t *testing.T) {
 	g1 := gateway(t, server.Config{Cluster: gossipCfg(), LinkKeys: [][]byte{linkKey}})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
 	defer cancel()
 	_, err := client.Dial(ctx, client.Config{Addr: g1.Addr().String(), ID: "early", DisableReconnect: true})
 	if !errors.Is(err, client.ErrUnavailable) {

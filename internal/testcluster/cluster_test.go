@@ -3,11 +3,13 @@ package testcluster
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/client"
+	"github.com/switchyard-gw/switchyard/internal/poll"
 )
 
 // served sends one reliable message from c and returns the shard that
@@ -30,7 +32,7 @@ func served(ctx context.Context, t *testing.T, c *client.Client) string {
 func TestPlacementFollowsRing(t *testing.T) {
 	c := New(t, Options{Gateways: 2, Shards: 3, App: "counter"})
 	c.Converge()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*poll.Patience)
 	defer cancel()
 	ring := c.Ring()
 	seen := map[string]int{}
@@ -63,7 +65,7 @@ func TestShardRestartRelinks(t *testing.T) {
 		t.Run(fmt.Sprintf("same_addr=%v", sameAddr), func(t *testing.T) {
 			c := New(t, Options{Gateways: 1, Shards: 3, App: "counter"})
 			c.Converge()
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*poll.Patience)
 			defer cancel()
 			gw := c.Addrs()[0]
 			id := "restart-dev"
@@ -88,7 +90,7 @@ func TestShardRestartRelinks(t *testing.T) {
 			// The old device: its session was cut with the link (503); it
 			// reconnects and is served (by whichever shard held it when it
 			// came back: sessions do not move back on a join).
-			sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+			sctx, scancel := context.WithTimeout(ctx, poll.Patience)
 			defer scancel()
 			by := served(sctx, t, d)
 			t.Logf("old device served by %s after %d reconnects", by, d.Stats().Reconnects)
@@ -121,7 +123,7 @@ func TestShardRestartRelinks(t *testing.T) {
 func TestDrainingShardTakesNothing(t *testing.T) {
 	c := New(t, Options{Gateways: 2, Shards: 3, App: "counter"})
 	c.Converge()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*poll.Patience)
 	defer cancel()
 	const drained = 1
 	srv := c.Shard(drained)
@@ -165,15 +167,29 @@ func TestDrainingShardTakesNothing(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(50 * time.Millisecond) // some devices before the announcement
-	dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+	time.Sleep(50 * time.Millisecond) // the scenario: some devices before the announcement
+	dctx, dcancel := context.WithTimeout(ctx, poll.Patience)
 	if err := c.DrainShard(dctx, drained); err != nil {
 		t.Errorf("drain: %v", err)
 	}
 	dcancel()
 	drainedAt, opensAtDrain := time.Now(), srv.Stats().SessionsOpened
 	c.Converge()
-	time.Sleep(100 * time.Millisecond) // more devices after convergence
+	// More devices after convergence: until each gateway served one.
+	poll.Until(t, poll.Patience, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		seen := map[string]bool{}
+		for _, a := range arrivals {
+			if a.dialed.After(drainedAt) {
+				seen[strings.SplitN(a.id, "-", 3)[1]] = true
+			}
+		}
+		if len(seen) < len(addrs) {
+			return fmt.Errorf("devices dialed after the drain came through %d of %d gateways", len(seen), len(addrs))
+		}
+		return nil
+	})
 	close(stop)
 	wg.Wait()
 
@@ -292,7 +308,7 @@ func TestConvergenceTime(t *testing.T) {
 func TestKillShardInProcess(t *testing.T) {
 	c := New(t, Options{Gateways: 2, Shards: 2, App: "counter"})
 	c.Converge()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*poll.Patience)
 	defer cancel()
 	id := "orphan"
 	x := c.Owner(id)

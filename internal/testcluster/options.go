@@ -11,6 +11,7 @@ import (
 	"github.com/switchyard-gw/switchyard/examples/counter"
 	"github.com/switchyard-gw/switchyard/examples/echo"
 	"github.com/switchyard-gw/switchyard/examples/rooms"
+	"github.com/switchyard-gw/switchyard/internal/poll"
 	"github.com/switchyard-gw/switchyard/server"
 )
 
@@ -19,7 +20,7 @@ const (
 	DefaultApp          = "echo"                 // example app the shards run
 	DefaultGoAwayRetry  = 200 * time.Millisecond // gateways' retry_ms: a stopped gateway lets go fast
 	DefaultStopTimeout  = 5 * time.Second        // graceful stops (StopShard, StopGateway, cleanup)
-	DefaultConvergeWait = 15 * time.Second       // Converge and the readiness of NewProcs
+	DefaultConvergeWait = poll.Patience          // Converge and the readiness of NewProcs: generous for a loaded box
 	pollInterval        = 10 * time.Millisecond  // WaitConverged and the other polls
 )
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/client"
+	"github.com/switchyard-gw/switchyard/internal/poll"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
@@ -18,7 +19,7 @@ type rawDevice struct{ nc net.Conn }
 
 func rawHello(t *testing.T, addr, id string) *rawDevice {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	nc, err := net.DialTimeout("tcp", addr, poll.Patience)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +29,7 @@ func rawHello(t *testing.T, addr, id string) *rawDevice {
 	if _, err := nc.Write(protocol.AppendFrame(nil, protocol.TypeHello, 0, 0, p)); err != nil {
 		t.Fatal(err)
 	}
-	if f, err := d.read(5 * time.Second); err != nil || f.Type != protocol.TypeWelcome {
+	if f, err := d.read(poll.Patience); err != nil || f.Type != protocol.TypeWelcome {
 		t.Fatalf("%s: want WELCOME, got %v %q %v", id, f.Type, f.Payload, err)
 	}
 	return d
@@ -49,9 +50,12 @@ func (d *rawDevice) read(timeout time.Duration) (protocol.Frame, error) {
 }
 
 // killBudget bounds the time from SIGKILL to every device being served by
-// the survivor: DESIGN.md expects 5–6 s of gossip failure detection with
-// the binary's LAN timing ("~10 s" here), plus slack for a loaded box.
-const killBudget = 12 * time.Second
+// the survivor. DESIGN.md expects 5–6 s of gossip failure detection with
+// the binary's LAN timing; the test logs what it took. The bound itself is
+// a deadline for a loaded box, not a timing claim (that belongs in
+// docs/benchmarks.md): with -race beside multi-process tests the suspicion
+// alone can take memberlist's maximum, 6 × 4 × log10(N+1) × 1 s.
+const killBudget = poll.Patience
 
 // TestProcsShardKill: 1 gateway × 2 shards from the binary. Devices on
 // both shards talk through the gateway; one shard is SIGKILLed. The
@@ -64,7 +68,7 @@ func TestProcsShardKill(t *testing.T) {
 		t.Skip("multi-process: skipped under -short")
 	}
 	p := NewProcs(t, Options{Gateways: 1, Shards: 2, App: "counter"})
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*poll.Patience)
 	defer cancel()
 	if err := p.WaitConverged(ctx); err != nil {
 		t.Fatal(err)
@@ -93,7 +97,7 @@ func TestProcsShardKill(t *testing.T) {
 	p.Kill(1)
 
 	// The raw device on the killed shard gets ERROR 503 from the gateway.
-	f, err := raw.read(10 * time.Second)
+	f, err := raw.read(poll.Patience)
 	var em protocol.ErrorMsg
 	if err != nil || f.Type != protocol.TypeError || protocol.Unmarshal(f.Payload, &em) != nil || em.Code != protocol.CodeUnavailable {
 		t.Errorf("device on the killed shard: %v %+v %v, want ERROR 503", f.Type, em, err)
