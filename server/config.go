@@ -83,7 +83,9 @@ type Config struct {
 	// GoAwayRetry is retry_ms in GOAWAY: how long a device is still served
 	// after it was told to go.
 	GoAwayRetry time.Duration
-	// Redirects are other gateways' device addresses offered in GOAWAY.
+	// Redirects are other gateways' device addresses offered in GOAWAY. In
+	// a cluster the gateways that gossip shows alive and not draining are
+	// offered after these.
 	Redirects []string
 	// Cluster, when set, joins the gateway to a cluster by gossip: sessions
 	// go to the backend shards the gossip reports, placed by the ring

@@ -3,15 +3,21 @@ package server
 import (
 	"context"
 	"fmt"
+	"net"
+	"slices"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/cluster"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
 // Close drains the gateway, then stops it. It is idempotent.
 //
-//	readiness off, new connections and HELLOs get 503
+//	readiness off, new connections and HELLOs get 503; the gateway
+//	announces draining in gossip
 //	  → GOAWAY to every device, spread over the first half of the window
+//	    (redirect: Config.Redirects, then the other live gateways that
+//	    are not draining, as gossip knows them)
 //	    left after retry_ms, each device closed retry_ms after its GOAWAY
 //	  → wait for the connections to go, until ctx ends
 //	    (or DrainTimeout when ctx has no deadline)
@@ -38,6 +44,7 @@ func (g *Gateway) Close(ctx context.Context) error {
 		defer cancel()
 	}
 	g.log.Info("draining", "connections", g.metrics.conns.Load())
+	g.announceDraining()
 	g.goAwayAll(ctx)
 	drained := g.waitConns(ctx)
 	if !drained {
@@ -67,11 +74,7 @@ func (g *Gateway) goAwayAll(ctx context.Context) {
 	if len(conns) == 0 {
 		return
 	}
-	p, _ := protocol.Marshal(&protocol.GoAway{
-		Reason:   "draining",
-		RetryMS:  int(g.cfg.GoAwayRetry / time.Millisecond),
-		Redirect: append([]string{}, g.cfg.Redirects...),
-	})
+	targets := g.redirects()
 	deadline, _ := ctx.Deadline()
 	spread := (time.Until(deadline) - g.cfg.GoAwayRetry) / 2
 	start := time.Now()
@@ -85,8 +88,72 @@ func (g *Gateway) goAwayAll(ctx context.Context) {
 				}
 			}
 		}
-		c.goAway(p)
+		c.goAway(goAwayPayload(g.cfg.GoAwayRetry, targets, i))
 	}
+}
+
+// goAwayPayload is the GOAWAY for the i-th device: the redirect list is
+// rotated by i, so that devices, which try it in order, spread over the
+// other gateways instead of all landing on the first.
+func goAwayPayload(retry time.Duration, targets []string, i int) []byte {
+	redirect := make([]string, 0, len(targets))
+	for j := range targets {
+		redirect = append(redirect, targets[(i+j)%len(targets)])
+	}
+	p, _ := protocol.Marshal(&protocol.GoAway{Reason: "draining", RetryMS: int(retry / time.Millisecond), Redirect: redirect})
+	return p
+}
+
+// redirects lists where GOAWAY sends devices: the configured Redirects,
+// then the device addresses of the other gateways that gossip shows alive
+// and not draining (a draining peer would only send them on again).
+func (g *Gateway) redirects() []string {
+	out := append([]string{}, g.cfg.Redirects...)
+	if g.gossip == nil {
+		return out
+	}
+	self := g.gossip.node.Name()
+	for _, m := range g.gossip.node.Members() {
+		if m.Name == self || !m.Alive || m.Meta.Role != cluster.RoleGateway || m.Meta.State != cluster.StateActive {
+			continue
+		}
+		if addr := deviceAddr(m); addr != "" && !slices.Contains(out, addr) {
+			out = append(out, addr)
+		}
+	}
+	return out
+}
+
+// deviceAddr is where devices reach gateway m: the device address it
+// announces, with its gossip address's host when it listens on all
+// interfaces (0.0.0.0:7400 is no address to send a device to).
+func deviceAddr(m cluster.Member) string {
+	host, port, err := net.SplitHostPort(m.Meta.Link)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if host, _, err = net.SplitHostPort(m.Addr); err != nil {
+			return ""
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// announceDraining tells the cluster that this gateway drains, so that
+// other draining gateways do not redirect devices here. The broadcast is
+// not waited for: GOAWAY must not wait on gossip.
+func (g *Gateway) announceDraining() {
+	if g.gossip == nil {
+		return
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		if err := g.gossip.node.SetDraining(); err != nil {
+			g.log.Warn("announcing the drain to the cluster", "err", err)
+		}
+	}()
 }
 
 // goAway tells one device to go and arms its close deadline.
