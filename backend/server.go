@@ -297,8 +297,9 @@ func fnv32(s string) uint32 {
 
 // Drain stops taking sessions that are not on this shard yet (their
 // Opens get Refused 503), announces the shard as draining and waits until
-// no gateway holds a session here (the gateways move them away) or ctx
-// ends.
+// no gateway holds a session here (the gateways move them away, with
+// their state, to the shards the ring names now) or ctx ends, which is
+// counted in Stats.DrainTimeouts.
 func (srv *Server) Drain(ctx context.Context) error {
 	srv.mu.Lock()
 	srv.draining = true
@@ -311,10 +312,14 @@ func (srv *Server) Drain(ctx context.Context) error {
 	for srv.bound() > 0 {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("backend: drain: %d sessions still bound: %w", srv.bound(), ctx.Err())
+			n := srv.bound()
+			srv.stats.drainTimeouts.Add(1)
+			srv.log.Warn("drain timed out with sessions still bound", "sessions", n)
+			return fmt.Errorf("backend: drain: %d sessions still bound: %w", n, ctx.Err())
 		case <-t.C:
 		}
 	}
+	srv.log.Info("drained: no gateway holds a session here")
 	return nil
 }
 

@@ -19,6 +19,7 @@ type Stats struct {
 	SessionsExpired uint64 // sessions forgotten after the resume window
 	Takeovers       uint64 // Kick 409 sent to an older binding of the device
 	Snapshots       uint64 // State envelopes sent
+	DrainTimeouts   uint64 // Drain calls whose context ended with sessions still bound
 
 	UpDelivered   uint64 // upstream messages given to the handler and accepted
 	DropStale     uint64 // envelopes whose epoch (or link) is not the session's current one
@@ -41,6 +42,7 @@ type counters struct {
 	linksAccepted, authFailures, linksRejected, linksIdle, slowLinks            atomic.Uint64
 	sessionsOpened, sessionsRefused, sessionsClosed, sessionsExpired, takeovers atomic.Uint64
 	snapshots, upDelivered, dropStale, dropUnknown, dropFenced, dropGap         atomic.Uint64
+	drainTimeouts                                                               atomic.Uint64
 	dropDuplicate, dropMailbox, dropLinkQueue, dropDetached, dropOutbox         atomic.Uint64
 	dropMalformed, handlerErrors                                                atomic.Uint64
 }
@@ -53,7 +55,8 @@ func (c *counters) snapshot() Stats {
 		SessionsOpened: c.sessionsOpened.Load(), SessionsRefused: c.sessionsRefused.Load(),
 		SessionsClosed: c.sessionsClosed.Load(), SessionsExpired: c.sessionsExpired.Load(),
 		Takeovers: c.takeovers.Load(), Snapshots: c.snapshots.Load(), UpDelivered: c.upDelivered.Load(),
-		DropStale: c.dropStale.Load(), DropUnknown: c.dropUnknown.Load(), DropFenced: c.dropFenced.Load(),
+		DrainTimeouts: c.drainTimeouts.Load(),
+		DropStale:     c.dropStale.Load(), DropUnknown: c.dropUnknown.Load(), DropFenced: c.dropFenced.Load(),
 		DropGap: c.dropGap.Load(), DropDuplicate: c.dropDuplicate.Load(), DropMailbox: c.dropMailbox.Load(),
 		DropLinkQueue: c.dropLinkQueue.Load(), DropDetached: c.dropDetached.Load(),
 		DropOutbox: c.dropOutbox.Load(), DropMalformed: c.dropMalformed.Load(),
