@@ -383,6 +383,9 @@ func (mv *mover) fail(c *conn, result, why string) {
 	if m == nil {
 		return
 	}
+	if m.to != nil && m.to != m.from {
+		m.to.unbind(c.sess.id, c)
+	}
 	mv.r.g.metrics.moves[result].Inc()
 	mv.r.g.log.Warn("session move failed", "device", c.sess.device, "from", m.from.shard,
 		"result", result, "err", why)
