@@ -3,12 +3,10 @@ package backend
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 
 	"github.com/switchyard-gw/switchyard/cluster"
 	"github.com/switchyard-gw/switchyard/router"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // gossip makes a shard a member of the cluster (Config.Gossip): it is the
@@ -28,6 +26,13 @@ type gossip struct {
 	node   *cluster.Node
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// forwarding (forward.go): replies awaited by id, and the forwarded
+	// calls retried until their session arrives (serveMessages only).
+	wmu     sync.Mutex
+	nextID  uint64
+	waiting map[uint64]chan string
+	retries []retry
 }
 
 var (
@@ -39,22 +44,12 @@ var (
 // session here.
 var ErrNotConnected = errors.New("backend: device not connected")
 
-// forward is a Push or Kick sent to the owning shard.
-type forward struct {
-	Kind     string `msgpack:"k"` // "push" or "kick"
-	Device   string `msgpack:"d"`
-	Payload  []byte `msgpack:"p,omitempty"`
-	Reliable bool   `msgpack:"r,omitempty"`
-	Code     int    `msgpack:"c,omitempty"`
-	Reason   string `msgpack:"m,omitempty"`
-}
-
 func newGossip(srv *Server, cfg cluster.Config) (*gossip, error) {
 	r, err := router.New(router.Config{}, nil)
 	if err != nil {
 		return nil, err
 	}
-	return &gossip{srv: srv, cfg: cfg, r: r}, nil
+	return &gossip{srv: srv, cfg: cfg, r: r, waiting: map[uint64]chan string{}}, nil
 }
 
 func (g *gossip) Announce(ctx context.Context, a Announcement) error {
@@ -103,7 +98,7 @@ func (g *gossip) joinLocked(ctx context.Context, a Announcement, state cluster.S
 	}()
 	go func() {
 		defer g.wg.Done()
-		g.serveMessages(wctx)
+		g.serveMessages(wctx.Done())
 	}()
 	return nil
 }
@@ -132,72 +127,6 @@ func (g *gossip) updateRing() {
 	})); err != nil {
 		g.srv.log.Error("ring not updated", "err", err)
 	}
-}
-
-// serveMessages handles Push and Kick forwarded by other shards, for
-// sessions on this one (no further forwarding: a device that moved meanwhile
-// is not chased around the cluster).
-func (g *gossip) serveMessages(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case m, ok := <-g.node.Messages():
-			if !ok {
-				return
-			}
-			var f forward
-			if msgpack.Unmarshal(m.Payload, &f) != nil {
-				g.srv.stats.dropMalformed.Add(1)
-				continue
-			}
-			s := g.srv.local(f.Device)
-			if s == nil {
-				continue
-			}
-			switch f.Kind {
-			case "push":
-				_ = s.Send(f.Payload, f.Reliable)
-			case "kick":
-				_ = s.Kick(f.Code, f.Reason)
-			}
-		}
-	}
-}
-
-func (g *gossip) Push(deviceID string, payload []byte, reliable bool) error {
-	return g.send(deviceID, &forward{Kind: "push", Device: deviceID, Payload: payload, Reliable: reliable})
-}
-
-func (g *gossip) Kick(deviceID string, code int, reason string) error {
-	return g.send(deviceID, &forward{Kind: "kick", Device: deviceID, Code: code, Reason: reason})
-}
-
-// send hands f to the member that serves the device's shard.
-func (g *gossip) send(deviceID string, f *forward) error {
-	g.mu.Lock()
-	n := g.node
-	g.mu.Unlock()
-	if n == nil {
-		return ErrNotOwner
-	}
-	owner, err := g.r.Place(deviceID, nil)
-	if err != nil {
-		return fmt.Errorf("backend: forward to %s: %w", deviceID, err)
-	}
-	if owner.Name == g.srv.cfg.Shard {
-		return ErrNotConnected
-	}
-	for _, m := range n.Members() {
-		if m.Alive && m.Meta.Role == cluster.RoleBackend && m.Meta.Shard == owner.Name {
-			p, err := msgpack.Marshal(f)
-			if err != nil {
-				return err
-			}
-			return n.SendTo(m.Name, p)
-		}
-	}
-	return fmt.Errorf("backend: forward to %s: shard %s: %w", deviceID, owner.Name, ErrNotOwner)
 }
 
 // GossipAddr is the shard's gossip address once it joined ("" before, or

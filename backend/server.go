@@ -224,10 +224,26 @@ func (srv *Server) local(deviceID string) *Session {
 }
 
 // Push sends payload to deviceID: Session.Send when its session is on
-// this shard, otherwise through the Forwarder (ErrNotOwner without one).
+// this shard, otherwise through the Forwarder (ErrNotOwner without one),
+// which finds the session also while a gateway moves it between shards
+// (forward.go). An error means the payload was not delivered (or, for
+// ErrForwardTimeout, may not have been); every one is counted in
+// Stats.PushFailed.
 func (srv *Server) Push(deviceID string, payload []byte, reliable bool) error {
+	err := srv.push(deviceID, payload, reliable)
+	if err != nil {
+		srv.stats.pushFailed.Add(1)
+	}
+	return err
+}
+
+func (srv *Server) push(deviceID string, payload []byte, reliable bool) error {
 	if s := srv.local(deviceID); s != nil {
-		return s.Send(payload, reliable)
+		// ErrSessionMoved: fenced since local looked; it is on its way to
+		// the ring's owner.
+		if err := s.Send(payload, reliable); !errors.Is(err, ErrSessionMoved) {
+			return err
+		}
 	}
 	if srv.cfg.Forwarder == nil {
 		return ErrNotOwner
@@ -236,10 +252,21 @@ func (srv *Server) Push(deviceID string, payload []byte, reliable bool) error {
 }
 
 // Kick closes deviceID's connection with ERROR code, through the
-// Forwarder when its session is not on this shard.
+// Forwarder when its session is not on this shard. Errors are counted in
+// Stats.KickFailed.
 func (srv *Server) Kick(deviceID string, code int, reason string) error {
+	err := srv.kick(deviceID, code, reason)
+	if err != nil {
+		srv.stats.kickFailed.Add(1)
+	}
+	return err
+}
+
+func (srv *Server) kick(deviceID string, code int, reason string) error {
 	if s := srv.local(deviceID); s != nil {
-		return s.Kick(code, reason)
+		if err := s.Kick(code, reason); !errors.Is(err, ErrSessionMoved) {
+			return err
+		}
 	}
 	if srv.cfg.Forwarder == nil {
 		return ErrNotOwner
@@ -297,8 +324,9 @@ func fnv32(s string) uint32 {
 
 // Drain stops taking sessions that are not on this shard yet (their
 // Opens get Refused 503), announces the shard as draining and waits until
-// no gateway holds a session here (the gateways move them away) or ctx
-// ends.
+// no gateway holds a session here (the gateways move them away, with
+// their state, to the shards the ring names now) or ctx ends, which is
+// counted in Stats.DrainTimeouts.
 func (srv *Server) Drain(ctx context.Context) error {
 	srv.mu.Lock()
 	srv.draining = true
@@ -311,10 +339,14 @@ func (srv *Server) Drain(ctx context.Context) error {
 	for srv.bound() > 0 {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("backend: drain: %d sessions still bound: %w", srv.bound(), ctx.Err())
+			n := srv.bound()
+			srv.stats.drainTimeouts.Add(1)
+			srv.log.Warn("drain timed out with sessions still bound", "sessions", n)
+			return fmt.Errorf("backend: drain: %d sessions still bound: %w", n, ctx.Err())
 		case <-t.C:
 		}
 	}
+	srv.log.Info("drained: no gateway holds a session here")
 	return nil
 }
 

@@ -8,17 +8,21 @@ type Stats struct {
 	Links    int64 // gauge: authenticated links now
 	Sessions int64 // gauge: sessions in the table now (any state)
 
-	LinksAccepted   uint64 // links that passed authentication
-	AuthFailures    uint64 // links closed during authentication (bad MAC, wrong first envelope, timeout)
-	LinksRejected   uint64 // connections closed at accept: MaxLinks reached or server closing
-	LinksIdle       uint64 // links closed after 3 ping intervals without input
-	SlowLinks       uint64 // links closed because a frame that must not be lost found the queue full
-	SessionsOpened  uint64 // Opens answered with Opened
-	SessionsRefused uint64 // Opens answered with Refused (draining, stale epoch, handler refused)
-	SessionsClosed  uint64 // OnClose calls
-	SessionsExpired uint64 // sessions forgotten after the resume window
-	Takeovers       uint64 // Kick 409 sent to an older binding of the device
-	Snapshots       uint64 // State envelopes sent
+	LinksAccepted      uint64 // links that passed authentication
+	AuthFailures       uint64 // links closed during authentication (bad MAC, wrong first envelope, timeout)
+	LinksRejected      uint64 // connections closed at accept: MaxLinks reached or server closing
+	LinksIdle          uint64 // links closed after 3 ping intervals without input
+	SlowLinks          uint64 // links closed because a frame that must not be lost found the queue full
+	SessionsOpened     uint64 // Opens answered with Opened
+	SessionsRefused    uint64 // Opens answered with Refused (draining, stale epoch, handler refused)
+	SessionsClosed     uint64 // OnClose calls
+	SessionsExpired    uint64 // sessions forgotten after the resume window
+	Takeovers          uint64 // Kick 409 sent to an older binding of the device
+	Snapshots          uint64 // State envelopes sent
+	DrainTimeouts      uint64 // Drain calls whose context ended with sessions still bound
+	PushFailed         uint64 // Push calls that returned an error (not delivered)
+	KickFailed         uint64 // Kick calls that returned an error
+	ForwardUndelivered uint64 // forwarded Push/Kick answered "not connected": the session did not arrive in time
 
 	UpDelivered   uint64 // upstream messages given to the handler and accepted
 	DropStale     uint64 // envelopes whose epoch (or link) is not the session's current one
@@ -41,6 +45,7 @@ type counters struct {
 	linksAccepted, authFailures, linksRejected, linksIdle, slowLinks            atomic.Uint64
 	sessionsOpened, sessionsRefused, sessionsClosed, sessionsExpired, takeovers atomic.Uint64
 	snapshots, upDelivered, dropStale, dropUnknown, dropFenced, dropGap         atomic.Uint64
+	drainTimeouts, pushFailed, kickFailed, forwardUndelivered                   atomic.Uint64
 	dropDuplicate, dropMailbox, dropLinkQueue, dropDetached, dropOutbox         atomic.Uint64
 	dropMalformed, handlerErrors                                                atomic.Uint64
 }
@@ -53,7 +58,9 @@ func (c *counters) snapshot() Stats {
 		SessionsOpened: c.sessionsOpened.Load(), SessionsRefused: c.sessionsRefused.Load(),
 		SessionsClosed: c.sessionsClosed.Load(), SessionsExpired: c.sessionsExpired.Load(),
 		Takeovers: c.takeovers.Load(), Snapshots: c.snapshots.Load(), UpDelivered: c.upDelivered.Load(),
-		DropStale: c.dropStale.Load(), DropUnknown: c.dropUnknown.Load(), DropFenced: c.dropFenced.Load(),
+		DrainTimeouts: c.drainTimeouts.Load(), PushFailed: c.pushFailed.Load(), KickFailed: c.kickFailed.Load(),
+		ForwardUndelivered: c.forwardUndelivered.Load(),
+		DropStale:          c.dropStale.Load(), DropUnknown: c.dropUnknown.Load(), DropFenced: c.dropFenced.Load(),
 		DropGap: c.dropGap.Load(), DropDuplicate: c.dropDuplicate.Load(), DropMailbox: c.dropMailbox.Load(),
 		DropLinkQueue: c.dropLinkQueue.Load(), DropDetached: c.dropDetached.Load(),
 		DropOutbox: c.dropOutbox.Load(), DropMalformed: c.dropMalformed.Load(),

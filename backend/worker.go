@@ -329,7 +329,7 @@ func (srv *Server) snapshot(s *Session, ev *event) {
 	s.flushAckLocked()
 	s.state, s.idleSince = stateFenced, time.Now()
 	srv.idle.add(s)
-	x := linkExt{LinkExt: protocol.LinkExt{State: state, LastUp: s.lastUp, DownSeq: s.downSeq}, Outbox: s.outbox}
+	x := linkExt{LinkExt: protocol.LinkExt{State: state, LastUp: s.lastUp, DownSeq: s.downSeq, Tags: s.tags}, Outbox: s.outbox}
 	for t := range s.topics {
 		x.Topics = append(x.Topics, t)
 	}

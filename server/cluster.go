@@ -99,6 +99,7 @@ func (gs *gossip) update(g *Gateway) {
 			addrs[s.Name] = s.Addr
 		}
 		g.ConnectShards(addrs)
+		g.Rebalance()
 	}
 }
 

@@ -27,6 +27,9 @@ const (
 	DefaultResumeTokenTTL   = 24 * time.Hour   // lifetime of a resume token
 	DefaultDrainTimeout     = 15 * time.Second // Close without a context deadline drains this long
 	DefaultGoAwayRetry      = 2 * time.Second  // retry_ms in GOAWAY: how long a device is still served
+	DefaultMoveRate         = 10000            // sessions/s a gateway starts moving after a ring change: 10,000 in about 1 s
+	DefaultMoveBuffer       = 64 << 10         // bytes of upstream DATA held per session while it moves
+	DefaultMoveTimeout      = 5 * time.Second  // a move not finished by then fails (the device gets 503 and resumes)
 )
 
 // Config configures a Gateway. The zero value is a working single gateway
@@ -103,6 +106,19 @@ type Config struct {
 	// sessions are spread over them by session id. Default
 	// DefaultLinksPerShard.
 	LinksPerShard int
+	// MoveRate is how many sessions per second the gateway starts moving
+	// to their new shard after the ring changed (a shard drains or joins),
+	// so that a rebalance is not a storm. Default DefaultMoveRate.
+	MoveRate float64
+	// MoveBuffer bounds the bytes of upstream DATA held for one session
+	// while it moves. Beyond it best-effort DATA is dropped and reliable
+	// DATA is not ACKed (the device resends it), as with an open circuit.
+	// Default DefaultMoveBuffer.
+	MoveBuffer int
+	// MoveTimeout bounds one move, from Snapshot to the new shard's
+	// Opened; a move that takes longer fails and its device gets 503.
+	// Default DefaultMoveTimeout.
+	MoveTimeout time.Duration
 	// Logger receives the gateway's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -127,6 +143,7 @@ func (cfg Config) provision() Config {
 	def(&cfg.ResumeTokenTTL, DefaultResumeTokenTTL)
 	def(&cfg.DrainTimeout, DefaultDrainTimeout)
 	def(&cfg.GoAwayRetry, DefaultGoAwayRetry)
+	def(&cfg.MoveTimeout, DefaultMoveTimeout)
 	ints := []struct {
 		v *int
 		d int
@@ -134,6 +151,7 @@ func (cfg Config) provision() Config {
 		{&cfg.MaxFrame, protocol.DefaultMaxFrame}, {&cfg.MaxConns, DefaultMaxConns},
 		{&cfg.RateBurst, DefaultRateBurst}, {&cfg.AcceptBurst, DefaultAcceptBurst},
 		{&cfg.MaxOutbound, DefaultMaxOutbound}, {&cfg.MaxOutbox, DefaultMaxOutbox},
+		{&cfg.MoveBuffer, DefaultMoveBuffer},
 	}
 	for _, f := range ints {
 		if *f.v == 0 {
@@ -145,6 +163,9 @@ func (cfg Config) provision() Config {
 	}
 	if cfg.AcceptRate == 0 {
 		cfg.AcceptRate = DefaultAcceptRate
+	}
+	if cfg.MoveRate == 0 {
+		cfg.MoveRate = DefaultMoveRate
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -180,6 +201,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.Backends != nil && cfg.Cluster != nil {
 		errs = append(errs, errors.New("set Backends or Cluster, not both"))
+	}
+	if cfg.MoveRate < 0 || cfg.MoveBuffer < 0 || cfg.MoveTimeout < 0 {
+		errs = append(errs, errors.New("move rate, move buffer and move timeout must not be negative"))
 	}
 	if len(cfg.ClusterKey) > 0 && len(cfg.ClusterKey) < 16 {
 		errs = append(errs, errors.New("cluster key: want at least 16 bytes"))

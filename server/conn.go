@@ -37,6 +37,7 @@ type conn struct {
 	opening  atomic.Bool     // HELLO passed, waiting for the backend to bind the session
 	ready    atomic.Bool     // handshake done
 	epoch    atomic.Uint64   // the session's binding epoch on its shard (remote backends)
+	moving   atomic.Bool     // the session is moving to another shard (move.go)
 
 	// pmu serializes frame handling: the handler holds it for a batch, and
 	// opened holds it to send WELCOME and replay the frames that arrived

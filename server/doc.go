@@ -1,6 +1,8 @@
 // Package server is the Switchyard gateway: it terminates device
 // connections on netpoll, runs the handshake, keeps sessions, and routes
-// every session's DATA to its backend (for now the embedded echo backend).
+// every session's DATA to its backend: the embedded echo backend, or the
+// backend shards of a cluster over links, moving live sessions between
+// shards when the ring changes (move.go).
 //
 // Connection path (one device):
 //
@@ -34,5 +36,6 @@
 // by all connections on the frame path.
 //
 // Goroutines owned by a Gateway: the wheel sweeper, netpoll's Serve loop and
-// the admin HTTP server; Close waits for all three.
+// the admin HTTP server; with backend shards also the mover and a reader
+// and a writer per link. Close waits for all of them.
 package server

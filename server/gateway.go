@@ -158,6 +158,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 		}
 	}
 	g.wheel.Start()
+	if g.remote != nil {
+		g.remote.start()
+	}
 	g.wg.Add(1)
 	g.serveDone = make(chan struct{})
 	go func() {

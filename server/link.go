@@ -279,9 +279,20 @@ func (l *link) dispatch(e *protocol.Envelope) {
 	}
 	switch e.Kind {
 	case protocol.LinkOpened:
+		if c.moving.Load() {
+			if !l.r.mover.opened(l, c, e) {
+				l.r.g.metrics.drop(dropStale)
+			}
+			return
+		}
 		x, _ := protocol.DecodeLinkExt(e.Ext)
 		c.opened(x.Reason == "resumed" || x.Reason == "migrated", x.LastUp, e.Epoch)
+	case protocol.LinkState:
+		l.r.mover.state(l, c, e)
 	case protocol.LinkRefused:
+		if c.moving.Load() && l.r.mover.refused(l, c, e) {
+			return
+		}
 		x, _ := protocol.DecodeLinkExt(e.Ext)
 		code := x.Code
 		if code == 0 {

@@ -35,6 +35,19 @@ const (
 	dropGap       = "gap"        // reliable seq beyond the next expected one
 	dropStale     = "stale"      // arrived on a connection that lost its session, or for an unknown session
 	dropBackend   = "backend"    // the shard's link is down or its queue full (reliable ones are not ACKed)
+	dropMove      = "move"       // the session was moving and its hold buffer was full (reliable ones are not ACKed)
+)
+
+// Move outcomes, the label of switchyard_session_moves_total. Every move
+// ends with exactly one.
+const (
+	moveOK       = "ok"       // the session lives on its new shard; the device saw nothing
+	moveClosed   = "closed"   // the device's connection ended during the move
+	moveSnapshot = "snapshot" // the old shard could not hand over the state
+	moveNoShard  = "no_shard" // no shard to move to (the ring became empty)
+	moveLink     = "link"     // a link to the old or the new shard failed
+	moveRefused  = "refused"  // the new shard refused the session
+	moveTimeout  = "timeout"  // no Opened within MoveTimeout
 )
 
 // gatewayMetrics are created once per gateway in its own set, so several
@@ -57,6 +70,11 @@ type gatewayMetrics struct {
 	goaways           *metrics.Counter
 	handshakeDuration *metrics.PrometheusHistogram
 	frameDuration     *metrics.PrometheusHistogram
+
+	movesStarted *metrics.Counter
+	moveDuration *metrics.PrometheusHistogram
+	moves        map[string]*metrics.Counter
+	moving       atomic.Int64 // sessions moving now
 
 	disconnects map[string]*metrics.Counter
 	drops       map[string]*metrics.Counter
@@ -88,16 +106,22 @@ func newGatewayMetrics() *gatewayMetrics {
 		handshakeDuration: s.NewPrometheusHistogram("switchyard_handshake_duration_seconds"),
 		frameDuration: s.NewPrometheusHistogramExt("switchyard_frame_handle_seconds",
 			[]float64{2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 1e-4, 1e-3, 1e-2}),
-		disconnects: map[string]*metrics.Counter{},
-		drops:       map[string]*metrics.Counter{},
-		errorsSent:  map[int]*metrics.Counter{},
+		movesStarted: s.NewCounter("switchyard_session_moves_started_total"),
+		moveDuration: s.NewPrometheusHistogram("switchyard_session_move_duration_seconds"),
+		moves:        map[string]*metrics.Counter{},
+		disconnects:  map[string]*metrics.Counter{},
+		drops:        map[string]*metrics.Counter{},
+		errorsSent:   map[int]*metrics.Counter{},
 	}
 	for _, r := range []string{reasonPeer, reasonBadRequest, reasonAuth, reasonHandshakeTimeout,
 		reasonIdleTimeout, reasonTakeover, reasonTooLarge, reasonRateLimit, reasonUnavailable,
 		reasonInternal, reasonSlowConsumer, reasonWriteError, reasonDrain, reasonShutdown} {
 		m.disconnects[r] = s.NewCounter(`switchyard_disconnects_total{reason="` + r + `"}`)
 	}
-	for _, r := range []string{dropRateLimit, dropDuplicate, dropGap, dropStale, dropBackend} {
+	for _, r := range []string{moveOK, moveClosed, moveSnapshot, moveNoShard, moveLink, moveRefused, moveTimeout} {
+		m.moves[r] = s.NewCounter(`switchyard_session_moves_total{result="` + r + `"}`)
+	}
+	for _, r := range []string{dropRateLimit, dropDuplicate, dropGap, dropStale, dropBackend, dropMove} {
 		m.drops[r] = s.NewCounter(`switchyard_frames_dropped_total{reason="` + r + `"}`)
 	}
 	for _, c := range []int{protocol.CodeBadRequest, protocol.CodeUnauthorized, protocol.CodeTimeout,
@@ -109,6 +133,7 @@ func newGatewayMetrics() *gatewayMetrics {
 	s.NewGauge("switchyard_sessions", func() float64 { return float64(m.sessions.Load()) })
 	s.NewGauge("switchyard_write_backlog_connections", func() float64 { return float64(m.backlog.Load()) })
 	s.NewGauge("switchyard_backend_links", func() float64 { return float64(m.links.Load()) })
+	s.NewGauge("switchyard_sessions_moving", func() float64 { return float64(m.moving.Load()) })
 	return m
 }
 

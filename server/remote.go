@@ -52,6 +52,7 @@ type remoteBackend struct {
 
 	topics   *topics
 	circuits *router.Circuits
+	mover    *mover
 
 	mu     sync.Mutex
 	shards map[string]*shardLinks
@@ -75,8 +76,30 @@ func newRemoteBackend(g *Gateway, dir Directory, keys [][]byte) *remoteBackend {
 	if perShard <= 0 {
 		perShard = DefaultLinksPerShard
 	}
-	return &remoteBackend{g: g, dir: dir, keys: keys, maxQueue: DefaultMaxLinkQueue, perShard: perShard,
+	r := &remoteBackend{g: g, dir: dir, keys: keys, maxQueue: DefaultMaxLinkQueue, perShard: perShard,
 		ctx: ctx, cancel: cancel, topics: newTopics(), circuits: circuits, shards: map[string]*shardLinks{}}
+	r.mover = newMover(r)
+	return r
+}
+
+// start starts the mover goroutine (Gateway.Start).
+func (r *remoteBackend) start() {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.mover.run(r.ctx)
+	}()
+}
+
+// Rebalance moves every session of this gateway whose shard is not the one
+// the Directory names for its device any more, at most MoveRate a second,
+// with its device still connected (move.go). The cluster wiring calls it
+// when the ring changes; a gateway with a static Directory calls it after
+// the Directory changed.
+func (g *Gateway) Rebalance() {
+	if g.remote != nil {
+		g.remote.mover.rebalance()
+	}
 }
 
 // linkTo returns link slot of shard (a session always uses the slot its id
@@ -179,6 +202,9 @@ func (r *remoteBackend) open(c *conn, s *session, h *protocol.Hello, resumed boo
 }
 
 func (r *remoteBackend) data(c *conn, s *session, f protocol.Frame) {
+	if c.moving.Load() && r.mover.hold(c, &f) {
+		return
+	}
 	err := c.link.send(&protocol.Envelope{Kind: protocol.LinkUp, Session: s.id, Epoch: c.epoch.Load(),
 		Seq: f.Seq, Flags: f.Flags, Payload: f.Payload})
 	if err != nil {
@@ -188,17 +214,22 @@ func (r *remoteBackend) data(c *conn, s *session, f protocol.Frame) {
 }
 
 func (r *remoteBackend) ack(c *conn, s *session, seq uint32) {
+	if c.moving.Load() && r.mover.hold(c, &protocol.Frame{Type: protocol.TypeAck, Seq: seq}) {
+		return
+	}
 	_ = c.link.send(&protocol.Envelope{Kind: protocol.LinkDownAck, Session: s.id, Epoch: c.epoch.Load(), Seq: seq})
 }
 
 func (r *remoteBackend) closed(c *conn, s *session) {
-	if c.link == nil {
+	r.mover.closed(c)
+	l, epoch := r.mover.binding(c)
+	if l == nil {
 		return
 	}
 	r.topics.drop(c)
-	c.link.unbind(s.id, c)
+	l.unbind(s.id, c)
 	ext, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Reason: "disconnected"})
-	_ = c.link.send(&protocol.Envelope{Kind: protocol.LinkClose, Session: s.id, Epoch: c.epoch.Load(), Ext: ext})
+	_ = l.send(&protocol.Envelope{Kind: protocol.LinkClose, Session: s.id, Epoch: epoch, Ext: ext})
 }
 
 // ConnectShards opens links to every shard in shards (name → link address)

@@ -87,16 +87,15 @@ func TestShardRestartRelinks(t *testing.T) {
 			c.Converge()
 			t.Logf("shard %s back (link %s) and converged in %v", x, c.ShardByName(x).Addr(), time.Since(start))
 
-			// The old device: its session was cut with the link (503); it
-			// reconnects and is served (by whichever shard held it when it
-			// came back: sessions do not move back on a join).
+			// The old device is served again: either the gateways moved its
+			// session off the stopping shard (Close announces it leaving
+			// before it closes its links), or the link was cut first (503)
+			// and it reconnected. After the restart the ring names x again,
+			// so a moved session moves back.
 			sctx, scancel := context.WithTimeout(ctx, poll.Patience)
 			defer scancel()
 			by := served(sctx, t, d)
 			t.Logf("old device served by %s after %d reconnects", by, d.Stats().Reconnects)
-			if d.Stats().Reconnects == 0 {
-				t.Errorf("the device never reconnected: its link was cut")
-			}
 
 			// A new device placed on X is served by the new X.
 			for n := 0; ; n++ {
@@ -251,7 +250,7 @@ func TestDrainingShardTakesNothing(t *testing.T) {
 func TestDrainMovesLiveSessions(t *testing.T) {
 	c := New(t, Options{Gateways: 1, Shards: 2, App: "counter"})
 	c.Converge()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*poll.Patience)
 	defer cancel()
 	id := "mover"
 	from := c.Owner(id)
@@ -261,13 +260,11 @@ func TestDrainMovesLiveSessions(t *testing.T) {
 			t.Fatalf("served by %s, ring says %s", got, from)
 		}
 	}
-	dctx, dcancel := context.WithTimeout(ctx, 3*time.Second)
+	dctx, dcancel := context.WithTimeout(ctx, poll.Patience)
 	err := c.DrainShard(dctx, c.ShardIndex(from))
 	dcancel()
 	if err != nil {
-		t.Skipf("BLOCKED: the gateway does not move sessions off a draining shard "+
-			"(server/cluster.go rebuilds the ring but plans no moves), so backend Drain waits "+
-			"for its bound sessions until its context ends: %v", err)
+		t.Fatalf("drain: %v", err)
 	}
 	reply, err := Exchange(ctx, d, "tick")
 	if err != nil {
