@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/internal/poll"
 	"go.uber.org/goleak"
 )
 
@@ -41,7 +42,7 @@ func TestScheduleFiresCancelDoesNot(t *testing.T) {
 	w.Cancel(c)
 	w.Schedule(d, time.Hour)
 	w.Schedule(d, 60*time.Millisecond) // re-arm replaces
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(poll.Patience)
 	for time.Now().Before(deadline) {
 		_, okA := r.get(a)
 		_, okB := r.get(b)
@@ -95,7 +96,7 @@ func TestExpireMayReschedule(t *testing.T) {
 	r := &reschedule{w: w}
 	e := &Entry{Owner: r}
 	w.Schedule(e, time.Millisecond)
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(poll.Patience)
 	for {
 		r.mu.Lock()
 		n := r.count
