@@ -27,6 +27,7 @@ const (
 	DefaultResumeTokenTTL   = 24 * time.Hour   // lifetime of a resume token
 	DefaultDrainTimeout     = 15 * time.Second // Close without a context deadline drains this long
 	DefaultGoAwayRetry      = 2 * time.Second  // retry_ms in GOAWAY: how long a device is still served
+	minClusterKey           = 16               // shortest resume-token key accepted
 )
 
 // Config configures a Gateway. The zero value is a working single gateway
@@ -53,10 +54,13 @@ type Config struct {
 	// AuthSecrets enables token auth when not empty; any secret verifies
 	// (key rotation).
 	AuthSecrets [][]byte
-	// ClusterKey signs resume tokens so that any gateway holding it can
-	// verify them. Empty: a random key per process (resume works only on
-	// this process).
-	ClusterKey []byte
+	// ClusterKeys sign and verify resume tokens, so that any gateway holding
+	// them can verify a token without a lookup: the first key signs, any key
+	// verifies, so a key can rotate without turning resumes into takeovers
+	// (put the new key first and keep the old one until the tokens it
+	// signed have expired, ResumeTokenTTL). Empty: a random key per process
+	// (resume works only on this process).
+	ClusterKeys [][]byte
 	// Rate is the sustained frames/s one device may send; RateBurst how
 	// many at once. Frames beyond get 429 and are dropped. Rate < 0 disables.
 	Rate      float64
@@ -179,8 +183,10 @@ func (cfg *Config) Validate() error {
 	if cfg.Backends != nil && cfg.Cluster != nil {
 		errs = append(errs, errors.New("set Backends or Cluster, not both"))
 	}
-	if len(cfg.ClusterKey) > 0 && len(cfg.ClusterKey) < 16 {
-		errs = append(errs, errors.New("cluster key: want at least 16 bytes"))
+	for i, k := range cfg.ClusterKeys {
+		if len(k) < minClusterKey {
+			errs = append(errs, fmt.Errorf("cluster key %d: want at least %d bytes", i, minClusterKey))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("server: config: %w", err)
