@@ -151,6 +151,7 @@ type linkMetrics struct {
 	sentEnvelopes, recvEnvelopes *metrics.Counter
 	sentBytes, recvBytes         *metrics.Counter
 	dropped, failures            *metrics.Counter
+	gone                         *metrics.Counter // links closed because gossip reported the shard gone
 }
 
 func (m *gatewayMetrics) link(shard string) *linkMetrics {
@@ -163,5 +164,6 @@ func (m *gatewayMetrics) link(shard string) *linkMetrics {
 		recvBytes:     c("switchyard_link_received_bytes_total"),
 		dropped:       c("switchyard_link_dropped_envelopes_total"),
 		failures:      c("switchyard_link_failures_total"),
+		gone:          c("switchyard_link_shard_gone_total"),
 	}
 }
