@@ -85,7 +85,8 @@ func (s *fakeShard) accept() {
 // serve authenticates l, then reads it until it closes.
 func (s *fakeShard) serve(l *fakeLink) {
 	defer l.nc.Close()
-	e, err := readEnvelope(l.nc)
+	rd := protocol.NewLinkReader(l.nc)
+	e, err := rd.NextEnvelope()
 	if err != nil || e.Kind != protocol.LinkHello {
 		return
 	}
@@ -95,11 +96,11 @@ func (s *fakeShard) serve(l *fakeLink) {
 	ch, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Shard: s.name, Nonce: bN,
 		MAC: protocol.LinkMAC(fakeShardKey, protocol.LinkMACBackend, x.Nonce, s.name)})
 	l.send(&protocol.Envelope{Kind: protocol.LinkChallenge, Ext: ch})
-	if e, err = readEnvelope(l.nc); err != nil || e.Kind != protocol.LinkAuth {
+	if e, err = rd.NextEnvelope(); err != nil || e.Kind != protocol.LinkAuth {
 		return
 	}
 	for {
-		e, err := readEnvelope(l.nc)
+		e, err := rd.NextEnvelope()
 		if err != nil {
 			return
 		}

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -40,6 +39,7 @@ type link struct {
 	shard string
 	addr  string
 	nc    net.Conn
+	rd    *protocol.StreamReader // reads nc through Read; reader goroutine only
 
 	mu     sync.Mutex
 	out    []byte // envelopes waiting for the writer
@@ -93,6 +93,8 @@ func (l *link) connect(ctx context.Context) error {
 	}
 	l.mu.Lock()
 	l.nc = nc
+	l.rd = protocol.NewLinkReader(l)
+	l.rd.SetLimit(protocol.LinkAuthMaxFrame) // raised once authenticated
 	closed := l.closed
 	l.mu.Unlock()
 	if closed {
@@ -105,6 +107,7 @@ func (l *link) connect(ctx context.Context) error {
 	if err := l.authenticate(nc); err != nil {
 		return fmt.Errorf("server: link to %s (%s): %w", l.shard, l.addr, err)
 	}
+	l.rd.SetLimit(protocol.MaxLinkFrame)
 	l.mu.Lock()
 	l.up = true
 	l.mu.Unlock()
@@ -122,7 +125,7 @@ func (l *link) authenticate(nc net.Conn) error {
 	if _, err := nc.Write(protocol.AppendLinkFrame(nil, &protocol.Envelope{Kind: protocol.LinkHello, Ext: hello})); err != nil {
 		return err
 	}
-	e, err := readEnvelope(nc)
+	e, err := l.rd.NextEnvelope()
 	if err != nil {
 		return err
 	}
@@ -140,24 +143,6 @@ func (l *link) authenticate(nc net.Conn) error {
 // address, unique even for several gateways on one host (shards send a
 // Publish once per gateway name).
 func (g *Gateway) linkName() string { return g.cfg.Node + "@" + g.Addr().String() }
-
-// readEnvelope reads one link frame from a blocking connection (used only
-// during authentication).
-func readEnvelope(r io.Reader) (protocol.Envelope, error) {
-	var hdr [protocol.LengthSize]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return protocol.Envelope{}, err
-	}
-	n := int(hdr[0])<<24 | int(hdr[1])<<16 | int(hdr[2])<<8 | int(hdr[3])
-	if n > 64<<10 {
-		return protocol.Envelope{}, protocol.ErrLinkTooLarge
-	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return protocol.Envelope{}, err
-	}
-	return protocol.DecodeEnvelope(b)
-}
 
 // send queues one envelope. It fails when the link is down, the shard's
 // circuit is open, or the queue is over MaxLinkQueue (which opens the
@@ -224,36 +209,30 @@ func (l *link) writeLoop() {
 	}
 }
 
+// Read reads from the shard for the frame reader, counting the bytes.
+func (l *link) Read(p []byte) (int, error) {
+	n, err := l.nc.Read(p)
+	l.m.recvBytes.Add(n)
+	return n, err
+}
+
+// readLoop dispatches envelopes until the link fails. The devices written
+// to are flushed, and the envelopes counted, once per read: when no whole
+// envelope is left buffered.
 func (l *link) readLoop() error {
-	buf := make([]byte, 0, 64<<10)
+	count := 0
 	for {
-		if len(buf) == cap(buf) {
-			nb := make([]byte, len(buf), 2*cap(buf))
-			copy(nb, buf)
-			buf = nb
-		}
-		n, err := l.nc.Read(buf[len(buf):cap(buf)])
+		e, err := l.rd.NextEnvelope()
 		if err != nil {
 			return err
 		}
-		buf = buf[:len(buf)+n]
-		l.m.recvBytes.Add(n)
-		off, count := 0, 0
-		for {
-			e, used, err := protocol.DecodeLinkFrame(buf[off:])
-			if err == protocol.ErrIncomplete {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			l.dispatch(&e)
-			off += used
-			count++
+		l.dispatch(&e)
+		count++
+		if !l.rd.Buffered() {
+			l.m.recvEnvelopes.Add(count)
+			count = 0
+			l.flushDirty()
 		}
-		l.m.recvEnvelopes.Add(count)
-		l.flushDirty()
-		buf = buf[:copy(buf, buf[off:])]
 	}
 }
 
