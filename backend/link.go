@@ -2,6 +2,7 @@ package backend
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ type link struct {
 	conn   net.Conn
 	rd     *protocol.StreamReader // reads the link through Read
 	idle   time.Duration          // reader only: read deadline per read after authentication; 0 = none
+	read   atomic.Int64           // unix nanos of the last byte read: the writer pings when it is old
 	id     uint64                 // order of acceptance, for stable link choice per gateway
 	node   string                 // the gateway's name, from Hello; set under Server.mu
 	authed atomic.Bool
@@ -68,7 +70,11 @@ func (l *link) Read(p []byte) (int, error) {
 	if l.idle > 0 {
 		_ = l.conn.SetReadDeadline(time.Now().Add(l.idle))
 	}
-	return l.conn.Read(p)
+	n, err := l.conn.Read(p)
+	if n > 0 {
+		l.read.Store(time.Now().UnixNano())
+	}
+	return n, err
 }
 
 // send queues e. A droppable frame is refused (ErrLinkQueueFull) when the
@@ -158,19 +164,20 @@ func (l *link) shutdown() {
 	}
 }
 
-// writeLoop is the link's writer goroutine.
+// writeLoop is the link's writer goroutine. Its ticker is the link's
+// heartbeat: at each PingInterval tick, a link that has read nothing for
+// half an interval queues a Ping, which the gateway answers.
 func (l *link) writeLoop() {
 	cfg := &l.srv.cfg
 	tick := time.NewTicker(cfg.PingInterval)
 	defer tick.Stop()
 	var spare []byte
-	lastWrite := time.Now()
 	for {
 		select {
 		case <-l.done:
 			return
 		case now := <-tick.C:
-			if now.Sub(lastWrite) >= cfg.PingInterval {
+			if now.UnixNano()-l.read.Load() >= int64(cfg.PingInterval/2) {
 				l.send(&protocol.Envelope{Kind: protocol.LinkPing}, droppable)
 			}
 			continue
@@ -187,7 +194,6 @@ func (l *link) writeLoop() {
 				l.close(err)
 				return
 			}
-			lastWrite = time.Now()
 		}
 		spare = recycle(buf)
 		if closing && l.queued() == 0 {
@@ -217,7 +223,8 @@ func recycle(b []byte) []byte {
 // readLoop is the link's reader goroutine after authentication.
 func (l *link) readLoop() {
 	srv := l.srv
-	l.idle = 3 * srv.cfg.PingInterval
+	l.idle = srv.cfg.LinkTimeout
+	l.read.Store(time.Now().UnixNano())
 	l.rd.SetLimit(protocol.MaxLinkFrame)
 	for {
 		e, err := l.rd.NextEnvelope()
@@ -230,7 +237,7 @@ func (l *link) readLoop() {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				srv.stats.linksIdle.Add(1)
-				err = errLinkIdle
+				err = fmt.Errorf("%w: nothing read for %v", errLinkIdle, l.idle)
 			}
 			l.close(err)
 			return

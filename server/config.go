@@ -13,21 +13,23 @@ import (
 const (
 	DefaultListen           = "127.0.0.1:7400"
 	DefaultAdminListen      = "127.0.0.1:7480"
-	DefaultHeartbeat        = 30 * time.Second // hb in WELCOME; idle close after 3×
-	DefaultHandshakeTimeout = 5 * time.Second  // first frame must be a HELLO within this
-	DefaultMaxConns         = 1 << 20          // device connections per gateway
-	DefaultRate             = 2000             // frames/s a device may send, sustained
-	DefaultRateBurst        = 4000             // frames a device may send at once
-	DefaultRateExcessClose  = 3 * time.Second  // a device over its rate this long is closed
-	DefaultAcceptRate       = 50000            // new connections/s, whole gateway
-	DefaultAcceptBurst      = 5000             // new connections at once, whole gateway
-	DefaultMaxOutbound      = 256 << 10        // bytes queued for a device beyond its socket buffer
-	DefaultMaxOutbox        = 1 << 20          // bytes of unacknowledged reliable downstream DATA per session
-	DefaultResumeWindow     = 5 * time.Minute  // a detached session waits this long for a resume
-	DefaultResumeTokenTTL   = 24 * time.Hour   // lifetime of a resume token
-	DefaultDrainTimeout     = 15 * time.Second // Close without a context deadline drains this long
-	DefaultGoAwayRetry      = 2 * time.Second  // retry_ms in GOAWAY: how long a device is still served
-	minClusterKey           = 16               // shortest resume-token key accepted
+	DefaultHeartbeat        = 30 * time.Second       // hb in WELCOME; idle close after 3×
+	DefaultHandshakeTimeout = 5 * time.Second        // first frame must be a HELLO within this
+	DefaultMaxConns         = 1 << 20                // device connections per gateway
+	DefaultRate             = 2000                   // frames/s a device may send, sustained
+	DefaultRateBurst        = 4000                   // frames a device may send at once
+	DefaultRateExcessClose  = 3 * time.Second        // a device over its rate this long is closed
+	DefaultAcceptRate       = 50000                  // new connections/s, whole gateway
+	DefaultAcceptBurst      = 5000                   // new connections at once, whole gateway
+	DefaultMaxOutbound      = 256 << 10              // bytes queued for a device beyond its socket buffer
+	DefaultMaxOutbox        = 1 << 20                // bytes of unacknowledged reliable downstream DATA per session
+	DefaultResumeWindow     = 5 * time.Minute        // a detached session waits this long for a resume
+	DefaultResumeTokenTTL   = 24 * time.Hour         // lifetime of a resume token
+	DefaultDrainTimeout     = 15 * time.Second       // Close without a context deadline drains this long
+	DefaultGoAwayRetry      = 2 * time.Second        // retry_ms in GOAWAY: how long a device is still served
+	DefaultLinkHeartbeat    = 250 * time.Millisecond // a link to a shard that read nothing this long sends a Ping
+	DefaultLinkTimeout      = time.Second            // a link to a shard that read nothing this long is closed
+	minClusterKey           = 16                     // shortest resume-token key accepted
 )
 
 // Config configures a Gateway. The zero value is a working single gateway
@@ -101,6 +103,18 @@ type Config struct {
 	// LinkKeys authenticate the links to backend shards: the first signs,
 	// any verifies. Required with Backends.
 	LinkKeys [][]byte
+	// LinkHeartbeat: every LinkHeartbeat, a link to a shard that has read
+	// nothing for half of it sends a Ping; the shard answers Pong
+	// (docs/links.md, "Liveness"), so a live shard is heard from about
+	// every LinkHeartbeat. Default DefaultLinkHeartbeat.
+	LinkHeartbeat time.Duration
+	// LinkTimeout: a link that has read nothing for this long (no data, no
+	// Pong, no Ping) is closed as dead, counted
+	// (switchyard_link_timeouts_total) and redialed with the usual backoff
+	// when a session needs it: a stopped or vanished shard is noticed
+	// within LinkTimeout. At least 2 × LinkHeartbeat. Default
+	// DefaultLinkTimeout.
+	LinkTimeout time.Duration
 	// LinksPerShard is how many links the gateway keeps to each shard;
 	// sessions are spread over them by session id. Default
 	// DefaultLinksPerShard.
@@ -129,6 +143,8 @@ func (cfg Config) provision() Config {
 	def(&cfg.ResumeTokenTTL, DefaultResumeTokenTTL)
 	def(&cfg.DrainTimeout, DefaultDrainTimeout)
 	def(&cfg.GoAwayRetry, DefaultGoAwayRetry)
+	def(&cfg.LinkHeartbeat, DefaultLinkHeartbeat)
+	def(&cfg.LinkTimeout, DefaultLinkTimeout)
 	ints := []struct {
 		v *int
 		d int
@@ -176,6 +192,9 @@ func (cfg *Config) Validate() error {
 		if len(s) == 0 {
 			errs = append(errs, fmt.Errorf("auth secret %d is empty", i))
 		}
+	}
+	if cfg.LinkHeartbeat < 0 || cfg.LinkTimeout < 2*cfg.LinkHeartbeat {
+		errs = append(errs, fmt.Errorf("link timeout %v: want at least twice the link heartbeat %v", cfg.LinkTimeout, cfg.LinkHeartbeat))
 	}
 	if (cfg.Backends != nil || cfg.Cluster != nil) && len(cfg.LinkKeys) == 0 {
 		errs = append(errs, errors.New("backends need link keys"))

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,14 +16,16 @@ var fakeShardKey = []byte("server-test-link-key-0123456789ab")
 // fakeShard is a backend shard's link side, written from the protocol
 // alone (server tests do not import backend): it authenticates the
 // gateway's links and hands every session envelope to the test. With
-// silent it authenticates and then never writes again, like a stopped
-// process whose kernel still holds the socket.
+// silent it authenticates and then never writes again (it does not answer
+// Pings), like a stopped process whose kernel still holds the socket.
 type fakeShard struct {
 	t      *testing.T
 	name   string
 	ln     net.Listener
 	silent bool
 	envs   chan fakeEnv // session envelopes (not Up), buffered
+
+	pings atomic.Int64 // Pings received from the gateway
 
 	mu    sync.Mutex
 	links []*fakeLink
@@ -106,6 +109,7 @@ func (s *fakeShard) serve(l *fakeLink) {
 		}
 		switch e.Kind {
 		case protocol.LinkPing:
+			s.pings.Add(1)
 			if !s.silent {
 				l.send(&protocol.Envelope{Kind: protocol.LinkPong})
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
@@ -32,6 +33,7 @@ var (
 	ErrLinkClosed  = errors.New("server: link closed")
 	errLinkFull    = errors.New("server: link queue full")
 	errCircuitOpen = errors.New("server: shard circuit open")
+	errLinkTimeout = errors.New("server: shard silent (link heartbeat timeout)")
 )
 
 type link struct {
@@ -40,6 +42,9 @@ type link struct {
 	addr  string
 	nc    net.Conn
 	rd    *protocol.StreamReader // reads nc through Read; reader goroutine only
+
+	timeout  time.Duration // reader goroutine: read deadline once authenticated (LinkTimeout)
+	lastRead atomic.Int64  // unix nanos of the last byte read: the writer pings when it is old
 
 	mu     sync.Mutex
 	out    []byte // envelopes waiting for the writer
@@ -84,6 +89,7 @@ func (l *link) run(ctx context.Context) {
 }
 
 func (l *link) connect(ctx context.Context) error {
+	g := l.r.g
 	ctx, cancel := context.WithTimeout(ctx, linkDialTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -108,10 +114,12 @@ func (l *link) connect(ctx context.Context) error {
 		return fmt.Errorf("server: link to %s (%s): %w", l.shard, l.addr, err)
 	}
 	l.rd.SetLimit(protocol.MaxLinkFrame)
+	l.timeout = g.cfg.LinkTimeout
+	l.lastRead.Store(time.Now().UnixNano())
 	l.mu.Lock()
 	l.up = true
 	l.mu.Unlock()
-	l.r.g.metrics.links.Add(1)
+	g.metrics.links.Add(1)
 	l.r.linkUp(l)
 	return nc.SetDeadline(time.Time{})
 }
@@ -163,6 +171,24 @@ func (l *link) send(e *protocol.Envelope) error {
 		l.m.dropped.Inc()
 		return errLinkFull
 	}
+	l.appendUnlock(e)
+	return nil
+}
+
+// control queues a link-level envelope (Ping, Pong) past the circuit and
+// the queue bound: liveness must not depend on congestion.
+func (l *link) control(k protocol.LinkKind) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.appendUnlock(&protocol.Envelope{Kind: k})
+}
+
+// appendUnlock queues e, releases l.mu (held by the caller) and wakes the
+// writer when the queue was empty.
+func (l *link) appendUnlock(e *protocol.Envelope) {
 	first := len(l.out) == 0
 	l.out = protocol.AppendLinkFrame(l.out, e)
 	l.queued++
@@ -173,14 +199,25 @@ func (l *link) send(e *protocol.Envelope) error {
 		default:
 		}
 	}
-	return nil
 }
 
+// writeLoop is the link's writer goroutine. Its ticker is the link's
+// heartbeat: at each LinkHeartbeat tick, a link that has read nothing for
+// half a heartbeat queues a Ping, which the shard answers; so a live
+// shard is heard from about every LinkHeartbeat, well within LinkTimeout.
 func (l *link) writeLoop() {
+	hb := l.r.g.cfg.LinkHeartbeat
+	tick := time.NewTicker(hb)
+	defer tick.Stop()
 	for {
 		select {
 		case <-l.done:
 			return
+		case now := <-tick.C:
+			if now.UnixNano()-l.lastRead.Load() >= int64(hb/2) {
+				l.control(protocol.LinkPing)
+			}
+			continue
 		case <-l.wake:
 		}
 		l.mu.Lock()
@@ -210,9 +247,17 @@ func (l *link) writeLoop() {
 }
 
 // Read reads from the shard for the frame reader, counting the bytes.
+// Once the link is authenticated every read has a deadline: a shard that
+// sends nothing, not even a Pong, for LinkTimeout is dead (readLoop).
 func (l *link) Read(p []byte) (int, error) {
+	if l.timeout > 0 {
+		_ = l.nc.SetReadDeadline(time.Now().Add(l.timeout))
+	}
 	n, err := l.nc.Read(p)
-	l.m.recvBytes.Add(n)
+	if n > 0 {
+		l.lastRead.Store(time.Now().UnixNano())
+		l.m.recvBytes.Add(n)
+	}
 	return n, err
 }
 
@@ -224,7 +269,7 @@ func (l *link) readLoop() error {
 	for {
 		e, err := l.rd.NextEnvelope()
 		if err != nil {
-			return err
+			return l.readErr(err)
 		}
 		l.dispatch(&e)
 		count++
@@ -236,11 +281,21 @@ func (l *link) readLoop() error {
 	}
 }
 
+// readErr counts a read deadline that expired as a heartbeat timeout.
+func (l *link) readErr(err error) error {
+	var ne net.Error
+	if l.timeout > 0 && errors.As(err, &ne) && ne.Timeout() {
+		l.m.timeouts.Inc()
+		return fmt.Errorf("%w: nothing read for %v", errLinkTimeout, l.timeout)
+	}
+	return err
+}
+
 // dispatch acts on one envelope from the shard.
 func (l *link) dispatch(e *protocol.Envelope) {
 	switch e.Kind {
 	case protocol.LinkPing:
-		_ = l.send(&protocol.Envelope{Kind: protocol.LinkPong})
+		l.control(protocol.LinkPong)
 		return
 	case protocol.LinkPong:
 		return

@@ -152,6 +152,7 @@ type linkMetrics struct {
 	sentBytes, recvBytes         *metrics.Counter
 	dropped, failures            *metrics.Counter
 	gone                         *metrics.Counter // links closed because gossip reported the shard gone
+	timeouts                     *metrics.Counter // links closed because the shard was silent for LinkTimeout
 }
 
 func (m *gatewayMetrics) link(shard string) *linkMetrics {
@@ -165,5 +166,6 @@ func (m *gatewayMetrics) link(shard string) *linkMetrics {
 		dropped:       c("switchyard_link_dropped_envelopes_total"),
 		failures:      c("switchyard_link_failures_total"),
 		gone:          c("switchyard_link_shard_gone_total"),
+		timeouts:      c("switchyard_link_timeouts_total"),
 	}
 }
