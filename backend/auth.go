@@ -68,7 +68,7 @@ func (l *link) authenticate() (string, error) {
 
 // readControl reads the next envelope, which must be of kind k.
 func (l *link) readControl(k protocol.LinkKind) (protocol.LinkExt, error) {
-	e, err := l.rd.next()
+	e, err := l.rd.NextEnvelope()
 	if err != nil {
 		return protocol.LinkExt{}, fmt.Errorf("%w: %w", errAuth, err)
 	}

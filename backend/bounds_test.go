@@ -145,11 +145,31 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-func TestIdleLinkClosed(t *testing.T) {
-	srv := start(t, "a", &recorder{}, func(c *backend.Config) { c.PingInterval = 10 * time.Millisecond })
+// TestLinkHeartbeatSilentGateway: with the default heartbeat settings, a
+// gateway that authenticates and then sends nothing, not even a Pong
+// (stopped, or its host gone quiet), loses its link within about
+// DefaultLinkTimeout, counted as idle.
+func TestLinkHeartbeatSilentGateway(t *testing.T) {
+	srv := start(t, "a", &recorder{}, func(c *backend.Config) { c.LinkTimeout = 0 })
 	g := backendtest.Dial(t, srv.Addr(), key, "gw")
-	_ = g // never answers the Pings
-	waitFor(t, "idle close", func() bool { return srv.Stats().LinksIdle == 1 && srv.Stats().Links == 0 })
+	openSession(t, g, backendtest.SID(1), "dev-1", 0, backendtest.OpenOpts{})
+	silent := time.Now()
+	// From here g never reads, so never answers the shard's Pings.
+	waitForWithin(t, 20*time.Second, "idle close", func() bool { return srv.Stats().LinksIdle == 1 && srv.Stats().Links == 0 })
+	if took := time.Since(silent); took > 10*time.Second { // loose: a loaded box
+		t.Fatalf("silent gateway detected after %v", took)
+	}
+}
+
+// TestLinkHeartbeatHealthyIdleLink: an idle link whose gateway answers the
+// Pings stays up through many ping intervals and timeouts.
+func TestLinkHeartbeatHealthyIdleLink(t *testing.T) {
+	srv := start(t, "a", &recorder{}, func(c *backend.Config) { c.LinkTimeout = 0 })
+	g := backendtest.Dial(t, srv.Addr(), key, "gw")
+	g.Quiet(3 * backend.DefaultLinkTimeout) // 12 ping intervals: only Pings arrive, each answered
+	if st := srv.Stats(); st.LinksIdle != 0 || st.Links != 1 {
+		t.Fatalf("healthy idle link dropped: %+v", st)
+	}
 }
 
 func TestCloseEndsSessions(t *testing.T) {

@@ -12,20 +12,21 @@ import (
 
 // Defaults. Every Config field left at its zero value takes one of these.
 const (
-	DefaultLink         = "127.0.0.1:7600" // link listener, announced to the gateways
-	DefaultResumeWindow = 5 * time.Minute  // a detached session waits this long for a resume
-	DefaultMaxOutbox    = 1 << 20          // unacknowledged reliable downstream bytes per session
-	DefaultMaxLinkQueue = 8 << 20          // bytes waiting for one link's writer
-	DefaultMaxMailbox   = 1024             // handler events waiting per session
-	DefaultWorkers      = 32               // goroutines running handler calls
-	DefaultMaxLinks     = 256              // concurrent gateway links, authenticated or not
-	DefaultAuthTimeout  = 5 * time.Second  // a new link must finish the 3 steps within this
-	DefaultPingInterval = 5 * time.Second  // an idle link gets a Ping this often
-	DefaultWriteTimeout = 10 * time.Second // one batched write may take this long
-	minKeyLen           = 16               // shortest cluster key accepted
-	maxWorkers          = 4096             // more handler goroutines than this is a mistake
-	minResumeWindow     = time.Millisecond // below this a session could expire before its Close
-	minPingInterval     = time.Millisecond // tests use a few ms; production seconds
+	DefaultLink         = "127.0.0.1:7600"       // link listener, announced to the gateways
+	DefaultResumeWindow = 5 * time.Minute        // a detached session waits this long for a resume
+	DefaultMaxOutbox    = 1 << 20                // unacknowledged reliable downstream bytes per session
+	DefaultMaxLinkQueue = 8 << 20                // bytes waiting for one link's writer
+	DefaultMaxMailbox   = 1024                   // handler events waiting per session
+	DefaultWorkers      = 32                     // goroutines running handler calls
+	DefaultMaxLinks     = 256                    // concurrent gateway links, authenticated or not
+	DefaultAuthTimeout  = 5 * time.Second        // a new link must finish the 3 steps within this
+	DefaultPingInterval = 250 * time.Millisecond // a link that read nothing lately sends a Ping this often
+	DefaultLinkTimeout  = time.Second            // a link that read nothing this long is closed
+	DefaultWriteTimeout = 10 * time.Second       // one batched write may take this long
+	minKeyLen           = 16                     // shortest cluster key accepted
+	maxWorkers          = 4096                   // more handler goroutines than this is a mistake
+	minResumeWindow     = time.Millisecond       // below this a session could expire before its Close
+	minPingInterval     = time.Millisecond       // tests use a few ms; production seconds
 )
 
 // Config configures a Server. The zero value of every field but Shard,
@@ -73,10 +74,16 @@ type Config struct {
 	MaxLinks int
 	// AuthTimeout bounds the link authentication. Default DefaultAuthTimeout.
 	AuthTimeout time.Duration
-	// PingInterval: a link with nothing written for this long gets a Ping;
-	// a link with nothing read for 3× this long is closed. Default
-	// DefaultPingInterval.
+	// PingInterval: every PingInterval, a link that has read nothing for
+	// half of it sends a Ping; the gateway answers Pong (docs/links.md,
+	// "Liveness"). Default DefaultPingInterval.
 	PingInterval time.Duration
+	// LinkTimeout: a link that has read nothing for this long (no data, no
+	// Ping, no Pong) is closed as dead and counted (Stats.LinksIdle): a
+	// stopped or vanished gateway is noticed within LinkTimeout and its
+	// sessions detach (they wait ResumeWindow for the device). At least
+	// 2 × PingInterval. Default DefaultLinkTimeout.
+	LinkTimeout time.Duration
 	// WriteTimeout bounds one batched link write; a link that cannot take
 	// a batch in time is closed. Default DefaultWriteTimeout.
 	WriteTimeout time.Duration
@@ -114,6 +121,7 @@ func (cfg Config) provision() Config {
 	dur(&cfg.ResumeWindow, DefaultResumeWindow)
 	dur(&cfg.AuthTimeout, DefaultAuthTimeout)
 	dur(&cfg.PingInterval, DefaultPingInterval)
+	dur(&cfg.LinkTimeout, DefaultLinkTimeout)
 	dur(&cfg.WriteTimeout, DefaultWriteTimeout)
 	num(&cfg.MaxOutbox, DefaultMaxOutbox)
 	num(&cfg.MaxLinkQueue, DefaultMaxLinkQueue)
@@ -148,6 +156,9 @@ func (cfg *Config) Validate() error {
 	if c.ResumeWindow < minResumeWindow || c.PingInterval < minPingInterval ||
 		c.AuthTimeout < 0 || c.WriteTimeout < 0 {
 		errs = append(errs, errors.New("resume window, ping interval, auth and write timeouts must be positive"))
+	}
+	if c.LinkTimeout < 2*c.PingInterval {
+		errs = append(errs, fmt.Errorf("link timeout %v: want at least twice the ping interval %v", c.LinkTimeout, c.PingInterval))
 	}
 	if c.MaxOutbox < 1 || c.MaxMailbox < 1 || c.MaxLinks < 1 {
 		errs = append(errs, errors.New("max outbox, max mailbox and max links must be positive"))

@@ -1,15 +1,14 @@
 package backend
 
 import (
-	"bytes"
-	"errors"
 	"testing"
 
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
 // seedStream returns real link input: a Hello, an Open with the SDK's
-// ext keys, and the hot kinds.
+// ext keys, and the hot kinds. (The link's frame reader is
+// protocol.StreamReader, fuzzed there as FuzzStreamReader.)
 func seedStream(tb testing.TB) []byte {
 	x := linkExt{LinkExt: protocol.LinkExt{Device: "dev", Reason: "migrated", State: []byte("s"), LastUp: 3, DownSeq: 5,
 		Tags: map[string]string{"ver": "1"}}, Outbox: []outFrame{{Seq: 4, Payload: []byte("a")}, {Seq: 5}}, Topics: []string{"t"}}
@@ -20,32 +19,6 @@ func seedStream(tb testing.TB) []byte {
 	b = protocol.AppendLinkFrame(b, &protocol.Envelope{Kind: protocol.LinkUp, Epoch: 2, Seq: 1, Flags: protocol.FlagAckRequested, Payload: []byte("hi")})
 	b = protocol.AppendLinkFrame(b, &protocol.Envelope{Kind: protocol.LinkDownAck, Epoch: 2, Seq: 5})
 	return b
-}
-
-// FuzzFrameReader feeds arbitrary bytes to the link's frame splitter,
-// in small reads: it must never panic, never loop, and every envelope it
-// returns must re-encode to a frame that decodes the same.
-func FuzzFrameReader(f *testing.F) {
-	f.Add(seedStream(f), uint8(7))
-	f.Add([]byte{0, 0, 0, 3, 0x93, 1, 2}, uint8(1))
-	f.Add([]byte{0x7f, 0xff, 0xff, 0xff}, uint8(3))
-	f.Fuzz(func(t *testing.T, in []byte, chunk uint8) {
-		fr := frameReader{r: &chunkReader{b: in, n: int(chunk%32) + 1}}
-		for range len(in) + 1 {
-			e, err := fr.next()
-			if errors.Is(err, protocol.ErrLinkMalformed) || errors.Is(err, protocol.ErrLinkVersion) {
-				continue
-			}
-			if err != nil {
-				return
-			}
-			got, _, err := protocol.DecodeLinkFrame(protocol.AppendLinkFrame(nil, &e))
-			if err != nil || got.Kind != e.Kind || got.Seq != e.Seq || !bytes.Equal(got.Payload, e.Payload) {
-				t.Fatalf("re-encode: %v %+v %+v", err, got, e)
-			}
-		}
-		t.Fatal("frame reader did not end")
-	})
 }
 
 // FuzzDecodeExt: the SDK's ext decoder (outbox and topics on top of
@@ -73,20 +46,3 @@ func FuzzDecodeExt(f *testing.F) {
 		}
 	})
 }
-
-// chunkReader returns at most n bytes per Read.
-type chunkReader struct {
-	b []byte
-	n int
-}
-
-func (c *chunkReader) Read(p []byte) (int, error) {
-	if len(c.b) == 0 {
-		return 0, errEOF
-	}
-	k := copy(p[:min(len(p), c.n)], c.b)
-	c.b = c.b[k:]
-	return k, nil
-}
-
-var errEOF = errors.New("eof")

@@ -143,7 +143,10 @@ func (r *recorder) count(prefix string) int {
 // Close runs at the end of the test.
 func start(t *testing.T, shard string, h backend.Handler, mut func(*backend.Config)) *backend.Server {
 	t.Helper()
-	cfg := backend.Config{Shard: shard, Link: "127.0.0.1:0", ClusterKeys: [][]byte{key}, Handler: h}
+	// A backendtest gateway answers Pings only while the test reads it:
+	// a generous LinkTimeout keeps a test that pauses from losing its link
+	// (the heartbeat tests set their own).
+	cfg := backend.Config{Shard: shard, Link: "127.0.0.1:0", ClusterKeys: [][]byte{key}, Handler: h, LinkTimeout: time.Minute}
 	if mut != nil {
 		mut(&cfg)
 	}
@@ -167,7 +170,13 @@ func start(t *testing.T, shard string, h backend.Handler, mut func(*backend.Conf
 // waitFor polls cond until it holds or 5 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	waitForWithin(t, 5*time.Second, what, cond)
+}
+
+// waitForWithin polls cond until it holds or d passes.
+func waitForWithin(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -2,7 +2,7 @@ package backend
 
 import (
 	"errors"
-	"io"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -22,9 +22,11 @@ import (
 type link struct {
 	srv    *Server
 	conn   net.Conn
-	rd     frameReader
-	id     uint64 // order of acceptance, for stable link choice per gateway
-	node   string // the gateway's name, from Hello; set under Server.mu
+	rd     *protocol.StreamReader // reads the link through Read
+	idle   time.Duration          // reader only: read deadline per read after authentication; 0 = none
+	read   atomic.Int64           // unix nanos of the last byte read: the writer pings when it is old
+	id     uint64                 // order of acceptance, for stable link choice per gateway
+	node   string                 // the gateway's name, from Hello; set under Server.mu
 	authed atomic.Bool
 
 	mu      sync.Mutex
@@ -56,8 +58,23 @@ var (
 func newLink(srv *Server, conn net.Conn, id uint64) *link {
 	l := &link{srv: srv, conn: conn, id: id, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	l.room.L = &l.mu
-	l.rd.r = conn
+	l.rd = protocol.NewLinkReader(l)
+	l.rd.SetLimit(protocol.LinkAuthMaxFrame) // raised once authenticated
 	return l
+}
+
+// Read reads from the connection for the frame reader, arming the read
+// deadline first once the link is authenticated: a link silent for that
+// long (no data, no Ping, no Pong) is dead.
+func (l *link) Read(p []byte) (int, error) {
+	if l.idle > 0 {
+		_ = l.conn.SetReadDeadline(time.Now().Add(l.idle))
+	}
+	n, err := l.conn.Read(p)
+	if n > 0 {
+		l.read.Store(time.Now().UnixNano())
+	}
+	return n, err
 }
 
 // send queues e. A droppable frame is refused (ErrLinkQueueFull) when the
@@ -147,19 +164,20 @@ func (l *link) shutdown() {
 	}
 }
 
-// writeLoop is the link's writer goroutine.
+// writeLoop is the link's writer goroutine. Its ticker is the link's
+// heartbeat: at each PingInterval tick, a link that has read nothing for
+// half an interval queues a Ping, which the gateway answers.
 func (l *link) writeLoop() {
 	cfg := &l.srv.cfg
 	tick := time.NewTicker(cfg.PingInterval)
 	defer tick.Stop()
 	var spare []byte
-	lastWrite := time.Now()
 	for {
 		select {
 		case <-l.done:
 			return
 		case now := <-tick.C:
-			if now.Sub(lastWrite) >= cfg.PingInterval {
+			if now.UnixNano()-l.read.Load() >= int64(cfg.PingInterval/2) {
 				l.send(&protocol.Envelope{Kind: protocol.LinkPing}, droppable)
 			}
 			continue
@@ -176,7 +194,6 @@ func (l *link) writeLoop() {
 				l.close(err)
 				return
 			}
-			lastWrite = time.Now()
 		}
 		spare = recycle(buf)
 		if closing && l.queued() == 0 {
@@ -206,10 +223,11 @@ func recycle(b []byte) []byte {
 // readLoop is the link's reader goroutine after authentication.
 func (l *link) readLoop() {
 	srv := l.srv
-	idle := 3 * srv.cfg.PingInterval
-	l.rd.r = deadlineReader{l.conn, idle}
+	l.idle = srv.cfg.LinkTimeout
+	l.read.Store(time.Now().UnixNano())
+	l.rd.SetLimit(protocol.MaxLinkFrame)
 	for {
-		e, err := l.rd.next()
+		e, err := l.rd.NextEnvelope()
 		switch {
 		case err == nil:
 			srv.dispatch(l, &e)
@@ -219,85 +237,10 @@ func (l *link) readLoop() {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				srv.stats.linksIdle.Add(1)
-				err = errLinkIdle
+				err = fmt.Errorf("%w: nothing read for %v", errLinkIdle, l.idle)
 			}
 			l.close(err)
 			return
 		}
 	}
-}
-
-// deadlineReader arms the read deadline before every read: a link silent
-// for that long (no data, no Ping, no Pong) is dead.
-type deadlineReader struct {
-	conn    net.Conn
-	timeout time.Duration
-}
-
-func (d deadlineReader) Read(p []byte) (int, error) {
-	d.conn.SetReadDeadline(time.Now().Add(d.timeout))
-	return d.conn.Read(p)
-}
-
-// frameReader splits a byte stream into link frames. The envelope that
-// next returns aliases the buffer until the following call.
-type frameReader struct {
-	r          io.Reader
-	buf        []byte
-	start, end int
-}
-
-// Buffer sizes of the frame reader: what it starts with and keeps, and
-// what it grows to for one large frame (then gives back).
-const (
-	readBuffer     = 64 << 10
-	keepReadBuffer = 1 << 20
-)
-
-// next returns the next envelope. protocol.ErrLinkMalformed and
-// ErrLinkVersion skip one frame and may be followed by more calls; any
-// other error ends the stream.
-func (f *frameReader) next() (protocol.Envelope, error) {
-	for {
-		if f.end > f.start {
-			e, n, err := protocol.DecodeLinkFrame(f.buf[f.start:f.end])
-			if !errors.Is(err, protocol.ErrIncomplete) {
-				f.start += n
-				return e, err
-			}
-		}
-		if err := f.fill(); err != nil {
-			return protocol.Envelope{}, err
-		}
-	}
-}
-
-// fill reads more bytes, making room for the frame at start.
-func (f *frameReader) fill() error {
-	if f.start == f.end && cap(f.buf) > keepReadBuffer {
-		f.buf = nil
-	}
-	if f.start > 0 {
-		f.end = copy(f.buf, f.buf[f.start:f.end])
-		f.start = 0
-	}
-	need := readBuffer
-	if f.end >= protocol.LengthSize {
-		n := int(uint32(f.buf[0])<<24 | uint32(f.buf[1])<<16 | uint32(f.buf[2])<<8 | uint32(f.buf[3]))
-		need = max(need, protocol.LengthSize+n)
-	}
-	if need > len(f.buf) {
-		nb := make([]byte, need)
-		copy(nb, f.buf[:f.end])
-		f.buf = nb
-	}
-	n, err := f.r.Read(f.buf[f.end:])
-	f.end += n
-	if n > 0 {
-		return nil
-	}
-	if err == nil {
-		err = io.ErrNoProgress
-	}
-	return err
 }

@@ -2,10 +2,7 @@ package client
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -19,7 +16,7 @@ import (
 type conn struct {
 	nc   net.Conn
 	addr string
-	fr   frameReader
+	fr   *protocol.StreamReader // reads cn (Read), so every byte read is timed
 
 	lastRecv   atomic.Int64               // unix nanos of the last byte read
 	lastSent   atomic.Int64               // unix nanos of the last write
@@ -41,7 +38,7 @@ type goawayPlan struct {
 
 func newConn(nc net.Conn, addr string, maxPayload int) *conn {
 	cn := &conn{nc: nc, addr: addr, closed: make(chan struct{}), done: make(chan struct{})}
-	cn.fr = frameReader{r: cn, max: maxPayload}
+	cn.fr = protocol.NewFrameReader(cn, maxPayload)
 	now := time.Now().UnixNano()
 	cn.lastRecv.Store(now)
 	cn.lastSent.Store(now)
@@ -84,72 +81,6 @@ func (cn *conn) write(b []byte, timeout time.Duration) error {
 	return nil
 }
 
-// frameReader decodes frames from a byte stream into a reused buffer.
-type frameReader struct {
-	r          io.Reader
-	buf        []byte
-	start, end int // buf[start:end] holds bytes read but not yet decoded
-	max        int // largest payload accepted
-}
-
-// next returns the next frame. Its payload aliases the buffer and is valid
-// until the following call. Frames of unknown types are skipped (a newer
-// gateway may send extensions); other malformed frames are errors.
-func (fr *frameReader) next() (protocol.Frame, error) {
-	for {
-		f, n, err := protocol.Decode(fr.buf[fr.start:fr.end], fr.max)
-		switch {
-		case err == nil:
-			fr.start += n
-			return f, nil
-		case errors.Is(err, protocol.ErrUnknownType) && fr.buffered() >= fr.need():
-			fr.start += fr.need()
-			continue
-		case err != protocol.ErrIncomplete && !errors.Is(err, protocol.ErrUnknownType):
-			return protocol.Frame{}, err
-		}
-		if err := fr.fill(); err != nil {
-			return protocol.Frame{}, err
-		}
-	}
-}
-
-func (fr *frameReader) buffered() int { return fr.end - fr.start }
-
-// need is the size of the frame at the head of the buffer, or the size of
-// its length field while that is incomplete.
-func (fr *frameReader) need() int {
-	if fr.buffered() < protocol.LengthSize {
-		return protocol.LengthSize
-	}
-	return protocol.LengthSize + int(binary.BigEndian.Uint32(fr.buf[fr.start:]))
-}
-
-// fill makes room for the frame at the head and reads at least one byte.
-func (fr *frameReader) fill() error {
-	need := max(fr.need(), 4096)
-	if fr.start == fr.end {
-		fr.start, fr.end = 0, 0
-	}
-	if len(fr.buf)-fr.start < need {
-		nb := fr.buf
-		if len(nb) < need {
-			nb = make([]byte, need)
-		}
-		fr.end = copy(nb, fr.buf[fr.start:fr.end])
-		fr.start, fr.buf = 0, nb
-	}
-	n, err := fr.r.Read(fr.buf[fr.end:])
-	fr.end += n
-	if n > 0 {
-		return nil
-	}
-	if err == nil {
-		err = io.ErrNoProgress
-	}
-	return err
-}
-
 // handshake dials addr, sends HELLO and waits for WELCOME. A refusal is
 // returned as *Error.
 func (c *Client) handshake(ctx context.Context, addr string) (*conn, protocol.Welcome, error) {
@@ -185,7 +116,7 @@ func (c *Client) exchangeHello(cn *conn) (protocol.Welcome, error) {
 	if _, err := cn.nc.Write(protocol.AppendFrame(nil, protocol.TypeHello, 0, 0, p)); err != nil {
 		return w, err
 	}
-	f, err := cn.fr.next()
+	f, err := cn.fr.NextFrame()
 	if err != nil {
 		return w, err
 	}

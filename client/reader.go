@@ -15,7 +15,7 @@ func (c *Client) readLoop(cn *conn) {
 	defer c.wg.Done()
 	defer close(cn.done)
 	for {
-		f, err := cn.fr.next()
+		f, err := cn.fr.NextFrame()
 		if err != nil {
 			cn.close(fmt.Errorf("client: read from %s: %w", cn.addr, err))
 			return

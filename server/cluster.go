@@ -72,17 +72,21 @@ func (g *Gateway) joinCluster(ctx context.Context) error {
 }
 
 // watch rebuilds the ring on every membership event, on the one goroutine
-// that reads them.
+// that reads them, and drops the links of shards that are gone
+// (shardgone.go).
 func (gs *gossip) watch(ctx context.Context, g *Gateway) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case _, ok := <-gs.node.Events():
+		case ev, ok := <-gs.node.Events():
 			if !ok {
 				return
 			}
 			gs.update(g)
+			if ev.Kind == cluster.EventLeave {
+				gs.memberGone(g, ev.Member)
+			}
 		}
 	}
 }

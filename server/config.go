@@ -13,23 +13,26 @@ import (
 const (
 	DefaultListen           = "127.0.0.1:7400"
 	DefaultAdminListen      = "127.0.0.1:7480"
-	DefaultHeartbeat        = 30 * time.Second // hb in WELCOME; idle close after 3×
-	DefaultHandshakeTimeout = 5 * time.Second  // first frame must be a HELLO within this
-	DefaultMaxConns         = 1 << 20          // device connections per gateway
-	DefaultRate             = 2000             // frames/s a device may send, sustained
-	DefaultRateBurst        = 4000             // frames a device may send at once
-	DefaultRateExcessClose  = 3 * time.Second  // a device over its rate this long is closed
-	DefaultAcceptRate       = 50000            // new connections/s, whole gateway
-	DefaultAcceptBurst      = 5000             // new connections at once, whole gateway
-	DefaultMaxOutbound      = 256 << 10        // bytes queued for a device beyond its socket buffer
-	DefaultMaxOutbox        = 1 << 20          // bytes of unacknowledged reliable downstream DATA per session
-	DefaultResumeWindow     = 5 * time.Minute  // a detached session waits this long for a resume
-	DefaultResumeTokenTTL   = 24 * time.Hour   // lifetime of a resume token
-	DefaultDrainTimeout     = 15 * time.Second // Close without a context deadline drains this long
-	DefaultGoAwayRetry      = 2 * time.Second  // retry_ms in GOAWAY: how long a device is still served
-	DefaultMoveRate         = 10000            // sessions/s a gateway starts moving after a ring change: 10,000 in about 1 s
-	DefaultMoveBuffer       = 64 << 10         // bytes of upstream DATA held per session while it moves
-	DefaultMoveTimeout      = 5 * time.Second  // a move not finished by then fails (the device gets 503 and resumes)
+	DefaultHeartbeat        = 30 * time.Second       // hb in WELCOME; idle close after 3×
+	DefaultHandshakeTimeout = 5 * time.Second        // first frame must be a HELLO within this
+	DefaultMaxConns         = 1 << 20                // device connections per gateway
+	DefaultRate             = 2000                   // frames/s a device may send, sustained
+	DefaultRateBurst        = 4000                   // frames a device may send at once
+	DefaultRateExcessClose  = 3 * time.Second        // a device over its rate this long is closed
+	DefaultAcceptRate       = 50000                  // new connections/s, whole gateway
+	DefaultAcceptBurst      = 5000                   // new connections at once, whole gateway
+	DefaultMaxOutbound      = 256 << 10              // bytes queued for a device beyond its socket buffer
+	DefaultMaxOutbox        = 1 << 20                // bytes of unacknowledged reliable downstream DATA per session
+	DefaultResumeWindow     = 5 * time.Minute        // a detached session waits this long for a resume
+	DefaultResumeTokenTTL   = 24 * time.Hour         // lifetime of a resume token
+	DefaultDrainTimeout     = 15 * time.Second       // Close without a context deadline drains this long
+	DefaultGoAwayRetry      = 2 * time.Second        // retry_ms in GOAWAY: how long a device is still served
+	DefaultMoveRate         = 10000                  // sessions/s a gateway starts moving after a ring change: 10,000 in about 1 s
+	DefaultMoveBuffer       = 64 << 10               // bytes of upstream DATA held per session while it moves
+	DefaultMoveTimeout      = 5 * time.Second        // a move not finished by then fails (the device gets 503 and resumes)
+	DefaultLinkHeartbeat    = 250 * time.Millisecond // a link to a shard that read nothing this long sends a Ping
+	DefaultLinkTimeout      = time.Second            // a link to a shard that read nothing this long is closed
+	minClusterKey           = 16                     // shortest resume-token key accepted
 )
 
 // Config configures a Gateway. The zero value is a working single gateway
@@ -56,10 +59,13 @@ type Config struct {
 	// AuthSecrets enables token auth when not empty; any secret verifies
 	// (key rotation).
 	AuthSecrets [][]byte
-	// ClusterKey signs resume tokens so that any gateway holding it can
-	// verify them. Empty: a random key per process (resume works only on
-	// this process).
-	ClusterKey []byte
+	// ClusterKeys sign and verify resume tokens, so that any gateway holding
+	// them can verify a token without a lookup: the first key signs, any key
+	// verifies, so a key can rotate without turning resumes into takeovers
+	// (put the new key first and keep the old one until the tokens it
+	// signed have expired, ResumeTokenTTL). Empty: a random key per process
+	// (resume works only on this process).
+	ClusterKeys [][]byte
 	// Rate is the sustained frames/s one device may send; RateBurst how
 	// many at once. Frames beyond get 429 and are dropped. Rate < 0 disables.
 	Rate      float64
@@ -102,6 +108,18 @@ type Config struct {
 	// LinkKeys authenticate the links to backend shards: the first signs,
 	// any verifies. Required with Backends.
 	LinkKeys [][]byte
+	// LinkHeartbeat: every LinkHeartbeat, a link to a shard that has read
+	// nothing for half of it sends a Ping; the shard answers Pong
+	// (docs/links.md, "Liveness"), so a live shard is heard from about
+	// every LinkHeartbeat. Default DefaultLinkHeartbeat.
+	LinkHeartbeat time.Duration
+	// LinkTimeout: a link that has read nothing for this long (no data, no
+	// Pong, no Ping) is closed as dead, counted
+	// (switchyard_link_timeouts_total) and redialed with the usual backoff
+	// when a session needs it: a stopped or vanished shard is noticed
+	// within LinkTimeout. At least 2 × LinkHeartbeat. Default
+	// DefaultLinkTimeout.
+	LinkTimeout time.Duration
 	// LinksPerShard is how many links the gateway keeps to each shard;
 	// sessions are spread over them by session id. Default
 	// DefaultLinksPerShard.
@@ -144,6 +162,8 @@ func (cfg Config) provision() Config {
 	def(&cfg.DrainTimeout, DefaultDrainTimeout)
 	def(&cfg.GoAwayRetry, DefaultGoAwayRetry)
 	def(&cfg.MoveTimeout, DefaultMoveTimeout)
+	def(&cfg.LinkHeartbeat, DefaultLinkHeartbeat)
+	def(&cfg.LinkTimeout, DefaultLinkTimeout)
 	ints := []struct {
 		v *int
 		d int
@@ -196,6 +216,9 @@ func (cfg *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("auth secret %d is empty", i))
 		}
 	}
+	if cfg.LinkHeartbeat < 0 || cfg.LinkTimeout < 2*cfg.LinkHeartbeat {
+		errs = append(errs, fmt.Errorf("link timeout %v: want at least twice the link heartbeat %v", cfg.LinkTimeout, cfg.LinkHeartbeat))
+	}
 	if (cfg.Backends != nil || cfg.Cluster != nil) && len(cfg.LinkKeys) == 0 {
 		errs = append(errs, errors.New("backends need link keys"))
 	}
@@ -205,8 +228,10 @@ func (cfg *Config) Validate() error {
 	if cfg.MoveRate < 0 || cfg.MoveBuffer < 0 || cfg.MoveTimeout < 0 {
 		errs = append(errs, errors.New("move rate, move buffer and move timeout must not be negative"))
 	}
-	if len(cfg.ClusterKey) > 0 && len(cfg.ClusterKey) < 16 {
-		errs = append(errs, errors.New("cluster key: want at least 16 bytes"))
+	for i, k := range cfg.ClusterKeys {
+		if len(k) < minClusterKey {
+			errs = append(errs, fmt.Errorf("cluster key %d: want at least %d bytes", i, minClusterKey))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("server: config: %w", err)

@@ -36,6 +36,7 @@ type conn struct {
 	goaway   atomic.Bool     // GOAWAY sent; dl is the close deadline
 	opening  atomic.Bool     // HELLO passed, waiting for the backend to bind the session
 	ready    atomic.Bool     // handshake done
+	released atomic.Bool     // closed; the handler state is to be released (releaseIfIdle)
 	epoch    atomic.Uint64   // the session's binding epoch on its shard (remote backends)
 	moving   atomic.Bool     // the session is moving to another shard (move.go)
 
@@ -53,6 +54,7 @@ type conn struct {
 	rl          rateLimiter
 	ackPending  uint32 // highest upstream reliable seq accepted, to ACK at flush
 	ackSent     uint32
+	releaseDone bool // the close was handled (releaseIfIdle): nothing may be held again
 
 	// wmu
 	wmu       sync.Mutex
@@ -94,7 +96,8 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 }
 
 // onClosed is the netpoll close callback. It runs after the handler finished
-// and before netpoll closes the fd.
+// and before netpoll closes the fd, on the poller or on whichever goroutine
+// called nc.Close (possibly a link reader inside opened, holding pmu).
 func (c *conn) onClosed(netpoll.Connection) error {
 	c.wmu.Lock()
 	c.closed = true
@@ -112,13 +115,41 @@ func (c *conn) onClosed(netpoll.Connection) error {
 	}
 	g.metrics.disconnect(reason)
 	g.metrics.conns.Add(-1)
+	c.released.Store(true)
+	c.releaseIfIdle()
+	return nil
+}
+
+// releaseIfIdle ends the session binding and frees the handler's buffers
+// once the connection is closed, by whoever holds pmu when both are true.
+// The close callback cannot simply wait for pmu: a link reader replaying
+// held frames (opened) holds it, and may itself be the goroutine whose
+// nc.Close ran the callback. So the callback marks the connection
+// released and tries; every pmu holder other than the netpoll handler
+// (which never runs beside the callback) tries again after it unlocks
+// (unlockHandler). The first to get pmu with released set does it, once.
+func (c *conn) releaseIfIdle() {
+	if !c.released.Load() || !c.pmu.TryLock() {
+		return
+	}
+	defer c.pmu.Unlock()
+	if !c.released.CompareAndSwap(true, false) {
+		return
+	}
+	c.releaseDone = true
 	if c.sess != nil {
-		g.backend.closed(c, c.sess)
-		g.sessions.detach(c.sess, c)
+		c.g.backend.closed(c, c.sess)
+		c.g.sessions.detach(c.sess, c)
 	}
 	c.dropPartial()
 	c.dropPending()
-	return nil
+}
+
+// unlockHandler releases pmu taken outside the netpoll handler, then does
+// what a close callback that ran meanwhile left to it.
+func (c *conn) unlockHandler() {
+	c.pmu.Unlock()
+	c.releaseIfIdle()
 }
 
 // Expire implements timewheel.Expirer: the one deadline of a connection.

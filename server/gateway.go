@@ -49,7 +49,7 @@ type Gateway struct {
 	remote   *remoteBackend // nil with the embedded echo
 	ring     *router.Router // with Cluster
 	gossip   *gossip        // with Cluster, once started
-	key      []byte         // resume-token key
+	keys     [][]byte       // resume-token keys: the first signs, any verifies
 
 	idle        time.Duration // 3 × hb
 	idleTicks   int64
@@ -90,13 +90,14 @@ func New(cfg Config) (*Gateway, error) {
 		log:     cfg.Logger.With("component", "gateway"),
 		metrics: newGatewayMetrics(),
 		backend: echoBackend{maxOutbox: cfg.MaxOutbox},
-		key:     cfg.ClusterKey,
+		keys:    cfg.ClusterKeys,
 		idle:    3 * cfg.Heartbeat,
 		closed:  make(chan struct{}),
 	}
-	if len(g.key) == 0 {
-		g.key = make([]byte, 32)
-		_, _ = rand.Read(g.key)
+	if len(g.keys) == 0 {
+		k := make([]byte, 32)
+		_, _ = rand.Read(k)
+		g.keys = [][]byte{k}
 	}
 	if cfg.Cluster != nil {
 		r, err := router.New(router.Config{}, nil)

@@ -32,7 +32,7 @@ func (c *conn) handshake(f *protocol.Frame) {
 	var resumeID *[16]byte
 	if len(h.Resume) > 0 {
 		c.resumeTried = true
-		if sid, ok := verifyResumeToken(g.key, h.Resume, h.ID, now); ok {
+		if sid, ok := verifyResumeToken(g.keys, h.Resume, h.ID, now); ok {
 			resumeID = &sid
 		}
 	}
@@ -74,7 +74,7 @@ func (c *conn) welcome(resumed bool, last uint32, now time.Time) {
 	s := c.sess
 	w := protocol.Welcome{
 		Session:  s.idString(),
-		Resume:   makeResumeToken(g.key, s.id, s.device, now.Add(g.cfg.ResumeTokenTTL)),
+		Resume:   makeResumeToken(g.keys[0], s.id, s.device, now.Add(g.cfg.ResumeTokenTTL)),
 		HB:       int(g.cfg.Heartbeat / time.Second),
 		MaxFrame: g.cfg.MaxFrame,
 		Node:     g.cfg.Node,

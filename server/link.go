@@ -5,9 +5,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
@@ -33,6 +33,7 @@ var (
 	ErrLinkClosed  = errors.New("server: link closed")
 	errLinkFull    = errors.New("server: link queue full")
 	errCircuitOpen = errors.New("server: shard circuit open")
+	errLinkTimeout = errors.New("server: shard silent (link heartbeat timeout)")
 )
 
 type link struct {
@@ -40,6 +41,10 @@ type link struct {
 	shard string
 	addr  string
 	nc    net.Conn
+	rd    *protocol.StreamReader // reads nc through Read; reader goroutine only
+
+	timeout  time.Duration // reader goroutine: read deadline once authenticated (LinkTimeout)
+	lastRead atomic.Int64  // unix nanos of the last byte read: the writer pings when it is old
 
 	mu     sync.Mutex
 	out    []byte // envelopes waiting for the writer
@@ -84,6 +89,7 @@ func (l *link) run(ctx context.Context) {
 }
 
 func (l *link) connect(ctx context.Context) error {
+	g := l.r.g
 	ctx, cancel := context.WithTimeout(ctx, linkDialTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -93,6 +99,8 @@ func (l *link) connect(ctx context.Context) error {
 	}
 	l.mu.Lock()
 	l.nc = nc
+	l.rd = protocol.NewLinkReader(l)
+	l.rd.SetLimit(protocol.LinkAuthMaxFrame) // raised once authenticated
 	closed := l.closed
 	l.mu.Unlock()
 	if closed {
@@ -105,10 +113,13 @@ func (l *link) connect(ctx context.Context) error {
 	if err := l.authenticate(nc); err != nil {
 		return fmt.Errorf("server: link to %s (%s): %w", l.shard, l.addr, err)
 	}
+	l.rd.SetLimit(protocol.MaxLinkFrame)
+	l.timeout = g.cfg.LinkTimeout
+	l.lastRead.Store(time.Now().UnixNano())
 	l.mu.Lock()
 	l.up = true
 	l.mu.Unlock()
-	l.r.g.metrics.links.Add(1)
+	g.metrics.links.Add(1)
 	l.r.linkUp(l)
 	return nc.SetDeadline(time.Time{})
 }
@@ -122,7 +133,7 @@ func (l *link) authenticate(nc net.Conn) error {
 	if _, err := nc.Write(protocol.AppendLinkFrame(nil, &protocol.Envelope{Kind: protocol.LinkHello, Ext: hello})); err != nil {
 		return err
 	}
-	e, err := readEnvelope(nc)
+	e, err := l.rd.NextEnvelope()
 	if err != nil {
 		return err
 	}
@@ -140,24 +151,6 @@ func (l *link) authenticate(nc net.Conn) error {
 // address, unique even for several gateways on one host (shards send a
 // Publish once per gateway name).
 func (g *Gateway) linkName() string { return g.cfg.Node + "@" + g.Addr().String() }
-
-// readEnvelope reads one link frame from a blocking connection (used only
-// during authentication).
-func readEnvelope(r io.Reader) (protocol.Envelope, error) {
-	var hdr [protocol.LengthSize]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return protocol.Envelope{}, err
-	}
-	n := int(hdr[0])<<24 | int(hdr[1])<<16 | int(hdr[2])<<8 | int(hdr[3])
-	if n > 64<<10 {
-		return protocol.Envelope{}, protocol.ErrLinkTooLarge
-	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return protocol.Envelope{}, err
-	}
-	return protocol.DecodeEnvelope(b)
-}
 
 // send queues one envelope. It fails when the link is down, the shard's
 // circuit is open, or the queue is over MaxLinkQueue (which opens the
@@ -178,6 +171,24 @@ func (l *link) send(e *protocol.Envelope) error {
 		l.m.dropped.Inc()
 		return errLinkFull
 	}
+	l.appendUnlock(e)
+	return nil
+}
+
+// control queues a link-level envelope (Ping, Pong) past the circuit and
+// the queue bound: liveness must not depend on congestion.
+func (l *link) control(k protocol.LinkKind) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.appendUnlock(&protocol.Envelope{Kind: k})
+}
+
+// appendUnlock queues e, releases l.mu (held by the caller) and wakes the
+// writer when the queue was empty.
+func (l *link) appendUnlock(e *protocol.Envelope) {
 	first := len(l.out) == 0
 	l.out = protocol.AppendLinkFrame(l.out, e)
 	l.queued++
@@ -188,14 +199,25 @@ func (l *link) send(e *protocol.Envelope) error {
 		default:
 		}
 	}
-	return nil
 }
 
+// writeLoop is the link's writer goroutine. Its ticker is the link's
+// heartbeat: at each LinkHeartbeat tick, a link that has read nothing for
+// half a heartbeat queues a Ping, which the shard answers; so a live
+// shard is heard from about every LinkHeartbeat, well within LinkTimeout.
 func (l *link) writeLoop() {
+	hb := l.r.g.cfg.LinkHeartbeat
+	tick := time.NewTicker(hb)
+	defer tick.Stop()
 	for {
 		select {
 		case <-l.done:
 			return
+		case now := <-tick.C:
+			if now.UnixNano()-l.lastRead.Load() >= int64(hb/2) {
+				l.control(protocol.LinkPing)
+			}
+			continue
 		case <-l.wake:
 		}
 		l.mu.Lock()
@@ -224,44 +246,56 @@ func (l *link) writeLoop() {
 	}
 }
 
-func (l *link) readLoop() error {
-	buf := make([]byte, 0, 64<<10)
-	for {
-		if len(buf) == cap(buf) {
-			nb := make([]byte, len(buf), 2*cap(buf))
-			copy(nb, buf)
-			buf = nb
-		}
-		n, err := l.nc.Read(buf[len(buf):cap(buf)])
-		if err != nil {
-			return err
-		}
-		buf = buf[:len(buf)+n]
-		l.m.recvBytes.Add(n)
-		off, count := 0, 0
-		for {
-			e, used, err := protocol.DecodeLinkFrame(buf[off:])
-			if err == protocol.ErrIncomplete {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			l.dispatch(&e)
-			off += used
-			count++
-		}
-		l.m.recvEnvelopes.Add(count)
-		l.flushDirty()
-		buf = buf[:copy(buf, buf[off:])]
+// Read reads from the shard for the frame reader, counting the bytes.
+// Once the link is authenticated every read has a deadline: a shard that
+// sends nothing, not even a Pong, for LinkTimeout is dead (readLoop).
+func (l *link) Read(p []byte) (int, error) {
+	if l.timeout > 0 {
+		_ = l.nc.SetReadDeadline(time.Now().Add(l.timeout))
 	}
+	n, err := l.nc.Read(p)
+	if n > 0 {
+		l.lastRead.Store(time.Now().UnixNano())
+		l.m.recvBytes.Add(n)
+	}
+	return n, err
+}
+
+// readLoop dispatches envelopes until the link fails. The devices written
+// to are flushed, and the envelopes counted, once per read: when no whole
+// envelope is left buffered.
+func (l *link) readLoop() error {
+	count := 0
+	for {
+		e, err := l.rd.NextEnvelope()
+		if err != nil {
+			return l.readErr(err)
+		}
+		l.dispatch(&e)
+		count++
+		if !l.rd.Buffered() {
+			l.m.recvEnvelopes.Add(count)
+			count = 0
+			l.flushDirty()
+		}
+	}
+}
+
+// readErr counts a read deadline that expired as a heartbeat timeout.
+func (l *link) readErr(err error) error {
+	var ne net.Error
+	if l.timeout > 0 && errors.As(err, &ne) && ne.Timeout() {
+		l.m.timeouts.Inc()
+		return fmt.Errorf("%w: nothing read for %v", errLinkTimeout, l.timeout)
+	}
+	return err
 }
 
 // dispatch acts on one envelope from the shard.
 func (l *link) dispatch(e *protocol.Envelope) {
 	switch e.Kind {
 	case protocol.LinkPing:
-		_ = l.send(&protocol.Envelope{Kind: protocol.LinkPong})
+		l.control(protocol.LinkPong)
 		return
 	case protocol.LinkPong:
 		return

@@ -176,6 +176,8 @@ type linkMetrics struct {
 	sentEnvelopes, recvEnvelopes *metrics.Counter
 	sentBytes, recvBytes         *metrics.Counter
 	dropped, failures            *metrics.Counter
+	gone                         *metrics.Counter // links closed because gossip reported the shard gone
+	timeouts                     *metrics.Counter // links closed because the shard was silent for LinkTimeout
 }
 
 func (m *gatewayMetrics) link(shard string) *linkMetrics {
@@ -188,5 +190,7 @@ func (m *gatewayMetrics) link(shard string) *linkMetrics {
 		recvBytes:     c("switchyard_link_received_bytes_total"),
 		dropped:       c("switchyard_link_dropped_envelopes_total"),
 		failures:      c("switchyard_link_failures_total"),
+		gone:          c("switchyard_link_shard_gone_total"),
+		timeouts:      c("switchyard_link_timeouts_total"),
 	}
 }

@@ -9,6 +9,9 @@ const maxPending = 64 << 10
 // hold keeps a frame that arrived while the session is being bound, to be
 // handled in order once it is (opened).
 func (c *conn) hold(f *protocol.Frame) {
+	if c.releaseDone {
+		return
+	}
 	if c.pending == nil {
 		c.pending = partialPool.Get().(*[]byte)
 		*c.pending = (*c.pending)[:0]
@@ -22,10 +25,12 @@ func (c *conn) hold(f *protocol.Frame) {
 
 // opened is openDone for a backend that answers from another goroutine (a
 // link reader): it takes pmu, sends WELCOME, replays the held frames and
-// writes it all out.
+// writes it all out. The connection may close meanwhile (its close callback
+// runs on the poller, or here through fail): the held frames stay until
+// pmu is released (unlockHandler).
 func (c *conn) opened(resumed bool, last uint32, epoch uint64) {
 	c.pmu.Lock()
-	defer c.pmu.Unlock()
+	defer c.unlockHandler()
 	if !c.opening.Load() || c.isClosing() {
 		return
 	}

@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// Resume tokens let any gateway holding the cluster key verify, without a
-// lookup, that a device may resume a session:
+// Resume tokens let any gateway holding the cluster keys verify, without a
+// lookup, that a device may resume a session (the first key signs, any
+// verifies: keys rotate):
 //
 //	0    1        17        25        41
 //	| v=1 | sid (16) | exp (8) | mac (16) |
@@ -39,13 +40,18 @@ func makeResumeToken(key []byte, sid [16]byte, device string, exp time.Time) []b
 	return append(b, resumeMAC(key, b, device)...)
 }
 
-// verifyResumeToken returns the session id a valid token names.
-func verifyResumeToken(key []byte, tok []byte, device string, now time.Time) (sid [16]byte, ok bool) {
+// verifyResumeToken returns the session id a valid token names. Any of
+// keys verifies (every one is tried, in constant time each), so that a
+// token signed before a key rotation still resumes.
+func verifyResumeToken(keys [][]byte, tok []byte, device string, now time.Time) (sid [16]byte, ok bool) {
 	if len(tok) != resumeTokenLen || tok[0] != resumeVersion {
 		return sid, false
 	}
 	body := tok[:resumeTokenLen-resumeMACLen]
-	if !hmac.Equal(tok[len(body):], resumeMAC(key, body, device)) {
+	for _, k := range keys {
+		ok = hmac.Equal(tok[len(body):], resumeMAC(k, body, device)) || ok
+	}
+	if !ok {
 		return sid, false
 	}
 	if int64(binary.BigEndian.Uint64(body[17:])) <= now.Unix() {

@@ -70,7 +70,7 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 		if keys, err = readSecrets(keyFile); err != nil {
 			return err
 		}
-		cfg.ClusterKey = keys[0]
+		cfg.ClusterKeys = keys
 	}
 	cfg.Logger = newLogger(stderr, logFormat)
 	if gossip != "" {

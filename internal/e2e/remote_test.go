@@ -190,8 +190,8 @@ func (d *rawDev) hello(h protocol.Hello) protocol.Welcome {
 func TestRemoteResumeRedeliversAcrossGateways(t *testing.T) {
 	s := shard(t, "s1", echo.Handler{}, nil)
 	key := []byte("resume-key-0123456789abcdef")
-	g1 := gateway(t, server.Config{Backends: staticDir{s.Shard(), s.Addr()}, LinkKeys: [][]byte{linkKey}, ClusterKey: key})
-	g2 := gateway(t, server.Config{Backends: staticDir{s.Shard(), s.Addr()}, LinkKeys: [][]byte{linkKey}, ClusterKey: key})
+	g1 := gateway(t, server.Config{Backends: staticDir{s.Shard(), s.Addr()}, LinkKeys: [][]byte{linkKey}, ClusterKeys: [][]byte{key}})
+	g2 := gateway(t, server.Config{Backends: staticDir{s.Shard(), s.Addr()}, LinkKeys: [][]byte{linkKey}, ClusterKeys: [][]byte{key}})
 
 	a := rawDial(t, g1.Addr().String())
 	w1 := a.hello(protocol.Hello{ID: "mover"})
@@ -388,4 +388,32 @@ func TestClusterAdminAPI(t *testing.T) {
 	waitFor(t, "two links to the shard", func() bool {
 		return strings.Contains(get("/metrics"), "switchyard_backend_links 2\n")
 	})
+}
+
+// TestRemoteResumeAfterKeyRotation: gateways rotate the resume-token key
+// (the new key first, the old one kept). A device whose token the old key
+// signed resumes its session through a rotated gateway, not a takeover; a
+// gateway that no longer holds the old key starts a fresh session for it.
+func TestRemoteResumeAfterKeyRotation(t *testing.T) {
+	s := shard(t, "s1", echo.Handler{}, nil)
+	oldKey := []byte("resume-key-old-0123456789abcdef")
+	newKey := []byte("resume-key-new-0123456789abcdef")
+	gw := func(keys ...[]byte) *server.Gateway {
+		return gateway(t, server.Config{Backends: staticDir{s.Shard(), s.Addr()}, LinkKeys: [][]byte{linkKey}, ClusterKeys: keys})
+	}
+	before, rotated, newOnly := gw(oldKey), gw(newKey, oldKey), gw(newKey)
+
+	a := rawDial(t, before.Addr().String())
+	w1 := a.hello(protocol.Hello{ID: "rotor"})
+	a.nc.Close()
+	b := rawDial(t, rotated.Addr().String())
+	w2 := b.hello(protocol.Hello{ID: "rotor", Resume: w1.Resume})
+	if !w2.Resumed || w2.Session != w1.Session {
+		t.Fatalf("old-key token after rotation: %+v, want the session %s resumed", w2, w1.Session)
+	}
+	b.nc.Close()
+	c := rawDial(t, newOnly.Addr().String())
+	if w3 := c.hello(protocol.Hello{ID: "rotor", Resume: w1.Resume}); w3.Resumed || w3.Session == w1.Session {
+		t.Fatalf("token of a dropped key resumed: %+v", w3)
+	}
 }

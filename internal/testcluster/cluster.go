@@ -122,7 +122,7 @@ func (c *Cluster) StartGateway() int {
 		Listen:      "127.0.0.1:0",
 		AdminListen: "127.0.0.1:0",
 		Node:        fmt.Sprintf("gw%d", i),
-		ClusterKey:  c.keys.cluster,
+		ClusterKeys: [][]byte{c.keys.cluster},
 		LinkKeys:    [][]byte{c.keys.link},
 		GoAwayRetry: DefaultGoAwayRetry,
 		Cluster:     c.gossipConfig(fmt.Sprintf("gw%d", i)),

@@ -8,7 +8,7 @@
 //	  → shards s0..s2: backend.Server with Config.Gossip, FastTiming,
 //	    link and gossip on 127.0.0.1:0
 //	  → gateways: server.Gateway with Config.Cluster, the link keys and
-//	    one ClusterKey shared by all (resume works on any gateway)
+//	    one cluster key (ClusterKeys) shared by all (resume works on any gateway)
 //	  → every member joins through the gossip address of the first member
 //	    still running (shard 0 at start)
 //	WaitConverged(ctx): every gateway's ring holds every active shard and

@@ -1,0 +1,176 @@
+package server
+
+import (
+	"crypto/rand"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/switchyard-gw/switchyard/protocol"
+)
+
+var fakeShardKey = []byte("server-test-link-key-0123456789ab")
+
+// fakeShard is a backend shard's link side, written from the protocol
+// alone (server tests do not import backend): it authenticates the
+// gateway's links and hands every session envelope to the test. With
+// silent it authenticates and then never writes again (it does not answer
+// Pings), like a stopped process whose kernel still holds the socket.
+type fakeShard struct {
+	t      *testing.T
+	name   string
+	ln     net.Listener
+	silent bool
+	envs   chan fakeEnv // session envelopes (not Up), buffered
+
+	pings atomic.Int64 // Pings received from the gateway
+
+	mu    sync.Mutex
+	links []*fakeLink
+	wg    sync.WaitGroup
+}
+
+// fakeEnv is one envelope from the gateway and the link it came on.
+type fakeEnv struct {
+	l *fakeLink
+	e protocol.Envelope // Payload and Ext are copies
+}
+
+type fakeLink struct {
+	nc  net.Conn
+	wmu sync.Mutex
+}
+
+// startFakeShard listens on a free loopback port until the test ends.
+func startFakeShard(t *testing.T, name string, silent bool) *fakeShard {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &fakeShard{t: t, name: name, ln: ln, silent: silent, envs: make(chan fakeEnv, 4096)}
+	s.wg.Add(1)
+	go s.accept()
+	t.Cleanup(s.close)
+	return s
+}
+
+func (s *fakeShard) addr() string { return s.ln.Addr().String() }
+
+// dir places every device on this shard.
+func (s *fakeShard) dir() Directory { return staticDir{s.name, s.addr()} }
+
+type staticDir struct{ shard, addr string }
+
+func (d staticDir) Owner(string) (string, string, error) { return d.shard, d.addr, nil }
+
+func (s *fakeShard) accept() {
+	defer s.wg.Done()
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		l := &fakeLink{nc: nc}
+		s.mu.Lock()
+		s.links = append(s.links, l)
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serve(l)
+		}()
+	}
+}
+
+// serve authenticates l, then reads it until it closes.
+func (s *fakeShard) serve(l *fakeLink) {
+	defer l.nc.Close()
+	rd := protocol.NewLinkReader(l.nc)
+	e, err := rd.NextEnvelope()
+	if err != nil || e.Kind != protocol.LinkHello {
+		return
+	}
+	x, _ := protocol.DecodeLinkExt(e.Ext)
+	bN := make([]byte, protocol.LinkNonceSize)
+	_, _ = rand.Read(bN)
+	ch, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Shard: s.name, Nonce: bN,
+		MAC: protocol.LinkMAC(fakeShardKey, protocol.LinkMACBackend, x.Nonce, s.name)})
+	l.send(&protocol.Envelope{Kind: protocol.LinkChallenge, Ext: ch})
+	if e, err = rd.NextEnvelope(); err != nil || e.Kind != protocol.LinkAuth {
+		return
+	}
+	for {
+		e, err := rd.NextEnvelope()
+		if err != nil {
+			return
+		}
+		switch e.Kind {
+		case protocol.LinkPing:
+			s.pings.Add(1)
+			if !s.silent {
+				l.send(&protocol.Envelope{Kind: protocol.LinkPong})
+			}
+			continue
+		case protocol.LinkUp, protocol.LinkPong:
+			continue
+		}
+		e.Payload, e.Ext = append([]byte(nil), e.Payload...), append([]byte(nil), e.Ext...)
+		select {
+		case s.envs <- fakeEnv{l: l, e: e}:
+		default:
+			s.t.Errorf("fake shard: envelope queue full")
+			return
+		}
+	}
+}
+
+// send writes one envelope (nothing on a silent shard after the
+// authentication: the test asked for silence).
+func (l *fakeLink) send(e *protocol.Envelope) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	_, _ = l.nc.Write(protocol.AppendLinkFrame(nil, e))
+}
+
+// opened answers an Open.
+func (l *fakeLink) opened(sid protocol.SessionID) {
+	ext, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Reason: "new"})
+	l.send(&protocol.Envelope{Kind: protocol.LinkOpened, Session: sid, Epoch: 1, Ext: ext})
+}
+
+// linkCount is how many links the gateway opened to the shard so far.
+func (s *fakeShard) linkCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.links)
+}
+
+func (s *fakeShard) close() {
+	s.ln.Close()
+	s.mu.Lock()
+	for _, l := range s.links {
+		l.nc.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// next returns the next session envelope of kind k (others are skipped),
+// failing the test after 20 s.
+func (s *fakeShard) next(t *testing.T, k protocol.LinkKind) fakeEnv {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case env := <-s.envs:
+			if env.e.Kind == k {
+				return env
+			}
+		case <-deadline:
+			t.Fatalf("fake shard: no %d envelope in 20 s", k)
+		}
+	}
+}
