@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/switchyard-gw/switchyard/cluster"
 	"github.com/switchyard-gw/switchyard/router"
@@ -71,14 +72,24 @@ func (g *Gateway) joinCluster(ctx context.Context) error {
 	return nil
 }
 
+// redialTick is how often the ring watcher redials the shards that are
+// down for this gateway (each link still waits out its backoff).
+const redialTick = 250 * time.Millisecond
+
 // watch rebuilds the ring on every membership event, on the one goroutine
 // that reads them, and drops the links of shards that are gone
 // (shardgone.go).
 func (gs *gossip) watch(ctx context.Context, g *Gateway) {
+	tick := time.NewTicker(redialTick)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-tick.C:
+			if g.remote != nil && g.remote.anyDown() {
+				g.remote.redialDown(ActiveShards(gs.node)) // failover.go
+			}
 		case ev, ok := <-gs.node.Events():
 			if !ok {
 				return
@@ -91,8 +102,17 @@ func (gs *gossip) watch(ctx context.Context, g *Gateway) {
 	}
 }
 
+// update rebuilds the ring from the active shards in gossip, less those
+// that are down for this gateway (failover.go). Safe from any goroutine:
+// the router serialises its updates.
 func (gs *gossip) update(g *Gateway) {
-	_, cur, changed, err := gs.router.Update(router.MembershipFunc(func() []router.Shard { return ActiveShards(gs.node) }))
+	_, cur, changed, err := gs.router.Update(router.MembershipFunc(func() []router.Shard {
+		shards := ActiveShards(gs.node)
+		if g.remote != nil {
+			shards = g.remote.withoutDown(shards)
+		}
+		return shards
+	}))
 	switch {
 	case err != nil:
 		gs.log.Error("ring not updated", "err", err)

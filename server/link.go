@@ -416,7 +416,7 @@ func (l *link) fail(err error) {
 	}
 	l.circ.Trip(router.LinkDown)
 	l.m.failures.Inc()
-	l.r.linkFailed(l, err)
+	l.r.linkFailed(l, err, up)
 	for _, c := range bound {
 		c.fail(protocol.CodeUnavailable, "backend link lost")
 	}

@@ -178,6 +178,7 @@ type linkMetrics struct {
 	dropped, failures            *metrics.Counter
 	gone                         *metrics.Counter // links closed because gossip reported the shard gone
 	timeouts                     *metrics.Counter // links closed because the shard was silent for LinkTimeout
+	shardDown                    *metrics.Counter // the shard's last link failed: out of this gateway's ring until a link is back
 }
 
 func (m *gatewayMetrics) link(shard string) *linkMetrics {
@@ -192,5 +193,6 @@ func (m *gatewayMetrics) link(shard string) *linkMetrics {
 		failures:      c("switchyard_link_failures_total"),
 		gone:          c("switchyard_link_shard_gone_total"),
 		timeouts:      c("switchyard_link_timeouts_total"),
+		shardDown:     c("switchyard_shard_down_total"),
 	}
 }

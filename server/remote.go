@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -56,6 +57,7 @@ type remoteBackend struct {
 
 	mu     sync.Mutex
 	shards map[string]*shardLinks
+	down   map[string]bool // shards whose last link failed: out of the ring until one is back (failover.go)
 	wg     sync.WaitGroup
 }
 
@@ -63,6 +65,7 @@ type remoteBackend struct {
 type shardLinks struct {
 	addr    string
 	links   []*link // perShard slots; nil = not connected
+	up      int     // links in the slots that authenticated
 	fails   int     // consecutive failed links
 	retryAt time.Time
 }
@@ -77,7 +80,8 @@ func newRemoteBackend(g *Gateway, dir Directory, keys [][]byte) *remoteBackend {
 		perShard = DefaultLinksPerShard
 	}
 	r := &remoteBackend{g: g, dir: dir, keys: keys, maxQueue: DefaultMaxLinkQueue, perShard: perShard,
-		ctx: ctx, cancel: cancel, topics: newTopics(), circuits: circuits, shards: map[string]*shardLinks{}}
+		ctx: ctx, cancel: cancel, topics: newTopics(), circuits: circuits, shards: map[string]*shardLinks{},
+		down: map[string]bool{}}
 	r.mover = newMover(r)
 	return r
 }
@@ -143,31 +147,53 @@ func (r *remoteBackend) linkTo(shard, addr string, slot int) *link {
 	return l
 }
 
-// linkUp resets the shard's backoff once a link authenticated.
+// linkUp resets the shard's backoff once a link authenticated, and puts a
+// shard that was down back in the ring (failover.go).
 func (r *remoteBackend) linkUp(l *link) {
 	r.mu.Lock()
-	if sl := r.shards[l.shard]; sl != nil {
+	back := false
+	if sl := r.shards[l.shard]; sl != nil && slices.Contains(sl.links, l) {
 		sl.fails, sl.retryAt = 0, time.Time{}
+		sl.up++
+		back = r.down[l.shard]
+		delete(r.down, l.shard)
 	}
 	r.mu.Unlock()
+	if back {
+		r.shardBack(l)
+	}
 }
 
-func (r *remoteBackend) linkFailed(l *link, err error) {
+// linkFailed frees l's slot, arms the backoff, and takes the shard out of
+// the ring when l was its last authenticated link (failover.go).
+func (r *remoteBackend) linkFailed(l *link, err error, wasUp bool) {
 	r.mu.Lock()
+	down := false
 	if sl := r.shards[l.shard]; sl != nil {
 		for i, x := range sl.links {
-			if x == l {
-				sl.links[i] = nil
-				sl.fails++
-				d := min(linkRetryMin<<min(sl.fails-1, 16), linkRetryMax)
-				d += time.Duration(rand.Int64N(int64(d)/2)) - d/4
-				sl.retryAt = time.Now().Add(d)
+			if x != l {
+				continue
+			}
+			sl.links[i] = nil
+			sl.fails++
+			d := min(linkRetryMin<<min(sl.fails-1, 16), linkRetryMax)
+			d += time.Duration(rand.Int64N(int64(d)/2)) - d/4
+			sl.retryAt = time.Now().Add(d)
+			if wasUp {
+				sl.up--
+				down = sl.up == 0 && r.ctx.Err() == nil && !r.down[l.shard]
+				if down {
+					r.down[l.shard] = true
+				}
 			}
 		}
 	}
 	r.mu.Unlock()
 	if r.ctx.Err() == nil {
 		r.g.log.Warn("backend link lost", "shard", l.shard, "addr", l.addr, "err", err)
+	}
+	if down {
+		r.shardDown(l)
 	}
 }
 

@@ -45,6 +45,7 @@ func (r *remoteBackend) dropShard(shard, addr string) int {
 		return 0
 	}
 	delete(r.shards, shard)
+	delete(r.down, shard) // gossip has the last word now: the ring dropped it
 	var links []*link
 	for _, l := range sl.links {
 		if l != nil {

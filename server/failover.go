@@ -1,0 +1,91 @@
+package server
+
+import (
+	"github.com/switchyard-gw/switchyard/router"
+)
+
+// Fast failover. Gossip needs about 6 s (memberlist's LAN timings) to agree
+// that a crashed shard is dead, while a gateway sees its links to that
+// shard fail at once (RST from a killed process) or within LinkTimeout (a
+// host gone silent). So a gateway takes a shard out of its own ring as soon
+// as the shard's last authenticated link failed: the devices whose links
+// broke get 503, resume, and are placed on the shard the ring names next,
+// without waiting for gossip. Gossip confirms later: a dead member leaves
+// the active set (and shardgone.go forgets its links).
+//
+// It is a local view, and fenced like any other: the shard that is down for
+// this gateway may be alive for the others (a partition), and the session
+// a device opens elsewhere meanwhile carries its own binding and epoch.
+// The gateway keeps redialing a down shard with the links' backoff (the
+// ring watcher's tick); the first link that authenticates puts it back in
+// the ring, and the mover (move.go) brings the sessions the ring names for
+// it back to it.
+//
+// Only a link that had authenticated counts: a shard that never answered
+// (a wrong key, a port not yet open) is not taken down, nor is one whose
+// links closed because the gateway closes.
+
+// shardDown takes l's shard out of this gateway's ring: l was its last
+// authenticated link.
+func (r *remoteBackend) shardDown(l *link) {
+	l.m.shardDown.Inc()
+	r.g.log.Warn("shard down: every link lost, out of the ring until a link is back",
+		"shard", l.shard, "addr", l.addr)
+	r.g.refreshRing()
+}
+
+// shardBack puts l's shard back in the ring: l authenticated after the
+// shard was down.
+func (r *remoteBackend) shardBack(l *link) {
+	r.g.log.Info("shard back: a link authenticated again", "shard", l.shard, "addr", l.addr)
+	r.g.refreshRing()
+}
+
+// isDown reports whether shard is down for this gateway.
+func (r *remoteBackend) isDown(shard string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.down[shard]
+}
+
+// anyDown reports whether a shard is down for this gateway.
+func (r *remoteBackend) anyDown() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.down) > 0
+}
+
+// withoutDown removes the shards that are down for this gateway.
+func (r *remoteBackend) withoutDown(shards []router.Shard) []router.Shard {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.down) == 0 {
+		return shards
+	}
+	out := shards[:0:0]
+	for _, s := range shards {
+		if !r.down[s.Name] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// redialDown dials the down shards that gossip still lists as active (a
+// slot at a time, as the backoff allows); the ring watcher calls it on its
+// tick.
+func (r *remoteBackend) redialDown(active []router.Shard) {
+	for _, s := range active {
+		if r.isDown(s.Name) {
+			r.linkTo(s.Name, s.Addr, 0)
+		}
+	}
+}
+
+// refreshRing rebuilds the ring now (gossip or a link changed what this
+// gateway can reach).
+func (g *Gateway) refreshRing() {
+	if g.gossip != nil {
+		g.gossip.update(g)
+	}
+}
