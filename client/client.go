@@ -19,13 +19,14 @@ type Message struct {
 
 // Stats are a Client's counters since Dial.
 type Stats struct {
-	Sent        uint64 // DATA frames handed to the socket for the first time
-	Received    uint64 // DATA frames queued for Recv (duplicates excluded)
-	Resends     uint64 // reliable DATA frames written again after a reconnect
-	Reconnects  uint64 // successful handshakes after the first one
-	Duplicates  uint64 // reliable downstream DATA dropped as already delivered
-	RateLimited uint64 // ERROR 429 received: a frame was dropped by the gateway
-	Pending     int    // reliable upstream frames not yet acknowledged
+	Sent           uint64 // DATA frames handed to the socket for the first time
+	Received       uint64 // DATA frames queued for Recv (duplicates excluded)
+	Resends        uint64 // reliable DATA frames written again after a reconnect
+	Reconnects     uint64 // successful handshakes after the first one
+	Duplicates     uint64 // reliable downstream DATA dropped as already delivered
+	RateLimited    uint64 // ERROR 429 received: a frame was dropped by the gateway
+	TimeoutResends uint64 // go-backs after Config.ResendTimeout without an ACK
+	Pending        int    // reliable upstream frames not yet acknowledged
 }
 
 // Client is a device's connection to a gateway, kept alive and resumed
@@ -57,6 +58,7 @@ type Client struct {
 	closeOnce sync.Once
 
 	sent, received, resends, reconnects, duplicates, rateLimited atomic.Uint64
+	timeoutResends                                               atomic.Uint64
 }
 
 // Dial connects to cfg.Addr, performs the handshake and returns a running
@@ -222,13 +224,14 @@ func (c *Client) Stats() Stats {
 	pending := len(c.out.frames)
 	c.mu.Unlock()
 	return Stats{
-		Sent:        c.sent.Load(),
-		Received:    c.received.Load(),
-		Resends:     c.resends.Load(),
-		Reconnects:  c.reconnects.Load(),
-		Duplicates:  c.duplicates.Load(),
-		RateLimited: c.rateLimited.Load(),
-		Pending:     pending,
+		Sent:           c.sent.Load(),
+		Received:       c.received.Load(),
+		Resends:        c.resends.Load(),
+		Reconnects:     c.reconnects.Load(),
+		Duplicates:     c.duplicates.Load(),
+		RateLimited:    c.rateLimited.Load(),
+		TimeoutResends: c.timeoutResends.Load(),
+		Pending:        pending,
 	}
 }
 

@@ -711,3 +711,27 @@ func TestEcho(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestResendAfterTimeout: reliable frames the gateway drops without a 429
+// (no ACK comes) are sent again from the oldest one after ResendTimeout,
+// on the same connection; an ACK ends it.
+func TestResendAfterTimeout(t *testing.T) {
+	g := clienttest.NewGateway(t, nil)
+	cfg := testConfig(g.Addr())
+	cfg.ResendTimeout = 100 * time.Millisecond
+	c, gc, _ := connect(t, g, cfg, welcome("s"))
+	send(t, c, "a", true)
+	send(t, c, "b", true)
+	for _, want := range []string{"a", "b", "a", "b"} { // the first two dropped, then the go-back
+		if f := readData(t, gc); string(f.Payload) != want {
+			t.Fatalf("DATA %q seq %d, want %q", f.Payload, f.Seq, want)
+		}
+	}
+	if err := gc.WriteFrame(protocol.TypeAck, 0, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "ACK 2 to trim", func() bool { return c.Stats().Pending == 0 })
+	if st := c.Stats(); st.TimeoutResends == 0 || st.Reconnects != 0 {
+		t.Fatalf("want a timeout go-back on the same connection: %+v", st)
+	}
+}

@@ -22,6 +22,7 @@ const (
 	DefaultRecvBuffer       = 1024                   // received messages waiting for Recv
 	DefaultMaxRecvPayload   = 1 << 20                // largest downstream payload accepted
 	DefaultHeartbeat        = 30 * time.Second       // hb when WELCOME carries none
+	DefaultResendTimeout    = 10 * time.Second       // oldest unacknowledged reliable frame waits this long, then go back
 )
 
 // RateLimitBackoff is how long the client waits after an ERROR 429 before it
@@ -80,6 +81,13 @@ type Config struct {
 	// after this much silence, connection dead after 3× without traffic.
 	// Default: hb from WELCOME.
 	Heartbeat time.Duration
+	// ResendTimeout is how long the oldest unacknowledged reliable frame
+	// waits for its ACK before the client goes back and resends from it on
+	// the same connection. The gateway drops a frame over the device's
+	// rate with at most one 429 a second; one dropped without its 429
+	// (a starved gateway's coarse clock) would otherwise wait forever,
+	// and every frame after it as a gap. Default DefaultResendTimeout.
+	ResendTimeout time.Duration
 	// Logger receives connection events (never per frame). Default: discard.
 	Logger *slog.Logger
 }
@@ -100,7 +108,7 @@ func (c *Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"TokenTTL": c.TokenTTL, "DialTimeout": c.DialTimeout, "HandshakeTimeout": c.HandshakeTimeout,
 		"WriteTimeout": c.WriteTimeout, "ReconnectMin": c.ReconnectMin, "ReconnectMax": c.ReconnectMax,
-		"Heartbeat": c.Heartbeat,
+		"Heartbeat": c.Heartbeat, "ResendTimeout": c.ResendTimeout,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s: negative duration %v", name, d))
@@ -127,6 +135,7 @@ func (c Config) withDefaults() Config {
 	setDur(&c.WriteTimeout, DefaultWriteTimeout)
 	setDur(&c.ReconnectMin, DefaultReconnectMin)
 	setDur(&c.ReconnectMax, max(DefaultReconnectMax, c.ReconnectMin))
+	setDur(&c.ResendTimeout, DefaultResendTimeout)
 	setInt(&c.MaxPending, DefaultMaxPending)
 	setInt(&c.RecvBuffer, DefaultRecvBuffer)
 	setInt(&c.MaxRecvPayload, DefaultMaxRecvPayload)

@@ -24,6 +24,9 @@ type conn struct {
 	goaway     atomic.Pointer[goawayPlan] // set when the gateway sent GOAWAY
 	resendAt   atomic.Int64               // unix nanos: go back and resend unacknowledged frames (after a 429); 0 = no
 
+	stuckSeq   uint32    // oldest unacknowledged seq when last looked at (serve goroutine only)
+	stuckSince time.Time // since when it has been the oldest (serve goroutine only)
+
 	closeOnce sync.Once
 	closed    chan struct{} // closed by close
 	err       error         // why the connection ended; set once, before closed

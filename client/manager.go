@@ -173,6 +173,7 @@ func (c *Client) tick(cn *conn) time.Duration {
 		cn.resendAt.Store(0)
 		c.goBack(cn)
 	}
+	stuckUntil := c.checkStuck(cn, now)
 	lastSent := time.Unix(0, cn.lastSent.Load())
 	if now.Sub(lastSent) >= hb {
 		c.wmu.Lock()
@@ -185,7 +186,36 @@ func (c *Client) tick(cn *conn) time.Duration {
 	if plan != nil {
 		d = min(d, plan.at.Sub(now))
 	}
+	if !stuckUntil.IsZero() {
+		d = min(d, stuckUntil.Sub(now))
+	}
 	return max(d, minWake)
+}
+
+// checkStuck goes back and resends when the oldest unacknowledged reliable
+// frame has waited Config.ResendTimeout for its ACK (see there). It
+// returns when to look again (zero: nothing is pending). Only cn's serve
+// goroutine calls it.
+func (c *Client) checkStuck(cn *conn, now time.Time) time.Time {
+	c.mu.Lock()
+	pending := len(c.out.frames) > 0
+	var seq uint32
+	if pending {
+		seq = c.out.frames[0].seq
+	}
+	c.mu.Unlock()
+	switch {
+	case !pending:
+		cn.stuckSince = time.Time{}
+		return time.Time{}
+	case seq != cn.stuckSeq || cn.stuckSince.IsZero():
+		cn.stuckSeq, cn.stuckSince = seq, now
+	case now.Sub(cn.stuckSince) >= c.cfg.ResendTimeout && cn.resendAt.Load() == 0:
+		c.timeoutResends.Add(1)
+		c.goBack(cn)
+		cn.stuckSince = now
+	}
+	return cn.stuckSince.Add(c.cfg.ResendTimeout)
 }
 
 // goBack resends every unacknowledged reliable frame on cn, in order. The
