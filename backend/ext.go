@@ -4,24 +4,12 @@ import (
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
-// linkExt is protocol.LinkExt plus the keys the SDK adds to State and to
-// a migrated Open. The msgpack map stays readable by protocol.DecodeLinkExt
-// (unknown keys are ignored):
-//
-//	outbox: [[seq, payload], ...]  unacknowledged reliable downstream DATA, in seq order
-//	topics: [topic, ...]           the session's subscriptions
-type linkExt struct {
-	protocol.LinkExt
-	Outbox []outFrame `msgpack:"outbox,omitempty"`
-	Topics []string   `msgpack:"topics,omitempty"`
-}
+// linkExt is the State and migrated-Open ext, defined once in protocol
+// because the gateway checks it on its way between shards.
+type linkExt = protocol.SessionState
 
 // outFrame is one reliable downstream frame kept until the device ACKs it.
-type outFrame struct {
-	_msgpack struct{} `msgpack:",as_array"` //nolint:unused // msgpack reads the tag
-	Seq      uint32
-	Payload  []byte
-}
+type outFrame = protocol.OutFrame
 
 // maxExtTopics bounds the topics accepted from one Open.
 const maxExtTopics = 1024

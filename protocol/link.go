@@ -84,6 +84,27 @@ type LinkExt struct {
 	Topic   string            `msgpack:"topic,omitempty"`
 }
 
+// SessionState is the ext of a State envelope and of a migrated Open
+// (docs/links.md "Moving a session"): the control fields plus what moves
+// with a session besides its handler state. Readers that want only the
+// control fields use DecodeLinkExt (unknown keys are ignored).
+//
+//	outbox: [[seq, payload], ...]  unacknowledged reliable downstream DATA, in seq order
+//	topics: [topic, ...]           the session's subscriptions
+type SessionState struct {
+	LinkExt
+	Outbox []OutFrame `msgpack:"outbox,omitempty"`
+	Topics []string   `msgpack:"topics,omitempty"`
+}
+
+// OutFrame is one reliable downstream frame kept until the device ACKs it,
+// encoded as [seq, payload].
+type OutFrame struct {
+	_msgpack struct{} `msgpack:",as_array"` //nolint:unused // msgpack reads the tag
+	Seq      uint32
+	Payload  []byte
+}
+
 // Errors of link decoding.
 var (
 	ErrLinkMalformed = errors.New("protocol: malformed link envelope")

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/internal/poll"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
@@ -138,10 +139,10 @@ func (d *dev) expectError(code int, closed bool) {
 }
 
 // expectClosed reads (and discards) frames until the gateway closes the
-// connection, failing after 5 s.
+// connection, failing after poll.Patience.
 func (d *dev) expectClosed() {
 	d.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(poll.Patience)
 	for {
 		_, err := d.tryRead(time.Until(deadline))
 		var ne net.Error
@@ -170,10 +171,10 @@ func rawHeader(length uint32, t protocol.Type, flags protocol.Flags, seq uint32)
 	return binary.BigEndian.AppendUint32(b, seq)
 }
 
-// waitFor polls cond until it holds or 5 s pass.
+// waitFor polls cond until it holds or poll.Patience passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	waitForWithin(t, 5*time.Second, what, cond)
+	waitForWithin(t, poll.Patience, what, cond)
 }
 
 // waitForWithin polls cond until it holds or d passes.

@@ -6,24 +6,10 @@ import (
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
-// moveState is a shard's State ext (docs/links.md "move"): the link ext
-// fields (state, last_up, down_seq, tags) plus the backend SDK's keys, the
-// outbox of unacknowledged reliable downstream DATA and the topics. The
-// gateway checks it and passes it on as the migrated Open's ext, so the
-// outbox and the topics move with the session without the gateway keeping
-// them.
-type moveState struct {
-	protocol.LinkExt
-	Outbox []movedFrame `msgpack:"outbox,omitempty"`
-	Topics []string     `msgpack:"topics,omitempty"`
-}
-
-// movedFrame is one outbox entry: [seq, payload].
-type movedFrame struct {
-	_msgpack struct{} `msgpack:",as_array"` //nolint:unused // msgpack reads the tag
-	Seq      uint32
-	Payload  []byte
-}
+// moveState is a shard's State ext (protocol.SessionState): the gateway
+// checks it and passes it on as the migrated Open's ext, so the outbox and
+// the topics move with the session without the gateway keeping them.
+type moveState = protocol.SessionState
 
 // Errors of a State ext.
 var (

@@ -18,7 +18,7 @@ func stateExt(tb testing.TB, x *moveState) []byte {
 
 func TestDecodeMoveState(t *testing.T) {
 	good := &moveState{LinkExt: protocol.LinkExt{State: []byte{1, 2}, LastUp: 7, DownSeq: 9, Tags: map[string]string{"ver": "1"}},
-		Outbox: []movedFrame{{Seq: 8, Payload: []byte("a")}, {Seq: 9, Payload: []byte("b")}}, Topics: []string{"t"}}
+		Outbox: []protocol.OutFrame{{Seq: 8, Payload: []byte("a")}, {Seq: 9, Payload: []byte("b")}}, Topics: []string{"t"}}
 	x, err := decodeMoveState(stateExt(t, good))
 	if err != nil || x.LastUp != 7 || x.DownSeq != 9 || len(x.Outbox) != 2 || x.Outbox[1].Seq != 9 || x.Tags["ver"] != "1" {
 		t.Fatalf("good state: %+v %v", x, err)
@@ -33,9 +33,9 @@ func TestDecodeMoveState(t *testing.T) {
 	}
 	for name, bad := range map[string]*moveState{
 		"snapshot error":   {LinkExt: protocol.LinkExt{Code: 500, Reason: "snapshot: boom"}},
-		"outbox unordered": {LinkExt: protocol.LinkExt{DownSeq: 9}, Outbox: []movedFrame{{Seq: 9}, {Seq: 8}}},
-		"outbox seq 0":     {LinkExt: protocol.LinkExt{DownSeq: 9}, Outbox: []movedFrame{{Seq: 0}}},
-		"beyond down_seq":  {LinkExt: protocol.LinkExt{DownSeq: 3}, Outbox: []movedFrame{{Seq: 4}}},
+		"outbox unordered": {LinkExt: protocol.LinkExt{DownSeq: 9}, Outbox: []protocol.OutFrame{{Seq: 9}, {Seq: 8}}},
+		"outbox seq 0":     {LinkExt: protocol.LinkExt{DownSeq: 9}, Outbox: []protocol.OutFrame{{Seq: 0}}},
+		"beyond down_seq":  {LinkExt: protocol.LinkExt{DownSeq: 3}, Outbox: []protocol.OutFrame{{Seq: 4}}},
 	} {
 		if _, err := decodeMoveState(stateExt(t, bad)); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -50,7 +50,7 @@ func TestDecodeMoveState(t *testing.T) {
 // and what it accepts re-encodes as a migrated Open that decodes the same.
 func FuzzDecodeMoveState(f *testing.F) {
 	f.Add(stateExt(f, &moveState{LinkExt: protocol.LinkExt{State: []byte{0, 0, 0, 1}, LastUp: 3, DownSeq: 5},
-		Outbox: []movedFrame{{Seq: 4, Payload: []byte("x")}, {Seq: 5}}, Topics: []string{"room"}}))
+		Outbox: []protocol.OutFrame{{Seq: 4, Payload: []byte("x")}, {Seq: 5}}, Topics: []string{"room"}}))
 	f.Add(stateExt(f, &moveState{LinkExt: protocol.LinkExt{Code: 413, Reason: "state too large"}}))
 	f.Add([]byte{0x80})
 	f.Add([]byte{})

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/internal/poll"
 	"github.com/switchyard-gw/switchyard/protocol"
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -313,7 +314,7 @@ func TestManyConnectionsAtOnce(t *testing.T) {
 				errs <- err
 				return
 			}
-			f, err := d.tryRead(5 * time.Second)
+			f, err := d.tryRead(poll.Patience) // 200 handshakes at once on a loaded box
 			if err != nil || f.Type != protocol.TypeWelcome {
 				errs <- fmt.Errorf("conn %d: %v %v %s", i, err, f.Type, errText(f))
 			}
