@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/internal/poll"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
@@ -162,7 +163,7 @@ func (s *fakeShard) close() {
 // failing the test after 20 s.
 func (s *fakeShard) next(t *testing.T, k protocol.LinkKind) fakeEnv {
 	t.Helper()
-	deadline := time.After(20 * time.Second)
+	deadline := time.After(poll.Patience)
 	for {
 		select {
 		case env := <-s.envs:

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/internal/poll"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
@@ -72,7 +73,7 @@ func closeWhileOpening(t *testing.T, g *Gateway, s *fakeShard, round int) {
 	wg.Wait()
 
 	closed := map[protocol.SessionID]bool{}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(poll.Patience)
 	for len(closed) < devices {
 		select {
 		case env := <-s.envs:

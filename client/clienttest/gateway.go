@@ -23,7 +23,7 @@ import (
 
 // ReadTimeout bounds every read made by Conn, so that a broken test fails
 // instead of hanging.
-const ReadTimeout = 5 * time.Second
+const ReadTimeout = 60 * time.Second
 
 // Gateway is a fake gateway on 127.0.0.1.
 type Gateway struct {

@@ -93,6 +93,7 @@ type session struct {
 	wbuf     []byte
 	dst      unix.SockaddrInet4 // own copy: Connect writes into it
 	deadline int64              // connect/handshake deadline
+	started  bool               // its first connect was made
 
 	everUp  bool
 	alt     int // connection failures: offset into --addr
@@ -146,6 +147,10 @@ type worker struct {
 	pay      []byte
 	draining bool
 	upN      int64
+	// endAt is when the worker stops sending: the run's end, or later, as
+	// --duration promises load time after the last session started, and a
+	// starved worker starts its sessions after their schedule.
+	endAt int64
 }
 
 func newWorker(e *engine, idx int) (*worker, error) {
@@ -153,7 +158,7 @@ func newWorker(e *engine, idx int) (*worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &worker{e: e, idx: idx, epfd: fd, byFD: map[int]*session{}, st: newStats(),
+	return &worker{e: e, idx: idx, epfd: fd, byFD: map[int]*session{}, st: newStats(), endAt: e.endAt,
 		scratch: make([]byte, 64*1024), pay: make([]byte, max(e.cfg.Payload, minPayload))}, nil
 }
 
@@ -184,7 +189,7 @@ func (w *worker) loop() {
 				w.tick(t.s, now)
 			}
 		}
-		if !w.draining && now >= w.e.endAt {
+		if !w.draining && now >= w.endAt {
 			w.draining = true
 			drainEnd = now + int64(w.e.cfg.Drain)
 		}
@@ -344,6 +349,10 @@ func (w *worker) connect(s *session, now int64) {
 	}
 	s.fd = fd
 	w.byFD[fd] = s
+	if !s.started {
+		s.started = true
+		w.endAt = max(w.endAt, now+int64(w.e.cfg.Duration))
+	}
 	s.state = stConnecting
 	s.rbuf, s.wbuf = s.rbuf[:0], s.wbuf[:0]
 	s.deadline = now + int64(10*time.Second)

@@ -325,6 +325,32 @@ func TestLateChild(t *testing.T) {
 	}
 }
 
+// TestLateWorker: an engine that runs after its whole schedule would be
+// over still opens its sessions and keeps them for --duration after the
+// last one started (a starved process's first loop comes late).
+func TestLateWorker(t *testing.T) {
+	g := startGateway(t)
+	cfg, err := parseFlags([]string{"--addr", g.Addr().String(), "--sessions", "3", "--ramp", "0",
+		"--idle", "--duration", "300ms", "--heartbeat", "50ms", "--quiet"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := resolve(cfg.Addrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newAgg()
+	e := &engine{cfg: cfg, base: time.Now().Add(-time.Minute), dst: dst, agg: a, count: 3,
+		endAt: startAt(2, cfg.Ramp) + int64(20*time.Millisecond) + int64(cfg.Duration)}
+	if err := e.run(); err != nil {
+		t.Fatal(err)
+	}
+	st := a.total
+	if st.C[cHandshakes] != 3 || st.C[cPongs] == 0 {
+		t.Fatalf("late engine: handshakes %d pongs %d, want 3 and some", st.C[cHandshakes], st.C[cPongs])
+	}
+}
+
 // startGateway starts an in-process gateway with the embedded echo and no
 // per-device rate limit: a closed loop runs a session far above the default
 // 2,000 frames/s, and a frame dropped with 429 would stall its window (the
