@@ -87,8 +87,9 @@ func (gs *gossip) watch(ctx context.Context, g *Gateway) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			if g.remote != nil && g.remote.anyDown() {
-				g.remote.redialDown(ActiveShards(gs.node)) // failover.go
+			if g.remote != nil && g.remote.anyDown() { // failover.go
+				g.remote.redialDown(ActiveShards(gs.node))
+				g.remote.bringBack(time.Now())
 			}
 		case ev, ok := <-gs.node.Events():
 			if !ok {

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"time"
+
 	"github.com/switchyard-gw/switchyard/router"
 )
 
@@ -17,9 +19,9 @@ import (
 // this gateway may be alive for the others (a partition), and the session
 // a device opens elsewhere meanwhile carries its own binding and epoch.
 // The gateway keeps redialing a down shard with the links' backoff (the
-// ring watcher's tick); the first link that authenticates puts it back in
-// the ring, and the mover (move.go) brings the sessions the ring names for
-// it back to it.
+// ring watcher's tick); once a link has stayed up for LinkTimeout the
+// shard is back in the ring, and the mover (move.go) brings the sessions
+// the ring names for it back to it.
 //
 // Only a link that had authenticated counts: a shard that never answered
 // (a wrong key, a port not yet open) is not taken down, nor is one whose
@@ -34,11 +36,27 @@ func (r *remoteBackend) shardDown(l *link) {
 	r.g.refreshRing()
 }
 
-// shardBack puts l's shard back in the ring: l authenticated after the
-// shard was down.
-func (r *remoteBackend) shardBack(l *link) {
-	r.g.log.Info("shard back: a link authenticated again", "shard", l.shard, "addr", l.addr)
-	r.g.refreshRing()
+// bringBack puts the down shards whose links have stayed up for
+// LinkTimeout back in the ring. The hold-down keeps a shard that answers
+// only now and then (a starved process, a lossy path) out, instead of
+// flapping the ring, and the sessions with it, on every link it manages
+// to authenticate.
+func (r *remoteBackend) bringBack(now time.Time) {
+	var back []string
+	r.mu.Lock()
+	for shard := range r.down {
+		if sl := r.shards[shard]; sl != nil && sl.up > 0 && now.Sub(sl.upSince) >= r.g.cfg.LinkTimeout {
+			delete(r.down, shard)
+			back = append(back, shard)
+		}
+	}
+	r.mu.Unlock()
+	for _, shard := range back {
+		r.g.log.Info("shard back: a link stayed up", "shard", shard)
+	}
+	if len(back) > 0 {
+		r.g.refreshRing()
+	}
 }
 
 // isDown reports whether shard is down for this gateway.

@@ -64,9 +64,10 @@ type remoteBackend struct {
 // shardLinks are a gateway's links to one shard. Guarded by remoteBackend.mu.
 type shardLinks struct {
 	addr    string
-	links   []*link // perShard slots; nil = not connected
-	up      int     // links in the slots that authenticated
-	fails   int     // consecutive failed links
+	links   []*link   // perShard slots; nil = not connected
+	up      int       // links in the slots that authenticated
+	upSince time.Time // when up last went from 0 to 1
+	fails   int       // consecutive failed links
 	retryAt time.Time
 }
 
@@ -147,21 +148,18 @@ func (r *remoteBackend) linkTo(shard, addr string, slot int) *link {
 	return l
 }
 
-// linkUp resets the shard's backoff once a link authenticated, and puts a
-// shard that was down back in the ring (failover.go).
+// linkUp resets the shard's backoff once a link authenticated. A shard
+// that was down comes back once a link stayed up for a while (failover.go).
 func (r *remoteBackend) linkUp(l *link) {
 	r.mu.Lock()
-	back := false
 	if sl := r.shards[l.shard]; sl != nil && slices.Contains(sl.links, l) {
 		sl.fails, sl.retryAt = 0, time.Time{}
+		if sl.up == 0 {
+			sl.upSince = time.Now()
+		}
 		sl.up++
-		back = r.down[l.shard]
-		delete(r.down, l.shard)
 	}
 	r.mu.Unlock()
-	if back {
-		r.shardBack(l)
-	}
 }
 
 // linkFailed frees l's slot, arms the backoff, and takes the shard out of
