@@ -43,12 +43,15 @@ func TestLinkHeartbeatSilentShard(t *testing.T) {
 // Pings stays up through many heartbeat periods and timeouts.
 func TestLinkHeartbeatHealthyIdleLink(t *testing.T) {
 	s := startFakeShard(t, "s1", false)
-	g := startGateway(t, Config{Backends: s.dir(), LinkKeys: [][]byte{fakeShardKey}})
+	// A 3 s timeout, not the default 1 s: the fake shard's goroutine can
+	// answer later than 1 s on a loaded box; without Pongs the links would
+	// still be dropped within the wait below.
+	g := startGateway(t, Config{Backends: s.dir(), LinkKeys: [][]byte{fakeShardKey}, LinkTimeout: 3 * time.Second})
 	g.ConnectShards(map[string]string{"s1": s.addr()})
 	waitForWithin(t, 20*time.Second, "links up", func() bool { return g.metrics.links.Load() == DefaultLinksPerShard })
 	dialed := s.linkCount()
-	// 12 Pings per link: at least 12 heartbeat periods, 3 timeouts.
-	waitForWithin(t, 60*time.Second, "heartbeats", func() bool { return s.pings.Load() >= 12*DefaultLinksPerShard })
+	// 36 Pings per link: at least 36 heartbeat periods, 3 timeouts.
+	waitForWithin(t, 60*time.Second, "heartbeats", func() bool { return s.pings.Load() >= 36*DefaultLinksPerShard })
 	m := g.metrics.link("s1")
 	if got := m.timeouts.Get(); got != 0 || g.metrics.links.Load() != DefaultLinksPerShard || s.linkCount() != dialed {
 		t.Fatalf("healthy idle links dropped: %d timeouts, %d links up, %d dialed (had %d)",
