@@ -20,6 +20,25 @@
 //
 // Everything is bounded: the run gives up --deadline after it started
 // (default: the ramp three times over, plus the hold, plus five minutes).
+//
+// Session moves (issue 7):
+//
+//	go run ./tools/scale --sessions 10000 --per-gateway 3400 --backends 4 --app counter \
+//	    --rate 5 --ramp 500 --drain-shard-after 20s --add-shard-after 50s --hold 80s
+//
+// --app counter runs the stateful example app on the shards, --rate F has
+// every session send F reliable frames/s checked end to end (`loadgen
+// --rate F --verify`: lost, duplicated, reordered, state reset) instead of
+// heartbeats only. --drain-shard-after D sends SIGTERM to the last shard D
+// after every session is up (it drains: the gateways move its sessions
+// away); --add-shard-after D starts one more shard then (the gateways
+// move the sessions it now owns). Each event is followed in the gateways'
+// move metrics (every 100 ms: first move started, every move ended, the
+// rings at their new size; results, per-move durations) and in loadgen's
+// per-second progress lines (latency before and during, replies naming a
+// new shard); see moves.go. Such a run also fails on any --verify
+// violation, any move that did not end "ok", a drained shard that did not
+// exit, or moves that took longer than --move-target (2 s).
 package main
 
 import (
