@@ -245,7 +245,7 @@ func (w *worker) finish() {
 				// A counter that restarted counts from 1 again, no
 				// longer the frames sent: its tail is unknown (the
 				// restart is a violation of its own).
-				w.st.add(cUpLost, s.up.tail(s.ctr))
+				s.up.tail(s.ctr) // counted in s.up.Lost, collected below
 			}
 			w.st.add(cUpDup, s.excess())
 			w.collectVerify(s)

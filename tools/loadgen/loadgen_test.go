@@ -449,6 +449,7 @@ func TestVerifyCounter(t *testing.T) {
 		{"", true, false, false},
 		{"dup", false, true, false},
 		{"reset", false, false, true},
+		{"mute", false, false, false},
 	} {
 		t.Run("fault="+tc.fault, func(t *testing.T) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -476,6 +477,14 @@ func TestVerifyCounter(t *testing.T) {
 			if v.OK != tc.ok || (code == 0) != tc.ok {
 				t.Errorf("exit %d verify %+v, want ok %v", code, v, tc.ok)
 			}
+			if tc.fault == "mute" {
+				// Every frame after the 5th went unanswered: each is one
+				// count lost at the tail, counted once.
+				if v.Unanswered == 0 || v.UpLost != v.Unanswered || v.Unacked != v.Unanswered {
+					t.Errorf("mute: verify %+v", v)
+				}
+				return
+			}
 			if (v.UpDup > 0) != tc.dup || (v.UpReset > 0) != tc.reset || v.UpLost != 0 || v.UpReorder != 0 {
 				t.Errorf("verify %+v", v)
 			}
@@ -489,7 +498,8 @@ func TestVerifyCounter(t *testing.T) {
 // fakeCounter answers like the counter app behind a gateway: WELCOME,
 // then per reliable DATA a reliable "<shard> <count>" and an ACK. The
 // shard's name changes at the 6th frame; fault "dup" counts every 4th
-// frame twice (two replies), "reset" starts over at the 5th.
+// frame twice (two replies), "reset" starts over at the 5th, "mute"
+// neither answers nor ACKs anything after the 5th.
 func fakeCounter(c net.Conn, fault string) {
 	defer c.Close()
 	r := bufio.NewReader(c)
@@ -512,6 +522,9 @@ func fakeCounter(c net.Conn, fault string) {
 			out = protocol.AppendFrame(out, protocol.TypeWelcome, 0, 0, p)
 		case protocol.TypeData:
 			n++
+			if fault == "mute" && n > 5 {
+				continue
+			}
 			shard := "s1"
 			if n >= 6 {
 				shard = "s2"
