@@ -353,14 +353,18 @@ func (srv *Server) Drain(ctx context.Context) error {
 // drainPoll is how often Drain counts the bound sessions.
 const drainPoll = 20 * time.Millisecond
 
-// bound counts the sessions a gateway holds (opening or attached).
+// bound counts the sessions a gateway holds: opening, attached, or
+// fenced while still bound to its link. A fenced session is in the middle
+// of a move: the gateway keeps it on this shard's link until the new
+// shard answers Opened, then sends Close here. Exiting before that Close
+// would take the link, and with it every session still moving, down.
 func (srv *Server) bound() int {
 	srv.mu.RLock()
 	defer srv.mu.RUnlock()
 	n := 0
 	for _, s := range srv.byID {
 		s.mu.Lock()
-		if s.state == stateOpening || s.state == stateAttached {
+		if s.state == stateOpening || s.state == stateAttached || (s.state == stateFenced && s.link != nil) {
 			n++
 		}
 		s.mu.Unlock()

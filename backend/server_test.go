@@ -537,3 +537,47 @@ type forwarder struct{ pushed string }
 
 func (f *forwarder) Push(dev string, p []byte, rel bool) error   { f.pushed = dev; return nil }
 func (f *forwarder) Kick(dev string, code int, why string) error { return nil }
+
+// TestDrainWaitsForMoveClose: a session that answered Snapshot is still
+// held by its gateway until the new shard opened it and the gateway sent
+// Close; Drain waits for that Close (a shard that exited earlier took the
+// link, and every session still moving on it, down). A fenced session
+// whose link is gone is no longer held.
+func TestDrainWaitsForMoveClose(t *testing.T) {
+	srv := start(t, "a", &recorder{}, nil)
+	g := backendtest.Dial(t, srv.Addr(), key, "gw")
+	for i, dev := range []string{"dev1", "dev2"} {
+		sid := backendtest.SID(i + 1)
+		openSession(t, g, sid, dev, 0, backendtest.OpenOpts{})
+		g.Control(protocol.LinkSnapshot, sid, 1, 0, "")
+		g.Expect(protocol.LinkState)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := srv.Drain(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("drain with two sessions in the middle of a move: %v", err)
+	}
+	g.Control(protocol.LinkClose, backendtest.SID(1), 1, 0, "moved")
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	if err := srv.Drain(ctx2); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("drain with one session in the middle of a move: %v", err)
+	}
+	g.Control(protocol.LinkClose, backendtest.SID(2), 1, 0, "moved")
+	if err := srv.Drain(context.Background()); err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+
+	// A fenced session whose gateway link went away is not held.
+	srv2 := start(t, "b", &recorder{}, nil)
+	g2 := backendtest.Dial(t, srv2.Addr(), key, "gw")
+	openSession(t, g2, backendtest.SID(3), "dev3", 0, backendtest.OpenOpts{})
+	g2.Control(protocol.LinkSnapshot, backendtest.SID(3), 1, 0, "")
+	g2.Expect(protocol.LinkState)
+	g2.Close()
+	ctx3, cancel3 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel3()
+	if err := srv2.Drain(ctx3); err != nil {
+		t.Fatalf("drain after the link was lost: %v", err)
+	}
+}

@@ -115,6 +115,8 @@ type session struct {
 	ctr     uint64  // last counter sent
 
 	up, down seqCheck
+	resynced bool   // up was resynced (a new session or a state reset)
+	shard    string // counter backend: the shard named by the last reply
 }
 
 type timer struct {
@@ -244,7 +246,13 @@ func (w *worker) finish() {
 		w.st.add(cUnanswered, int64(len(s.fifo)))
 		w.st.add(cUnacked, int64(len(s.pend)))
 		if w.e.cfg.Verify {
-			w.st.add(cUpLost, s.up.tail(s.ctr))
+			if s.shard == "" || !s.resynced {
+				// A counter that restarted counts from 1 again, no
+				// longer the frames sent: its tail is unknown (the
+				// restart is a violation of its own).
+				s.up.tail(s.ctr) // counted in s.up.Lost, collected below
+			}
+			w.st.add(cUpDup, s.excess())
 			w.collectVerify(s)
 		}
 		if s.fd >= 0 {
@@ -598,6 +606,7 @@ func (w *worker) welcome(s *session, p []byte, now int64) {
 		w.st.add(cResumeFailed, 1)
 		s.up.resync()
 		s.down.resync()
+		s.resynced = true
 		s.downLast, s.upSeq, s.upAcked = 0, 0, 0
 		s.pend = s.pend[:0]
 		w.st.add(cUnanswered, int64(len(s.fifo)))
@@ -702,14 +711,7 @@ func (w *worker) data(s *session, f protocol.Frame, now int64) {
 			s.up.observe(binary.BigEndian.Uint64(p[12:]))
 		}
 	} else if w.e.cfg.Verify {
-		// Counter backend: "<shard> <count>".
-		if i := bytes.LastIndexByte(p, ' '); i >= 0 {
-			if c, err := strconv.ParseUint(string(p[i+1:]), 10, 64); err == nil {
-				s.up.observe(c)
-			} else {
-				w.st.err("bad_reply")
-			}
-		}
+		w.counterReply(s, p)
 	}
 	if ts >= 0 {
 		w.st.Lat.RecordValue(max(now-ts, histMin))
@@ -719,6 +721,48 @@ func (w *worker) data(s *session, f protocol.Frame, now int64) {
 			w.sendOne(s, now, now)
 		}
 	}
+}
+
+// counterReply checks a reply of the counter backend, "<shard> <count>".
+// The SDK hands the handler each reliable frame once and in seq order, so
+// the count goes 1, 2, 3, … across moves: a count skipped is a frame lost,
+// a count seen twice one handled twice (on two shards at once), a count
+// back at 1 the session's state reset (a move without its state). A change
+// of shard name is a move the device saw (counted, not a violation).
+func (w *worker) counterReply(s *session, p []byte) {
+	i := bytes.LastIndexByte(p, ' ')
+	if i < 0 {
+		w.st.err("bad_reply")
+		return
+	}
+	c, err := strconv.ParseUint(string(p[i+1:]), 10, 64)
+	if err != nil {
+		w.st.err("bad_reply")
+		return
+	}
+	if shard := p[:i]; string(shard) != s.shard {
+		if s.shard != "" {
+			w.st.add(cShardChanges, 1)
+		}
+		s.shard = string(shard)
+	}
+	if c == 1 && s.up.next > 1 && !s.up.sync {
+		w.st.add(cUpReset, 1)
+		s.up.resync()
+		s.resynced = true
+	}
+	s.up.observe(c)
+}
+
+// excess counts, at the end of the run, the upstream numbers observed
+// beyond the last one sent: a counter that counted more messages than the
+// session sent handled some twice. Meaningless after a resync (the count
+// restarted; that is a violation of its own).
+func (s *session) excess() int64 {
+	if s.resynced || s.up.sync || s.up.next <= s.ctr+1 {
+		return 0
+	}
+	return int64(s.up.next - 1 - s.ctr)
 }
 
 // resolve parses "host:port" (IPv4) addresses.

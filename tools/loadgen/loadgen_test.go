@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -461,4 +462,115 @@ func gatewayCounters(g *server.Gateway) string {
 		}
 	}
 	return strings.Join(out, "; ")
+}
+
+// TestVerifyCounter runs --verify against fake counter backends: a clean
+// one that moves every session to another shard halfway (counted, not a
+// violation), one that handles every 4th frame twice (the count runs
+// ahead of the frames sent: duplicated) and one that forgets the count
+// at the 5th frame (state reset).
+func TestVerifyCounter(t *testing.T) {
+	for _, tc := range []struct {
+		fault      string
+		ok         bool
+		dup, reset bool
+	}{
+		{"", true, false, false},
+		{"dup", false, true, false},
+		{"reset", false, false, true},
+		{"mute", false, false, false},
+	} {
+		t.Run("fault="+tc.fault, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go fakeCounter(c, tc.fault)
+				}
+			}()
+			var out bytes.Buffer
+			code := realMain([]string{"--addr", ln.Addr().String(), "--sessions", "3", "--ramp", "0",
+				"--rate", "50", "--duration", "400ms", "--drain", "300ms", "--verify", "--quiet"}, &out, io.Discard)
+			var sum summary
+			if err := json.Unmarshal(out.Bytes(), &sum); err != nil {
+				t.Fatalf("exit %d, %v: %s", code, err, out.Bytes())
+			}
+			v := sum.Verify
+			if v.OK != tc.ok || (code == 0) != tc.ok {
+				t.Errorf("exit %d verify %+v, want ok %v", code, v, tc.ok)
+			}
+			if tc.fault == "mute" {
+				// Every frame after the 5th went unanswered: each is one
+				// count lost at the tail, counted once.
+				if v.Unanswered == 0 || v.UpLost != v.Unanswered || v.Unacked != v.Unanswered {
+					t.Errorf("mute: verify %+v", v)
+				}
+				return
+			}
+			if (v.UpDup > 0) != tc.dup || (v.UpReset > 0) != tc.reset || v.UpLost != 0 || v.UpReorder != 0 {
+				t.Errorf("verify %+v", v)
+			}
+			if got := sum.Counters[cShardChanges]; got != 3 {
+				t.Errorf("shard changes %d, want 3 (one per session)", got)
+			}
+		})
+	}
+}
+
+// fakeCounter answers like the counter app behind a gateway: WELCOME,
+// then per reliable DATA a reliable "<shard> <count>" and an ACK. The
+// shard's name changes at the 6th frame; fault "dup" counts every 4th
+// frame twice (two replies), "reset" starts over at the 5th, "mute"
+// neither answers nor ACKs anything after the 5th.
+func fakeCounter(c net.Conn, fault string) {
+	defer c.Close()
+	r := bufio.NewReader(c)
+	var down uint32
+	var n, count int
+	for {
+		hdr := make([]byte, protocol.HeaderSize)
+		if _, err := io.ReadFull(r, hdr); err != nil {
+			return
+		}
+		h := protocol.ParseHeader(hdr)
+		f := protocol.Frame{Type: h.Type, Seq: h.Seq, Payload: make([]byte, h.PayloadLen())}
+		if _, err := io.ReadFull(r, f.Payload); err != nil {
+			return
+		}
+		var out []byte
+		switch f.Type {
+		case protocol.TypeHello:
+			p, _ := protocol.Marshal(&protocol.Welcome{Session: "s", HB: 30, MaxFrame: protocol.DefaultMaxFrame})
+			out = protocol.AppendFrame(out, protocol.TypeWelcome, 0, 0, p)
+		case protocol.TypeData:
+			n++
+			if fault == "mute" && n > 5 {
+				continue
+			}
+			shard := "s1"
+			if n >= 6 {
+				shard = "s2"
+			}
+			if fault == "reset" && n == 5 {
+				count = 0
+			}
+			for range 1 + btoi(fault == "dup" && n%4 == 0) {
+				count++
+				down++
+				out = protocol.AppendFrame(out, protocol.TypeData, protocol.FlagAckRequested, down,
+					[]byte(shard+" "+strconv.Itoa(count)))
+			}
+			out = protocol.AppendFrame(out, protocol.TypeAck, 0, f.Seq, nil)
+		}
+		if _, err := c.Write(out); err != nil {
+			return
+		}
+	}
 }

@@ -93,7 +93,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.Workers, "workers", runtime.GOMAXPROCS(0), "epoll worker goroutines per process")
 	fs.StringVar(&c.IDPrefix, "id-prefix", "", "device id prefix (default: lg-<pid>-)")
 	fs.StringVar(&c.JSON, "json", "", "write the JSON summary to `FILE` instead of stdout")
-	fs.BoolVar(&c.Verify, "verify", false, "every session sends numbered reliable DATA (implies --reliable) and checks the replies of the echo or counter backend per direction: lost, duplicated, reordered; non-zero exit on any violation")
+	fs.BoolVar(&c.Verify, "verify", false, "every session sends numbered reliable DATA (implies --reliable) and checks the replies of the echo or counter backend per direction: lost, duplicated, reordered; with the counter backend (replies \"<shard> <count>\") also a count back at 1 (state reset) and a count beyond the frames sent (handled twice), and it counts the replies that name a new shard (shard_changes: moves the device saw); non-zero exit on any violation")
 	fs.BoolVar(&c.Idle, "idle", false, "no DATA at all: sessions only heartbeat (the scale test's load; exclusive with --rate, --window and --verify)")
 	fs.BoolVar(&c.Quiet, "quiet", false, "no progress lines")
 	fs.Usage = func() {
@@ -287,9 +287,9 @@ func progress(a *agg, base time.Time, cfg *config, w io.Writer, stop <-chan stru
 			}
 			sec := now.Sub(last).Seconds()
 			last = now
-			fmt.Fprintf(w, "loadgen: t=%4.0fs up=%d/%d sent/s=%.0f recv/s=%.0f p99=%s errors=%d disc=%d reconn=%d\n",
+			fmt.Fprintf(w, "loadgen: t=%4.0fs up=%d/%d sent/s=%.0f recv/s=%.0f p50=%s p99=%s errors=%d disc=%d reconn=%d moved=%d\n",
 				now.Sub(base).Seconds(), up, cfg.Sessions, float64(s.C[cSent])/sec, float64(s.C[cReceived])/sec,
-				fmtDur(s.Lat.ValueAtQuantile(99)), s.errorTotal(), s.C[cDisconnects], s.C[cReconnects])
+				fmtDur(s.Lat.ValueAtQuantile(50)), fmtDur(s.Lat.ValueAtQuantile(99)), s.errorTotal(), s.C[cDisconnects], s.C[cReconnects], s.C[cShardChanges])
 		}
 	}
 }

@@ -29,6 +29,8 @@ const (
 	cUpLost       = "up_lost"
 	cUpDup        = "up_dup"
 	cUpReorder    = "up_reorder"
+	cUpReset      = "up_reset"      // counter backend: the count went back to 1 (state lost)
+	cShardChanges = "shard_changes" // counter backend: replies started naming another shard (a move)
 	cDownLost     = "down_lost"
 	cDownDup      = "down_dup"
 	cDownReorder  = "down_reorder"
@@ -108,7 +110,7 @@ func (s *Stats) errorTotal() int64 {
 // violations is the number of --verify violations.
 func (s *Stats) violations() int64 {
 	var n int64
-	for _, k := range []string{cUpLost, cUpDup, cUpReorder, cDownLost, cDownDup, cDownReorder,
+	for _, k := range []string{cUpLost, cUpDup, cUpReorder, cUpReset, cDownLost, cDownDup, cDownReorder,
 		cUnacked, cUnanswered, cResumeFailed, cAckRegress} {
 		n += s.C[k]
 	}

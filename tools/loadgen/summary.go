@@ -46,6 +46,7 @@ type verifyReport struct {
 	UpLost       int64 `json:"up_lost"`
 	UpDup        int64 `json:"up_dup"`
 	UpReorder    int64 `json:"up_reorder"`
+	UpReset      int64 `json:"up_reset"` // counter backend: state reset (count back at 1)
 	DownLost     int64 `json:"down_lost"`
 	DownDup      int64 `json:"down_dup"`
 	DownReorder  int64 `json:"down_reorder"`
@@ -78,7 +79,7 @@ func summarize(cfg *config, s *Stats, procs int, src sources, wall, load time.Du
 		P999: us(s.Lat.ValueAtQuantile(99.9)), Max: us(s.Lat.Max()), Mean: s.Lat.Mean() / 1e3}
 	if cfg.Verify {
 		r.Verify = &verifyReport{OK: s.violations() == 0 && s.C[cHandshakes] > 0,
-			UpLost: s.C[cUpLost], UpDup: s.C[cUpDup], UpReorder: s.C[cUpReorder],
+			UpLost: s.C[cUpLost], UpDup: s.C[cUpDup], UpReorder: s.C[cUpReorder], UpReset: s.C[cUpReset],
 			DownLost: s.C[cDownLost], DownDup: s.C[cDownDup], DownReorder: s.C[cDownReorder],
 			Unacked: s.C[cUnacked], Unanswered: s.C[cUnanswered], ResumeFailed: s.C[cResumeFailed],
 			AckRegress: s.C[cAckRegress]}

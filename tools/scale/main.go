@@ -20,6 +20,25 @@
 //
 // Everything is bounded: the run gives up --deadline after it started
 // (default: the ramp three times over, plus the hold, plus five minutes).
+//
+// Session moves (issue 7):
+//
+//	go run ./tools/scale --sessions 10000 --per-gateway 3400 --backends 4 --app counter \
+//	    --rate 5 --ramp 500 --drain-shard-after 20s --add-shard-after 50s --hold 80s
+//
+// --app counter runs the stateful example app on the shards, --rate F has
+// every session send F reliable frames/s checked end to end (`loadgen
+// --rate F --verify`: lost, duplicated, reordered, state reset) instead of
+// heartbeats only. --drain-shard-after D sends SIGTERM to the last shard D
+// after every session is up (it drains: the gateways move its sessions
+// away); --add-shard-after D starts one more shard then (the gateways
+// move the sessions it now owns). Each event is followed in the gateways'
+// move metrics (every 100 ms: first move started, every move ended, the
+// rings at their new size; results, per-move durations) and in loadgen's
+// per-second progress lines (latency before and during, replies naming a
+// new shard); see moves.go. Such a run also fails on any --verify
+// violation, any move that did not end "ok", a drained shard that did not
+// exit, or moves that took longer than --move-target (2 s).
 package main
 
 import (
@@ -64,6 +83,12 @@ type config struct {
 	GatewayArg string        `json:"gateway_args,omitempty"`
 	GoMaxProcs int           `json:"gomaxprocs"`
 	MinFree    int64         `json:"min_free"`
+	// Reliable traffic and moves (issue 7); see moves.go.
+	App        string        `json:"app"`
+	Rate       float64       `json:"rate,omitempty"`
+	DrainAfter time.Duration `json:"drain_shard_after,omitempty"`
+	AddAfter   time.Duration `json:"add_shard_after,omitempty"`
+	MoveTarget time.Duration `json:"move_target,omitempty"`
 }
 
 func main() {
@@ -84,7 +109,16 @@ func main() {
 	fs.StringVar(&c.GatewayArg, "gateway-args", "", "extra gateway flags, space separated (e.g. --handshake-timeout 30s)")
 	fs.IntVar(&c.GoMaxProcs, "gomaxprocs", 0, "GOMAXPROCS of every gateway (0: 1 when there are more processes than 2 per core, else the Go default)")
 	fs.Int64Var(&c.MinFree, "min-free", 1<<30, "stop the load (and fail) when the box's MemAvailable falls below this many bytes")
+	fs.StringVar(&c.App, "app", "echo", "example app of the backend shards: echo or counter (the one whose state moves)")
+	fs.Float64Var(&c.Rate, "rate", 0, "reliable DATA frames/s per session, checked end to end (loadgen --rate F --verify) instead of heartbeats only (0: loadgen --idle)")
+	fs.DurationVar(&c.DrainAfter, "drain-shard-after", 0, "this long after every session is up, SIGTERM the last shard (it drains: its sessions move) and measure the moves (0: no drain)")
+	fs.DurationVar(&c.AddAfter, "add-shard-after", 0, "this long after every session is up, start one more shard (a join: the sessions it now owns move) and measure the moves (0: no join)")
+	fs.DurationVar(&c.MoveTarget, "move-target", 2*time.Second, "with --drain-shard-after or --add-shard-after, the run fails unless each event's moves all ended within this long of it")
 	fs.Parse(os.Args[1:])
+	if err := c.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "scale:", err)
+		os.Exit(2)
+	}
 	if c.Gateways == 0 {
 		c.Gateways = (c.Sessions + c.PerGateway - 1) / c.PerGateway
 	}
@@ -122,21 +156,44 @@ func main() {
 type proc struct {
 	name  string
 	cmd   *exec.Cmd
-	admin string // gateways: admin address
-	addr  string // gateways: device address
+	admin string        // gateways: admin address
+	addr  string        // gateways: device address
+	done  chan struct{} // closed when the process has exited (err is its Wait)
+	err   error
+	ended time.Time
+}
+
+// exited reports whether p has exited.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // cluster is everything started, so that it can all be stopped.
 type cluster struct {
 	dir        string
 	gomaxprocs int // for gateways and shards; 0: Go's default
+	keyFile    string
+	seeds      []string // gossip addresses of the first shards
 	gateways   []*proc
-	backends   []*proc
 	loadgen    *proc
+
+	mu       sync.Mutex // backends: a join adds one while the run samples
+	backends []*proc
+}
+
+func (cl *cluster) shards() []*proc {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return append([]*proc{}, cl.backends...)
 }
 
 func (cl *cluster) all() []*proc {
-	ps := append(append([]*proc{}, cl.gateways...), cl.backends...)
+	ps := append(append([]*proc{}, cl.gateways...), cl.shards()...)
 	if cl.loadgen != nil {
 		ps = append(ps, cl.loadgen)
 	}
@@ -146,19 +203,17 @@ func (cl *cluster) all() []*proc {
 // stop ends every process by its pid: SIGTERM, SIGKILL after 10 s.
 func (cl *cluster) stop() {
 	for _, p := range cl.all() {
-		if p.cmd.ProcessState == nil {
+		if !p.exited() {
 			p.cmd.Process.Signal(syscall.SIGTERM)
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for _, p := range cl.all() {
-		done := make(chan struct{})
-		go func() { p.cmd.Wait(); close(done) }()
 		select {
-		case <-done:
+		case <-p.done:
 		case <-time.After(time.Until(deadline)):
 			p.cmd.Process.Kill()
-			<-done
+			<-p.done
 		}
 	}
 }
@@ -190,9 +245,9 @@ func run(ctx context.Context, c *config) (*summary, error) {
 	if err := cl.startLoadgen(c); err != nil {
 		return s, err
 	}
-	done := make(chan error, 1)
-	go func() { done <- cl.loadgen.cmd.Wait() }()
 	start := time.Now()
+	ev := cl.startEvents(ctx, c, start)
+	defer ev.wait() // before cl.stop: the events use the processes
 	prev := base
 	// Every second while sessions come up (the connect rate is read off
 	// these samples), every --sample once they are all up.
@@ -205,13 +260,15 @@ func run(ctx context.Context, c *config) (*summary, error) {
 loop:
 	for {
 		select {
-		case lgErr = <-done:
+		case <-cl.loadgen.done:
+			lgErr = cl.loadgen.err
 			break loop
 		case <-ctx.Done():
 			s.StoppedBy = fmt.Sprintf("gave up after %v (deadline)", c.Deadline)
 			if errors.Is(ctx.Err(), context.Canceled) {
 				s.StoppedBy = "interrupted"
 			}
+			s.Events = ev.wait()
 			s.finish(c, cl)
 			return s, errors.New(s.StoppedBy)
 		case <-tick.C:
@@ -225,6 +282,7 @@ loop:
 			s.Samples = append(s.Samples, sm)
 			if s.UpAfter == 0 && sm.Sessions >= float64(c.Sessions) {
 				s.UpAfter = sm.T
+				ev.allUp(time.Now())
 			}
 			// Pushing toward a million, the box runs out before the
 			// target does: stop the load while the kernel still has room,
@@ -243,6 +301,7 @@ loop:
 			prev = sm
 		}
 	}
+	s.Events = ev.wait()
 	s.finish(c, cl)
 	if lgErr != nil && s.Loadgen == nil {
 		return s, fmt.Errorf("loadgen: %v (log: %s)", lgErr, filepath.Join(dir, "loadgen.log"))
@@ -278,15 +337,16 @@ func freePort() (int, error) {
 	return 0, errors.New("no free port in 20000–32767")
 }
 
-func (cl *cluster) spawn(name string, args ...string) (*proc, error) {
+// spawn starts a process with GOMAXPROCS gmp (0: Go's default).
+func (cl *cluster) spawn(name string, gmp int, args ...string) (*proc, error) {
 	log, err := os.Create(filepath.Join(cl.dir, name+".log"))
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
-	if cl.gomaxprocs > 0 {
-		cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(cl.gomaxprocs))
+	if gmp > 0 {
+		cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(gmp))
 	}
 	// Whatever ends this run, nothing it started outlives it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -295,7 +355,13 @@ func (cl *cluster) spawn(name string, args ...string) (*proc, error) {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	log.Close() // the child has its own copy
-	return &proc{name: name, cmd: cmd}, nil
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		p.ended = time.Now()
+		close(p.done)
+	}()
+	return p, nil
 }
 
 func (cl *cluster) start(c *config) error {
@@ -307,33 +373,14 @@ func (cl *cluster) start(c *config) error {
 			return err
 		}
 	}
+	cl.keyFile = keyFile
 	bin := filepath.Join(c.Bin, "switchyard")
-	// The few shards do the work of every gateway's sessions: they keep
-	// Go's default GOMAXPROCS; only the many gateways get --gomaxprocs.
-	gmp := cl.gomaxprocs
-	cl.gomaxprocs = 0
-	defer func() { cl.gomaxprocs = gmp }()
-	var seeds []string
-	for i := range c.Backends {
-		link, err1 := freePort()
-		gossip, err2 := freePort()
-		if err := errors.Join(err1, err2); err != nil {
+	for range c.Backends {
+		if _, err := cl.startBackend(c); err != nil {
 			return err
 		}
-		g := fmt.Sprintf("127.0.0.1:%d", gossip)
-		args := []string{bin, "backend", "--app", "echo", "--shard", fmt.Sprintf("s%d", i+1),
-			"--link", fmt.Sprintf("127.0.0.1:%d", link), "--gossip", g, "--cluster-key-file", keyFile}
-		if len(seeds) > 0 {
-			args = append(args, "--join", seeds[0])
-		}
-		p, err := cl.spawn(fmt.Sprintf("backend-%d", i+1), args...)
-		if err != nil {
-			return err
-		}
-		cl.backends = append(cl.backends, p)
-		seeds = append(seeds, g)
 	}
-	cl.gomaxprocs = gmp
+	seeds := cl.seeds
 	for i := range c.Gateways {
 		dev, err1 := freePort()
 		admin, err2 := freePort()
@@ -347,7 +394,7 @@ func (cl *cluster) start(c *config) error {
 			"--cluster-key-file", keyFile, "--auth-secret-file", secretFile,
 			"--heartbeat", strconv.Itoa(c.Heartbeat), "--max-conns", strconv.Itoa(c.PerGateway + 500),
 			"--node", fmt.Sprintf("gw%d", i+1)}
-		p, err := cl.spawn(fmt.Sprintf("gateway-%d", i+1), append(args, strings.Fields(c.GatewayArg)...)...)
+		p, err := cl.spawn(fmt.Sprintf("gateway-%d", i+1), cl.gomaxprocs, append(args, strings.Fields(c.GatewayArg)...)...)
 		if err != nil {
 			return err
 		}
@@ -355,6 +402,38 @@ func (cl *cluster) start(c *config) error {
 		cl.gateways = append(cl.gateways, p)
 	}
 	return nil
+}
+
+// startBackend starts shard s<n+1> (n: the shards started so far), joined
+// to the first one's gossip.
+func (cl *cluster) startBackend(c *config) (*proc, error) {
+	link, err1 := freePort()
+	gossip, err2 := freePort()
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, err
+	}
+	cl.mu.Lock()
+	n := len(cl.backends)
+	cl.mu.Unlock()
+	g := fmt.Sprintf("127.0.0.1:%d", gossip)
+	args := []string{filepath.Join(c.Bin, "switchyard"), "backend", "--app", c.App, "--shard", fmt.Sprintf("s%d", n+1),
+		"--link", fmt.Sprintf("127.0.0.1:%d", link), "--gossip", g, "--cluster-key-file", cl.keyFile}
+	if len(cl.seeds) > 0 {
+		args = append(args, "--join", cl.seeds[0])
+	}
+	// The few shards do the work of every gateway's sessions: they keep
+	// Go's default GOMAXPROCS; only the many gateways get --gomaxprocs.
+	p, err := cl.spawn(fmt.Sprintf("backend-%d", n+1), 0, args...)
+	if err != nil {
+		return nil, err
+	}
+	cl.mu.Lock()
+	cl.backends = append(cl.backends, p)
+	cl.mu.Unlock()
+	if n < c.Backends {
+		cl.seeds = append(cl.seeds, g)
+	}
+	return p, nil
 }
 
 // waitRing waits until every gateway has all the shards on its ring.
@@ -384,15 +463,19 @@ func (cl *cluster) startLoadgen(c *config) error {
 	}
 	args := []string{filepath.Join(c.Bin, "loadgen"), "--addr", strings.Join(addrs, ","),
 		"--sessions", strconv.Itoa(c.Sessions), "--ramp", strconv.FormatFloat(c.Ramp, 'f', -1, 64),
-		"--idle", "--duration", c.Hold.String(), "--secret-file", filepath.Join(cl.dir, "auth.secret"),
-		"--id-prefix", "scale-", "--json", filepath.Join(cl.dir, "loadgen.json"), "--quiet"}
+		"--duration", c.Hold.String(), "--secret-file", filepath.Join(cl.dir, "auth.secret"),
+		"--id-prefix", "scale-", "--json", filepath.Join(cl.dir, "loadgen.json")}
+	if c.Rate > 0 {
+		// Progress lines (one a second, read back for the latency around
+		// each move) instead of --quiet.
+		args = append(args, "--rate", strconv.FormatFloat(c.Rate, 'f', -1, 64), "--verify")
+	} else {
+		args = append(args, "--idle", "--quiet")
+	}
 	args = append(args, strings.Fields(c.LoadgenArg)...)
 	// loadgen's own processes get Go's default GOMAXPROCS: it sizes its
 	// epoll workers from it (--workers in --loadgen-args overrides).
-	gmp := cl.gomaxprocs
-	cl.gomaxprocs = 0
-	p, err := cl.spawn("loadgen", args...)
-	cl.gomaxprocs = gmp
+	p, err := cl.spawn("loadgen", 0, args...)
 	cl.loadgen = p
 	return err
 }
@@ -461,7 +544,10 @@ func (cl *cluster) sample() sample {
 			s.GatewayCPU += float64(t.Total())
 		}
 	}
-	for _, b := range cl.backends {
+	for _, b := range cl.shards() {
+		if b.exited() {
+			continue
+		}
 		if mi, err := procstat.Mem(b.cmd.Process.Pid); err == nil {
 			s.BackendRSS += float64(mi.RSS)
 		}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -94,5 +96,174 @@ func TestFinishPartial(t *testing.T) {
 	s.finish(&config{Sessions: 1000, Ramp: 100, Hold: time.Minute}, &cluster{dir: t.TempDir()})
 	if s.Held.T != 2 || s.GatewayBytesPerSession != 200e3 {
 		t.Errorf("held t=%v gateway %v B per session", s.Held.T, s.GatewayBytesPerSession)
+	}
+}
+
+// TestReadMoves sums the move metrics of several gateways: results by
+// label, the histogram's buckets by bound, drops and disconnects.
+func TestReadMoves(t *testing.T) {
+	page := func(s string) map[string]float64 { return parseMetrics(strings.NewReader(s)) }
+	r := readMoves([]map[string]float64{
+		page(`switchyard_session_moves_started_total 10
+switchyard_session_moves_total{result="ok"} 9
+switchyard_session_moves_total{result="timeout"} 1
+switchyard_sessions_moving 0
+switchyard_session_move_duration_seconds_bucket{le="0.005"} 4
+switchyard_session_move_duration_seconds_bucket{le="0.01"} 9
+switchyard_session_move_duration_seconds_bucket{le="+Inf"} 9
+switchyard_session_move_duration_seconds_sum 0.05
+switchyard_session_move_duration_seconds_count 9
+switchyard_frames_dropped_total{reason="move"} 2
+switchyard_frames_dropped_total{reason="gap"} 5
+switchyard_disconnects_total{reason="unavailable"} 1
+`),
+		page(`switchyard_session_moves_started_total 5
+switchyard_session_moves_total{result="ok"} 3
+switchyard_sessions_moving 2
+switchyard_session_move_duration_seconds_bucket{le="0.01"} 3
+switchyard_session_move_duration_seconds_bucket{le="+Inf"} 3
+`),
+		nil, // did not answer
+	})
+	if r.Started != 15 || r.Results["ok"] != 12 || r.Results["timeout"] != 1 || r.ended() != 13 || r.Moving != 2 {
+		t.Errorf("started %v results %v moving %v", r.Started, r.Results, r.Moving)
+	}
+	if r.Buckets[0.01] != 12 || r.Buckets[math.Inf(1)] != 12 || r.DurCount != 9 || r.DroppedMove != 2 || r.Disconnects != 1 || r.Scraped != 2 {
+		t.Errorf("buckets %v count %v dropped %v disconnects %v scraped %v", r.Buckets, r.DurCount, r.DroppedMove, r.Disconnects, r.Scraped)
+	}
+}
+
+// TestSettledAndDelta: settled only when moves happened since the base,
+// all ended, none runs, every gateway answered with the new ring size;
+// the event's figures are the differences.
+func TestSettledAndDelta(t *testing.T) {
+	base := moveReading{Started: 100, Results: map[string]float64{"ok": 100}, Scraped: 3,
+		Buckets: map[float64]float64{0.01: 100, 0.1: 100, math.Inf(1): 100}, DurCount: 100, DurSum: 1}
+	now := moveReading{Started: 300, Results: map[string]float64{"ok": 299, "closed": 1}, Scraped: 3, RingMin: 3, RingMax: 3,
+		Buckets: map[float64]float64{0.01: 150, 0.1: 298, math.Inf(1): 300}, DurCount: 300, DurSum: 11, DroppedMove: 4}
+	if !now.settled(base, 3) {
+		t.Fatal("not settled")
+	}
+	for name, spoil := range map[string]func(*moveReading){
+		"no move":         func(r *moveReading) { r.Started, r.Results = 100, map[string]float64{"ok": 100} },
+		"one running":     func(r *moveReading) { r.Moving = 1 },
+		"not all ended":   func(r *moveReading) { r.Results = map[string]float64{"ok": 299} },
+		"old ring":        func(r *moveReading) { r.RingMax = 4 },
+		"gateway missing": func(r *moveReading) { r.Scraped = 2 },
+	} {
+		r := now
+		spoil(&r)
+		if r.settled(base, 3) {
+			t.Errorf("%s: settled", name)
+		}
+	}
+	var ev moveEvent
+	now.delta(base, &ev)
+	if ev.MovesStarted != 200 || ev.Moves["ok"] != 199 || ev.Moves["closed"] != 1 || ev.failed() != 1 || ev.MoveMeanS != 0.05 || ev.DroppedMove != 4 {
+		t.Errorf("event %+v", ev)
+	}
+	// 200 moves: 50 within 10 ms, 198 within 100 ms, 2 beyond.
+	if ev.MoveP50S != 0.1 || ev.MoveP99S != 0.1 || !math.IsInf(ev.MoveMaxS, 1) {
+		t.Errorf("p50 %v p99 %v max %v", ev.MoveP50S, ev.MoveP99S, ev.MoveMaxS)
+	}
+}
+
+func TestBucketQuantile(t *testing.T) {
+	b := map[float64]float64{0.005: 10, 0.01: 90, 0.025: 99, 0.05: 100, math.Inf(1): 100}
+	for _, tc := range []struct{ q, want float64 }{{0.1, 0.005}, {0.5, 0.01}, {0.99, 0.025}, {1, 0.05}} {
+		if got := bucketQuantile(b, tc.q); got != tc.want {
+			t.Errorf("q %v: %v, want %v", tc.q, got, tc.want)
+		}
+	}
+	if got := bucketQuantile(map[float64]float64{math.Inf(1): 0}, 0.5); got != 0 {
+		t.Errorf("empty: %v", got)
+	}
+}
+
+// TestProgressLatency reads loadgen's progress lines and takes the
+// latency around an event: the median second of the ten before it, the
+// worst second from it until a second after it settled.
+func TestProgressLatency(t *testing.T) {
+	log := `loadgen: t=   1s up=10/10 sent/s=50 recv/s=50 p50=1ms p99=5ms errors=0 disc=0 reconn=0 moved=0
+some other line
+`
+	for i := 2; i <= 10; i++ {
+		log += fmt.Sprintf("loadgen: t=%4ds up=10/10 sent/s=50 recv/s=50 p50=1ms p99=%dms errors=0 disc=0 reconn=0 moved=0\n", i, 4+i%3)
+	}
+	log += `loadgen: t=  11s up=10/10 sent/s=50 recv/s=50 p50=1.5ms p99=30ms errors=0 disc=0 reconn=0 moved=6
+loadgen: t=  12s up=10/10 sent/s=50 recv/s=50 p50=2ms p99=20ms errors=1 disc=0 reconn=0 moved=3
+loadgen: t=  13s up=10/10 sent/s=50 recv/s=50 p50=1ms p99=5ms errors=0 disc=0 reconn=0 moved=0
+loadgen: t=  14s up=10/10 sent/s=50 recv/s=50 p50=1ms p99=90ms errors=0 disc=0 reconn=0 moved=1
+`
+	ps := parseProgress(strings.NewReader(log))
+	if len(ps) != 14 || ps[10].P99 != 30*time.Millisecond || ps[10].Moved != 6 || ps[11].Errors != 1 {
+		t.Fatalf("%d lines: %+v", len(ps), ps[10:12])
+	}
+	// At t=10.2 s, settled 1.5 s later: the lines of t=11, 12 and 13 are
+	// during (13 covers 12–13 s, before 11.7 + 1); 14 is not.
+	ev := moveEvent{AtS: 10.2, SettledS: 1.5}
+	ev.latency(ps)
+	if ev.P99BeforeMS != 5 || ev.P50BeforeMS != 1 || ev.P99DuringMS != 30 || ev.P50DuringMS != 2 || ev.DeviceMoves != 9 || ev.DeviceErrors != 1 {
+		t.Errorf("%+v", ev)
+	}
+}
+
+// TestEventVerdict: an event fails the run when it did not settle, took
+// longer than --move-target, moved nothing, had a failed move, or (a
+// drain) its shard did not exit; so does a --verify violation.
+func TestEventVerdict(t *testing.T) {
+	c := &config{Sessions: 100, Rate: 5, Backends: 4, DrainAfter: time.Second, AddAfter: 2 * time.Second, MoveTarget: 2 * time.Second}
+	good := func() *summary {
+		lg := &loadgenReport{Handshakes: 100, Verify: &verifyReport{OK: true}}
+		return &summary{UpAfter: 3, Loadgen: lg, Events: []moveEvent{
+			{Kind: "drain", SettledS: 1.2, ShardExitS: 1.5, MovesStarted: 25, Moves: map[string]float64{"ok": 25}},
+			{Kind: "join", SettledS: 0.4, MovesStarted: 20, Moves: map[string]float64{"ok": 20}},
+		}}
+	}
+	if err := good().verdict(c); err != nil {
+		t.Fatalf("good run: %v", err)
+	}
+	for name, spoil := range map[string]func(*summary){
+		"unsettled":      func(s *summary) { s.Events[0].Unsettled = true },
+		"slow":           func(s *summary) { s.Events[1].SettledS = 2.01 },
+		"nothing moved":  func(s *summary) { s.Events[1].MovesStarted = 0 },
+		"a move failed":  func(s *summary) { s.Events[0].Moves["timeout"] = 1 },
+		"shard stayed":   func(s *summary) { s.Events[0].ShardExitS = 0 },
+		"event missing":  func(s *summary) { s.Events = s.Events[:1] },
+		"verify failed":  func(s *summary) { s.Loadgen.Verify.OK = false },
+		"no verify":      func(s *summary) { s.Loadgen.Verify = nil },
+		"device dropped": func(s *summary) { s.Loadgen.Disconnects = 1 },
+	} {
+		s := good()
+		spoil(s)
+		if err := s.verdict(c); err == nil || s.Pass {
+			t.Errorf("%s: passed", name)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	ok := config{App: "counter", Rate: 5, Backends: 4, DrainAfter: 20 * time.Second, AddAfter: 50 * time.Second, Hold: 80 * time.Second}
+	if err := ok.validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, spoil := range map[string]func(*config){
+		"app":        func(c *config) { c.App = "nope" },
+		"rate":       func(c *config) { c.Rate = -1 },
+		"one shard":  func(c *config) { c.Backends = 1 },
+		"short hold": func(c *config) { c.Hold = 60 * time.Second },
+	} {
+		c := ok
+		spoil(&c)
+		if c.validate() == nil {
+			t.Errorf("%s: valid", name)
+		}
+	}
+	if p := ok.plan(); len(p) != 2 || p[0].kind != "drain" || p[1].kind != "join" {
+		t.Errorf("plan %v", p)
+	}
+	ok.DrainAfter = 60 * time.Second
+	if p := ok.plan(); p[0].kind != "join" {
+		t.Errorf("plan %v: the earlier event first", p)
 	}
 }

@@ -26,6 +26,7 @@ type summary struct {
 	MaxSessions float64        `json:"max_sessions"`
 	StoppedBy   string         `json:"stopped_by,omitempty"`
 	Loadgen     *loadgenReport `json:"loadgen"`
+	Events      []moveEvent    `json:"events,omitempty"` // --drain-shard-after, --add-shard-after
 
 	// Derived figures (bytes per session, cores, sessions/s).
 	GatewayBytesPerSessionUp float64 `json:"gateway_bytes_per_session_up"` // RSS as soon as all are up
@@ -54,6 +55,31 @@ type loadgenReport struct {
 	Reconnects  int64            `json:"reconnects"`
 	Errors      map[string]int64 `json:"errors"`
 	Counters    map[string]int64 `json:"counters"`
+	Sent        int64            `json:"frames_sent"`
+	Received    int64            `json:"frames_received"`
+	Latency     struct {
+		P50  float64 `json:"p50"`
+		P99  float64 `json:"p99"`
+		P999 float64 `json:"p999"`
+		Max  float64 `json:"max"`
+	} `json:"latency_us"`
+	Verify *verifyReport `json:"verify"` // with --rate
+}
+
+// verifyReport is loadgen's --verify summary.
+type verifyReport struct {
+	OK           bool  `json:"ok"`
+	UpLost       int64 `json:"up_lost"`
+	UpDup        int64 `json:"up_dup"`
+	UpReorder    int64 `json:"up_reorder"`
+	UpReset      int64 `json:"up_reset"`
+	DownLost     int64 `json:"down_lost"`
+	DownDup      int64 `json:"down_dup"`
+	DownReorder  int64 `json:"down_reorder"`
+	Unacked      int64 `json:"unacked"`
+	Unanswered   int64 `json:"unanswered"`
+	ResumeFailed int64 `json:"resume_failed"`
+	AckRegress   int64 `json:"ack_regress"`
 }
 
 // finish reads loadgen's report and derives the figures.
@@ -64,6 +90,7 @@ func (s *summary) finish(c *config, cl *cluster) {
 			s.Loadgen = &r
 		}
 	}
+	s.eventLatency(cl.dir)
 	n := float64(c.Sessions)
 	// loadgen stops its sessions ramp + hold after it started; samples
 	// from the last two seconds before may already count those closes.
@@ -155,7 +182,11 @@ func (s *summary) verdict(c *config) error {
 		if len(r.Errors) != 0 {
 			errs = append(errs, fmt.Errorf("loadgen: errors %v", r.Errors))
 		}
+		if c.Rate > 0 && (r.Verify == nil || !r.Verify.OK) {
+			errs = append(errs, fmt.Errorf("loadgen --verify: violations %+v", r.Verify))
+		}
 	}
+	errs = append(errs, s.eventVerdict(c)...)
 	err := errors.Join(errs...)
 	s.Pass = err == nil
 	return err
@@ -178,7 +209,13 @@ func (s *summary) text() string {
 	if r := s.Loadgen; r != nil {
 		fmt.Fprintf(&b, "  loadgen: %d processes, %d source addresses, %d handshakes, %d disconnects, %d reconnects, errors %v, pings %d\n",
 			r.Procs, r.SrcSpread, r.Handshakes, r.Disconnects, r.Reconnects, r.Errors, r.Counters["pings"])
+		if v := r.Verify; v != nil {
+			fmt.Fprintf(&b, "  loadgen --verify: ok %v; %d frames sent, %d replies; latency p50 %.1f ms, p99 %.1f ms, max %.1f ms; upstream lost %d dup %d reordered %d reset %d; downstream lost %d dup %d reordered %d; unacked %d unanswered %d resume failed %d; %d replies named a new shard\n",
+				v.OK, r.Sent, r.Received, r.Latency.P50/1e3, r.Latency.P99/1e3, r.Latency.Max/1e3, v.UpLost, v.UpDup, v.UpReorder, v.UpReset,
+				v.DownLost, v.DownDup, v.DownReorder, v.Unacked, v.Unanswered, v.ResumeFailed, r.Counters["shard_changes"])
+		}
 	}
+	s.eventText(&b)
 	fmt.Fprintf(&b, "  unexpected disconnects at the gateways: %.0f (%.0f handshake timeouts; %.0f once all were up); pass: %v\n",
 		s.UnexpectedDisconnects, s.RampTimeouts, s.HoldDisconnects, s.Pass)
 	return b.String()
