@@ -581,3 +581,37 @@ func TestDrainWaitsForMoveClose(t *testing.T) {
 		t.Fatalf("drain after the link was lost: %v", err)
 	}
 }
+
+// TestMigratedOpenOvertakenByClose (found by the 10,000-session move run):
+// a migrated Open restores the session's seqs at once, but its OnOpen runs
+// later from the mailbox; when the device's Close overtakes it there, the
+// next Open of the session (the device resuming) must still be a
+// migration with that state and lastUp — opened as new, the device would
+// renumber from 1 and the restored lastUp would swallow its frames as
+// duplicates while the app started from nothing.
+func TestMigratedOpenOvertakenByClose(t *testing.T) {
+	release := make(chan struct{})
+	h := &recorder{onOpen: func(s *backend.Session, _ backend.OpenReason, _ []byte) error {
+		if s.Device() == "blocker" {
+			<-release // holds the only worker while the Close overtakes
+		}
+		return nil
+	}}
+	srv := start(t, "a", h, func(c *backend.Config) { c.Workers = 1 })
+	g := backendtest.Dial(t, srv.Addr(), key, "gw")
+	g.Open(backendtest.SID(1), "blocker", 0, backendtest.OpenOpts{})
+	waitFor(t, "the blocker in OnOpen", func() bool { return h.has("open blocker new ") })
+	g.Open(backendtest.SID(2), "dev", 7, backendtest.OpenOpts{Reason: "migrated", LastUp: 5, State: []byte("st")})
+	g.Control(protocol.LinkClose, backendtest.SID(2), 7, 0, "disconnected")
+	close(release)
+	if e := g.Expect(protocol.LinkOpened); e.Session != backendtest.SID(1) {
+		t.Fatalf("Opened for %v, want the blocker", e.Session)
+	}
+	e := openSession(t, g, backendtest.SID(2), "dev", 8, backendtest.OpenOpts{Reason: "resumed"})
+	if x := backendtest.DecodeExt(t, e.Ext); x.Reason != "migrated" || x.LastUp != 5 {
+		t.Fatalf("Opened after the overtaken migration: reason %q last_up %d, want migrated and 5", x.Reason, x.LastUp)
+	}
+	if !h.has("open dev migrated st") || h.has("open dev new ") {
+		t.Fatalf("handler calls %q, want one OnOpen migrated with the state", h.lines())
+	}
+}

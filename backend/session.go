@@ -36,13 +36,18 @@ type Session struct {
 	device string
 	seq    atomic.Uint32 // seq of the reliable Up in OnMessage
 
-	mu          sync.Mutex
-	tags        map[string]string
-	node        string // gateway of the current (or last) binding
-	link        *link  // nil unless opening, attached or fenced
-	epoch       uint64 // of the current binding
-	state       sessionState
-	opened      bool // OnOpen succeeded once
+	mu     sync.Mutex
+	tags   map[string]string
+	node   string // gateway of the current (or last) binding
+	link   *link  // nil unless opening, attached or fenced
+	epoch  uint64 // of the current binding
+	state  sessionState
+	opened bool // OnOpen succeeded once
+	// migrated holds the handler state of a migrated Open whose OnOpen has
+	// not run yet (a Close overtook it in the mailbox); the session's
+	// sequence state was restored already, so the next binding must hand
+	// this state to OnOpen as a migration, never open the session as new.
+	migrated    *[]byte
 	upFenced    bool // Snapshot asked: Ups are dropped from now on
 	ended       bool // OnClose ran
 	idleSince   time.Time

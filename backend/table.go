@@ -105,6 +105,8 @@ func (s *Session) bindLocked(l *link, epoch uint64, reason OpenReason, x *linkEx
 	}
 	if reason == OpenMigrated {
 		s.restoreLocked(x)
+		state := x.State
+		s.migrated = &state
 	}
 	s.downSeq = max(s.downSeq, x.DownSeq) // the device must see new seqs as new
 	s.enqueueLocked(event{kind: evOpen, epoch: epoch, reason: reason, payload: x.State,

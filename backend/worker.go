@@ -42,6 +42,9 @@ type event struct {
 	epoch      uint64 // Open, Snapshot: the binding it was queued for
 	payload    []byte // Up payload, Open state
 	text       string // Close reason
+	// restored: an Open that delivers a migrated state which a Close had
+	// overtaken; the device's HELLO last still counts for the downstream.
+	restored bool
 }
 
 // runQueue is the FIFO of sessions with mail.
@@ -213,9 +216,17 @@ func (srv *Server) openEvent(s *Session, ev *event) {
 		return // superseded by a newer Open or a detach
 	}
 	reason := ev.reason
-	if reason != OpenMigrated && s.opened {
+	switch {
+	case reason == OpenMigrated:
+	case s.migrated != nil:
+		// A migrated Open whose OnOpen a Close overtook: the session's
+		// seqs were restored with it, so it opens as migrated with that
+		// state (opened as new, the device would renumber from 1 and the
+		// restored lastUp would swallow its frames as duplicates).
+		reason, ev.payload, ev.restored = OpenMigrated, *s.migrated, true
+	case s.opened:
 		reason = OpenResumed
-	} else if reason != OpenMigrated {
+	default:
 		reason = OpenNew
 	}
 	ev.reason = reason // Opened tells the gateway what the shard did
@@ -259,14 +270,14 @@ func (srv *Server) openEvent(s *Session, ev *event) {
 func (srv *Server) opened(s *Session, ev *event) ([]outFrame, *link) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.opened = true
+	s.opened, s.migrated = true, nil
 	if s.epoch != ev.epoch || s.state != stateOpening {
 		return nil, nil
 	}
 	srv.stats.sessionsOpened.Add(1)
 	s.sendExtLocked(protocol.LinkOpened, &linkExt{LinkExt: protocol.LinkExt{Reason: ev.reason.String(), LastUp: s.lastUp, DownSeq: s.downSeq}})
 	s.ackedUp, s.needAck = s.lastUp, false
-	if ev.reason != OpenMigrated {
+	if ev.reason != OpenMigrated || ev.restored {
 		s.ackDownLocked(ev.helloLast) // the device has them
 	}
 	var resend []outFrame
