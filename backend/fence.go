@@ -33,7 +33,9 @@ import (
 // and the gateway ends the moving one with 409 (not 503, which would make
 // it resume and take the device back). Counted in Stats.Takeovers.
 
-// movedSet is the devices whose sessions moved away, under Server.mu.
+// movedSet is the devices whose sessions moved away, under Server.mu:
+// per moved session a map entry and a queue entry (the device id and a
+// time, about 100 bytes) for ResumeWindow; the janitor expires them.
 type movedSet struct {
 	at    map[string]time.Time
 	queue []movedMark // in the order marked, for expiry
