@@ -26,6 +26,7 @@ type Server struct {
 	mu       sync.RWMutex // the table and the links; see table.go for the lock order
 	byID     map[protocol.SessionID]*Session
 	byDevice map[string]*Session
+	moved    movedSet // devices whose sessions moved away (fence.go)
 	links    map[*link]struct{}
 	nextLink uint64
 	draining bool

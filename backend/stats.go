@@ -14,10 +14,11 @@ type Stats struct {
 	LinksIdle          uint64 // links closed after 3 ping intervals without input
 	SlowLinks          uint64 // links closed because a frame that must not be lost found the queue full
 	SessionsOpened     uint64 // Opens answered with Opened
-	SessionsRefused    uint64 // Opens answered with Refused (draining, stale epoch, handler refused)
+	SessionsRefused    uint64 // Opens answered with Refused (draining, stale epoch, moved, taken over, handler refused)
+	RefusedMoved       uint64 // Opens refused 503 because the device's session moved (or is moving) to another shard: a stale view
 	SessionsClosed     uint64 // OnClose calls
 	SessionsExpired    uint64 // sessions forgotten after the resume window
-	Takeovers          uint64 // Kick 409 sent to an older binding of the device
+	Takeovers          uint64 // Kick 409 sent to an older binding of the device, or a migrated Open refused 409 for a newer one
 	Snapshots          uint64 // State envelopes sent
 	DrainTimeouts      uint64 // Drain calls whose context ended with sessions still bound
 	PushFailed         uint64 // Push calls that returned an error (not delivered)
@@ -45,7 +46,7 @@ type counters struct {
 	linksAccepted, authFailures, linksRejected, linksIdle, slowLinks            atomic.Uint64
 	sessionsOpened, sessionsRefused, sessionsClosed, sessionsExpired, takeovers atomic.Uint64
 	snapshots, upDelivered, dropStale, dropUnknown, dropFenced, dropGap         atomic.Uint64
-	drainTimeouts, pushFailed, kickFailed, forwardUndelivered                   atomic.Uint64
+	drainTimeouts, pushFailed, kickFailed, forwardUndelivered, refusedMoved     atomic.Uint64
 	dropDuplicate, dropMailbox, dropLinkQueue, dropDetached, dropOutbox         atomic.Uint64
 	dropMalformed, handlerErrors                                                atomic.Uint64
 }
@@ -59,8 +60,8 @@ func (c *counters) snapshot() Stats {
 		SessionsClosed: c.sessionsClosed.Load(), SessionsExpired: c.sessionsExpired.Load(),
 		Takeovers: c.takeovers.Load(), Snapshots: c.snapshots.Load(), UpDelivered: c.upDelivered.Load(),
 		DrainTimeouts: c.drainTimeouts.Load(), PushFailed: c.pushFailed.Load(), KickFailed: c.kickFailed.Load(),
-		ForwardUndelivered: c.forwardUndelivered.Load(),
-		DropStale:          c.dropStale.Load(), DropUnknown: c.dropUnknown.Load(), DropFenced: c.dropFenced.Load(),
+		ForwardUndelivered: c.forwardUndelivered.Load(), RefusedMoved: c.refusedMoved.Load(),
+		DropStale: c.dropStale.Load(), DropUnknown: c.dropUnknown.Load(), DropFenced: c.dropFenced.Load(),
 		DropGap: c.dropGap.Load(), DropDuplicate: c.dropDuplicate.Load(), DropMailbox: c.dropMailbox.Load(),
 		DropLinkQueue: c.dropLinkQueue.Load(), DropDetached: c.dropDetached.Load(),
 		DropOutbox: c.dropOutbox.Load(), DropMalformed: c.dropMalformed.Load(),

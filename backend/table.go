@@ -53,9 +53,20 @@ func (srv *Server) open(l *link, e *protocol.Envelope) {
 		srv.refuse(l, e, protocol.CodeUnavailable, "shard draining")
 		return
 	}
+	if code, why := srv.fenceOpenLocked(cur, x.Device, reason); code != 0 {
+		srv.refuse(l, e, code, why) // fence.go
+		return
+	}
 	if cur != nil && !srv.acceptEpoch(cur, e.Epoch) {
 		srv.stats.dropStale.Add(1)
-		srv.refuse(l, e, protocol.CodeConflict, "stale epoch")
+		code := protocol.CodeConflict
+		if reason == OpenMigrated {
+			// A move older than a binding this shard has seen: not a
+			// takeover, so the gateway fails the device with 503 and it
+			// resumes (a 409 would end it for good).
+			code = protocol.CodeUnavailable
+		}
+		srv.refuse(l, e, code, "stale epoch")
 		return
 	}
 	if old := srv.byDevice[x.Device]; old != nil && old != cur {
@@ -237,6 +248,7 @@ func (srv *Server) closeFromGateway(l *link, e *protocol.Envelope) {
 	s.mu.Unlock()
 	if ok && fenced {
 		srv.removeLocked(s, reason, false)
+		srv.moved.add(s.device, time.Now()) // stale Opens stay refused (fence.go)
 	}
 }
 
@@ -311,6 +323,7 @@ func (srv *Server) expire(now time.Time) {
 		srv.mu.Lock()
 		s.mu.Lock()
 		due := (s.state == stateDetached || s.state == stateFenced) && now.Sub(s.idleSince) >= srv.cfg.ResumeWindow
+		fenced := s.state == stateFenced
 		reason := s.closeReason
 		s.mu.Unlock()
 		if due && srv.byID[s.id] == s {
@@ -319,7 +332,13 @@ func (srv *Server) expire(now time.Time) {
 			}
 			srv.stats.sessionsExpired.Add(1)
 			srv.removeLocked(s, reason, false)
+			if fenced {
+				srv.moved.add(s.device, now) // its state went to a move
+			}
 		}
 		srv.mu.Unlock()
 	}
+	srv.mu.Lock()
+	srv.moved.expire(now, srv.cfg.ResumeWindow)
+	srv.mu.Unlock()
 }

@@ -371,7 +371,14 @@ func (mv *mover) refused(l *link, c *conn, e *protocol.Envelope) bool {
 		return false
 	}
 	x, _ := protocol.DecodeLinkExt(e.Ext)
-	mv.fail(c, moveRefused, x.Reason)
+	code := protocol.CodeUnavailable
+	if x.Code == protocol.CodeConflict {
+		// A newer connection of the device holds it on the new shard
+		// (backend/fence.go): this one lost the takeover. With 503 it
+		// would resume and take the device back from the newer one.
+		code = protocol.CodeConflict
+	}
+	mv.failCode(c, moveRefused, x.Reason, code)
 	return true
 }
 
@@ -379,6 +386,11 @@ func (mv *mover) refused(l *link, c *conn, e *protocol.Envelope) bool {
 // old shard keeps the session for the resume window, fenced). No lock
 // but possibly pmu is held.
 func (mv *mover) fail(c *conn, result, why string) {
+	mv.failCode(c, result, why, protocol.CodeUnavailable)
+}
+
+// failCode is fail with the device's ERROR code.
+func (mv *mover) failCode(c *conn, result, why string, code int) {
 	m := mv.take(c)
 	if m == nil {
 		return
@@ -389,7 +401,11 @@ func (mv *mover) fail(c *conn, result, why string) {
 	mv.r.g.metrics.moves[result].Inc()
 	mv.r.g.log.Warn("session move failed", "device", c.sess.device, "from", m.from.shard,
 		"result", result, "err", why)
-	c.fail(protocol.CodeUnavailable, "session move failed")
+	if code == protocol.CodeConflict {
+		c.fail(code, "session taken over")
+		return
+	}
+	c.fail(code, "session move failed")
 }
 
 // closed ends the move of a connection that closed: the device's session
