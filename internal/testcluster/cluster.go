@@ -127,6 +127,7 @@ func (c *Cluster) StartGateway() int {
 		GoAwayRetry: DefaultGoAwayRetry,
 		Cluster:     c.gossipConfig(fmt.Sprintf("gw%d", i)),
 		Logger:      c.log,
+		LinkTimeout: DefaultLinkTimeout,
 	}
 	if c.opts.GatewayConfig != nil {
 		c.opts.GatewayConfig(i, &cfg)
@@ -190,7 +191,7 @@ func (c *Cluster) StartShardAt(name, link string) *backend.Server {
 		c.t.Fatalf("testcluster: shard %s is already running", name)
 	}
 	cfg := backend.Config{Shard: name, Link: link, ClusterKeys: [][]byte{c.keys.link}, Handler: c.handler(),
-		Gossip: c.gossipConfig("shard-" + name), Logger: c.log}
+		Gossip: c.gossipConfig("shard-" + name), Logger: c.log, LinkTimeout: DefaultLinkTimeout}
 	if c.opts.ShardConfig != nil {
 		c.opts.ShardConfig(name, &cfg)
 	}

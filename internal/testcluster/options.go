@@ -21,7 +21,13 @@ const (
 	DefaultGoAwayRetry  = 200 * time.Millisecond // gateways' retry_ms: a stopped gateway lets go fast
 	DefaultStopTimeout  = 5 * time.Second        // graceful stops (StopShard, StopGateway, cleanup)
 	DefaultConvergeWait = poll.Patience          // Converge and the readiness of NewProcs: generous for a loaded box
-	pollInterval        = 10 * time.Millisecond  // WaitConverged and the other polls
+	// DefaultLinkTimeout is the in-process members' link read deadline, both
+	// sides: the product's 1 s was missed at load 17 (a heartbeat answered
+	// late dropped a healthy link and a device reconnected). Detection
+	// itself is tested in server and backend, and with the binary's 1 s in
+	// TestProcsSilentShardFailover.
+	DefaultLinkTimeout = 5 * time.Second
+	pollInterval       = 10 * time.Millisecond // WaitConverged and the other polls
 )
 
 // apps are the example backends by name, as `switchyard backend --app`
