@@ -513,16 +513,7 @@ func (cl *cluster) sample() sample {
 	var s sample
 	// The gateways are scraped at once: one by one, 55 of them on an
 	// overloaded box took longer than the sampling interval.
-	pages := make([]map[string]float64, len(cl.gateways))
-	var wg sync.WaitGroup
-	for i, g := range cl.gateways {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pages[i], _ = getMetrics("http://" + g.admin + "/metrics")
-		}()
-	}
-	wg.Wait()
+	pages := cl.gatewayPages()
 	for i, g := range cl.gateways {
 		m := pages[i]
 		s.Sessions += m["switchyard_sessions"]
