@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -406,17 +405,12 @@ func TestVerifyFails(t *testing.T) {
 
 func faultyEcho(c net.Conn) {
 	defer c.Close()
-	r := bufio.NewReader(c)
+	fr := protocol.NewFrameReader(c, protocol.DefaultMaxFrame)
 	var down uint32
 	n := 0
 	for {
-		hdr := make([]byte, protocol.HeaderSize)
-		if _, err := io.ReadFull(r, hdr); err != nil {
-			return
-		}
-		h := protocol.ParseHeader(hdr)
-		f := protocol.Frame{Type: h.Type, Seq: h.Seq, Payload: make([]byte, h.PayloadLen())}
-		if _, err := io.ReadFull(r, f.Payload); err != nil {
+		f, err := fr.NextFrame()
+		if err != nil {
 			return
 		}
 		var out []byte
@@ -531,17 +525,12 @@ func TestVerifyCounter(t *testing.T) {
 // neither answers nor ACKs anything after the 5th.
 func fakeCounter(c net.Conn, fault string) {
 	defer c.Close()
-	r := bufio.NewReader(c)
+	fr := protocol.NewFrameReader(c, protocol.DefaultMaxFrame)
 	var down uint32
 	var n, count int
 	for {
-		hdr := make([]byte, protocol.HeaderSize)
-		if _, err := io.ReadFull(r, hdr); err != nil {
-			return
-		}
-		h := protocol.ParseHeader(hdr)
-		f := protocol.Frame{Type: h.Type, Seq: h.Seq, Payload: make([]byte, h.PayloadLen())}
-		if _, err := io.ReadFull(r, f.Payload); err != nil {
+		f, err := fr.NextFrame()
+		if err != nil {
 			return
 		}
 		var out []byte
