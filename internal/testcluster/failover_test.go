@@ -1,7 +1,6 @@
 package testcluster
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"syscall"
@@ -20,15 +19,7 @@ import (
 // gossip; when it runs again, a link authenticates, the shard is back in
 // the ring and serves its devices again.
 func TestProcsSilentShardFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("multi-process: skipped under -short")
-	}
-	p := NewProcs(t, Options{Gateways: 1, Shards: 2, App: "counter"})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*poll.Patience)
-	defer cancel()
-	if err := p.WaitConverged(ctx); err != nil {
-		t.Fatal(err)
-	}
+	p, ctx := convergedProcs(t, Options{Gateways: 1, Shards: 2, App: "counter"}, 3*poll.Patience)
 	gw := p.Gateway(0)
 	victim, survivor := p.Shard(1), p.Shard(0).Name
 	owned := ownedBy(p.Ring(), "silent", victim.Name)

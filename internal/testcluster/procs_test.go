@@ -49,6 +49,23 @@ func (d *rawDevice) read(timeout time.Duration) (protocol.Frame, error) {
 	return protocol.Frame{Type: h.Type, Flags: h.Flags, Seq: h.Seq, Payload: p}, nil
 }
 
+// convergedProcs starts a multi-process cluster and waits until it has
+// converged; it skips the test under -short. ctx, which bounds the whole
+// test, ends with it.
+func convergedProcs(t *testing.T, opts Options, within time.Duration) (*Procs, context.Context) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("multi-process: skipped under -short")
+	}
+	p := NewProcs(t, opts)
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	t.Cleanup(cancel)
+	if err := p.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return p, ctx
+}
+
 // killBudget bounds the time from SIGKILL to every device being served by
 // the survivor. DESIGN.md expects 5–6 s of gossip failure detection with
 // the binary's LAN timing; the test logs what it took. The bound itself is
@@ -64,15 +81,7 @@ const killBudget = poll.Patience
 // shard, which the ring now names for all of them, within about 10 s
 // (killBudget).
 func TestProcsShardKill(t *testing.T) {
-	if testing.Short() {
-		t.Skip("multi-process: skipped under -short")
-	}
-	p := NewProcs(t, Options{Gateways: 1, Shards: 2, App: "counter"})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*poll.Patience)
-	defer cancel()
-	if err := p.WaitConverged(ctx); err != nil {
-		t.Fatal(err)
-	}
+	p, ctx := convergedProcs(t, Options{Gateways: 1, Shards: 2, App: "counter"}, 2*poll.Patience)
 	gw := p.Gateway(0).Addr
 	victim, survivor := p.Shard(1).Name, p.Shard(0).Name
 	ring := p.Ring()

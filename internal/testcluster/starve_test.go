@@ -36,15 +36,7 @@ const (
 // ends, the starved gateway is back in the other's member list and serves
 // devices again. What it took is logged (docs/benchmarks.md).
 func TestProcsStarvedGateway(t *testing.T) {
-	if testing.Short() {
-		t.Skip("multi-process: skipped under -short")
-	}
-	p := NewProcs(t, Options{Gateways: 2, Shards: 3, App: "counter"})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*poll.Patience)
-	defer cancel()
-	if err := p.WaitConverged(ctx); err != nil {
-		t.Fatal(err)
-	}
+	p, ctx := convergedProcs(t, Options{Gateways: 2, Shards: 3, App: "counter"}, 3*poll.Patience)
 	starved, other := p.Gateway(0), p.Gateway(1)
 	ringLogs := gossipRingChanges(other.Log())
 	dev := Dial(ctx, t, client.Config{Addr: other.Addr, ID: "starve-witness"})
