@@ -197,7 +197,7 @@ const (
 // device: it pauses c's upstream and asks the old shard for the state.
 func (mv *mover) begin(c *conn) beginResult {
 	c.pmu.Lock()
-	defer c.pmu.Unlock()
+	defer c.unlockHandler()
 	if c.isClosing() {
 		return beginNone
 	}
@@ -261,7 +261,7 @@ func (mv *mover) hold(c *conn, f *protocol.Frame) bool {
 // higher epoch.
 func (mv *mover) state(l *link, c *conn, e *protocol.Envelope) {
 	c.pmu.Lock()
-	defer c.pmu.Unlock()
+	defer c.unlockHandler()
 	m := mv.get(c)
 	if m == nil || m.from != l || m.to != nil || e.Epoch != m.epoch {
 		mv.r.g.metrics.drop(dropStale)
@@ -319,7 +319,7 @@ func (mv *mover) binding(c *conn) (*link, uint64) {
 // not the move's (the caller counts it stale).
 func (mv *mover) opened(l *link, c *conn, e *protocol.Envelope) bool {
 	c.pmu.Lock()
-	defer c.pmu.Unlock()
+	defer c.unlockHandler()
 	t := mv.table(c)
 	t.mu.Lock()
 	m := t.m[c]
