@@ -24,19 +24,6 @@ import (
 // cluster package's defaults; Meta is filled in by the gateway.
 type ClusterConfig = cluster.Config
 
-// shardDirectory places devices on the ring's shards.
-type shardDirectory struct{ r *router.Router }
-
-var _ Directory = shardDirectory{}
-
-func (d shardDirectory) Owner(deviceID string) (string, string, error) {
-	s, err := d.r.Place(deviceID, nil)
-	if err != nil {
-		return "", "", ErrNoShard
-	}
-	return s.Name, s.Addr, nil
-}
-
 // gossip is a gateway's membership in the cluster.
 type gossip struct {
 	node   *cluster.Node
@@ -78,7 +65,7 @@ const redialTick = 250 * time.Millisecond
 
 // watch rebuilds the ring on every membership event, on the one goroutine
 // that reads them, and drops the links of shards that are gone
-// (shardgone.go).
+// (memberGone).
 func (gs *gossip) watch(ctx context.Context, g *Gateway) {
 	tick := time.NewTicker(redialTick)
 	defer tick.Stop()
@@ -87,9 +74,9 @@ func (gs *gossip) watch(ctx context.Context, g *Gateway) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			if g.remote != nil && g.remote.anyDown() { // failover.go
-				g.remote.redialDown(ActiveShards(gs.node))
-				g.remote.bringBack(time.Now())
+			if g.remote != nil && g.remote.AnyDown() { // server/remote/failover.go
+				g.remote.RedialDown(ActiveShards(gs.node))
+				g.remote.BringBack(time.Now())
 			}
 		case ev, ok := <-gs.node.Events():
 			if !ok {
@@ -104,13 +91,13 @@ func (gs *gossip) watch(ctx context.Context, g *Gateway) {
 }
 
 // update rebuilds the ring from the active shards in gossip, less those
-// that are down for this gateway (failover.go). Safe from any goroutine:
-// the router serialises its updates.
+// that are down for this gateway (server/remote/failover.go). Safe from
+// any goroutine: the router serialises its updates.
 func (gs *gossip) update(g *Gateway) {
 	_, cur, changed, err := gs.router.Update(router.MembershipFunc(func() []router.Shard {
 		shards := ActiveShards(gs.node)
 		if g.remote != nil {
-			shards = g.remote.withoutDown(shards)
+			shards = g.remote.WithoutDown(shards)
 		}
 		return shards
 	}))
@@ -125,6 +112,35 @@ func (gs *gossip) update(g *Gateway) {
 		}
 		g.ConnectShards(addrs)
 		g.Rebalance()
+	}
+}
+
+// refreshRing rebuilds the ring now (gossip or a link changed what this
+// gateway can reach).
+func (g *Gateway) refreshRing() {
+	if g.gossip != nil {
+		g.gossip.update(g)
+	}
+}
+
+// memberGone drops the links of a backend member that gossip reports gone,
+// unless another live member now serves the same shard at the same link
+// address (a restart that gossip saw before the old life's leave). A
+// failed host may never send the RST that would end them
+// (server/remote/shardgone.go).
+func (gs *gossip) memberGone(g *Gateway, m cluster.Member) {
+	if g.remote == nil || m.Meta.Role != cluster.RoleBackend || m.Meta.Shard == "" {
+		return
+	}
+	for _, o := range gs.node.Members() {
+		if o.Alive && o.Name != m.Name && o.Meta.Role == cluster.RoleBackend &&
+			o.Meta.Shard == m.Meta.Shard && o.Meta.Link == m.Meta.Link {
+			return
+		}
+	}
+	if n := g.remote.DropShard(m.Meta.Shard, m.Meta.Link); n > 0 {
+		g.log.Warn("shard gone from the cluster: links closed", "shard", m.Meta.Shard, "addr", m.Meta.Link,
+			"member", m.Name, "links", n)
 	}
 }
 

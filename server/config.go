@@ -7,32 +7,33 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
+	"github.com/switchyard-gw/switchyard/server/remote"
 )
 
 // Defaults. Every Config field left at its zero value takes one of these.
 const (
 	DefaultListen           = "127.0.0.1:7400"
 	DefaultAdminListen      = "127.0.0.1:7480"
-	DefaultHeartbeat        = 30 * time.Second       // hb in WELCOME; idle close after 3×
-	DefaultHandshakeTimeout = 5 * time.Second        // first frame must be a HELLO within this
-	DefaultMaxConns         = 1 << 20                // device connections per gateway
-	DefaultRate             = 2000                   // frames/s a device may send, sustained
-	DefaultRateBurst        = 4000                   // frames a device may send at once
-	DefaultRateExcessClose  = 3 * time.Second        // a device over its rate this long is closed
-	DefaultAcceptRate       = 50000                  // new connections/s, whole gateway
-	DefaultAcceptBurst      = 5000                   // new connections at once, whole gateway
-	DefaultMaxOutbound      = 256 << 10              // bytes queued for a device beyond its socket buffer
-	DefaultMaxOutbox        = 1 << 20                // bytes of unacknowledged reliable downstream DATA per session
-	DefaultResumeWindow     = 5 * time.Minute        // a detached session waits this long for a resume
-	DefaultResumeTokenTTL   = 24 * time.Hour         // lifetime of a resume token
-	DefaultDrainTimeout     = 15 * time.Second       // Close without a context deadline drains this long
-	DefaultGoAwayRetry      = 2 * time.Second        // retry_ms in GOAWAY: how long a device is still served
-	DefaultMoveRate         = 10000                  // sessions/s a gateway starts moving after a ring change: 10,000 in about 1 s
-	DefaultMoveBuffer       = 64 << 10               // bytes of upstream DATA held per session while it moves
-	DefaultMoveTimeout      = 5 * time.Second        // a move not finished by then fails (the device gets 503 and resumes)
-	DefaultLinkHeartbeat    = 250 * time.Millisecond // a link to a shard that read nothing this long sends a Ping
-	DefaultLinkTimeout      = time.Second            // a link to a shard that read nothing this long is closed
-	minClusterKey           = 16                     // shortest resume-token key accepted
+	DefaultHeartbeat        = 30 * time.Second            // hb in WELCOME; idle close after 3×
+	DefaultHandshakeTimeout = 5 * time.Second             // first frame must be a HELLO within this
+	DefaultMaxConns         = 1 << 20                     // device connections per gateway
+	DefaultRate             = 2000                        // frames/s a device may send, sustained
+	DefaultRateBurst        = 4000                        // frames a device may send at once
+	DefaultRateExcessClose  = 3 * time.Second             // a device over its rate this long is closed
+	DefaultAcceptRate       = 50000                       // new connections/s, whole gateway
+	DefaultAcceptBurst      = 5000                        // new connections at once, whole gateway
+	DefaultMaxOutbound      = 256 << 10                   // bytes queued for a device beyond its socket buffer
+	DefaultMaxOutbox        = 1 << 20                     // bytes of unacknowledged reliable downstream DATA per session
+	DefaultResumeWindow     = 5 * time.Minute             // a detached session waits this long for a resume
+	DefaultResumeTokenTTL   = 24 * time.Hour              // lifetime of a resume token
+	DefaultDrainTimeout     = 15 * time.Second            // Close without a context deadline drains this long
+	DefaultGoAwayRetry      = 2 * time.Second             // retry_ms in GOAWAY: how long a device is still served
+	DefaultMoveRate         = remote.DefaultMoveRate      // sessions/s a gateway starts moving after a ring change: 10,000 in about 1 s
+	DefaultMoveBuffer       = remote.DefaultMoveBuffer    // bytes of upstream DATA held per session while it moves
+	DefaultMoveTimeout      = remote.DefaultMoveTimeout   // a move not finished by then fails (the device gets 503 and resumes)
+	DefaultLinkHeartbeat    = remote.DefaultLinkHeartbeat // a link to a shard that read nothing this long sends a Ping
+	DefaultLinkTimeout      = remote.DefaultLinkTimeout   // a link to a shard that read nothing this long is closed
+	minClusterKey           = 16                          // shortest resume-token key accepted
 )
 
 // Config configures a Gateway. The zero value is a working single gateway

@@ -10,6 +10,7 @@ import (
 	"github.com/cloudwego/netpoll"
 	"github.com/switchyard-gw/switchyard/internal/timewheel"
 	"github.com/switchyard-gw/switchyard/protocol"
+	"github.com/switchyard-gw/switchyard/server/remote"
 )
 
 // closeLinger bounds how long a connection that was sent its last ERROR waits
@@ -37,19 +38,22 @@ type conn struct {
 	opening  atomic.Bool     // HELLO passed, waiting for the backend to bind the session
 	ready    atomic.Bool     // handshake done
 	released atomic.Bool     // closed; the handler state is to be released (releaseIfIdle)
-	epoch    atomic.Uint64   // the session's binding epoch on its shard (remote backends)
-	moving   atomic.Bool     // the session is moving to another shard (move.go)
 
-	// pmu serializes frame handling: the handler holds it for a batch, and
-	// opened holds it to send WELCOME and replay the frames that arrived
-	// while the backend was binding the session.
+	// pmu serializes frame handling: the handler holds it for a batch; the
+	// shard side takes it (remote.Device Lock) to send WELCOME and replay
+	// the frames that arrived while the backend was binding the session
+	// (Opened), and to start and end a move.
 	pmu sync.Mutex
+
+	// bind is the shard side's state of the session (the link, the epoch,
+	// the move), opaque here: set by the handshake with backend shards,
+	// nil with the embedded echo.
+	bind *remote.Binding
 
 	// handler (under pmu)
 	sess        *session
 	resumeTried bool    // HELLO carried a resume token, until the session is open
-	pending     *[]byte // frames received while opening, replayed by opened
-	link        *link   // the session's link to its shard (remote backends)
+	pending     *[]byte // frames received while opening, replayed by Opened
 	partial     *[]byte // the start of a frame that has not fully arrived
 	rl          rateLimiter
 	ackPending  uint32 // highest upstream reliable seq accepted, to ACK at flush
@@ -62,7 +66,6 @@ type conn struct {
 	closing   bool    // last frame queued; nothing more is written
 	closed    bool    // netpoll closed the fd; never touch it again
 	inBacklog bool
-	linkDirty bool   // queued by a link reader, flushed at the end of its read (that reader only)
 	reason    string // why the gateway closed the connection; "" = the peer did
 	framesOut int    // frames queued since the last count (countSentLocked)
 	bytesOut  int    // bytes written since the last count
@@ -97,7 +100,7 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 
 // onClosed is the netpoll close callback. It runs after the handler finished
 // and before netpoll closes the fd, on the poller or on whichever goroutine
-// called nc.Close (possibly a link reader inside opened, holding pmu).
+// called nc.Close (possibly a link reader inside Opened, holding pmu).
 func (c *conn) onClosed(netpoll.Connection) error {
 	c.wmu.Lock()
 	c.closed = true
@@ -123,7 +126,7 @@ func (c *conn) onClosed(netpoll.Connection) error {
 // releaseIfIdle ends the session binding and frees the handler's buffers
 // once the connection is closed, by whoever holds pmu when both are true.
 // The close callback cannot simply wait for pmu: a link reader replaying
-// held frames (opened) holds it, and may itself be the goroutine whose
+// held frames (Opened) holds it, and may itself be the goroutine whose
 // nc.Close ran the callback. So the callback marks the connection
 // released and tries; every pmu holder other than the netpoll handler
 // (which never runs beside the callback) tries again after it unlocks
@@ -138,7 +141,7 @@ func (c *conn) releaseIfIdle() {
 	}
 	c.releaseDone = true
 	if c.sess != nil {
-		c.g.backend.closed(c, c.sess)
+		c.g.backend.Closed(c)
 		c.g.sessions.detach(c.sess, c)
 	}
 	c.dropPartial()

@@ -1,8 +1,18 @@
-// Package server is the Switchyard gateway: it terminates device
-// connections on netpoll, runs the handshake, keeps sessions, and routes
-// every session's DATA to its backend: the embedded echo backend, or the
-// backend shards of a cluster over links, moving live sessions between
-// shards when the ring changes (move.go).
+// Package server is the Switchyard gateway's device path: it terminates
+// device connections on netpoll, runs the handshake, keeps sessions, and
+// routes every session's DATA to its backend: the embedded echo backend
+// (echo.go), or the shard side, package server/remote, which sends
+// sessions to the backend shards of a cluster over links and moves live
+// sessions between shards when the ring changes. This package also wires
+// the gateway into the cluster (cluster.go: gossip, the ring, which shards
+// are gone).
+//
+// The device side reaches the shard side only through the backend
+// interface (echo.go: Open, Data, Ack, Closed, which *remote.Backend
+// implements like the echo) and the cluster wiring's calls; the shard side
+// reaches a connection only as a remote.Device (device.go, and Opened in
+// opening.go), and keeps its per-session state in the *remote.Binding that
+// each conn holds without looking inside (server/remote/doc.go).
 //
 // Connection path (one device):
 //
@@ -32,10 +42,12 @@
 //   - nothing is allocated per frame on the DATA path (TestEchoPathZeroAlloc);
 //   - every drop and every disconnect is counted with a reason (metrics.go).
 //
-// Lock order: session table shard → session.mu → conn.wmu. No lock is shared
-// by all connections on the frame path.
+// Lock order: session table shard → session.mu → conn.wmu; and conn.pmu
+// (the shard side's Device.Lock) → the shard side's move table → conn.wmu.
+// No lock is shared by all connections on the frame path.
 //
 // Goroutines owned by a Gateway: the wheel sweeper, netpoll's Serve loop and
-// the admin HTTP server; with backend shards also the mover and a reader
-// and a writer per link. Close waits for all of them.
+// the admin HTTP server; with Cluster the ring watcher; with backend shards
+// the remote.Backend's (the mover, a reader and a writer per link). Close
+// waits for all of them.
 package server

@@ -55,7 +55,7 @@ func (g *Gateway) Close(ctx context.Context) error {
 	defer cancel()
 	g.shutdownLoop(sctx)
 	if g.remote != nil {
-		g.remote.close()
+		g.remote.Close()
 	}
 	if g.gossip != nil {
 		g.gossip.leave(sctx)

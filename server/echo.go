@@ -1,25 +1,36 @@
 package server
 
-import "github.com/switchyard-gw/switchyard/protocol"
+import (
+	"github.com/switchyard-gw/switchyard/protocol"
+	"github.com/switchyard-gw/switchyard/server/remote"
+)
 
-// backend is where sessions go once their HELLO passed. The embedded echo
-// backend is the one a gateway runs when no backend is configured; the
-// remote backend (remote.go) sends sessions to backend shards over links.
+// backend is where sessions go once their HELLO passed, and the only way
+// the device side reaches the shard side. The embedded echo backend is the
+// one a gateway runs when no backend is configured; *remote.Backend sends
+// sessions to backend shards over links. New picks one; the device is
+// always a *conn with its session attached.
 //
-// The handler calls open, data and ack with the connection's pmu held, in
-// frame order; closed runs from the close callback.
+// The handler calls Open, Data and Ack with the connection's pmu held, in
+// frame order; Closed runs once, from the close callback or whoever holds
+// pmu when the close is handled (releaseIfIdle).
 type backend interface {
-	// open binds s after a good HELLO; resumed says the gateway found or
-	// verified an earlier session. It answers with c.openDone (or
-	// c.opened from another goroutine) or with c.fail.
-	open(c *conn, s *session, h *protocol.Hello, resumed bool)
-	// data handles upstream DATA (reliable ones have seq ≥ 1).
-	data(c *conn, s *session, f protocol.Frame)
-	// ack handles the device's cumulative ACK of downstream DATA.
-	ack(c *conn, s *session, seq uint32)
-	// closed tells that c, which held s, has ended.
-	closed(c *conn, s *session)
+	// Open binds d's session after a good HELLO h; resumed says the
+	// gateway found or verified an earlier session. It answers with
+	// openDone (or Opened from another goroutine) or with fail.
+	Open(d remote.Device, h *protocol.Hello, resumed bool)
+	// Data handles upstream DATA (reliable ones have seq ≥ 1).
+	Data(d remote.Device, f protocol.Frame)
+	// Ack handles the device's cumulative ACK of downstream DATA.
+	Ack(d remote.Device, seq uint32)
+	// Closed tells that d's connection has ended.
+	Closed(d remote.Device)
 }
+
+var (
+	_ backend = echoBackend{}
+	_ backend = (*remote.Backend)(nil)
+)
 
 // echoBackend answers every upstream DATA with a downstream DATA carrying
 // the same payload, reliable when the upstream frame was. Its session state
@@ -29,9 +40,10 @@ type backend interface {
 // device ACKs them, so a resumed device gets back what it missed.
 type echoBackend struct{ maxOutbox int }
 
-var _ backend = echoBackend{}
-
-func (echoBackend) open(c *conn, s *session, h *protocol.Hello, resumed bool) {
+// Open answers at once: the session is in the gateway's table.
+func (echoBackend) Open(d remote.Device, h *protocol.Hello, resumed bool) {
+	c := d.(*conn)
+	s := c.sess
 	s.mu.Lock()
 	if resumed {
 		s.outbox.ack(h.Last)
@@ -46,7 +58,10 @@ func (echoBackend) open(c *conn, s *session, h *protocol.Hello, resumed bool) {
 	s.mu.Unlock()
 }
 
-func (e echoBackend) data(c *conn, s *session, f protocol.Frame) {
+// Data echoes f.
+func (e echoBackend) Data(d remote.Device, f protocol.Frame) {
+	c := d.(*conn)
+	s := c.sess
 	if !f.Reliable() {
 		c.queue(protocol.TypeData, 0, 0, f.Payload)
 		return
@@ -84,7 +99,10 @@ func (e echoBackend) data(c *conn, s *session, f protocol.Frame) {
 	c.ackPending = f.Seq
 }
 
-func (echoBackend) ack(c *conn, s *session, seq uint32) {
+// Ack forgets the echoes the device acknowledged.
+func (echoBackend) Ack(d remote.Device, seq uint32) {
+	c := d.(*conn)
+	s := c.sess
 	s.mu.Lock()
 	if s.conn == c {
 		s.outbox.ack(seq)
@@ -92,4 +110,5 @@ func (echoBackend) ack(c *conn, s *session, seq uint32) {
 	s.mu.Unlock()
 }
 
-func (echoBackend) closed(*conn, *session) {}
+// Closed has nothing to do: the session table starts the resume window.
+func (echoBackend) Closed(remote.Device) {}

@@ -16,6 +16,7 @@ import (
 	"github.com/cloudwego/netpoll"
 	"github.com/switchyard-gw/switchyard/internal/timewheel"
 	"github.com/switchyard-gw/switchyard/router"
+	"github.com/switchyard-gw/switchyard/server/remote"
 )
 
 // Netpoll buffer tuning, process-wide (netpoll keeps it in globals). A new
@@ -45,11 +46,11 @@ type Gateway struct {
 	metrics  *gatewayMetrics
 	wheel    *timewheel.Wheel
 	sessions *sessionTable
-	backend  backend
-	remote   *remoteBackend // nil with the embedded echo
-	ring     *router.Router // with Cluster
-	gossip   *gossip        // with Cluster, once started
-	keys     [][]byte       // resume-token keys: the first signs, any verifies
+	backend  backend         // the embedded echo, or remote
+	remote   *remote.Backend // the shard side; nil with the embedded echo
+	ring     *router.Router  // with Cluster
+	gossip   *gossip         // with Cluster, once started
+	keys     [][]byte        // resume-token keys: the first signs, any verifies
 
 	idle        time.Duration // 3 × hb
 	idleTicks   int64
@@ -105,11 +106,15 @@ func New(cfg Config) (*Gateway, error) {
 			return nil, fmt.Errorf("server: ring: %w", err)
 		}
 		g.ring = r
-		cfg.Backends = shardDirectory{r}
+		cfg.Backends = remote.RingDirectory(r)
 	}
 	if cfg.Backends != nil {
-		g.remote = newRemoteBackend(g, cfg.Backends, cfg.LinkKeys)
-		g.backend = g.remote
+		r, err := remote.New(g.remoteConfig(cfg.Backends))
+		if err != nil {
+			return nil, err
+		}
+		g.remote = r
+		g.backend = r
 	}
 	g.wheel = timewheel.New(0, 0, g.retryBacklog)
 	g.sessions = newSessionTable(g)
@@ -151,17 +156,22 @@ func (g *Gateway) Start(ctx context.Context) error {
 		return err
 	}
 	g.ln, g.evl = ln, evl
+	if g.remote != nil {
+		// Before the cluster: joining it may dial links, which name the
+		// gateway with the device address bound above.
+		g.remote.Start(g.linkName())
+	}
 	if g.cfg.Cluster != nil {
 		if err := g.joinCluster(ctx); err != nil {
+			if g.remote != nil {
+				g.remote.Close()
+			}
 			ln.Close()
 			g.stopAdmin(ctx)
 			return err
 		}
 	}
 	g.wheel.Start()
-	if g.remote != nil {
-		g.remote.start()
-	}
 	g.wg.Add(1)
 	g.serveDone = make(chan struct{})
 	go func() {
@@ -189,6 +199,24 @@ func (g *Gateway) AdminAddr() string {
 		return ""
 	}
 	return g.adminLn.Addr().String()
+}
+
+// remoteConfig is the shard side's part of the gateway's config.
+func (g *Gateway) remoteConfig(dir Directory) remote.Config {
+	return remote.Config{
+		Directory:     dir,
+		Keys:          g.cfg.LinkKeys,
+		LinksPerShard: g.cfg.LinksPerShard,
+		LinkHeartbeat: g.cfg.LinkHeartbeat,
+		LinkTimeout:   g.cfg.LinkTimeout,
+		MoveRate:      g.cfg.MoveRate,
+		MoveBuffer:    g.cfg.MoveBuffer,
+		MoveTimeout:   g.cfg.MoveTimeout,
+		Logger:        g.log,
+		Metrics:       g.metrics.remote,
+		Devices:       g.devices,
+		ShardsChanged: g.refreshRing,
+	}
 }
 
 // Ready reports whether the gateway takes new sessions.

@@ -230,12 +230,12 @@ func (c *conn) data(f *protocol.Frame) {
 		c.fail(protocol.CodeBadRequest, "reliable DATA with seq 0")
 		return
 	}
-	c.g.backend.data(c, c.sess, *f)
+	c.g.backend.Data(c, *f)
 }
 
 // ackDownstream hands the device's cumulative ACK of downstream DATA to the
 // backend.
-func (c *conn) ackDownstream(seq uint32) { c.g.backend.ack(c, c.sess, seq) }
+func (c *conn) ackDownstream(seq uint32) { c.g.backend.Ack(c, seq) }
 
 // rateLimited drops the frame, tells the device (at most once a second) and
 // closes it when the excess has lasted RateExcessClose.

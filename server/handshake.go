@@ -4,13 +4,14 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
+	"github.com/switchyard-gw/switchyard/server/remote"
 )
 
 // handshake answers a HELLO: validation in the contract's order (structure
 // 400, size 413, then token 401), session attach (takeover 409 to the
 // previous connection on this gateway), then the backend binds the session
-// and answers through openDone (at once for the embedded echo, when the
-// shard answers for a remote one).
+// and answers through openDone (at once for the embedded echo; for backend
+// shards when the shard answers, through Opened).
 func (c *conn) handshake(f *protocol.Frame) {
 	g := c.g
 	h, err := protocol.DecodeHello(f.Payload)
@@ -36,6 +37,9 @@ func (c *conn) handshake(f *protocol.Frame) {
 			resumeID = &sid
 		}
 	}
+	if g.remote != nil && c.bind == nil {
+		c.bind = new(remote.Binding)
+	}
 	s, resumed, prev := g.sessions.attach(c, h.ID, resumeID, g.remote != nil)
 	if prev != nil && prev != c {
 		g.metrics.takeovers.Inc()
@@ -44,12 +48,12 @@ func (c *conn) handshake(f *protocol.Frame) {
 	c.sess = s
 	c.rl.reset(g)
 	c.opening.Store(true)
-	g.backend.open(c, s, &h, resumed)
+	g.backend.Open(c, &h, resumed)
 }
 
 // openDone completes the handshake once the backend has bound the session:
 // WELCOME, then the connection is ready. The caller holds pmu (the handler,
-// or opened).
+// or Opened).
 func (c *conn) openDone(resumed bool, last uint32) {
 	g := c.g
 	if !resumed && c.resumeTried {

@@ -2,11 +2,14 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"io"
 	"net"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -188,3 +191,24 @@ func waitForWithin(t *testing.T, d time.Duration, what string, cond func() bool)
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// metric returns the value of one series of g's /metrics, named exactly as
+// exposed (labels included), or -1 when g does not expose it.
+func metric(g *Gateway, series string) float64 {
+	var b bytes.Buffer
+	g.metrics.set.WritePrometheus(&b)
+	for line := range strings.Lines(b.String()) {
+		name, value, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if ok && name == series {
+			v, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				return -1
+			}
+			return v
+		}
+	}
+	return -1
+}
+
+// linksUp is how many authenticated links to backend shards g has.
+func linksUp(g *Gateway) int { return int(metric(g, "switchyard_backend_links")) }

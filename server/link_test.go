@@ -17,10 +17,9 @@ func TestLinkHeartbeatSilentShard(t *testing.T) {
 	g := startGateway(t, Config{Backends: s.dir(), LinkKeys: [][]byte{fakeShardKey}})
 	g.ConnectShards(map[string]string{"s1": s.addr()})
 	up := time.Now()
-	waitForWithin(t, 20*time.Second, "links up", func() bool { return g.metrics.links.Load() == DefaultLinksPerShard })
-	m := g.metrics.link("s1")
+	waitForWithin(t, 20*time.Second, "links up", func() bool { return linksUp(g) == DefaultLinksPerShard })
 	waitForWithin(t, 20*time.Second, "silent links closed", func() bool {
-		return m.timeouts.Get() == DefaultLinksPerShard && g.metrics.links.Load() == 0
+		return metric(g, `switchyard_link_timeouts_total{shard="s1"}`) == DefaultLinksPerShard && linksUp(g) == 0
 	})
 	// Loose bound (a loaded box): far below what the kernel's keepalive
 	// or gossip would take; the deadline itself is DefaultLinkTimeout.
@@ -48,13 +47,12 @@ func TestLinkHeartbeatHealthyIdleLink(t *testing.T) {
 	// still be dropped within the wait below.
 	g := startGateway(t, Config{Backends: s.dir(), LinkKeys: [][]byte{fakeShardKey}, LinkTimeout: 3 * time.Second})
 	g.ConnectShards(map[string]string{"s1": s.addr()})
-	waitForWithin(t, 20*time.Second, "links up", func() bool { return g.metrics.links.Load() == DefaultLinksPerShard })
+	waitForWithin(t, 20*time.Second, "links up", func() bool { return linksUp(g) == DefaultLinksPerShard })
 	dialed := s.linkCount()
 	// 36 Pings per link: at least 36 heartbeat periods, 3 timeouts.
 	waitForWithin(t, 60*time.Second, "heartbeats", func() bool { return s.pings.Load() >= 36*DefaultLinksPerShard })
-	m := g.metrics.link("s1")
-	if got := m.timeouts.Get(); got != 0 || g.metrics.links.Load() != DefaultLinksPerShard || s.linkCount() != dialed {
-		t.Fatalf("healthy idle links dropped: %d timeouts, %d links up, %d dialed (had %d)",
-			got, g.metrics.links.Load(), s.linkCount(), dialed)
+	if got := metric(g, `switchyard_link_timeouts_total{shard="s1"}`); got != 0 || linksUp(g) != DefaultLinksPerShard || s.linkCount() != dialed {
+		t.Fatalf("healthy idle links dropped: %v timeouts, %d links up, %d dialed (had %d)",
+			got, linksUp(g), s.linkCount(), dialed)
 	}
 }

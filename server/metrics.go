@@ -2,11 +2,11 @@ package server
 
 import (
 	"strconv"
-	"strings"
 	"sync/atomic"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/switchyard-gw/switchyard/protocol"
+	"github.com/switchyard-gw/switchyard/server/remote"
 )
 
 // Disconnect reasons, the label of switchyard_disconnects_total. Every way a
@@ -28,32 +28,23 @@ const (
 	reasonShutdown         = "shutdown"          // forced at the end of Close
 )
 
-// Drop reasons, the label of switchyard_frames_dropped_total.
+// Drop reasons of the device side, the label of
+// switchyard_frames_dropped_total (the shard side, server/remote, counts
+// stale, backend and move in the same series).
 const (
 	dropRateLimit = "rate_limit" // over the device's rate, 429
 	dropDuplicate = "duplicate"  // reliable seq already accepted (re-ACKed)
 	dropGap       = "gap"        // reliable seq beyond the next expected one
 	dropStale     = "stale"      // arrived on a connection that lost its session, or for an unknown session
-	dropBackend   = "backend"    // the shard's link is down or its queue full (reliable ones are not ACKed)
-	dropMove      = "move"       // the session was moving and its hold buffer was full (reliable ones are not ACKed)
-)
-
-// Move outcomes, the label of switchyard_session_moves_total. Every move
-// ends with exactly one.
-const (
-	moveOK       = "ok"       // the session lives on its new shard; the device saw nothing
-	moveClosed   = "closed"   // the device's connection ended during the move
-	moveSnapshot = "snapshot" // the old shard could not hand over the state
-	moveNoShard  = "no_shard" // no shard to move to (the ring became empty)
-	moveLink     = "link"     // a link to the old or the new shard failed
-	moveRefused  = "refused"  // the new shard refused the session
-	moveTimeout  = "timeout"  // no Opened within MoveTimeout
 )
 
 // gatewayMetrics are created once per gateway in its own set, so several
-// gateways can live in one process (tests) without clashing names.
+// gateways can live in one process (tests) without clashing names. The
+// shard side's series (links, moves) are in the same set, created by
+// remote.NewMetrics whether or not the gateway has backend shards.
 type gatewayMetrics struct {
-	set *metrics.Set
+	set    *metrics.Set
+	remote *remote.Metrics
 
 	accepted          *metrics.Counter
 	rejectMaxConns    *metrics.Counter
@@ -71,16 +62,10 @@ type gatewayMetrics struct {
 	handshakeDuration *metrics.PrometheusHistogram
 	frameDuration     *metrics.PrometheusHistogram
 
-	movesStarted *metrics.Counter
-	moveDuration *metrics.PrometheusHistogram
-	moves        map[string]*metrics.Counter
-	moving       atomic.Int64 // sessions moving now
-
 	disconnects map[string]*metrics.Counter
 	drops       map[string]*metrics.Counter
 	errorsSent  map[int]*metrics.Counter
 
-	links    atomic.Int64 // authenticated links to backend shards
 	conns    atomic.Int64 // open device connections
 	sessions atomic.Int64 // sessions in the table, attached or not
 	backlog  atomic.Int64 // connections with bytes their socket would not take
@@ -106,23 +91,18 @@ func newGatewayMetrics() *gatewayMetrics {
 		handshakeDuration: s.NewPrometheusHistogram("switchyard_handshake_duration_seconds"),
 		frameDuration: s.NewPrometheusHistogramExt("switchyard_frame_handle_seconds",
 			[]float64{2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 1e-4, 1e-3, 1e-2}),
-		movesStarted: s.NewCounter("switchyard_session_moves_started_total"),
-		moveDuration: s.NewPrometheusHistogram("switchyard_session_move_duration_seconds"),
-		moves:        map[string]*metrics.Counter{},
-		disconnects:  map[string]*metrics.Counter{},
-		drops:        map[string]*metrics.Counter{},
-		errorsSent:   map[int]*metrics.Counter{},
+		disconnects: map[string]*metrics.Counter{},
+		drops:       map[string]*metrics.Counter{},
+		errorsSent:  map[int]*metrics.Counter{},
 	}
 	for _, r := range []string{reasonPeer, reasonBadRequest, reasonAuth, reasonHandshakeTimeout,
 		reasonIdleTimeout, reasonTakeover, reasonTooLarge, reasonRateLimit, reasonUnavailable,
 		reasonInternal, reasonSlowConsumer, reasonWriteError, reasonDrain, reasonShutdown} {
 		m.disconnects[r] = s.NewCounter(`switchyard_disconnects_total{reason="` + r + `"}`)
 	}
-	for _, r := range []string{moveOK, moveClosed, moveSnapshot, moveNoShard, moveLink, moveRefused, moveTimeout} {
-		m.moves[r] = s.NewCounter(`switchyard_session_moves_total{result="` + r + `"}`)
-	}
-	for _, r := range []string{dropRateLimit, dropDuplicate, dropGap, dropStale, dropBackend, dropMove} {
-		m.drops[r] = s.NewCounter(`switchyard_frames_dropped_total{reason="` + r + `"}`)
+	for _, r := range []string{dropRateLimit, dropDuplicate, dropGap, dropStale} {
+		// Got or created: the shard side counts stale drops too.
+		m.drops[r] = s.GetOrCreateCounter(`switchyard_frames_dropped_total{reason="` + r + `"}`)
 	}
 	for _, c := range []int{protocol.CodeBadRequest, protocol.CodeUnauthorized, protocol.CodeTimeout,
 		protocol.CodeConflict, protocol.CodeTooLarge, protocol.CodeRateLimited, protocol.CodeInternal,
@@ -132,8 +112,7 @@ func newGatewayMetrics() *gatewayMetrics {
 	s.NewGauge("switchyard_connections", func() float64 { return float64(m.conns.Load()) })
 	s.NewGauge("switchyard_sessions", func() float64 { return float64(m.sessions.Load()) })
 	s.NewGauge("switchyard_write_backlog_connections", func() float64 { return float64(m.backlog.Load()) })
-	s.NewGauge("switchyard_backend_links", func() float64 { return float64(m.links.Load()) })
-	s.NewGauge("switchyard_sessions_moving", func() float64 { return float64(m.moving.Load()) })
+	m.remote = remote.NewMetrics(s)
 	return m
 }
 
@@ -168,31 +147,4 @@ func reasonFor(code int, established bool) string {
 		return reasonUnavailable
 	}
 	return reasonInternal
-}
-
-// linkMetrics are one shard's link counters, labelled by shard name (a
-// bounded set), created when the gateway first links to the shard.
-type linkMetrics struct {
-	sentEnvelopes, recvEnvelopes *metrics.Counter
-	sentBytes, recvBytes         *metrics.Counter
-	dropped, failures            *metrics.Counter
-	gone                         *metrics.Counter // links closed because gossip reported the shard gone
-	timeouts                     *metrics.Counter // links closed because the shard was silent for LinkTimeout
-	shardDown                    *metrics.Counter // the shard's last link failed: out of this gateway's ring until a link is back
-}
-
-func (m *gatewayMetrics) link(shard string) *linkMetrics {
-	l := `{shard="` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(shard) + `"}`
-	c := func(name string) *metrics.Counter { return m.set.GetOrCreateCounter(name + l) }
-	return &linkMetrics{
-		sentEnvelopes: c("switchyard_link_sent_envelopes_total"),
-		recvEnvelopes: c("switchyard_link_received_envelopes_total"),
-		sentBytes:     c("switchyard_link_sent_bytes_total"),
-		recvBytes:     c("switchyard_link_received_bytes_total"),
-		dropped:       c("switchyard_link_dropped_envelopes_total"),
-		failures:      c("switchyard_link_failures_total"),
-		gone:          c("switchyard_link_shard_gone_total"),
-		timeouts:      c("switchyard_link_timeouts_total"),
-		shardDown:     c("switchyard_shard_down_total"),
-	}
 }

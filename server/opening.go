@@ -2,6 +2,10 @@ package server
 
 import "github.com/switchyard-gw/switchyard/protocol"
 
+// Opening: between a good HELLO and WELCOME a remote shard binds the
+// session (server/remote); the frames the device sends meanwhile are held
+// here, on the device side, and handled in order once it is bound.
+
 // maxPending bounds the bytes of frames a device may send between HELLO and
 // WELCOME, while a remote shard binds its session.
 const maxPending = 64 << 10
@@ -23,18 +27,13 @@ func (c *conn) hold(f *protocol.Frame) {
 	*c.pending = protocol.AppendFrame(*c.pending, f.Type, f.Flags, f.Seq, f.Payload)
 }
 
-// opened is openDone for a backend that answers from another goroutine (a
-// link reader): it takes pmu, sends WELCOME, replays the held frames and
-// writes it all out. The connection may close meanwhile (its close callback
-// runs on the poller, or here through fail): the held frames stay until
-// pmu is released (unlockHandler).
-func (c *conn) opened(resumed bool, last uint32, epoch uint64) {
-	c.pmu.Lock()
-	defer c.unlockHandler()
-	if !c.opening.Load() || c.isClosing() {
-		return
-	}
-	c.epoch.Store(epoch)
+// Opened implements remote.Device: openDone for a backend that answers
+// from another goroutine (a link reader), which holds pmu (Lock) and has
+// checked Opening. It sends WELCOME, replays the held frames and writes it
+// all out. The connection may close meanwhile (its close callback runs on
+// the poller, or here through fail): the held frames stay until pmu is
+// released (Unlock, unlockHandler).
+func (c *conn) Opened(resumed bool, last uint32) {
 	c.openDone(resumed, last)
 	if c.pending != nil {
 		b := *c.pending

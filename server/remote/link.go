@@ -1,4 +1,4 @@
-package server
+package remote
 
 import (
 	"context"
@@ -19,25 +19,16 @@ import (
 // (docs/links.md).
 //
 //	senders ──lock mu──▶ append envelope to out ──wake──▶ writer goroutine: one write per batch
-//	reader goroutine ◀── envelopes ── dispatch to the bound conn by session id
+//	reader goroutine ◀── envelopes ── dispatch to the bound Device by session id
 //
-// Goroutines: one writer and one reader per link, owned by the remote
-// backend, which waits for them on Close.
+// Goroutines: one writer and one reader per link, owned by the Backend,
+// which waits for them on Close.
 
 // linkDialTimeout bounds the dial and the three-step authentication.
 const linkDialTimeout = 5 * time.Second
 
-// Errors of links.
-var (
-	ErrLinkAuth    = errors.New("server: link authentication failed")
-	ErrLinkClosed  = errors.New("server: link closed")
-	errLinkFull    = errors.New("server: link queue full")
-	errCircuitOpen = errors.New("server: shard circuit open")
-	errLinkTimeout = errors.New("server: shard silent (link heartbeat timeout)")
-)
-
 type link struct {
-	r     *remoteBackend
+	r     *Backend
 	shard string
 	addr  string
 	nc    net.Conn
@@ -51,22 +42,22 @@ type link struct {
 	spare  []byte
 	closed bool
 	err    error
-	bound  map[protocol.SessionID]*conn
+	bound  map[protocol.SessionID]Device
 
 	queued int  // envelopes in out, counted into metrics per write
 	up     bool // authenticated
 
 	circ  *router.Circuit // the shard's circuit
 	m     *linkMetrics
-	dirty []*conn // reader goroutine only: devices written to in this read batch
+	dirty []Device // reader goroutine only: devices written to in this read batch
 
 	wake chan struct{}
 	done chan struct{} // closed when the link has failed or was closed
 }
 
-func newLink(r *remoteBackend, shard, addr string) *link {
-	return &link{r: r, shard: shard, addr: addr, bound: make(map[protocol.SessionID]*conn),
-		circ: r.circuits.Get(shard), m: r.g.metrics.link(shard),
+func newLink(r *Backend, shard, addr string) *link {
+	return &link{r: r, shard: shard, addr: addr, bound: make(map[protocol.SessionID]Device),
+		circ: r.circuits.Get(shard), m: r.m.link(shard),
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
@@ -89,13 +80,12 @@ func (l *link) run(ctx context.Context) {
 }
 
 func (l *link) connect(ctx context.Context) error {
-	g := l.r.g
 	ctx, cancel := context.WithTimeout(ctx, linkDialTimeout)
 	defer cancel()
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", l.addr)
 	if err != nil {
-		return fmt.Errorf("server: link to %s (%s): %w", l.shard, l.addr, err)
+		return fmt.Errorf("remote: link to %s (%s): %w", l.shard, l.addr, err)
 	}
 	l.mu.Lock()
 	l.nc = nc
@@ -111,25 +101,24 @@ func (l *link) connect(ctx context.Context) error {
 		_ = nc.SetDeadline(dl)
 	}
 	if err := l.authenticate(nc); err != nil {
-		return fmt.Errorf("server: link to %s (%s): %w", l.shard, l.addr, err)
+		return fmt.Errorf("remote: link to %s (%s): %w", l.shard, l.addr, err)
 	}
 	l.rd.SetLimit(protocol.MaxLinkFrame)
-	l.timeout = g.cfg.LinkTimeout
+	l.timeout = l.r.cfg.LinkTimeout
 	l.lastRead.Store(time.Now().UnixNano())
 	l.mu.Lock()
 	l.up = true
 	l.mu.Unlock()
-	g.metrics.links.Add(1)
+	l.r.m.links.Add(1)
 	l.r.linkUp(l)
 	return nc.SetDeadline(time.Time{})
 }
 
 // authenticate runs the gateway's side of the three-step exchange.
 func (l *link) authenticate(nc net.Conn) error {
-	g := l.r.g
 	gN := make([]byte, protocol.LinkNonceSize)
 	_, _ = rand.Read(gN)
-	hello, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Node: g.linkName(), Nonce: gN})
+	hello, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Node: l.r.name, Nonce: gN})
 	if _, err := nc.Write(protocol.AppendLinkFrame(nil, &protocol.Envelope{Kind: protocol.LinkHello, Ext: hello})); err != nil {
 		return err
 	}
@@ -139,18 +128,13 @@ func (l *link) authenticate(nc net.Conn) error {
 	}
 	x, err := protocol.DecodeLinkExt(e.Ext)
 	if err != nil || e.Kind != protocol.LinkChallenge || len(x.Nonce) != protocol.LinkNonceSize ||
-		!protocol.VerifyLinkMAC(l.r.keys, x.MAC, protocol.LinkMACBackend, gN, x.Shard) {
+		!protocol.VerifyLinkMAC(l.r.cfg.Keys, x.MAC, protocol.LinkMACBackend, gN, x.Shard) {
 		return ErrLinkAuth
 	}
-	auth, _ := protocol.EncodeLinkExt(&protocol.LinkExt{MAC: protocol.LinkMAC(l.r.keys[0], protocol.LinkMACGateway, x.Nonce, g.linkName())})
+	auth, _ := protocol.EncodeLinkExt(&protocol.LinkExt{MAC: protocol.LinkMAC(l.r.cfg.Keys[0], protocol.LinkMACGateway, x.Nonce, l.r.name)})
 	_, err = nc.Write(protocol.AppendLinkFrame(nil, &protocol.Envelope{Kind: protocol.LinkAuth, Ext: auth}))
 	return err
 }
-
-// linkName names this gateway to shards: the node name and the device
-// address, unique even for several gateways on one host (shards send a
-// Publish once per gateway name).
-func (g *Gateway) linkName() string { return g.cfg.Node + "@" + g.Addr().String() }
 
 // send queues one envelope. It fails when the link is down, the shard's
 // circuit is open, or the queue is over MaxLinkQueue (which opens the
@@ -165,7 +149,7 @@ func (l *link) send(e *protocol.Envelope) error {
 	case l.closed:
 		l.mu.Unlock()
 		return ErrLinkClosed
-	case len(l.out) > l.r.maxQueue:
+	case len(l.out) > l.r.cfg.MaxLinkQueue:
 		l.mu.Unlock()
 		l.circ.Trip(router.QueueFull)
 		l.m.dropped.Inc()
@@ -206,7 +190,7 @@ func (l *link) appendUnlock(e *protocol.Envelope) {
 // half a heartbeat queues a Ping, which the shard answers; so a live
 // shard is heard from about every LinkHeartbeat, well within LinkTimeout.
 func (l *link) writeLoop() {
-	hb := l.r.g.cfg.LinkHeartbeat
+	hb := l.r.cfg.LinkHeartbeat
 	tick := time.NewTicker(hb)
 	defer tick.Stop()
 	for {
@@ -305,26 +289,27 @@ func (l *link) dispatch(e *protocol.Envelope) {
 		return
 	}
 	l.mu.Lock()
-	c := l.bound[e.Session]
+	d := l.bound[e.Session]
 	l.mu.Unlock()
-	if c == nil {
-		l.r.g.metrics.drop(dropStale)
+	if d == nil {
+		l.r.m.drop(dropStale)
 		return
 	}
+	b := d.Binding()
 	switch e.Kind {
 	case protocol.LinkOpened:
-		if c.moving.Load() {
-			if !l.r.mover.opened(l, c, e) {
-				l.r.g.metrics.drop(dropStale)
+		if b.moving.Load() {
+			if !l.r.mover.opened(l, d, e) {
+				l.r.m.drop(dropStale)
 			}
 			return
 		}
 		x, _ := protocol.DecodeLinkExt(e.Ext)
-		c.opened(x.Reason == "resumed" || x.Reason == "migrated", x.LastUp, e.Epoch)
+		l.r.opened(d, x.Reason == "resumed" || x.Reason == "migrated", x.LastUp, e.Epoch)
 	case protocol.LinkState:
-		l.r.mover.state(l, c, e)
+		l.r.mover.state(l, d, e)
 	case protocol.LinkRefused:
-		if c.moving.Load() && l.r.mover.refused(l, c, e) {
+		if b.moving.Load() && l.r.mover.refused(l, d, e) {
 			return
 		}
 		x, _ := protocol.DecodeLinkExt(e.Ext)
@@ -332,14 +317,14 @@ func (l *link) dispatch(e *protocol.Envelope) {
 		if code == 0 {
 			code = protocol.CodeUnavailable
 		}
-		c.fail(code, "refused by backend: "+x.Reason)
+		d.Fail(code, "refused by backend: "+x.Reason)
 	case protocol.LinkUpAck:
-		if e.Epoch == c.epoch.Load() {
-			l.queueTo(c, protocol.TypeAck, 0, e.Seq, nil)
+		if e.Epoch == b.epoch.Load() {
+			l.queueTo(d, b, protocol.TypeAck, 0, e.Seq, nil)
 		}
 	case protocol.LinkDown:
-		if e.Epoch == c.epoch.Load() {
-			l.queueTo(c, protocol.TypeData, e.Flags, e.Seq, e.Payload)
+		if e.Epoch == b.epoch.Load() {
+			l.queueTo(d, b, protocol.TypeData, e.Flags, e.Seq, e.Payload)
 		}
 	case protocol.LinkSubscribe, protocol.LinkUnsub:
 		x, _ := protocol.DecodeLinkExt(e.Ext)
@@ -347,9 +332,9 @@ func (l *link) dispatch(e *protocol.Envelope) {
 			return
 		}
 		if e.Kind == protocol.LinkSubscribe {
-			l.r.topics.subscribe(c, x.Topic)
+			l.r.topics.subscribe(d, x.Topic)
 		} else {
-			l.r.topics.unsubscribe(c, x.Topic)
+			l.r.topics.unsubscribe(d, x.Topic)
 		}
 	case protocol.LinkKick:
 		x, _ := protocol.DecodeLinkExt(e.Ext)
@@ -357,38 +342,38 @@ func (l *link) dispatch(e *protocol.Envelope) {
 		if code == 0 {
 			code = protocol.CodeConflict
 		}
-		c.fail(code, "closed by backend: "+x.Reason)
+		d.Fail(code, "closed by backend: "+x.Reason)
 	}
 }
 
 // queueTo queues a frame for a device; flushDirty writes every device
 // touched by one read of the link with one syscall each.
-func (l *link) queueTo(c *conn, t protocol.Type, flags protocol.Flags, seq uint32, payload []byte) {
-	c.queue(t, flags, seq, payload)
-	if !c.linkDirty {
-		c.linkDirty = true
-		l.dirty = append(l.dirty, c)
+func (l *link) queueTo(d Device, b *Binding, t protocol.Type, flags protocol.Flags, seq uint32, payload []byte) {
+	d.Queue(t, flags, seq, payload)
+	if !b.dirty {
+		b.dirty = true
+		l.dirty = append(l.dirty, d)
 	}
 }
 
 func (l *link) flushDirty() {
-	for i, c := range l.dirty {
-		c.linkDirty = false
-		c.writeOut()
+	for i, d := range l.dirty {
+		d.Binding().dirty = false
+		d.Flush()
 		l.dirty[i] = nil
 	}
 	l.dirty = l.dirty[:0]
 }
 
-func (l *link) bind(sid protocol.SessionID, c *conn) {
+func (l *link) bind(sid protocol.SessionID, d Device) {
 	l.mu.Lock()
-	l.bound[sid] = c
+	l.bound[sid] = d
 	l.mu.Unlock()
 }
 
-func (l *link) unbind(sid protocol.SessionID, c *conn) {
+func (l *link) unbind(sid protocol.SessionID, d Device) {
 	l.mu.Lock()
-	if l.bound[sid] == c {
+	if l.bound[sid] == d {
 		delete(l.bound, sid)
 	}
 	l.mu.Unlock()
@@ -404,7 +389,7 @@ func (l *link) fail(err error) {
 	}
 	l.closed, l.err = true, err
 	bound := l.bound
-	l.bound = map[protocol.SessionID]*conn{}
+	l.bound = map[protocol.SessionID]Device{}
 	nc, up := l.nc, l.up
 	l.mu.Unlock()
 	close(l.done)
@@ -412,12 +397,12 @@ func (l *link) fail(err error) {
 		nc.Close()
 	}
 	if up {
-		l.r.g.metrics.links.Add(-1)
+		l.r.m.links.Add(-1)
 	}
 	l.circ.Trip(router.LinkDown)
 	l.m.failures.Inc()
 	l.r.linkFailed(l, err, up)
-	for _, c := range bound {
-		c.fail(protocol.CodeUnavailable, "backend link lost")
+	for _, d := range bound {
+		d.Fail(protocol.CodeUnavailable, "backend link lost")
 	}
 }

@@ -1,4 +1,4 @@
-package server
+package remote
 
 import (
 	"time"
@@ -29,52 +29,53 @@ import (
 
 // shardDown takes l's shard out of this gateway's ring: l was its last
 // authenticated link.
-func (r *remoteBackend) shardDown(l *link) {
+func (r *Backend) shardDown(l *link) {
 	l.m.shardDown.Inc()
-	r.g.log.Warn("shard down: every link lost, out of the ring until a link is back",
+	r.log.Warn("shard down: every link lost, out of the ring until a link is back",
 		"shard", l.shard, "addr", l.addr)
-	r.g.refreshRing()
+	r.cfg.ShardsChanged()
 }
 
-// bringBack puts the down shards whose links have stayed up for
+// BringBack puts the down shards whose links have stayed up for
 // LinkTimeout back in the ring. The hold-down keeps a shard that answers
 // only now and then (a starved process, a lossy path) out, instead of
 // flapping the ring, and the sessions with it, on every link it manages
 // to authenticate.
-func (r *remoteBackend) bringBack(now time.Time) {
+func (r *Backend) BringBack(now time.Time) {
 	var back []string
 	r.mu.Lock()
 	for shard := range r.down {
-		if sl := r.shards[shard]; sl != nil && sl.up > 0 && now.Sub(sl.upSince) >= r.g.cfg.LinkTimeout {
+		if sl := r.shards[shard]; sl != nil && sl.up > 0 && now.Sub(sl.upSince) >= r.cfg.LinkTimeout {
 			delete(r.down, shard)
 			back = append(back, shard)
 		}
 	}
 	r.mu.Unlock()
 	for _, shard := range back {
-		r.g.log.Info("shard back: a link stayed up", "shard", shard)
+		r.log.Info("shard back: a link stayed up", "shard", shard)
 	}
 	if len(back) > 0 {
-		r.g.refreshRing()
+		r.cfg.ShardsChanged()
 	}
 }
 
 // isDown reports whether shard is down for this gateway.
-func (r *remoteBackend) isDown(shard string) bool {
+func (r *Backend) isDown(shard string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.down[shard]
 }
 
-// anyDown reports whether a shard is down for this gateway.
-func (r *remoteBackend) anyDown() bool {
+// AnyDown reports whether a shard is down for this gateway.
+func (r *Backend) AnyDown() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.down) > 0
 }
 
-// withoutDown removes the shards that are down for this gateway.
-func (r *remoteBackend) withoutDown(shards []router.Shard) []router.Shard {
+// WithoutDown removes the shards that are down for this gateway (the
+// gateway builds its ring from what it returns).
+func (r *Backend) WithoutDown(shards []router.Shard) []router.Shard {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.down) == 0 {
@@ -89,21 +90,13 @@ func (r *remoteBackend) withoutDown(shards []router.Shard) []router.Shard {
 	return out
 }
 
-// redialDown dials the down shards that gossip still lists as active (a
+// RedialDown dials the down shards that gossip still lists as active (a
 // slot at a time, as the backoff allows); the ring watcher calls it on its
 // tick.
-func (r *remoteBackend) redialDown(active []router.Shard) {
+func (r *Backend) RedialDown(active []router.Shard) {
 	for _, s := range active {
 		if r.isDown(s.Name) {
 			r.linkTo(s.Name, s.Addr, 0)
 		}
-	}
-}
-
-// refreshRing rebuilds the ring now (gossip or a link changed what this
-// gateway can reach).
-func (g *Gateway) refreshRing() {
-	if g.gossip != nil {
-		g.gossip.update(g)
 	}
 }

@@ -1,21 +1,11 @@
-package server
+package remote
 
-import (
-	"errors"
-
-	"github.com/switchyard-gw/switchyard/protocol"
-)
+import "github.com/switchyard-gw/switchyard/protocol"
 
 // moveState is a shard's State ext (protocol.SessionState): the gateway
 // checks it and passes it on as the migrated Open's ext, so the outbox and
 // the topics move with the session without the gateway keeping them.
 type moveState = protocol.SessionState
-
-// Errors of a State ext.
-var (
-	errStateMalformed = errors.New("server: malformed session state")
-	errStateRefused   = errors.New("server: shard could not hand over the session state")
-)
 
 // decodeMoveState decodes and checks a State ext: the shard did not
 // report an error (code), and the outbox is in strictly increasing seq

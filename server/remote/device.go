@@ -1,0 +1,80 @@
+package remote
+
+import (
+	"sync/atomic"
+
+	"github.com/switchyard-gw/switchyard/protocol"
+)
+
+// Device is one device connection and its session as the shard side sees
+// it. The device side (package server, its conn) implements it; nothing
+// else of the connection is reachable from here.
+//
+// Lock order: Device.Lock → moveTable.mu → the device's write lock (which
+// Queue, Flush, Fail and Closing take inside). Fail may run the
+// connection's close callback on the calling goroutine, and that callback
+// calls Backend.Closed, which takes moveTable.mu: so nothing here calls
+// Fail, or anything that may fail the device, while holding moveTable.mu.
+type Device interface {
+	// Session returns the session's id and its device's id. Both are set
+	// before Backend.Open and never change; any goroutine, no lock.
+	Session() (id protocol.SessionID, device string)
+	// Binding returns the shard side's state of this connection: the same
+	// pointer, never nil, for every call of the connection's life (the
+	// device side allocates it before Backend.Open). Any goroutine.
+	Binding() *Binding
+	// Lock takes the connection's frame lock: while it is held no frame
+	// of the device is handled and nothing else is replayed. Link readers
+	// take it to complete an open, the mover to start and end a move.
+	Lock()
+	// Unlock releases the frame lock, then finishes a close of the
+	// connection that happened while it was held (the close callback
+	// cannot wait for the lock and leaves that to its holder).
+	Unlock()
+	// Opening reports that the device passed its HELLO and waits for its
+	// shard to bind the session, and the connection is not closing. The
+	// caller holds Lock.
+	Opening() bool
+	// Opened completes the handshake once the shard has bound the
+	// session: WELCOME (resumed, last as WELCOME last), then the frames the
+	// device sent meanwhile, handled in order (they reach Backend.Data and
+	// Backend.Ack on this goroutine), then a flush. The caller holds Lock
+	// and has just seen Opening report true.
+	Opened(resumed bool, last uint32)
+	// Closing reports that the connection is closing or closed: nothing
+	// more reaches the device. Any goroutine.
+	Closing() bool
+	// Queue queues a frame for the device (dropped when it is closing);
+	// Flush writes out what is queued. Any goroutine; a link reader
+	// queues a whole read's frames, then flushes each device once.
+	Queue(t protocol.Type, flags protocol.Flags, seq uint32, payload []byte)
+	Flush()
+	// Fail sends ERROR code with msg and closes the connection. Any
+	// goroutine, with or without Lock held, never with moveTable.mu held.
+	Fail(code int, msg string)
+}
+
+// Binding is the shard side's state of one session's connection: the
+// link to its shard, the binding's epoch, whether it is moving. The
+// device side holds one pointer to it for the connection's life
+// (Device.Binding) and knows nothing of what is inside; everything the
+// shard side keeps per connection lives here, not in the device side's
+// structs. The zero value is an unbound session.
+//
+// Later work adds the session's crash checkpoint data to exactly this
+// struct: the last checkpoint bytes and the retained upstream and
+// downstream frames.
+type Binding struct {
+	// link is the session's link to its shard. Set by Open and switched by
+	// a move's end, both under the device's Lock (the move's end also
+	// under moveTable.mu, where Closed reads it).
+	link *link
+	// epoch is the binding's epoch on its shard, from the shard's Opened.
+	epoch atomic.Uint64
+	// moving: the session is moving to another shard (move.go); upstream
+	// goes to the move's hold buffer. One atomic load per frame.
+	moving atomic.Bool
+	// dirty: a link reader queued frames for the device in this read and
+	// flushes it at the end of the read (that reader only).
+	dirty bool
+}
