@@ -113,7 +113,7 @@ func TestProcsStarvedGateway(t *testing.T) {
 
 // gossipRingChanges counts the ring changes in a gateway's log that gossip
 // caused: every "ring changed" line less those that a link failover
-// caused (a "shard down" or "shard back" line each; server/failover.go).
+// caused (a "shard down" or "shard back" line each; server/remote/failover.go).
 // On a box loaded far beyond one starved process every process is late,
 // and a link's 1 s heartbeat deadline may take a shard out of a ring for
 // a moment; that is the link's verdict, not gossip flapping.
