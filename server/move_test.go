@@ -1,0 +1,71 @@
+package server
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/switchyard-gw/switchyard/protocol"
+)
+
+// switchDir places every device on one shard, which the test can change.
+type switchDir struct {
+	mu          sync.Mutex
+	shard, addr string
+}
+
+func (d *switchDir) set(s *fakeShard) {
+	d.mu.Lock()
+	d.shard, d.addr = s.name, s.addr()
+	d.mu.Unlock()
+}
+
+func (d *switchDir) Owner(string) (string, string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.shard, d.addr, nil
+}
+
+// TestMoveFailureReleasesSession: when a move fails while the mover holds
+// the connection's pmu (here the old shard cannot hand over the state),
+// the device gets 503, and the close that this runs on the same goroutine
+// still ends the session's binding: the old shard gets Close and the
+// session is detached, its resume window started.
+func TestMoveFailureReleasesSession(t *testing.T) {
+	s1 := startFakeShard(t, "s1", false)
+	s2 := startFakeShard(t, "s2", false)
+	dir := &switchDir{}
+	dir.set(s1)
+	g := startGateway(t, Config{Backends: dir, LinkKeys: [][]byte{fakeShardKey}})
+
+	d := dial(t, g)
+	hello, _ := protocol.EncodeHello(&protocol.Hello{V: 1, ID: "dev"})
+	d.send(protocol.TypeHello, 0, 0, hello)
+	open := s1.next(t, protocol.LinkOpen)
+	open.l.opened(open.e.Session)
+	if f := d.read(); f.Type != protocol.TypeWelcome {
+		t.Fatalf("want WELCOME, got %v %s", f.Type, errText(f))
+	}
+
+	dir.set(s2)
+	g.Rebalance()
+	snap := s1.next(t, protocol.LinkSnapshot)
+	ext, err := protocol.Marshal(&protocol.SessionState{LinkExt: protocol.LinkExt{Code: protocol.CodeInternal, Reason: "snapshot: boom"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap.l.send(&protocol.Envelope{Kind: protocol.LinkState, Session: snap.e.Session, Epoch: snap.e.Epoch, Ext: ext})
+	d.expectError(protocol.CodeUnavailable, true)
+
+	if env := s1.next(t, protocol.LinkClose); env.e.Session != open.e.Session {
+		t.Fatalf("Close for another session")
+	}
+	waitFor(t, "session detached", func() bool {
+		s := g.sessions.get("dev")
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.conn == nil
+	})
+	if got := metric(g, `switchyard_session_moves_total{result="snapshot"}`); got != 1 {
+		t.Fatalf(`switchyard_session_moves_total{result="snapshot"} = %v, want 1`, got)
+	}
+}
