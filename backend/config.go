@@ -23,6 +23,8 @@ const (
 	DefaultPingInterval = 250 * time.Millisecond // a link that read nothing lately sends a Ping this often
 	DefaultLinkTimeout  = time.Second            // a link that read nothing this long is closed
 	DefaultWriteTimeout = 10 * time.Second       // one batched write may take this long
+	DefaultCheckpoint   = time.Second            // a changed session's state goes to its gateway this often
+	DefaultMaxCkpt      = 64 << 10               // largest checkpoint sent (encoded bytes)
 	minKeyLen           = 16                     // shortest cluster key accepted
 	maxWorkers          = 4096                   // more handler goroutines than this is a mistake
 	minResumeWindow     = time.Millisecond       // below this a session could expire before its Close
@@ -87,6 +89,16 @@ type Config struct {
 	// WriteTimeout bounds one batched link write; a link that cannot take
 	// a batch in time is closed. Default DefaultWriteTimeout.
 	WriteTimeout time.Duration
+	// CheckpointInterval: a session whose state changed sends a checkpoint
+	// to its gateway at most this often, and one right after it opened;
+	// the gateway reopens the session from it on another shard if this
+	// one crashes (checkpoint.go). Negative: no checkpoints (a crash then
+	// loses the sessions' state). Default DefaultCheckpoint.
+	CheckpointInterval time.Duration
+	// MaxCheckpoint bounds one checkpoint's encoded size (the handler's
+	// snapshot, sequences, tags, topics); a larger one is not sent and is
+	// counted (Stats.CheckpointsTooLarge). Default DefaultMaxCkpt.
+	MaxCheckpoint int
 	// Forwarder reaches devices whose sessions live on other shards (Push
 	// and Kick). Nil: local only, and those calls fail with ErrNotOwner.
 	Forwarder Forwarder
@@ -123,6 +135,8 @@ func (cfg Config) provision() Config {
 	dur(&cfg.PingInterval, DefaultPingInterval)
 	dur(&cfg.LinkTimeout, DefaultLinkTimeout)
 	dur(&cfg.WriteTimeout, DefaultWriteTimeout)
+	dur(&cfg.CheckpointInterval, DefaultCheckpoint)
+	num(&cfg.MaxCheckpoint, DefaultMaxCkpt)
 	num(&cfg.MaxOutbox, DefaultMaxOutbox)
 	num(&cfg.MaxLinkQueue, DefaultMaxLinkQueue)
 	num(&cfg.MaxMailbox, DefaultMaxMailbox)
@@ -159,6 +173,9 @@ func (cfg *Config) Validate() error {
 	}
 	if c.LinkTimeout < 2*c.PingInterval {
 		errs = append(errs, fmt.Errorf("link timeout %v: want at least twice the ping interval %v", c.LinkTimeout, c.PingInterval))
+	}
+	if c.MaxCheckpoint < 1 || c.MaxCheckpoint > maxPayload {
+		errs = append(errs, fmt.Errorf("max checkpoint %d: want 1..%d", c.MaxCheckpoint, maxPayload))
 	}
 	if c.MaxOutbox < 1 || c.MaxMailbox < 1 || c.MaxLinks < 1 {
 		errs = append(errs, errors.New("max outbox, max mailbox and max links must be positive"))

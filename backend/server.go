@@ -21,6 +21,7 @@ type Server struct {
 	stats counters
 	runq  *runQueue
 	idle  idleSet
+	ckpt  checkpoints   // sessions to checkpoint (checkpoint.go)
 	quit  chan struct{} // closed by Close: stops the janitor
 
 	mu       sync.RWMutex // the table and the links; see table.go for the lock order
@@ -96,6 +97,9 @@ func (srv *Server) start(ctx context.Context) error {
 		srv.spawn(&srv.workWG, srv.worker)
 	}
 	srv.spawn(&srv.mainWG, srv.janitor)
+	if srv.cfg.CheckpointInterval > 0 {
+		srv.spawn(&srv.mainWG, srv.checkpointer)
+	}
 	srv.spawn(&srv.linkWG, srv.acceptLoop)
 	srv.log.Info("backend started", "link", ln.Addr().String(), "workers", srv.cfg.Workers)
 	return srv.announce(ctx, StateActive)

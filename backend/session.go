@@ -47,8 +47,15 @@ type Session struct {
 	// not run yet (a Close overtook it in the mailbox); the session's
 	// sequence state was restored already, so the next binding must hand
 	// this state to OnOpen as a migration, never open the session as new.
-	migrated    *[]byte
-	upFenced    bool // Snapshot asked: Ups are dropped from now on
+	migrated   *[]byte
+	upFenced   bool // Snapshot asked: Ups are dropped from now on
+	ckptDirty  bool // changed since the last checkpoint: in srv.ckpt's list
+	ckptQueued bool // a checkpoint event waits in the mailbox
+	// replayUntil: the session was reopened from a checkpoint after its
+	// shard crashed, which had accepted every reliable Up through this seq
+	// (checkpoint.go); replaying is true while the handler runs one of them.
+	replayUntil uint32
+	replaying   atomic.Bool
 	ended       bool // OnClose ran
 	idleSince   time.Time
 	closeReason string
@@ -246,6 +253,7 @@ func (s *Session) subscription(topic string, on bool) error {
 		delete(s.topics, topic)
 		kind = protocol.LinkUnsub
 	}
+	s.markDirtyLocked()
 	if s.state == stateAttached {
 		s.sendExtLocked(kind, &linkExt{LinkExt: protocol.LinkExt{Topic: topic}})
 	}

@@ -8,22 +8,26 @@ type Stats struct {
 	Links    int64 // gauge: authenticated links now
 	Sessions int64 // gauge: sessions in the table now (any state)
 
-	LinksAccepted      uint64 // links that passed authentication
-	AuthFailures       uint64 // links closed during authentication (bad MAC, wrong first envelope, timeout)
-	LinksRejected      uint64 // connections closed at accept: MaxLinks reached or server closing
-	LinksIdle          uint64 // links closed after 3 ping intervals without input
-	SlowLinks          uint64 // links closed because a frame that must not be lost found the queue full
-	SessionsOpened     uint64 // Opens answered with Opened
-	SessionsRefused    uint64 // Opens answered with Refused (draining, stale epoch, moved, taken over, handler refused)
-	RefusedMoved       uint64 // Opens refused 503 because the device's session moved (or is moving) to another shard: a stale view
-	SessionsClosed     uint64 // OnClose calls
-	SessionsExpired    uint64 // sessions forgotten after the resume window
-	Takeovers          uint64 // Kick 409 sent to an older binding of the device, or a migrated Open refused 409 for a newer one
-	Snapshots          uint64 // State envelopes sent
-	DrainTimeouts      uint64 // Drain calls whose context ended with sessions still bound
-	PushFailed         uint64 // Push calls that returned an error (not delivered)
-	KickFailed         uint64 // Kick calls that returned an error
-	ForwardUndelivered uint64 // forwarded Push/Kick answered "not connected": the session did not arrive in time
+	LinksAccepted       uint64 // links that passed authentication
+	AuthFailures        uint64 // links closed during authentication (bad MAC, wrong first envelope, timeout)
+	LinksRejected       uint64 // connections closed at accept: MaxLinks reached or server closing
+	LinksIdle           uint64 // links closed after 3 ping intervals without input
+	SlowLinks           uint64 // links closed because a frame that must not be lost found the queue full
+	SessionsOpened      uint64 // Opens answered with Opened
+	SessionsRefused     uint64 // Opens answered with Refused (draining, stale epoch, moved, taken over, handler refused)
+	RefusedMoved        uint64 // Opens refused 503 because the device's session moved (or is moving) to another shard: a stale view
+	SessionsClosed      uint64 // OnClose calls
+	SessionsExpired     uint64 // sessions forgotten after the resume window
+	Takeovers           uint64 // Kick 409 sent to an older binding of the device, or a migrated Open refused 409 for a newer one
+	Snapshots           uint64 // State envelopes sent
+	Checkpoints         uint64 // Checkpoint envelopes sent (checkpoint.go)
+	CheckpointsTooLarge uint64 // checkpoints not sent: larger than MaxCheckpoint
+	CheckpointErrors    uint64 // checkpoints not sent: the Snapshotter failed
+	Replayed            uint64 // reliable messages handled with Replaying true (after a shard crash)
+	DrainTimeouts       uint64 // Drain calls whose context ended with sessions still bound
+	PushFailed          uint64 // Push calls that returned an error (not delivered)
+	KickFailed          uint64 // Kick calls that returned an error
+	ForwardUndelivered  uint64 // forwarded Push/Kick answered "not connected": the session did not arrive in time
 
 	UpDelivered   uint64 // upstream messages given to the handler and accepted
 	DropStale     uint64 // envelopes whose epoch (or link) is not the session's current one
@@ -49,6 +53,7 @@ type counters struct {
 	drainTimeouts, pushFailed, kickFailed, forwardUndelivered, refusedMoved     atomic.Uint64
 	dropDuplicate, dropMailbox, dropLinkQueue, dropDetached, dropOutbox         atomic.Uint64
 	dropMalformed, handlerErrors                                                atomic.Uint64
+	checkpoints, checkpointsTooLarge, checkpointErrors, replayed                atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -66,5 +71,7 @@ func (c *counters) snapshot() Stats {
 		DropLinkQueue: c.dropLinkQueue.Load(), DropDetached: c.dropDetached.Load(),
 		DropOutbox: c.dropOutbox.Load(), DropMalformed: c.dropMalformed.Load(),
 		HandlerErrors: c.handlerErrors.Load(),
+		Checkpoints:   c.checkpoints.Load(), CheckpointsTooLarge: c.checkpointsTooLarge.Load(),
+		CheckpointErrors: c.checkpointErrors.Load(), Replayed: c.replayed.Load(),
 	}
 }

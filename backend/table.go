@@ -114,7 +114,9 @@ func (s *Session) bindLocked(l *link, epoch uint64, reason OpenReason, x *linkEx
 	if x.Tags != nil || s.tags == nil {
 		s.tags = x.Tags
 	}
+	s.replayUntil = 0
 	if reason == OpenMigrated {
+		s.replayUntil = x.Replay
 		s.restoreLocked(x)
 		state := x.State
 		s.migrated = &state

@@ -25,10 +25,11 @@ const workBatch = 64
 type eventKind uint8
 
 const (
-	evUp       eventKind = iota // an upstream message
-	evOpen                      // OnOpen, then Opened or Refused
-	evSnapshot                  // Snapshotter, then State
-	evClose                     // OnClose; always last
+	evUp         eventKind = iota // an upstream message
+	evOpen                        // OnOpen, then Opened or Refused
+	evSnapshot                    // Snapshotter, then State
+	evCheckpoint                  // Snapshotter, then Checkpoint (checkpoint.go)
+	evClose                       // OnClose; always last
 )
 
 // event is one mailbox entry.
@@ -154,6 +155,8 @@ func (srv *Server) handle(s *Session, ev *event) {
 		srv.openEvent(s, ev)
 	case evSnapshot:
 		srv.snapshot(s, ev)
+	case evCheckpoint:
+		srv.checkpoint(s, ev)
 	case evClose:
 		s.mu.Lock()
 		run := s.opened && !s.ended
@@ -173,6 +176,10 @@ func (srv *Server) up(s *Session, ev *event) {
 	if ev.reliable && ev.seq <= lastUp {
 		s.needAck = true
 	}
+	if !ended {
+		s.markDirtyLocked()
+	}
+	replay := ev.reliable && ev.seq <= s.replayUntil
 	s.mu.Unlock()
 	switch {
 	case ended:
@@ -192,8 +199,13 @@ func (srv *Server) up(s *Session, ev *event) {
 		return
 	}
 	s.seq.Store(ev.seq)
+	if replay {
+		s.replaying.Store(true)
+		srv.stats.replayed.Add(1)
+	}
 	err := srv.cfg.Handler.OnMessage(s, ev.payload, true)
 	s.seq.Store(0)
+	s.replaying.Store(false)
 	if err != nil {
 		srv.stats.handlerErrors.Add(1)
 		return
@@ -261,6 +273,9 @@ func (srv *Server) openEvent(s *Session, ev *event) {
 	}
 	s.early, s.earlyBytes = nil, 0
 	s.flushAckLocked()
+	// The gateway's first checkpoint of this binding: the state it would
+	// reopen the session from if this shard crashed.
+	s.queueCheckpointLocked()
 }
 
 // opened sends Opened for the binding of ev and returns the outbox frames
@@ -275,7 +290,8 @@ func (srv *Server) opened(s *Session, ev *event) ([]outFrame, *link) {
 		return nil, nil
 	}
 	srv.stats.sessionsOpened.Add(1)
-	s.sendExtLocked(protocol.LinkOpened, &linkExt{LinkExt: protocol.LinkExt{Reason: ev.reason.String(), LastUp: s.lastUp, DownSeq: s.downSeq}})
+	s.sendExtLocked(protocol.LinkOpened, &linkExt{LinkExt: protocol.LinkExt{Reason: ev.reason.String(),
+		LastUp: s.lastUp, DownSeq: s.downSeq, Ckpt: srv.cfg.CheckpointInterval > 0}})
 	s.ackedUp, s.needAck = s.lastUp, false
 	if ev.reason != OpenMigrated || ev.restored {
 		s.ackDownLocked(ev.helloLast) // the device has them

@@ -33,25 +33,26 @@ type LinkKind uint8
 
 // Envelope kinds. "gw" is the gateway, "be" the backend shard.
 const (
-	LinkHello     LinkKind = 1  // gw→be: link authentication, step 1 (ext: node, nonce)
-	LinkChallenge LinkKind = 2  // be→gw: step 2 (ext: shard, nonce, mac)
-	LinkAuth      LinkKind = 3  // gw→be: step 3 (ext: mac)
-	LinkOpen      LinkKind = 10 // gw→be: open a session (ext: device, tags, reason, state, last_up, down_seq)
-	LinkOpened    LinkKind = 11 // be→gw: the session is open (ext: last_up, down_seq)
-	LinkRefused   LinkKind = 12 // be→gw: the session was refused (ext: code, reason)
-	LinkUp        LinkKind = 20 // gw→be: upstream DATA (seq, flags, payload)
-	LinkUpAck     LinkKind = 21 // be→gw: reliable upstream accepted through seq
-	LinkDown      LinkKind = 22 // be→gw: downstream DATA (seq, flags, payload)
-	LinkDownAck   LinkKind = 23 // gw→be: the device ACKed downstream through seq
-	LinkClose     LinkKind = 30 // either: the session ended here (ext: reason, code)
-	LinkKick      LinkKind = 31 // be→gw: close the device's connection (ext: code, reason)
-	LinkSnapshot  LinkKind = 32 // gw→be: hand over the session's state (migration)
-	LinkState     LinkKind = 33 // be→gw: the state (ext: state, last_up, down_seq)
-	LinkPublish   LinkKind = 40 // be→gw: fan out payload to the topic's subscribers (ext: topic)
-	LinkSubscribe LinkKind = 41 // be→gw: the session subscribes (ext: topic)
-	LinkUnsub     LinkKind = 42 // be→gw: the session unsubscribes (ext: topic)
-	LinkPing      LinkKind = 50 // either
-	LinkPong      LinkKind = 51 // either
+	LinkHello      LinkKind = 1  // gw→be: link authentication, step 1 (ext: node, nonce)
+	LinkChallenge  LinkKind = 2  // be→gw: step 2 (ext: shard, nonce, mac)
+	LinkAuth       LinkKind = 3  // gw→be: step 3 (ext: mac)
+	LinkOpen       LinkKind = 10 // gw→be: open a session (ext: device, tags, reason, state, last_up, down_seq)
+	LinkOpened     LinkKind = 11 // be→gw: the session is open (ext: last_up, down_seq)
+	LinkRefused    LinkKind = 12 // be→gw: the session was refused (ext: code, reason)
+	LinkUp         LinkKind = 20 // gw→be: upstream DATA (seq, flags, payload)
+	LinkUpAck      LinkKind = 21 // be→gw: reliable upstream accepted through seq
+	LinkDown       LinkKind = 22 // be→gw: downstream DATA (seq, flags, payload)
+	LinkDownAck    LinkKind = 23 // gw→be: the device ACKed downstream through seq
+	LinkClose      LinkKind = 30 // either: the session ended here (ext: reason, code)
+	LinkKick       LinkKind = 31 // be→gw: close the device's connection (ext: code, reason)
+	LinkSnapshot   LinkKind = 32 // gw→be: hand over the session's state (migration)
+	LinkState      LinkKind = 33 // be→gw: the state (ext: state, last_up, down_seq)
+	LinkCheckpoint LinkKind = 34 // be→gw: the state now, kept by the gateway against a crash of the shard (ext: as State, no outbox)
+	LinkPublish    LinkKind = 40 // be→gw: fan out payload to the topic's subscribers (ext: topic)
+	LinkSubscribe  LinkKind = 41 // be→gw: the session subscribes (ext: topic)
+	LinkUnsub      LinkKind = 42 // be→gw: the session unsubscribes (ext: topic)
+	LinkPing       LinkKind = 50 // either
+	LinkPong       LinkKind = 51 // either
 )
 
 // SessionID identifies a session across the cluster.
@@ -82,6 +83,13 @@ type LinkExt struct {
 	LastUp  uint32            `msgpack:"last_up,omitempty"`
 	DownSeq uint32            `msgpack:"down_seq,omitempty"`
 	Topic   string            `msgpack:"topic,omitempty"`
+	// Ckpt, in Opened: the shard sends Checkpoints of this session.
+	Ckpt bool `msgpack:"ckpt,omitempty"`
+	// Replay, in a migrated Open after a shard crash: the crashed shard
+	// had accepted every reliable frame through this seq (the gateway saw
+	// its UpAck), so the frames up to it that the gateway replays are
+	// handled with Session.Replaying true.
+	Replay uint32 `msgpack:"replay,omitempty"`
 }
 
 // SessionState is the ext of a State envelope and of a migrated Open

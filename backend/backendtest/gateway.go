@@ -32,6 +32,20 @@ type Gateway struct {
 
 	rbuf []byte
 	wmu  sync.Mutex
+
+	// Checkpoint envelopes are set aside like Pings (a test reads them
+	// with Checkpoints) unless SeeCheckpoints is set before they arrive.
+	SeeCheckpoints bool
+	cmu            sync.Mutex
+	checkpoints    []protocol.Envelope
+}
+
+// Checkpoints returns the Checkpoint envelopes set aside so far, oldest
+// first (Payload and Ext are copies).
+func (g *Gateway) Checkpoints() []protocol.Envelope {
+	g.cmu.Lock()
+	defer g.cmu.Unlock()
+	return append([]protocol.Envelope(nil), g.checkpoints...)
 }
 
 // Ext is an envelope's ext with the keys the SDK adds to State and to a
@@ -159,6 +173,7 @@ type OpenOpts struct {
 	Outbox  []Frame
 	Topics  []string
 	Tags    map[string]string
+	Replay  uint32 // migrated after a crash: the old shard had accepted through this seq
 }
 
 // Open sends Open for session sid of device with a proposed epoch.
@@ -168,7 +183,7 @@ func (g *Gateway) Open(sid protocol.SessionID, device string, epoch uint64, o Op
 		o.Reason = "new"
 	}
 	x := Ext{LinkExt: protocol.LinkExt{Device: device, Node: g.Node, Reason: o.Reason, DownSeq: o.DownSeq,
-		LastUp: o.LastUp, State: o.State, Tags: o.Tags}, Outbox: o.Outbox, Topics: o.Topics}
+		LastUp: o.LastUp, State: o.State, Tags: o.Tags, Replay: o.Replay}, Outbox: o.Outbox, Topics: o.Topics}
 	g.Send(protocol.Envelope{Kind: protocol.LinkOpen, Session: sid, Epoch: epoch, Ext: encode(&x)})
 }
 
@@ -194,7 +209,7 @@ func (g *Gateway) Control(k protocol.LinkKind, sid protocol.SessionID, epoch uin
 }
 
 // Next returns the next envelope that is not a Ping (Pings are answered
-// with Pong); Payload and Ext are copies.
+// with Pong) nor a Checkpoint set aside; Payload and Ext are copies.
 func (g *Gateway) Next() protocol.Envelope {
 	g.tb.Helper()
 	e, err := g.NextErr()
@@ -219,6 +234,12 @@ func (g *Gateway) nextTimeout(d time.Duration) (protocol.Envelope, error) {
 			g.rbuf = append(g.rbuf[:0], g.rbuf[n:]...)
 			if e.Kind == protocol.LinkPing {
 				g.Send(protocol.Envelope{Kind: protocol.LinkPong})
+				continue
+			}
+			if e.Kind == protocol.LinkCheckpoint && !g.SeeCheckpoints {
+				g.cmu.Lock()
+				g.checkpoints = append(g.checkpoints, e)
+				g.cmu.Unlock()
 				continue
 			}
 			return e, nil

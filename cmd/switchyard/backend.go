@@ -28,7 +28,7 @@ func runBackend(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("backend", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var app, shard, link, gossip, join, keyFile, logFormat string
-	var drainTimeout time.Duration
+	var drainTimeout, checkpoint time.Duration
 	fs.StringVar(&app, "app", "echo", "example app: echo, counter or rooms")
 	fs.StringVar(&shard, "shard", "", "shard `name` (required, unique in the cluster)")
 	fs.StringVar(&link, "link", backend.DefaultLink, "link listener `address` gateways connect to (port 0 picks one)")
@@ -37,6 +37,7 @@ func runBackend(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&keyFile, "cluster-key-file", "", "`file` of cluster keys, one per line (required)")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&drainTimeout, "drain-timeout", 10*time.Second, "how long a drain (SIGTERM) waits for gateways to let go of the shard's sessions")
+	fs.DurationVar(&checkpoint, "checkpoint-interval", backend.DefaultCheckpoint, "a changed session's state goes to its gateway this often, against a crash of this shard (negative: never)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -57,8 +58,9 @@ func runBackend(ctx context.Context, args []string, stderr io.Writer) error {
 	log := newLogger(stderr, logFormat)
 	gossipKeys, linkKeys := clusterKeys(keys)
 	srv, err := backend.New(backend.Config{Shard: shard, Link: link, ClusterKeys: linkKeys, Handler: newHandler(),
-		Gossip: &cluster.Config{Bind: gossip, Seeds: splitList(join), Keys: gossipKeys, Meta: cluster.Meta{Version: version}},
-		Logger: log})
+		CheckpointInterval: checkpoint,
+		Gossip:             &cluster.Config{Bind: gossip, Seeds: splitList(join), Keys: gossipKeys, Meta: cluster.Meta{Version: version}},
+		Logger:             log})
 	if err != nil {
 		return err
 	}

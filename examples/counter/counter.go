@@ -70,12 +70,18 @@ func (Handler) OnOpen(s *backend.Session, reason backend.OpenReason, state []byt
 }
 
 // OnMessage counts the message and replies "<shard> <count>" with the
-// message's reliability.
+// message's reliability, except to a message replayed after a shard crash
+// (the device has that reply from the crashed shard).
 func (Handler) OnMessage(s *backend.Session, payload []byte, reliable bool) error {
 	st := Of(s)
 	st.Count++
 	if reliable {
 		st.LastSeq = s.Seq()
+	}
+	if s.Replaying() {
+		// Replayed after a shard crash: the device has this message's
+		// reply already (from the crashed shard); only the count catches up.
+		return nil
 	}
 	reply := strconv.AppendUint([]byte(s.Shard()+" "), st.Count, 10)
 	err := s.Send(reply, reliable)
