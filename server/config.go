@@ -30,6 +30,7 @@ const (
 	DefaultGoAwayRetry      = 2 * time.Second             // retry_ms in GOAWAY: how long a device is still served
 	DefaultMoveRate         = remote.DefaultMoveRate      // sessions/s a gateway starts moving after a ring change: 10,000 in about 1 s
 	DefaultMoveBuffer       = remote.DefaultMoveBuffer    // bytes of upstream DATA held per session while it moves
+	DefaultCheckpointBuffer = remote.DefaultKeepBuffer    // bytes of frames kept per session after its last checkpoint
 	DefaultMoveTimeout      = remote.DefaultMoveTimeout   // a move not finished by then fails (the device gets 503 and resumes)
 	DefaultLinkHeartbeat    = remote.DefaultLinkHeartbeat // a link to a shard that read nothing this long sends a Ping
 	DefaultLinkTimeout      = remote.DefaultLinkTimeout   // a link to a shard that read nothing this long is closed
@@ -138,6 +139,14 @@ type Config struct {
 	// Opened; a move that takes longer fails and its device gets 503.
 	// Default DefaultMoveTimeout.
 	MoveTimeout time.Duration
+	// CheckpointBuffer bounds what the gateway keeps of one session, after
+	// the last checkpoint its shard sent, to reopen it elsewhere if the
+	// shard crashes: the reliable upstream DATA sent to the shard since,
+	// and the downstream DATA the device has not ACKed (docs/links.md
+	// "Checkpoints"). Beyond it the oldest frames are dropped and counted;
+	// a dropped upstream frame makes the session unrecoverable until the
+	// next checkpoint. Default DefaultCheckpointBuffer.
+	CheckpointBuffer int
 	// Logger receives the gateway's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -173,6 +182,7 @@ func (cfg Config) provision() Config {
 		{&cfg.RateBurst, DefaultRateBurst}, {&cfg.AcceptBurst, DefaultAcceptBurst},
 		{&cfg.MaxOutbound, DefaultMaxOutbound}, {&cfg.MaxOutbox, DefaultMaxOutbox},
 		{&cfg.MoveBuffer, DefaultMoveBuffer},
+		{&cfg.CheckpointBuffer, DefaultCheckpointBuffer},
 	}
 	for _, f := range ints {
 		if *f.v == 0 {
@@ -226,7 +236,7 @@ func (cfg *Config) Validate() error {
 	if cfg.Backends != nil && cfg.Cluster != nil {
 		errs = append(errs, errors.New("set Backends or Cluster, not both"))
 	}
-	if cfg.MoveRate < 0 || cfg.MoveBuffer < 0 || cfg.MoveTimeout < 0 {
+	if cfg.MoveRate < 0 || cfg.MoveBuffer < 0 || cfg.MoveTimeout < 0 || cfg.CheckpointBuffer < 0 {
 		errs = append(errs, errors.New("move rate, move buffer and move timeout must not be negative"))
 	}
 	for i, k := range cfg.ClusterKeys {

@@ -211,6 +211,7 @@ func (g *Gateway) remoteConfig(dir Directory) remote.Config {
 		LinkTimeout:   g.cfg.LinkTimeout,
 		MoveRate:      g.cfg.MoveRate,
 		MoveBuffer:    g.cfg.MoveBuffer,
+		KeepBuffer:    g.cfg.CheckpointBuffer,
 		MoveTimeout:   g.cfg.MoveTimeout,
 		Logger:        g.log,
 		Metrics:       g.metrics.remote,

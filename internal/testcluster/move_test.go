@@ -132,6 +132,10 @@ type stream struct {
 	got  int      // replies, each the next count
 	last string   // shard of the last reply
 	errs []string // what went wrong
+	// repeatOK: a reply may repeat a count already seen (a frame handled
+	// again after a shard crash, docs/guarantees.md); repeats counts them.
+	repeatOK bool
+	repeats  int
 }
 
 func (s *stream) fail(format string, args ...any) {
@@ -168,7 +172,7 @@ func (s *stream) send(ctx context.Context, stop <-chan struct{}) {
 }
 
 // recv checks each reply: count n+1 after n, nothing lost, duplicated or
-// reordered. It returns once the sender returned and every frame it sent
+// reordered (with repeatOK, a count seen before is counted as a repeat). It returns once the sender returned and every frame it sent
 // is answered.
 func (s *stream) recv(ctx context.Context) {
 	for {
@@ -194,6 +198,11 @@ func (s *stream) recv(ctx context.Context) {
 		}
 		shard, count, err := CounterReply(string(m.Payload))
 		s.mu.Lock()
+		if err == nil && s.repeatOK && count >= 1 && count <= uint64(s.got) && m.Reliable {
+			s.repeats++
+			s.mu.Unlock()
+			continue
+		}
 		if err != nil || count != uint64(s.got+1) || !m.Reliable {
 			s.mu.Unlock()
 			s.fail("reply %q (reliable %v) after %d replies", m.Payload, m.Reliable, s.got)

@@ -39,6 +39,9 @@ type Backend struct {
 	circuits *router.Circuits
 	mover    *mover
 
+	lostMu sync.Mutex
+	lost   map[Device]lostBinding // sessions whose link failed while their shard had others (crash.go)
+
 	mu     sync.Mutex
 	shards map[string]*shardLinks
 	down   map[string]bool // shards whose last link failed: out of the ring until one is back (failover.go)
@@ -65,7 +68,7 @@ func New(cfg Config) (*Backend, error) {
 	circuits, _ := router.NewCircuits(router.CircuitConfig{})
 	r := &Backend{cfg: cfg, dir: cfg.Directory, log: cfg.Logger, m: cfg.Metrics,
 		ctx: ctx, cancel: cancel, topics: newTopics(), circuits: circuits, shards: map[string]*shardLinks{},
-		down: map[string]bool{}}
+		down: map[string]bool{}, lost: map[Device]lostBinding{}}
 	r.mover = newMover(r)
 	return r, nil
 }
@@ -214,14 +217,17 @@ func (r *Backend) Open(d Device, h *protocol.Hello, resumed bool) {
 }
 
 // opened completes the open of d at epoch, unless d is no longer opening
-// (it closed meanwhile). Link reader.
-func (r *Backend) opened(d Device, resumed bool, last uint32, epoch uint64) {
+// (it closed meanwhile); ckpt: the shard checkpoints the session. Link
+// reader.
+func (r *Backend) opened(d Device, resumed bool, last uint32, epoch uint64, ckpt bool) {
 	d.Lock()
 	defer d.Unlock()
 	if !d.Opening() {
 		return
 	}
-	d.Binding().epoch.Store(epoch)
+	b := d.Binding()
+	b.epoch.Store(epoch)
+	b.keepOn(ckpt, r.m)
 	d.Opened(resumed, last)
 }
 
@@ -236,6 +242,10 @@ func (r *Backend) Data(d Device, f protocol.Frame) {
 		return
 	}
 	id, _ := d.Session()
+	if k := b.keeping(); k != nil && f.Reliable() {
+		// Kept even if the send fails: a crash of the shard replays it.
+		k.upSent(f.Seq, f.Flags, f.Payload, r.cfg.KeepBuffer, r.m)
+	}
 	err := b.link.send(&protocol.Envelope{Kind: protocol.LinkUp, Session: id, Epoch: b.epoch.Load(),
 		Seq: f.Seq, Flags: f.Flags, Payload: f.Payload})
 	if err != nil {
@@ -248,6 +258,9 @@ func (r *Backend) Data(d Device, f protocol.Frame) {
 // Same caller and lock as Data.
 func (r *Backend) Ack(d Device, seq uint32) {
 	b := d.Binding()
+	if k := b.keeping(); k != nil {
+		k.downAcked(seq, r.m)
+	}
 	if b.moving.Load() && r.mover.hold(d, &protocol.Frame{Type: protocol.TypeAck, Seq: seq}) {
 		return
 	}
@@ -261,6 +274,12 @@ func (r *Backend) Ack(d Device, seq uint32) {
 // Lock when the close is handled; never with moveTable.mu held.
 func (r *Backend) Closed(d Device) {
 	r.mover.closed(d)
+	r.lostMu.Lock()
+	delete(r.lost, d)
+	r.lostMu.Unlock()
+	if k := d.Binding().keep.Swap(nil); k != nil {
+		k.reset(r.m)
+	}
 	l, epoch := r.mover.binding(d)
 	if l == nil {
 		return

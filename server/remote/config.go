@@ -17,6 +17,7 @@ const (
 	DefaultMoveRate      = 10000                  // sessions/s a gateway starts moving after a ring change: 10,000 in about 1 s
 	DefaultMoveBuffer    = 64 << 10               // bytes of upstream DATA held per session while it moves
 	DefaultMoveTimeout   = 5 * time.Second        // a move not finished by then fails (the device gets 503 and resumes)
+	DefaultKeepBuffer    = 64 << 10               // bytes of frames kept per session after its last checkpoint
 )
 
 // Config configures a Backend. The gateway (package server) fills it from
@@ -51,6 +52,11 @@ type Config struct {
 	// MoveTimeout bounds one move, from Snapshot to the new shard's
 	// Opened. Default DefaultMoveTimeout.
 	MoveTimeout time.Duration
+	// KeepBuffer bounds the frames kept for one session against a crash of
+	// its shard: reliable upstream after the last checkpoint and
+	// downstream the device has not ACKed (keep.go). Default
+	// DefaultKeepBuffer.
+	KeepBuffer int
 	// Logger receives the shard side's logs; nil discards them.
 	Logger *slog.Logger
 	// Metrics holds the shard side's series (NewMetrics on the gateway's
@@ -77,6 +83,7 @@ func (cfg Config) provision() Config {
 	cfg.MoveRate = cmp.Or(cfg.MoveRate, DefaultMoveRate)
 	cfg.MoveBuffer = cmp.Or(cfg.MoveBuffer, DefaultMoveBuffer)
 	cfg.MoveTimeout = cmp.Or(cfg.MoveTimeout, DefaultMoveTimeout)
+	cfg.KeepBuffer = cmp.Or(cfg.KeepBuffer, DefaultKeepBuffer)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -107,8 +114,8 @@ func (cfg *Config) Validate() error {
 	if cfg.LinkHeartbeat < 0 || cfg.LinkTimeout < 2*cfg.LinkHeartbeat {
 		errs = append(errs, fmt.Errorf("link timeout %v: want at least twice the link heartbeat %v", cfg.LinkTimeout, cfg.LinkHeartbeat))
 	}
-	if cfg.MoveRate < 0 || cfg.MoveBuffer < 0 || cfg.MoveTimeout < 0 {
-		errs = append(errs, errors.New("move rate, move buffer and move timeout must not be negative"))
+	if cfg.MoveRate < 0 || cfg.MoveBuffer < 0 || cfg.MoveTimeout < 0 || cfg.KeepBuffer < 0 {
+		errs = append(errs, errors.New("move rate, move buffer, move timeout and checkpoint buffer must not be negative"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("remote: config: %w", err)

@@ -61,9 +61,9 @@ type Device interface {
 // shard side keeps per connection lives here, not in the device side's
 // structs. The zero value is an unbound session.
 //
-// Later work adds the session's crash checkpoint data to exactly this
-// struct: the last checkpoint bytes and the retained upstream and
-// downstream frames.
+// What a crash of the session's shard needs (its last checkpoint, the
+// frames after it) hangs off keep once the shard said it checkpoints the
+// session (keep.go), so a session whose shard does not costs one pointer.
 type Binding struct {
 	// link is the session's link to its shard. Set by Open and switched by
 	// a move's end, both under the device's Lock (the move's end also
@@ -77,4 +77,7 @@ type Binding struct {
 	// dirty: a link reader queued frames for the device in this read and
 	// flushes it at the end of the read (that reader only).
 	dirty bool
+	// keep holds the last checkpoint and the frames after it (keep.go);
+	// nil unless the shard checkpoints the session.
+	keep atomic.Pointer[keep]
 }

@@ -305,7 +305,7 @@ func (l *link) dispatch(e *protocol.Envelope) {
 			return
 		}
 		x, _ := protocol.DecodeLinkExt(e.Ext)
-		l.r.opened(d, x.Reason == "resumed" || x.Reason == "migrated", x.LastUp, e.Epoch)
+		l.r.opened(d, x.Reason == "resumed" || x.Reason == "migrated", x.LastUp, e.Epoch, x.Ckpt)
 	case protocol.LinkState:
 		l.r.mover.state(l, d, e)
 	case protocol.LinkRefused:
@@ -320,11 +320,21 @@ func (l *link) dispatch(e *protocol.Envelope) {
 		d.Fail(code, "refused by backend: "+x.Reason)
 	case protocol.LinkUpAck:
 		if e.Epoch == b.epoch.Load() {
+			if k := b.keeping(); k != nil {
+				k.upAcked(e.Seq)
+			}
 			l.queueTo(d, b, protocol.TypeAck, 0, e.Seq, nil)
 		}
 	case protocol.LinkDown:
 		if e.Epoch == b.epoch.Load() {
+			if k := b.keeping(); k != nil && e.Seq > 0 && e.Flags&protocol.FlagAckRequested != 0 {
+				k.downSent(e.Seq, e.Flags, e.Payload, l.r.cfg.KeepBuffer, l.r.m)
+			}
 			l.queueTo(d, b, protocol.TypeData, e.Flags, e.Seq, e.Payload)
+		}
+	case protocol.LinkCheckpoint:
+		if k := b.keeping(); k != nil && e.Epoch == b.epoch.Load() {
+			k.checkpoint(e.Seq, e.Ext, l.r.m)
 		}
 	case protocol.LinkSubscribe, protocol.LinkUnsub:
 		x, _ := protocol.DecodeLinkExt(e.Ext)
@@ -379,8 +389,11 @@ func (l *link) unbind(sid protocol.SessionID, d Device) {
 	l.mu.Unlock()
 }
 
-// fail closes the link and tells every session on it: their devices get
-// 503 and resume through another path.
+// fail closes the link and tells every session on it: when the shard is
+// down for this gateway (this was its last link) each session is
+// recovered on the next shard from its checkpoint, and so are the
+// sessions of its other links that failed just before (crash.go); the
+// devices of the others get 503 and resume through another path.
 func (l *link) fail(err error) {
 	l.mu.Lock()
 	if l.closed {
@@ -402,7 +415,17 @@ func (l *link) fail(err error) {
 	l.circ.Trip(router.LinkDown)
 	l.m.failures.Inc()
 	l.r.linkFailed(l, err, up)
+	down := l.r.isDown(l.shard)
 	for _, d := range bound {
+		// A shard that failed for this gateway: its sessions reopen on
+		// the next shard from their checkpoints; while the shard still
+		// has other links, they wait to see whether it fails (crash.go).
+		if down && l.r.mover.recover(l, d) || !down && l.r.awaitShard(l, d) {
+			continue
+		}
 		d.Fail(protocol.CodeUnavailable, "backend link lost")
+	}
+	if down {
+		l.r.recoverLost(l.shard)
 	}
 }

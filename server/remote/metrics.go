@@ -40,6 +40,29 @@ type Metrics struct {
 	drops        map[string]*metrics.Counter
 	moving       atomic.Int64 // sessions moving now
 	links        atomic.Int64 // authenticated links to backend shards
+
+	keptBytes  atomic.Int64 // bytes held by the sessions' keeps (keep.go)
+	keptDrops  [2]*metrics.Counter
+	recoveries map[string]*metrics.Counter
+}
+
+// Outcomes of a recovery attempt after a shard failed (crash.go), the
+// label of switchyard_session_recoveries_total.
+const (
+	recoverStarted = "started"       // reopening from the checkpoint: the move's end is counted in switchyard_session_moves_total
+	recoverNoCkpt  = "no_checkpoint" // the shard does not checkpoint the session, or none arrived yet: 503
+	recoverGap     = "gap"           // upstream frames after the checkpoint were dropped (CheckpointBuffer): 503
+	recoverNoShard = "no_shard"      // no other shard, or no link to it: 503
+)
+
+func (m *Metrics) keepBytes(delta int) { m.keptBytes.Add(int64(delta)) }
+
+func (m *Metrics) keepDropped(up bool) {
+	if up {
+		m.keptDrops[0].Inc()
+	} else {
+		m.keptDrops[1].Inc()
+	}
 }
 
 // NewMetrics creates the shard side's series in set (a new set when nil).
@@ -63,6 +86,13 @@ func NewMetrics(set *metrics.Set) *Metrics {
 	for _, r := range []string{moveOK, moveClosed, moveSnapshot, moveNoShard, moveLink, moveRefused, moveTimeout} {
 		m.moves[r] = set.NewCounter(`switchyard_session_moves_total{result="` + r + `"}`)
 	}
+	m.keptDrops[0] = set.NewCounter(`switchyard_checkpoint_dropped_total{direction="up"}`)
+	m.keptDrops[1] = set.NewCounter(`switchyard_checkpoint_dropped_total{direction="down"}`)
+	m.recoveries = map[string]*metrics.Counter{}
+	for _, r := range []string{recoverStarted, recoverNoCkpt, recoverGap, recoverNoShard} {
+		m.recoveries[r] = set.NewCounter(`switchyard_session_recoveries_total{result="` + r + `"}`)
+	}
+	set.NewGauge("switchyard_checkpoint_bytes", func() float64 { return float64(m.keptBytes.Load()) })
 	set.NewGauge("switchyard_backend_links", func() float64 { return float64(m.links.Load()) })
 	set.NewGauge("switchyard_sessions_moving", func() float64 { return float64(m.moving.Load()) })
 	return m

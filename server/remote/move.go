@@ -119,6 +119,7 @@ func (mv *mover) run(ctx context.Context) {
 			tokens = min(tokens+mv.rate*now.Sub(last).Seconds(), burst)
 			last = now
 			mv.expire(now)
+			mv.r.expireLost(now)
 			if p == nil && !rescan.IsZero() && now.After(rescan) {
 				p, rescan = mv.newPass(), time.Time{}
 			}
@@ -315,6 +316,8 @@ func (mv *mover) opened(l *link, d Device, e *protocol.Envelope) bool {
 	b.epoch.Store(e.Epoch)
 	b.moving.Store(false)
 	t.mu.Unlock()
+	x, _ := protocol.DecodeLinkExt(e.Ext)
+	b.keepOn(x.Ckpt, mv.r.m)
 	mv.r.m.moving.Add(-1)
 	id, _ := d.Session()
 	if m.from != l {
