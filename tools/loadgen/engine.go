@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
@@ -41,6 +42,9 @@ type engine struct {
 	endAt  int64 // ns since base: stop sending
 	secret []byte
 	inc    *os.File // --incidents, or nil
+	// stop, set on SIGINT or SIGTERM, ends the load early: the workers
+	// drain (--drain) and the run reports as at its planned end.
+	stop atomic.Bool
 }
 
 func (e *engine) now() int64 { return int64(time.Since(e.base)) }
@@ -197,7 +201,7 @@ func (w *worker) loop() {
 				w.tick(t.s, now)
 			}
 		}
-		if !w.draining && now >= w.endAt {
+		if !w.draining && (now >= w.endAt || w.e.stop.Load()) {
 			w.draining = true
 			drainEnd = now + int64(w.e.cfg.Drain)
 		}

@@ -69,7 +69,8 @@ goroutine each; past --per-proc sockets they are spread over child
 processes (automatically), which report to this one over a pipe.
 
 A progress line goes to stderr every second; a JSON summary to stdout (or
---json FILE) at the end. Exit status: 0 ok, 1 --verify found a violation
+--json FILE) at the end. SIGINT or SIGTERM ends the load early: the
+sessions drain (--drain) and the summary is written as at the planned end. Exit status: 0 ok, 1 --verify found a violation
 (or no session came up), 2 bad usage.
 
 Flags:
@@ -265,6 +266,7 @@ func run(cfg *config, stderr io.Writer) (*summary, error) {
 	if len(shares) <= 1 && cfg.Procs <= 1 {
 		e := &engine{cfg: cfg, base: base, dst: dst, src: src, agg: a, first: 0, count: cfg.Sessions,
 			endAt: loadEnd, secret: secret, inc: inc}
+		defer stopOnSignal(e)()
 		go func() { done <- e.run() }()
 	} else {
 		go func() { done <- runChildren(cfg, shares, base, a, stderr) }()
@@ -281,6 +283,26 @@ func run(cfg *config, stderr io.Writer) (*summary, error) {
 	}
 	wall := time.Since(base)
 	return summarize(cfg, a.total, len(shares), src, wall, time.Duration(loadEnd)), nil
+}
+
+// stopOnSignal ends e's load early on SIGINT or SIGTERM (it drains and
+// reports as at the planned end); the function it returns stops
+// listening. (With children, runChildren forwards the signal to them.)
+func stopOnSignal(e *engine) func() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	fin := make(chan struct{})
+	go func() {
+		select {
+		case <-sig:
+			e.stop.Store(true)
+		case <-fin:
+		}
+	}()
+	return func() {
+		signal.Stop(sig)
+		close(fin)
+	}
 }
 
 // progress prints a line every second until stop.
@@ -436,6 +458,7 @@ func childMain(specJSON string, stdout io.Writer) int {
 	e := &engine{cfg: cfg, base: base, dst: dst, src: src, agg: a, first: spec.First, count: spec.Count,
 		endAt: startAt(cfg.Sessions-1, cfg.Ramp) + int64(20*time.Millisecond) + int64(cfg.Duration), secret: secret, inc: inc}
 	done := make(chan error, 1)
+	defer stopOnSignal(e)()
 	go func() { done <- e.run() }()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
