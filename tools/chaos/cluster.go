@@ -46,8 +46,12 @@ type cluster struct {
 }
 
 func newCluster(cfg *config, dir string) (*cluster, error) {
-	cl := &cluster{cfg: cfg, dir: dir, keyFile: filepath.Join(dir, "cluster.key"), sp: newSpawner(), ports: newPorts()}
-	return cl, writeKey(cl.keyFile)
+	cl := &cluster{cfg: cfg, dir: dir, keyFile: filepath.Join(dir, "cluster.key"), ports: newPorts()}
+	if err := writeKey(cl.keyFile); err != nil {
+		return nil, err
+	}
+	cl.sp = newSpawner(cfg.Nice)
+	return cl, nil
 }
 
 // start starts the shards, then the gateways, and waits until each
@@ -219,7 +223,7 @@ func (cl *cluster) divergence(ctx context.Context) error {
 }
 
 // stop ends every process still running, by pid: SIGTERM, SIGKILL after
-// grace; loadgen first.
+// grace; loadgen first. It waits for each, then ends the spawner.
 func (cl *cluster) stop(grace time.Duration) {
 	if cl.loadgen != nil {
 		cl.loadgen.stop(grace)
@@ -232,6 +236,7 @@ func (cl *cluster) stop(grace time.Duration) {
 		}
 	}
 	wg.Wait()
+	cl.sp.close()
 }
 
 // pollCtx calls cond every 200 ms until it returns nil, within passed

@@ -81,6 +81,7 @@ type config struct {
 	Tail        time.Duration `json:"tail"`
 	Grace       time.Duration `json:"grace"`
 	Deadline    time.Duration `json:"deadline"`
+	Nice        int           `json:"nice"`
 	Bin         string        `json:"-"`
 	Dir         string        `json:"dir"`
 	JSON        string        `json:"-"`
@@ -115,6 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.Tail, "tail", 15*time.Second, "load without events at the end (at least this after the last event settled)")
 	fs.DurationVar(&c.Grace, "grace", 3*time.Second, "an event explains incidents until this long after it settled")
 	fs.DurationVar(&c.Deadline, "deadline", 0, "stop by itself after this long, whatever happens (0: --duration + 2×--settle + 2 min)")
+	fs.IntVar(&c.Nice, "nice", -10, "niceness of every process the run starts, when permitted (procs.go: the product's 1 s link timeout fires on a starved box); 0 leaves it")
 	fs.StringVar(&c.Bin, "bin", "", "directory with the switchyard and loadgen binaries (default: go build them into --dir)")
 	fs.StringVar(&c.Dir, "dir", "", "directory for the logs, incidents and summary (default: a new temporary directory, kept)")
 	fs.StringVar(&c.JSON, "json", "", "also write the JSON summary to `FILE` (it is always written to --dir/chaos.json)")

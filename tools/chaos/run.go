@@ -115,6 +115,9 @@ func run(ctx context.Context, c *config, stdout io.Writer) *summary {
 		return s
 	}
 	defer cl.stop(5 * time.Second)
+	if cl.sp.err != nil {
+		out.say("chaos: children keep the default priority (--nice %d: %v)", c.Nice, cl.sp.err)
+	}
 	if err := cl.start(ctx); err != nil {
 		s.fail("cluster could not be started: %v", err)
 		return s
@@ -183,6 +186,14 @@ func events(ctx context.Context, c *config, cl *cluster, ld *load, out *syncWrit
 	return evs
 }
 
+// name is "event 3 kill-gateway gw2", or "unplanned shard-silent s1 at gw2".
+func (ev *event) name() string {
+	if ev.N == 0 {
+		return "unplanned " + ev.Kind + " " + ev.Target
+	}
+	return fmt.Sprintf("event %d %s %s", ev.N, ev.Kind, ev.Target)
+}
+
 // describe is the event's progress line.
 func (ev *event) describe() string {
 	t := ev.Target
@@ -241,7 +252,7 @@ func status(out *syncWriter, ld *load, loadStart time.Time) func() {
 // collect ends loadgen (SIGTERM: it drains and writes its summary),
 // reads its summary and incidents, and judges them.
 func (s *summary) collect(ctx context.Context, c *config, cl *cluster, ld *load, out *syncWriter) {
-	wait := c.Settle + 30*time.Second
+	wait := loadDrain + 30*time.Second
 	if ctx.Err() != nil {
 		s.fail("stopped early: %v", context.Cause(ctx))
 		wait = 10 * time.Second
@@ -308,13 +319,13 @@ func (s *summary) during(in incident) string {
 	var names []string
 	for _, ev := range append(slices.Clone(s.Events), s.Unplanned...) {
 		if !at.Before(ev.Start) && (ev.End.IsZero() || !at.After(ev.End.Add(s.Config.Grace))) {
-			names = append(names, fmt.Sprintf("%d %s %s", ev.N, ev.Kind, ev.Target))
+			names = append(names, ev.name())
 		}
 	}
 	if len(names) == 0 {
 		return " (no event running)"
 	}
-	return " (during event " + strings.Join(names, ", ") + ")"
+	return " (during " + strings.Join(names, ", ") + ")"
 }
 
 // write prints the failures and writes chaos.json.
