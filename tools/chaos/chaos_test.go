@@ -133,7 +133,7 @@ func TestJudge(t *testing.T) {
 // guarantees and that today's rows allow no loss, duplicate or
 // reordering anywhere, and a reset only where a shard's process dies.
 func TestAllowedTable(t *testing.T) {
-	for _, k := range append(eventKinds, shardSilent) {
+	for _, k := range append(eventKinds, shardSilent, linkLost) {
 		row, ok := allowed[k]
 		if !ok || row.Rests == "" {
 			t.Errorf("%s: no row or no citation", k)
@@ -176,12 +176,15 @@ time=2026-12-03T20:41:10.001Z level=WARN msg="shard down: every link lost, out o
 	t0, _ := time.Parse(time.RFC3339, "2026-12-03T20:41:05Z")
 	planned := []*event{{Kind: killShard, Target: "s2", Start: t0, End: t0.Add(10 * time.Second)}}
 	got := silentShards(cl, planned, t0.Add(time.Minute))
-	if len(got) != 1 || got[0].Target != "s4 at gw1" || got[0].Addr != "127.0.0.1:9" ||
-		got[0].End.Sub(got[0].Start) != 3441*time.Millisecond {
+	// s4's link (1 s before its loss until it), then s4 out of the ring
+	// (1 s before until its shard back); nothing of s2: an event killed it.
+	if len(got) != 2 || got[0].Kind != linkLost || got[1].Kind != shardSilent ||
+		got[1].Target != "s4 at gw1" || got[1].Addr != "127.0.0.1:9" ||
+		got[0].End.Sub(got[0].Start) != linkTimeout || got[1].End.Sub(got[1].Start) != 3441*time.Millisecond {
 		for _, e := range got {
 			t.Logf("%+v", *e)
 		}
-		t.Fatalf("%d unplanned, want s4 at gw1 from 1 s before its shard down to its shard back", len(got))
+		t.Fatalf("%d unplanned, want s4's link lost, then s4 out of gw1's ring until its shard back", len(got))
 	}
 }
 

@@ -19,6 +19,9 @@ const (
 	// shardSilent is not chosen: a gateway took a live shard out of its
 	// ring (links timed out on a starved box); silent.go finds these.
 	shardSilent = "shard-silent"
+	// linkLost is not chosen either: one link of a gateway to a live
+	// shard failed (silent.go).
+	linkLost = "link-lost"
 )
 
 // eventKinds is every kind, in the order summaries list them.

@@ -21,10 +21,11 @@ import (
 // them by the shard-silent row, on that gateway, from LinkTimeout before
 // the shard went down until the gateway put it back; they are reported,
 // never hidden. A shard that an event is stopping at the time is not
-// unplanned.
+// unplanned. A single link lost the same way (others to the shard still
+// up) is an unplanned link-lost: its sessions' devices get 503 and resume.
 
 // logLine matches the fields the run reads from a gateway's text log.
-var logLine = regexp.MustCompile(`^time=(\S+) level=\S+ msg="([^"]*)".* shard=(\S+)(?: .*err="([^"]*)")?`)
+var logLine = regexp.MustCompile(`^time=(\S+) level=\S+ msg="([^"]*)".* shard=(\S+)(?: .*err=(?:"([^"]*)"|(\S+)))?`)
 
 // silentShards reads the gateways' logs for shards taken out of a ring
 // while their process ran, and returns them as unplanned events
@@ -65,10 +66,14 @@ func silentIn(path string, g *member, evs []*event, end time.Time) []*event {
 		if err != nil {
 			continue
 		}
-		shard := m[3]
+		shard, linkErr := m[3], m[4]+m[5]
 		switch {
 		case m[2] == "backend link lost":
-			lastErr[shard] = m[4]
+			lastErr[shard] = linkErr
+			if !stopping(evs, shard, t) && !strings.Contains(linkErr, "connection refused") {
+				out = append(out, &event{Kind: linkLost, Target: shard + " at " + g.name, Addr: g.addr,
+					Start: t.Add(-linkTimeout), End: t, Note: "unplanned: " + linkErr})
+			}
 		case strings.HasPrefix(m[2], "shard down"):
 			if open[shard] != nil || stopping(evs, shard, t) {
 				continue

@@ -57,6 +57,7 @@ var allowed = map[string]allowance{
 	killGateway: {Ends: []string{"eof", "reset", "error_503"},
 		Rests: `"Through a cluster": "Resume on any gateway: the shard holds the session ... resumed true, WELCOME last = what the shard accepted, and the unacknowledged downstream DATA"; "Placement": the restarted gateway answers 503 until a shard is on its ring`},
 	shardSilent: {Ends: []string{"error_503"}, Kinds: []string{kReset}, Rests: `unplanned (silent.go): "A silent or crashed shard is detected by the links' heartbeat within LinkTimeout ... its devices get 503, reconnect, and are served by the shard the ring names next"; "Not yet: checkpoints for shard crashes ... the application state is reset"`},
+	linkLost:    {Ends: []string{"error_503"}, Rests: `unplanned (silent.go): "A lost link: the devices of its sessions get 503 and reconnect; the shard keeps their sessions for the resume window, so they resume"`},
 	killShard:   {Ends: []string{"error_503"}, Kinds: []string{kReset}, Rests: `"A silent or crashed shard ... its devices get 503, reconnect, and are served by the shard the ring names next"; "Not yet: checkpoints for shard crashes ... the application state is reset"`},
 }
 
