@@ -107,6 +107,7 @@ type tally struct {
 	Allowed map[string]int64 `json:"allowed"`       // allowed by an event's row, by kind
 	Ends    map[string]int64 `json:"ends_by_cause"` // every connection end, by cause
 	Samples []incident       `json:"unexplained"`   // the first unexplained incidents
+	Times   []time.Time      `json:"-"`             // when each unexplained incident happened
 }
 
 // maxSamples bounds the unexplained incidents kept for the report.
@@ -130,8 +131,11 @@ func judge(incs []incident, evs []*event, grace time.Duration) tally {
 			continue
 		}
 		t.Bad[kind] += n
-		if n > 0 && len(t.Samples) < maxSamples {
-			t.Samples = append(t.Samples, in)
+		if n > 0 {
+			t.Times = append(t.Times, time.UnixMilli(in.T))
+			if len(t.Samples) < maxSamples {
+				t.Samples = append(t.Samples, in)
+			}
 		}
 	}
 	return t
