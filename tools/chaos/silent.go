@@ -21,7 +21,7 @@ import (
 // them by the shard-silent row, on that gateway, from LinkTimeout before
 // the shard went down until the gateway put it back; they are reported,
 // never hidden. A shard that an event is stopping at the time is not
-// unplanned. A single link lost the same way (others to the shard still
+// unplanned, nor are the links of a gateway an event is stopping. A single link lost the same way (others to the shard still
 // up) is an unplanned link-lost: its sessions' devices get 503 and resume.
 
 // logLine matches the fields the run reads from a gateway's text log.
@@ -70,12 +70,12 @@ func silentIn(path string, g *member, evs []*event, end time.Time) []*event {
 		switch {
 		case m[2] == "backend link lost":
 			lastErr[shard] = linkErr
-			if !stopping(evs, shard, t) && !strings.Contains(linkErr, "connection refused") {
+			if !stopping(evs, shard, g.name, t) && !strings.Contains(linkErr, "connection refused") {
 				out = append(out, &event{Kind: linkLost, Target: shard + " at " + g.name, Addr: g.addr,
 					Start: t.Add(-linkTimeout), End: t, Note: "unplanned: " + linkErr})
 			}
 		case strings.HasPrefix(m[2], "shard down"):
-			if open[shard] != nil || stopping(evs, shard, t) {
+			if open[shard] != nil || stopping(evs, shard, g.name, t) {
 				continue
 			}
 			ev := &event{Kind: shardSilent, Target: shard + " at " + g.name, Addr: g.addr,
@@ -96,12 +96,22 @@ func silentIn(path string, g *member, evs []*event, end time.Time) []*event {
 // starts this long before the timeout is logged.
 const linkTimeout = time.Second
 
-// stopping reports whether an event was stopping shard at t.
-func stopping(evs []*event, shard string, t time.Time) bool {
+// stopping reports whether an event was stopping shard, or the gateway
+// gw whose log it is, at t.
+func stopping(evs []*event, shard, gw string, t time.Time) bool {
 	for _, ev := range evs {
-		if ev.Target == shard && (ev.Kind == drainShard || ev.Kind == killShard) &&
-			!t.Before(ev.Start) && (ev.End.IsZero() || !t.After(ev.End)) {
-			return true
+		if t.Before(ev.Start) || (!ev.End.IsZero() && t.After(ev.End)) {
+			continue
+		}
+		switch ev.Kind {
+		case drainShard, killShard:
+			if ev.Target == shard {
+				return true
+			}
+		case drainGateway, killGateway:
+			if ev.Target == gw {
+				return true
+			}
 		}
 	}
 	return false
