@@ -121,7 +121,7 @@ func (cl *cluster) run(ctx context.Context, m *member) error {
 		return dial(ctx, m.gossip)
 	})
 	if err != nil {
-		return fmt.Errorf("%s not ready: %w (log %s)", m.name, err, cl.logPath(m))
+		return fmt.Errorf("%s not ready: %w (log %s, ending:\n%s)", m.name, err, cl.logPath(m), tailFile(cl.logPath(m), 10))
 	}
 	return nil
 }
