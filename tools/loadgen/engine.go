@@ -6,8 +6,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
@@ -39,6 +41,10 @@ type engine struct {
 	count  int
 	endAt  int64 // ns since base: stop sending
 	secret []byte
+	inc    *os.File // --incidents, or nil
+	// stop, set on SIGINT or SIGTERM, ends the load early: the workers
+	// drain (--drain) and the run reports as at its planned end.
+	stop atomic.Bool
 }
 
 func (e *engine) now() int64 { return int64(time.Since(e.base)) }
@@ -96,7 +102,10 @@ type session struct {
 	started  bool               // its first connect was made
 
 	everUp  bool
-	alt     int // connection failures: offset into --addr
+	alt     int    // connections that failed or ended without GOAWAY: offset into --addr
+	addrStr string // this connection's gateway, for incidents
+	goaway  bool   // this connection got GOAWAY
+	errCode int    // this connection got ERROR with this code (not 429)
 	backoff time.Duration
 	hb      int64
 	resume  []byte
@@ -149,6 +158,7 @@ type worker struct {
 	pay      []byte
 	draining bool
 	upN      int64
+	inc      incidentLog
 	// endAt is when the worker stops sending: the run's end, or later, as
 	// --duration promises load time after the last session started, and a
 	// starved worker starts its sessions after their schedule.
@@ -160,7 +170,7 @@ func newWorker(e *engine, idx int) (*worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &worker{e: e, idx: idx, epfd: fd, byFD: map[int]*session{}, st: newStats(), endAt: e.endAt,
+	return &worker{e: e, idx: idx, epfd: fd, byFD: map[int]*session{}, st: newStats(), endAt: e.endAt, inc: incidentLog{f: e.inc},
 		scratch: make([]byte, 64*1024), pay: make([]byte, max(e.cfg.Payload, minPayload))}, nil
 }
 
@@ -191,7 +201,7 @@ func (w *worker) loop() {
 				w.tick(t.s, now)
 			}
 		}
-		if !w.draining && now >= w.endAt {
+		if !w.draining && (now >= w.endAt || w.e.stop.Load()) {
 			w.draining = true
 			drainEnd = now + int64(w.e.cfg.Drain)
 		}
@@ -243,17 +253,21 @@ func (w *worker) quiet() bool {
 // finish accounts for what never came back and closes every socket.
 func (w *worker) finish() {
 	for _, s := range w.all {
-		w.st.add(cUnanswered, int64(len(s.fifo)))
-		w.st.add(cUnacked, int64(len(s.pend)))
+		if w.e.cfg.Reliable {
+			w.violation(s, cUnanswered, int64(len(s.fifo)))
+			w.violation(s, cUnacked, int64(len(s.pend)))
+		} else {
+			w.st.add(cUnanswered, int64(len(s.fifo)))
+			w.st.add(cUnacked, int64(len(s.pend)))
+		}
 		if w.e.cfg.Verify {
 			if s.shard == "" || !s.resynced {
 				// A counter that restarted counts from 1 again, no
 				// longer the frames sent: its tail is unknown (the
 				// restart is a violation of its own).
-				s.up.tail(s.ctr) // counted in s.up.Lost, collected below
+				w.violation(s, cUpLost, s.up.tail(s.ctr))
 			}
-			w.st.add(cUpDup, s.excess())
-			w.collectVerify(s)
+			w.violation(s, cUpTwice, s.excess())
 		}
 		if s.fd >= 0 {
 			w.closeFD(s)
@@ -262,18 +276,8 @@ func (w *worker) finish() {
 	w.flushStats()
 }
 
-func (w *worker) collectVerify(s *session) {
-	w.st.add(cUpLost, s.up.Lost)
-	w.st.add(cUpDup, s.up.Dup)
-	w.st.add(cUpReorder, s.up.Reorder)
-	w.st.add(cDownLost, s.down.Lost)
-	w.st.add(cDownDup, s.down.Dup)
-	w.st.add(cDownReorder, s.down.Reorder)
-	s.up.Lost, s.up.Dup, s.up.Reorder = 0, 0, 0
-	s.down.Lost, s.down.Dup, s.down.Reorder = 0, 0, 0
-}
-
 func (w *worker) flushStats() {
+	w.inc.flush()
 	w.e.agg.add(w.st)
 	w.e.agg.setUp(w.idx, w.upN)
 	w.st.reset()
@@ -290,7 +294,7 @@ func (w *worker) tick(s *session, now int64) {
 	case stConnecting, stHandshaking:
 		if now >= s.deadline {
 			w.st.err("timeout")
-			w.drop(s, now)
+			w.drop(s, now, "timeout")
 			return
 		}
 		w.setWake(s, s.deadline)
@@ -357,6 +361,8 @@ func (w *worker) connect(s *session, now int64) {
 	}
 	s.fd = fd
 	w.byFD[fd] = s
+	s.addrStr = addrString(s.dst)
+	s.goaway, s.errCode = false, 0
 	if !s.started {
 		s.started = true
 		w.endAt = max(w.endAt, now+int64(w.e.cfg.Duration))
@@ -368,12 +374,15 @@ func (w *worker) connect(s *session, now int64) {
 }
 
 // retry schedules a reconnection with exponential backoff. A session
-// that could not connect tries the next --addr.
+// that could not connect, or whose connection ended without a GOAWAY
+// (the gateway died, or refused it), tries the next --addr: with a
+// cluster it resumes there. After a GOAWAY it goes where that sent it.
 func (w *worker) retry(s *session, now int64) {
-	if s.state == stConnecting || s.state == stIdle {
+	if !s.goaway {
 		s.alt++
 		s.dst = w.e.dst[(s.g+s.alt)%len(w.e.dst)]
 	}
+	s.goaway = false
 	s.state = stIdle
 	if s.backoff == 0 {
 		s.backoff = 100 * time.Millisecond
@@ -395,13 +404,20 @@ func (w *worker) closeFD(s *session) {
 	}
 }
 
-// drop closes s's connection (lost or refused) and schedules a reconnection.
-func (w *worker) drop(s *session, now int64) {
+// drop closes s's connection (lost or refused) and schedules a
+// reconnection; why is how it ended when no GOAWAY or ERROR explains it.
+func (w *worker) drop(s *session, now int64, why string) {
 	if s.fd < 0 {
 		return
 	}
-	if s.state == stUp {
+	switch cause := connEnd(s, why); s.state {
+	case stUp:
 		w.st.add(cDisconnects, 1)
+		w.st.disc(cause)
+		w.inc.add(incident{What: "disconnect", Cause: cause, Addr: s.addrStr, ID: s.id})
+	case stHandshaking:
+		w.st.handshakeFailed(cause)
+		w.inc.add(incident{What: "handshake", Cause: cause, Addr: s.addrStr, ID: s.id})
 	}
 	w.closeFD(s)
 	if !w.e.cfg.Reliable {
@@ -411,6 +427,11 @@ func (w *worker) drop(s *session, now int64) {
 	}
 	s.wake = -1
 	w.retry(s, now)
+}
+
+// addrString formats a gateway address.
+func addrString(sa unix.SockaddrInet4) string {
+	return net.JoinHostPort(net.IP(sa.Addr[:]).String(), strconv.Itoa(sa.Port))
 }
 
 func errName(err error) string {
@@ -448,7 +469,7 @@ func (w *worker) event(s *session, evs uint32) {
 		}
 		if err != nil {
 			w.st.err(errName(err))
-			w.drop(s, now)
+			w.drop(s, now, errName(err))
 			return
 		}
 		w.hello(s)
@@ -501,7 +522,7 @@ func (w *worker) flush(s *session, now int64) {
 		}
 		if err != nil {
 			w.st.err(errName(err))
-			w.drop(s, now)
+			w.drop(s, now, discName(err))
 			return
 		}
 		s.lastW = now
@@ -520,12 +541,14 @@ func (w *worker) read(s *session, now int64) bool {
 			return true
 		}
 		if err != nil || n == 0 {
+			why := causeEOF
 			if err != nil {
 				w.st.err(errName(err))
+				why = discName(err)
 			} else if s.state != stUp || !w.draining {
 				w.st.err("eof")
 			}
-			w.drop(s, now)
+			w.drop(s, now, why)
 			return false
 		}
 		s.rbuf = append(s.rbuf, w.scratch[:n]...)
@@ -537,7 +560,7 @@ func (w *worker) read(s *session, now int64) bool {
 			}
 			if err != nil {
 				w.st.err("bad_frame")
-				w.drop(s, now)
+				w.drop(s, now, "bad_frame")
 				return false
 			}
 			off += used
@@ -563,7 +586,8 @@ func (w *worker) frame(s *session, f protocol.Frame, now int64) bool {
 		_ = protocol.Unmarshal(f.Payload, &m)
 		w.st.err(strconv.Itoa(m.Code))
 		if m.Code != protocol.CodeRateLimited {
-			w.drop(s, now)
+			s.errCode = max(m.Code, 1)
+			w.drop(s, now, "")
 			return false
 		}
 	case protocol.TypePing:
@@ -572,6 +596,7 @@ func (w *worker) frame(s *session, f protocol.Frame, now int64) bool {
 		w.st.add(cPongs, 1)
 	case protocol.TypeGoAway:
 		w.st.add(cGoAway, 1)
+		s.goaway = true
 		var m protocol.GoAway
 		if protocol.Unmarshal(f.Payload, &m) == nil && len(m.Redirect) > 0 {
 			if sa, err := resolve(m.Redirect[:1]); err == nil {
@@ -581,7 +606,7 @@ func (w *worker) frame(s *session, f protocol.Frame, now int64) bool {
 	case protocol.TypeAck:
 		w.st.add(cAcksIn, 1)
 		if f.Seq < s.upAcked {
-			w.st.add(cAckRegress, 1)
+			w.violation(s, cAckRegress, 1)
 		}
 		s.upAcked = max(s.upAcked, f.Seq)
 		i := 0
@@ -603,13 +628,13 @@ func (w *worker) welcome(s *session, p []byte, now int64) {
 	w.st.add(cHandshakes, 1)
 	if s.everUp && !m.Resumed {
 		// A new session: the gateway forgot the old one.
-		w.st.add(cResumeFailed, 1)
+		w.violation(s, cResumeFailed, 1)
 		s.up.resync()
 		s.down.resync()
 		s.resynced = true
 		s.downLast, s.upSeq, s.upAcked = 0, 0, 0
 		s.pend = s.pend[:0]
-		w.st.add(cUnanswered, int64(len(s.fifo)))
+		w.violation(s, cResetUnanswered, int64(len(s.fifo)))
 		s.fifo = s.fifo[:0]
 	}
 	s.resume = append(s.resume[:0], m.Resume...)
@@ -691,7 +716,7 @@ func (w *worker) data(s *session, f protocol.Frame, now int64) {
 	w.st.add(cReceived, 1)
 	if f.Reliable() {
 		if w.e.cfg.Verify {
-			s.down.observe(uint64(f.Seq))
+			w.observe(s, &s.down, "down", uint64(f.Seq))
 		}
 		if f.Seq > s.downLast {
 			s.downLast = f.Seq
@@ -708,7 +733,7 @@ func (w *worker) data(s *session, f protocol.Frame, now int64) {
 		// Echo: the payload is ours.
 		ts = int64(binary.BigEndian.Uint64(p[4:]))
 		if w.e.cfg.Verify {
-			s.up.observe(binary.BigEndian.Uint64(p[12:]))
+			w.observe(s, &s.up, "up", binary.BigEndian.Uint64(p[12:]))
 		}
 	} else if w.e.cfg.Verify {
 		w.counterReply(s, p)
@@ -747,11 +772,11 @@ func (w *worker) counterReply(s *session, p []byte) {
 		s.shard = string(shard)
 	}
 	if c == 1 && s.up.next > 1 && !s.up.sync {
-		w.st.add(cUpReset, 1)
+		w.violation(s, cUpReset, 1)
 		s.up.resync()
 		s.resynced = true
 	}
-	s.up.observe(c)
+	w.observe(s, &s.up, "up", c)
 }
 
 // excess counts, at the end of the run, the upstream numbers observed

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -508,7 +509,7 @@ func TestVerifyCounter(t *testing.T) {
 				}
 				return
 			}
-			if (v.UpDup > 0) != tc.dup || (v.UpReset > 0) != tc.reset || v.UpLost != 0 || v.UpReorder != 0 {
+			if (v.UpTwice > 0) != tc.dup || (v.UpReset > 0) != tc.reset || v.UpLost != 0 || v.UpReorder != 0 {
 				t.Errorf("verify %+v", v)
 			}
 			if got := sum.Counters[cShardChanges]; got != 3 {
@@ -557,6 +558,107 @@ func fakeCounter(c net.Conn, fault string) {
 					[]byte(shard+" "+strconv.Itoa(count)))
 			}
 			out = protocol.AppendFrame(out, protocol.TypeAck, 0, f.Seq, nil)
+		}
+		if _, err := c.Write(out); err != nil {
+			return
+		}
+	}
+}
+
+// TestDisconnectCauses ends each session's first connection at gateway A
+// in one way and checks the cause loadgen reports (summary and
+// incidents) and that the session went on at gateway B: after a GOAWAY
+// because it redirects there, otherwise because a connection that ended
+// without one tries the next --addr.
+func TestDisconnectCauses(t *testing.T) {
+	b := listen(t, func(c net.Conn) { fakeCounter(c, "") })
+	for _, tc := range []struct{ end, cause string }{
+		{"close", "eof"},
+		{"goaway", "goaway"},
+		{"error", "error_503"},
+	} {
+		t.Run(tc.end, func(t *testing.T) {
+			a := listen(t, func(c net.Conn) { endFirst(c, tc.end, b.Addr().String()) })
+			inc := filepath.Join(t.TempDir(), "incidents")
+			var out bytes.Buffer
+			addrs := a.Addr().String() + "," + b.Addr().String()
+			realMain([]string{"--addr", addrs, "--sessions", "1", "--ramp", "0", "--rate", "20", "--reliable",
+				"--duration", "600ms", "--drain", "300ms", "--quiet", "--incidents", inc, "--id-prefix", tc.end + "-"}, &out, io.Discard)
+			var sum summary
+			if err := json.Unmarshal(out.Bytes(), &sum); err != nil {
+				t.Fatalf("%v: %s", err, out.Bytes())
+			}
+			if sum.DisconnectCauses[tc.cause] != 1 || sum.Handshakes != 2 {
+				t.Errorf("disconnects by cause %v, handshakes %d; want one %s, then a handshake at B", sum.DisconnectCauses, sum.Handshakes, tc.cause)
+			}
+			lines, err := os.ReadFile(inc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var found bool
+			for _, l := range strings.Split(strings.TrimSpace(string(lines)), "\n") {
+				var in incident
+				if err := json.Unmarshal([]byte(l), &in); err != nil {
+					t.Fatalf("incident %q: %v", l, err)
+				}
+				if in.What == "disconnect" && in.Cause == tc.cause && in.Addr == a.Addr().String() && in.T > 0 {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("no disconnect incident %s at %s in:\n%s", tc.cause, a.Addr(), lines)
+			}
+		})
+	}
+}
+
+// listen serves each connection with serve until the test ends.
+func listen(t *testing.T, serve func(net.Conn)) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(c)
+		}
+	}()
+	return ln
+}
+
+// endFirst welcomes a device and, at its first DATA, ends the
+// connection: "close" just closes, "goaway" sends GOAWAY (redirect to)
+// first, "error" an ERROR 503.
+func endFirst(c net.Conn, end, to string) {
+	defer c.Close()
+	fr := protocol.NewFrameReader(c, protocol.DefaultMaxFrame)
+	for {
+		f, err := fr.NextFrame()
+		if err != nil {
+			return
+		}
+		var out []byte
+		switch f.Type {
+		case protocol.TypeHello:
+			p, _ := protocol.Marshal(&protocol.Welcome{Session: "s", HB: 30, MaxFrame: protocol.DefaultMaxFrame})
+			out = protocol.AppendFrame(out, protocol.TypeWelcome, 0, 0, p)
+		case protocol.TypeData:
+			switch end {
+			case "goaway":
+				p, _ := protocol.Marshal(&protocol.GoAway{RetryMS: 0, Redirect: []string{to}})
+				out = protocol.AppendFrame(out, protocol.TypeGoAway, 0, 0, p)
+			case "error":
+				p, _ := protocol.Marshal(&protocol.ErrorMsg{Code: 503, Message: "unavailable"})
+				out = protocol.AppendFrame(out, protocol.TypeError, 0, 0, p)
+			}
+			c.Write(out)
+			return
 		}
 		if _, err := c.Write(out); err != nil {
 			return

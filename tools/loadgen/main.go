@@ -45,6 +45,7 @@ type config struct {
 	Workers    int           `json:"workers"`
 	IDPrefix   string        `json:"id_prefix"`
 	JSON       string        `json:"-"`
+	Incidents  string        `json:"incidents"`
 	Verify     bool          `json:"verify"`
 	Idle       bool          `json:"idle"`
 	Quiet      bool          `json:"-"`
@@ -60,12 +61,16 @@ latency is taken from the SCHEDULED send time, so a late client or a slow
 gateway shows up as latency: no coordinated omission) or closed loop
 (--window frames in flight per session), PINGs when idle for hb, answers
 reliable downstream DATA with ACK, and reconnects (resuming its session)
-when the connection is lost. Sessions run on a few epoll workers, never a
+when the connection is lost: where a GOAWAY sent it, else at the next
+--addr (the gateway may be gone). Disconnects are counted by cause
+(goaway, error_<code>, eof, reset, …); --incidents logs each, and each
+--verify violation, with its time and gateway. Sessions run on a few epoll workers, never a
 goroutine each; past --per-proc sockets they are spread over child
 processes (automatically), which report to this one over a pipe.
 
 A progress line goes to stderr every second; a JSON summary to stdout (or
---json FILE) at the end. Exit status: 0 ok, 1 --verify found a violation
+--json FILE) at the end. SIGINT or SIGTERM ends the load early: the
+sessions drain (--drain) and the summary is written as at the planned end. Exit status: 0 ok, 1 --verify found a violation
 (or no session came up), 2 bad usage.
 
 Flags:
@@ -93,6 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.Workers, "workers", runtime.GOMAXPROCS(0), "epoll worker goroutines per process")
 	fs.StringVar(&c.IDPrefix, "id-prefix", "", "device id prefix (default: lg-<pid>-)")
 	fs.StringVar(&c.JSON, "json", "", "write the JSON summary to `FILE` instead of stdout")
+	fs.StringVar(&c.Incidents, "incidents", "", "append one JSON line per connection that ended (its cause: goaway, error_<code>, eof, reset, …) and per --verify violation to `FILE`, with the time, gateway address and device id (tools/chaos reads it)")
 	fs.BoolVar(&c.Verify, "verify", false, "every session sends numbered reliable DATA (implies --reliable) and checks the replies of the echo or counter backend per direction: lost, duplicated, reordered; with the counter backend (replies \"<shard> <count>\") also a count back at 1 (state reset) and a count beyond the frames sent (handled twice), and it counts the replies that name a new shard (shard_changes: moves the device saw); non-zero exit on any violation")
 	fs.BoolVar(&c.Idle, "idle", false, "no DATA at all: sessions only heartbeat (the scale test's load; exclusive with --rate, --window and --verify)")
 	fs.BoolVar(&c.Quiet, "quiet", false, "no progress lines")
@@ -246,13 +252,21 @@ func run(cfg *config, stderr io.Writer) (*summary, error) {
 		return nil, err
 	}
 	shares := procShares(cfg.Sessions, cfg.Procs, cfg.PerProc)
+	inc, err := openIncidents(cfg.Incidents)
+	if err != nil {
+		return nil, err
+	}
+	if inc != nil {
+		defer inc.Close()
+	}
 	base := time.Now()
 	a := newAgg()
 	loadEnd := startAt(cfg.Sessions-1, cfg.Ramp) + int64(20*time.Millisecond) + int64(cfg.Duration)
 	done := make(chan error, 1)
 	if len(shares) <= 1 && cfg.Procs <= 1 {
 		e := &engine{cfg: cfg, base: base, dst: dst, src: src, agg: a, first: 0, count: cfg.Sessions,
-			endAt: loadEnd, secret: secret}
+			endAt: loadEnd, secret: secret, inc: inc}
+		defer stopOnSignal(e)()
 		go func() { done <- e.run() }()
 	} else {
 		go func() { done <- runChildren(cfg, shares, base, a, stderr) }()
@@ -269,6 +283,26 @@ func run(cfg *config, stderr io.Writer) (*summary, error) {
 	}
 	wall := time.Since(base)
 	return summarize(cfg, a.total, len(shares), src, wall, time.Duration(loadEnd)), nil
+}
+
+// stopOnSignal ends e's load early on SIGINT or SIGTERM (it drains and
+// reports as at the planned end); the function it returns stops
+// listening. (With children, runChildren forwards the signal to them.)
+func stopOnSignal(e *engine) func() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	fin := make(chan struct{})
+	go func() {
+		select {
+		case <-sig:
+			e.stop.Store(true)
+		case <-fin:
+		}
+	}()
+	return func() {
+		signal.Stop(sig)
+		close(fin)
+	}
 }
 
 // progress prints a line every second until stop.
@@ -409,14 +443,22 @@ func childMain(specJSON string, stdout io.Writer) int {
 	// starts late (exec of a -race binary on a loaded box takes seconds)
 	// starts its schedule when it is up: measured from the common start,
 	// the whole schedule could already be over and it would open nothing.
+	inc, err := openIncidents(cfg.Incidents)
+	if err != nil {
+		return fail(err)
+	}
+	if inc != nil {
+		defer inc.Close()
+	}
 	base := time.Unix(0, spec.Base)
 	if now := time.Now(); now.After(base) {
 		base = now
 	}
 	a := newAgg()
 	e := &engine{cfg: cfg, base: base, dst: dst, src: src, agg: a, first: spec.First, count: spec.Count,
-		endAt: startAt(cfg.Sessions-1, cfg.Ramp) + int64(20*time.Millisecond) + int64(cfg.Duration), secret: secret}
+		endAt: startAt(cfg.Sessions-1, cfg.Ramp) + int64(20*time.Millisecond) + int64(cfg.Duration), secret: secret, inc: inc}
 	done := make(chan error, 1)
+	defer stopOnSignal(e)()
 	go func() { done <- e.run() }()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()

@@ -30,28 +30,40 @@ const (
 	cUpDup        = "up_dup"
 	cUpReorder    = "up_reorder"
 	cUpReset      = "up_reset"      // counter backend: the count went back to 1 (state lost)
+	cUpTwice      = "up_twice"      // counter backend: counted beyond the frames sent (handled twice)
 	cShardChanges = "shard_changes" // counter backend: replies started naming another shard (a move)
 	cDownLost     = "down_lost"
 	cDownDup      = "down_dup"
 	cDownReorder  = "down_reorder"
 	cUnacked      = "unacked"    // reliable upstream DATA without ACK at the end
 	cUnanswered   = "unanswered" // DATA without a reply at the end
-	cAckRegress   = "ack_regress"
+	// DATA without a reply when the session could not be resumed (its
+	// replies will never come: the session that would send them is gone)
+	cResetUnanswered = "reset_unanswered"
+	cAckRegress      = "ack_regress"
 )
 
 // Stats are counters, errors by kind and a latency histogram. They merge,
 // and travel from a child process to its parent as JSON.
 type Stats struct {
-	C   map[string]int64        `json:"c"`
-	Err map[string]int64        `json:"err"`
-	Lat *hdrhistogram.Histogram `json:"-"`
+	C   map[string]int64 `json:"c"`
+	Err map[string]int64 `json:"err"`
+	// Disc counts established sessions' disconnects by cause, HS the
+	// connections that ended before WELCOME by cause (incidents.go).
+	Disc map[string]int64        `json:"disc,omitempty"`
+	HS   map[string]int64        `json:"hs,omitempty"`
+	Lat  *hdrhistogram.Histogram `json:"-"`
 	// LatSnap carries Lat in JSON.
 	LatSnap *hdrhistogram.Snapshot `json:"lat,omitempty"`
 }
 
 func newStats() *Stats {
-	return &Stats{C: map[string]int64{}, Err: map[string]int64{}, Lat: newHist()}
+	return &Stats{C: map[string]int64{}, Err: map[string]int64{}, Disc: map[string]int64{}, HS: map[string]int64{}, Lat: newHist()}
 }
+
+func (s *Stats) disc(cause string) { s.Disc[cause]++ }
+
+func (s *Stats) handshakeFailed(cause string) { s.HS[cause]++ }
 
 func (s *Stats) add(k string, n int64) { s.C[k] += n }
 
@@ -65,6 +77,12 @@ func (s *Stats) merge(o *Stats) {
 	for k, v := range o.Err {
 		s.Err[k] += v
 	}
+	for k, v := range o.Disc {
+		s.Disc[k] += v
+	}
+	for k, v := range o.HS {
+		s.HS[k] += v
+	}
 	if o.Lat != nil {
 		s.Lat.Merge(o.Lat)
 	}
@@ -73,6 +91,8 @@ func (s *Stats) merge(o *Stats) {
 func (s *Stats) reset() {
 	clear(s.C)
 	clear(s.Err)
+	clear(s.Disc)
+	clear(s.HS)
 	s.Lat.Reset()
 }
 
@@ -89,6 +109,12 @@ func (s *Stats) unwire() {
 	}
 	if s.Err == nil {
 		s.Err = map[string]int64{}
+	}
+	if s.Disc == nil {
+		s.Disc = map[string]int64{}
+	}
+	if s.HS == nil {
+		s.HS = map[string]int64{}
 	}
 	if s.LatSnap != nil {
 		s.Lat = hdrhistogram.Import(s.LatSnap)
@@ -110,8 +136,8 @@ func (s *Stats) errorTotal() int64 {
 // violations is the number of --verify violations.
 func (s *Stats) violations() int64 {
 	var n int64
-	for _, k := range []string{cUpLost, cUpDup, cUpReorder, cUpReset, cDownLost, cDownDup, cDownReorder,
-		cUnacked, cUnanswered, cResumeFailed, cAckRegress} {
+	for _, k := range []string{cUpLost, cUpDup, cUpReorder, cUpReset, cUpTwice, cDownLost, cDownDup, cDownReorder,
+		cUnacked, cUnanswered, cResumeFailed, cResetUnanswered, cAckRegress} {
 		n += s.C[k]
 	}
 	return n
