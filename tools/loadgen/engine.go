@@ -601,6 +601,9 @@ func (w *worker) welcome(s *session, p []byte, now int64) {
 		w.st.err("bad_welcome")
 	}
 	w.st.add(cHandshakes, 1)
+	if s.everUp {
+		w.st.add(cReconnected, 1)
+	}
 	if s.everUp && !m.Resumed {
 		// A new session: the gateway forgot the old one.
 		w.st.add(cResumeFailed, 1)
