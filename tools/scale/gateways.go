@@ -53,6 +53,11 @@ type gatewayEvent struct {
 	Resumed        float64 `json:"resumed"`         // switchyard_sessions_resumed_total
 	ResumeRejected float64 `json:"resume_rejected"` // switchyard_resume_rejected_total: resumes answered as new sessions
 	Disconnects    float64 `json:"disconnects"`     // switchyard_disconnects_total, all reasons
+	Unavailable    float64 `json:"unavailable"`     // switchyard_errors_sent_total{code="503"}
+	// Their backend links (switchyard_backend_links) before the event and
+	// the fewest seen during it: a starved gateway's links time out.
+	LinksBefore float64 `json:"links_before"`
+	LinksMin    float64 `json:"links_min"`
 	// Per second from the event (second i covers [i, i+1) s): resumes on
 	// the other gateways and GOAWAYs sent by the lost one.
 	GatewayResumes []float64 `json:"gateway_resumes_per_s"`
@@ -79,6 +84,9 @@ type gwReading struct {
 	resumed    float64
 	rejected   float64
 	disconnect float64
+	// unavailable is the others' ERROR 503s sent, links their backend links.
+	unavailable float64
+	links       float64
 }
 
 // readGateways sums the pages of every gateway but lost.
@@ -92,6 +100,8 @@ func readGateways(pages []map[string]float64, lost int) gwReading {
 		r.sessions += m["switchyard_sessions"]
 		r.resumed += m["switchyard_sessions_resumed_total"]
 		r.rejected += m["switchyard_resume_rejected_total"]
+		r.unavailable += m[`switchyard_errors_sent_total{code="503"}`]
+		r.links += m["switchyard_backend_links"]
 		for k, v := range m {
 			if strings.HasPrefix(k, "switchyard_disconnects_total") {
 				r.disconnect += v
@@ -130,9 +140,11 @@ func (cl *cluster) runGatewayEvent(ctx context.Context, c *config, kind string, 
 	g.cmd.Process.Signal(sig)
 	ev.Gateway, ev.AtS, ev.Held = g.name, t0.Sub(start).Seconds(), base.held
 	lastGoAways := base.goaways
+	ev.LinksBefore, ev.LinksMin = base.links, base.links
 	var r gwReading
 	for {
 		r = readGateways(cl.gatewayPages(), lost)
+		ev.LinksMin = min(ev.LinksMin, r.links)
 		el := time.Since(t0)
 		sec := int(el / time.Second)
 		if d := r.resumed - base.resumed - sum(ev.GatewayResumes); d > 0 {
@@ -164,6 +176,7 @@ func (cl *cluster) runGatewayEvent(ctx context.Context, c *config, kind string, 
 		ev.ExitS = g.ended.Sub(t0).Seconds()
 	}
 	ev.Resumed, ev.ResumeRejected, ev.Disconnects = r.resumed-base.resumed, r.rejected-base.rejected, r.disconnect-base.disconnect
+	ev.Unavailable = r.unavailable - base.unavailable
 	return ev
 }
 
@@ -299,8 +312,8 @@ func (s *summary) gatewayText(b *strings.Builder) {
 	for _, ev := range s.GatewayEvents {
 		fmt.Fprintf(b, "  %s of %s at t=%.1f s, holding %.0f sessions: resumed on the others after %.2f s, sessions back after %.2f s, process exited after %.2f s\n",
 			ev.Kind, ev.Gateway, ev.AtS, ev.Held, ev.ResumedS, ev.BackS, ev.ExitS)
-		fmt.Fprintf(b, "    others: %.0f resumes, %.0f resumes as new sessions, %.0f disconnects; resumes per second %v; GOAWAYs per second %v\n",
-			ev.Resumed, ev.ResumeRejected, ev.Disconnects, ints(ev.GatewayResumes), ints(ev.GoAways))
+		fmt.Fprintf(b, "    others: %.0f resumes, %.0f resumes as new sessions, %.0f disconnects, %.0f ERROR 503 sent, backend links %.0f → fewest %.0f; resumes per second %v; GOAWAYs per second %v\n",
+			ev.Resumed, ev.ResumeRejected, ev.Disconnects, ev.Unavailable, ev.LinksBefore, ev.LinksMin, ints(ev.GatewayResumes), ints(ev.GoAways))
 		fmt.Fprintf(b, "    devices: back per second %v (total %d, mean %.0f/s, max %d, max/mean %.2f), last back within %.1f s; %d disconnects, %d errors\n",
 			ev.DeviceReconnects, ev.ReconnectTotal, ev.ReconnectMean, ev.ReconnectMax, ev.PeakRatio, ev.DeviceBackS, ev.DeviceDisconn, ev.DeviceErrors)
 	}

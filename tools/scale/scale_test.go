@@ -279,6 +279,8 @@ func TestReadGateways(t *testing.T) {
 switchyard_sessions_resumed_total 10
 switchyard_resume_rejected_total 1
 switchyard_disconnects_total{reason="peer"} 2
+switchyard_errors_sent_total{code="503"} 4
+switchyard_backend_links 8
 `),
 		nil,
 		page(`switchyard_sessions 3300
@@ -288,7 +290,8 @@ switchyard_disconnects_total{reason="drain"} 7
 `),
 	}
 	r := readGateways(pages, 2)
-	if r.held != 3300 || r.goaways != 7 || r.sessions != 3400 || r.resumed != 10 || r.rejected != 1 || r.disconnect != 2 {
+	if r.held != 3300 || r.goaways != 7 || r.sessions != 3400 || r.resumed != 10 || r.rejected != 1 || r.disconnect != 2 ||
+		r.unavailable != 4 || r.links != 8 {
 		t.Errorf("%+v", r)
 	}
 }
