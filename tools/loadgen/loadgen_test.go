@@ -634,3 +634,29 @@ func dropFirstConn(c net.Conn) {
 		}
 	}
 }
+
+// TestFailover: the sessions of one address spread evenly over the others
+// after its first failure, and each then tries every address in turn.
+func TestFailover(t *testing.T) {
+	const n = 4
+	next := map[int]int{}
+	for g := 2; g < 2+n*30; g += n { // every session of address 2
+		if got := failover(g, 0, n); got != 2 {
+			t.Fatalf("session %d starts on %d, want 2", g, got)
+		}
+		next[failover(g, 1, n)]++
+		seen := map[int]bool{}
+		for alt := 1; alt <= n; alt++ {
+			seen[failover(g, alt, n)] = true
+		}
+		if len(seen) != n {
+			t.Errorf("session %d tries %v in %d failures, want all %d addresses", g, seen, n, n)
+		}
+	}
+	if next[2] != 0 || next[0] != 10 || next[1] != 10 || next[3] != 10 {
+		t.Errorf("after the first failure: %v, want 10 on each other address", next)
+	}
+	if failover(5, 3, 1) != 0 {
+		t.Error("one address: always it")
+	}
+}
