@@ -37,7 +37,9 @@ type Config struct {
 	// Fallbacks are more gateways' device addresses (host:port). After a
 	// connection is lost the client tries, in turn, the gateway it was on,
 	// Addr, then these, so that a device whose gateway died (no GOAWAY to
-	// name another) resumes on another one. Dial uses Addr only.
+	// name another) resumes on another one. Dial uses Addr only. Give
+	// each device its own order (shuffled, say): devices that all try the
+	// same next gateway move a dead gateway's whole load onto it.
 	// Default: none.
 	Fallbacks []string
 	// ID is the device id: 1–128 bytes of printable ASCII, no spaces.
