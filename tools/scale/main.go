@@ -20,9 +20,11 @@
 //
 // Losing a gateway (issue 7, point 4):
 //
-//	go run ./tools/scale --sessions 10000 --per-gateway 3400 --backends 4 --app counter \
-//	    --rate 5 --ramp 500 --drain-gateway-after 20s --hold 70s
+//	go run ./tools/scale --sessions 10000 --gateways 3 --per-gateway 5500 --backends 4 --app counter \
+//	    --rate 5 --ramp 500 --drain-gateway-after 20s --hold 100s --loadgen-args=--drain=15s
 //
+// (--per-gateway sets each gateway's --max-conns to it + 500: the gateways
+// left must have room for every session.)
 // --drain-gateway-after D sends SIGTERM to the last gateway D after every
 // session is up (it drains: GOAWAY spread over its drain window, its
 // devices resume on the others); --kill-gateway-after D sends SIGKILL to
