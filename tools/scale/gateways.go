@@ -206,14 +206,15 @@ type loadgenSecond struct {
 }
 
 // devices fills ev's device-side figures from loadgen's rows: those that
-// end after the event and begin before a second after it settled (or
-// gwEventWindow after it, unsettled). Each row covers the second before
-// its T.
+// end after the event and begin before two seconds after it settled (or
+// gwEventWindow after it, unsettled): a device reads its WELCOME after
+// the gateway counted it, and loadgen's clock starts a little after this
+// one. Each row covers the second before its T.
 func (ev *gatewayEvent) devices(rows []loadgenSecond) {
 	first, last := -1, -1
 	end := ev.AtS + gwEventWindow.Seconds()
 	if !ev.Unsettled {
-		end = ev.AtS + max(ev.ResumedS, ev.BackS, ev.ExitS) + 1
+		end = ev.AtS + max(ev.ResumedS, ev.BackS, ev.ExitS) + 2
 	}
 	var in []loadgenSecond
 	for _, r := range rows {

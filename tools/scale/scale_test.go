@@ -297,7 +297,7 @@ switchyard_disconnects_total{reason="drain"} 7
 }
 
 // TestGatewayDevices takes the devices' reconnects from loadgen's rows:
-// the rows after the event until a second after it settled, from the
+// the rows after the event until two seconds after it settled, from the
 // first with a reconnect to the last, their mean, most and ratio, and
 // when the last came back.
 func TestGatewayDevices(t *testing.T) {
@@ -305,7 +305,7 @@ func TestGatewayDevices(t *testing.T) {
 		{T: 20, Up: 100}, {T: 21, Up: 100, Reconnected: 3}, // before the event (at 21.5): not counted
 		{T: 22, Up: 100, Disconnects: 1, Errors: 1}, {T: 23, Up: 90, Reconnected: 10, Disconnects: 20, Errors: 20},
 		{T: 24, Up: 95, Reconnected: 30, Disconnects: 10}, {T: 25, Up: 100, Reconnected: 20},
-		{T: 26, Up: 100}, {T: 27, Up: 100, Reconnected: 5}, // a second after it settled: another event's
+		{T: 26, Up: 100}, {T: 28, Up: 100, Reconnected: 5}, // two seconds after it settled: another event's
 	}
 	ev := gatewayEvent{AtS: 21.5, ResumedS: 3.2, BackS: 3.3, ExitS: 2}
 	ev.devices(rows)
