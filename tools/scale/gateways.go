@@ -54,6 +54,8 @@ type gatewayEvent struct {
 	ResumeRejected float64 `json:"resume_rejected"` // switchyard_resume_rejected_total: resumes answered as new sessions
 	Disconnects    float64 `json:"disconnects"`     // switchyard_disconnects_total, all reasons
 	Unavailable    float64 `json:"unavailable"`     // switchyard_errors_sent_total{code="503"}
+	// Dropped is switchyard_frames_dropped_total by reason.
+	Dropped map[string]float64 `json:"dropped,omitempty"`
 	// Their backend links (switchyard_backend_links) before the event and
 	// the fewest seen during it: a starved gateway's links time out.
 	LinksBefore float64 `json:"links_before"`
@@ -87,11 +89,12 @@ type gwReading struct {
 	// unavailable is the others' ERROR 503s sent, links their backend links.
 	unavailable float64
 	links       float64
+	dropped     map[string]float64 // the others' frames dropped, by reason
 }
 
 // readGateways sums the pages of every gateway but lost.
 func readGateways(pages []map[string]float64, lost int) gwReading {
-	var r gwReading
+	r := gwReading{dropped: map[string]float64{}}
 	for i, m := range pages {
 		if i == lost {
 			r.held, r.goaways = m["switchyard_sessions"], m["switchyard_goaways_sent_total"]
@@ -105,6 +108,9 @@ func readGateways(pages []map[string]float64, lost int) gwReading {
 		for k, v := range m {
 			if strings.HasPrefix(k, "switchyard_disconnects_total") {
 				r.disconnect += v
+			}
+			if reason, ok := strings.CutPrefix(k, `switchyard_frames_dropped_total{reason="`); ok {
+				r.dropped[strings.TrimSuffix(reason, `"}`)] += v
 			}
 		}
 	}
@@ -177,6 +183,14 @@ func (cl *cluster) runGatewayEvent(ctx context.Context, c *config, kind string, 
 	}
 	ev.Resumed, ev.ResumeRejected, ev.Disconnects = r.resumed-base.resumed, r.rejected-base.rejected, r.disconnect-base.disconnect
 	ev.Unavailable = r.unavailable - base.unavailable
+	for k, v := range r.dropped {
+		if d := v - base.dropped[k]; d != 0 {
+			if ev.Dropped == nil {
+				ev.Dropped = map[string]float64{}
+			}
+			ev.Dropped[k] = d
+		}
+	}
 	return ev
 }
 
@@ -313,8 +327,8 @@ func (s *summary) gatewayText(b *strings.Builder) {
 	for _, ev := range s.GatewayEvents {
 		fmt.Fprintf(b, "  %s of %s at t=%.1f s, holding %.0f sessions: resumed on the others after %.2f s, sessions back after %.2f s, process exited after %.2f s\n",
 			ev.Kind, ev.Gateway, ev.AtS, ev.Held, ev.ResumedS, ev.BackS, ev.ExitS)
-		fmt.Fprintf(b, "    others: %.0f resumes, %.0f resumes as new sessions, %.0f disconnects, %.0f ERROR 503 sent, backend links %.0f → fewest %.0f; resumes per second %v; GOAWAYs per second %v\n",
-			ev.Resumed, ev.ResumeRejected, ev.Disconnects, ev.Unavailable, ev.LinksBefore, ev.LinksMin, ints(ev.GatewayResumes), ints(ev.GoAways))
+		fmt.Fprintf(b, "    others: %.0f resumes, %.0f resumes as new sessions, %.0f disconnects, %.0f ERROR 503 sent, frames dropped %v, backend links %.0f → fewest %.0f; resumes per second %v; GOAWAYs per second %v\n",
+			ev.Resumed, ev.ResumeRejected, ev.Disconnects, ev.Unavailable, ev.Dropped, ev.LinksBefore, ev.LinksMin, ints(ev.GatewayResumes), ints(ev.GoAways))
 		fmt.Fprintf(b, "    devices: back per second %v (total %d, mean %.0f/s, max %d, max/mean %.2f), last back within %.1f s; %d disconnects, %d errors\n",
 			ev.DeviceReconnects, ev.ReconnectTotal, ev.ReconnectMean, ev.ReconnectMax, ev.PeakRatio, ev.DeviceBackS, ev.DeviceDisconn, ev.DeviceErrors)
 	}
