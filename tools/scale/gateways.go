@@ -215,6 +215,7 @@ type loadgenSecond struct {
 	T           float64 `json:"t_s"`
 	Up          int64   `json:"up"`
 	Reconnected int64   `json:"reconnected"`
+	Reconnects  int64   `json:"reconnects"` // attempts, failed ones included
 	Disconnects int64   `json:"disconnects"`
 	Errors      int64   `json:"errors"`
 }
