@@ -532,6 +532,49 @@ func TestGoAway(t *testing.T) {
 	}
 }
 
+// TestFallbackAfterGatewayDies: the gateway dies without a GOAWAY (its
+// listener and connections gone, as after kill -9); the client tries the
+// dead one and Addr, then Config.Fallbacks, and resumes its session on the
+// fallback gateway, resending what was not acknowledged.
+func TestFallbackAfterGatewayDies(t *testing.T) {
+	a := clienttest.NewGateway(t, nil)
+	b := clienttest.NewGateway(t, nil)
+	cfg := testConfig(a.Addr())
+	cfg.Fallbacks = []string{a.Addr(), b.Addr()}
+	c, gc, _ := connect(t, a, cfg, welcome("s1"))
+	send(t, c, "m1", true)
+	send(t, c, "m2", true)
+	for range 2 {
+		readData(t, gc)
+	}
+	if err := gc.WriteFrame(protocol.TypeAck, 0, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "ACK 1", func() bool { return c.Stats().Pending == 1 })
+	a.Close()
+
+	gc2 := b.Accept()
+	h, err := gc2.ReadHello()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(h.Resume) != "resume-s1" {
+		t.Errorf("HELLO at the fallback: resume %q, want resume-s1", h.Resume)
+	}
+	w := welcome("s1")
+	w.Resumed, w.Last = true, 1
+	if err := gc2.Welcome(w); err != nil {
+		t.Fatal(err)
+	}
+	if f := readData(t, gc2); f.Seq != 2 || string(f.Payload) != "m2" {
+		t.Fatalf("resent %q seq %d, want m2 seq 2", f.Payload, f.Seq)
+	}
+	waitFor(t, "resume", func() bool { return c.Stats().Reconnects == 1 })
+	if !c.Resumed() || c.Session() != "s1" {
+		t.Errorf("Resumed() %v Session() %q", c.Resumed(), c.Session())
+	}
+}
+
 func TestHeartbeat(t *testing.T) {
 	g := clienttest.NewGateway(t, nil)
 	w := welcome("s")

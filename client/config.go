@@ -34,6 +34,14 @@ const RateLimitBackoff = time.Second
 type Config struct {
 	// Addr is the gateway's device address, host:port. Default DefaultAddr.
 	Addr string
+	// Fallbacks are more gateways' device addresses (host:port). After a
+	// connection is lost the client tries, in turn, the gateway it was on,
+	// Addr, then these, so that a device whose gateway died (no GOAWAY to
+	// name another) resumes on another one. Dial uses Addr only. Give
+	// each device its own order (shuffled, say): devices that all try the
+	// same next gateway move a dead gateway's whole load onto it.
+	// Default: none.
+	Fallbacks []string
 	// ID is the device id: 1–128 bytes of printable ASCII, no spaces.
 	// Required.
 	ID string
@@ -143,6 +151,7 @@ func (c Config) withDefaults() Config {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	c.Secret = append([]byte(nil), c.Secret...)
+	c.Fallbacks = append([]string(nil), c.Fallbacks...)
 	if c.Tags != nil {
 		tags := make(map[string]string, len(c.Tags))
 		for k, v := range c.Tags {

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -17,6 +18,27 @@ func TestBackoff(t *testing.T) {
 	for range 100 { // far beyond the shift width: still bounded
 		if d := b.next(); d > b.max {
 			t.Fatalf("delay %v above max", d)
+		}
+	}
+}
+
+// TestReconnectTargets: the gateway the client was on (or a GOAWAY's
+// redirects) first, then Addr, then the fallbacks, each once.
+func TestReconnectTargets(t *testing.T) {
+	for _, tt := range []struct {
+		first     []string
+		addr      string
+		fallbacks []string
+		want      []string
+	}{
+		{[]string{"a"}, "a", nil, []string{"a"}},
+		{[]string{"b"}, "a", nil, []string{"b", "a"}},
+		{[]string{"a"}, "a", []string{"a", "b", "c"}, []string{"a", "b", "c"}},
+		{[]string{"c", "b"}, "a", []string{"b", "d"}, []string{"c", "b", "a", "d"}},
+		{nil, "a", []string{"b"}, []string{"a", "b"}},
+	} {
+		if got := reconnectTargets(tt.first, tt.addr, tt.fallbacks); !slices.Equal(got, tt.want) {
+			t.Errorf("reconnectTargets(%v, %q, %v) = %v, want %v", tt.first, tt.addr, tt.fallbacks, got, tt.want)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
@@ -253,18 +254,16 @@ func (c *Client) writeControl(cn *conn) {
 // reconnect dials until a handshake succeeds and returns the attached
 // connection, or nil when the client closed or was refused for good.
 func (c *Client) reconnect(old *conn) *conn {
-	targets := []string{old.addr}
-	if old.addr != c.cfg.Addr {
-		targets = append(targets, c.cfg.Addr)
-	}
+	first := []string{old.addr}
 	var wait time.Duration
 	bo := backoff{min: c.cfg.ReconnectMin, max: c.cfg.ReconnectMax}
 	if plan := old.goaway.Load(); plan != nil {
-		targets = append(append([]string(nil), plan.targets...), c.cfg.Addr)
+		first = plan.targets
 		wait = time.Until(plan.at)
 	} else {
 		wait = bo.next()
 	}
+	targets := reconnectTargets(first, c.cfg.Addr, c.cfg.Fallbacks)
 	for attempt := 0; ; attempt++ {
 		if !c.sleep(wait) {
 			return nil
@@ -288,6 +287,21 @@ func (c *Client) reconnect(old *conn) *conn {
 		c.attach(cn, w)
 		return cn
 	}
+}
+
+// reconnectTargets is the order in which a reconnect tries gateways:
+// first (the gateway the client was on, or a GOAWAY's redirects), then
+// addr, then the fallbacks, each address once.
+func reconnectTargets(first []string, addr string, fallbacks []string) []string {
+	var out []string
+	for _, list := range [][]string{first, {addr}, fallbacks} {
+		for _, a := range list {
+			if !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
 }
 
 // sleep waits d; it returns false when the client closed meanwhile.

@@ -380,7 +380,7 @@ func (w *worker) connect(s *session, now int64) {
 func (w *worker) retry(s *session, now int64) {
 	if !s.goaway {
 		s.alt++
-		s.dst = w.e.dst[(s.g+s.alt)%len(w.e.dst)]
+		s.dst = w.e.dst[failover(s.g, s.alt, len(w.e.dst))]
 	}
 	s.goaway = false
 	s.state = stIdle
@@ -393,6 +393,18 @@ func (w *worker) retry(s *session, now int64) {
 		return
 	}
 	w.setWake(s, now+int64(s.backoff))
+}
+
+// failover is the --addr index session g tries after alt connection
+// failures among n addresses: its own (g mod n) first; then the first
+// failure skips a further (g / n) mod (n − 1) addresses, so that the
+// sessions of a dead gateway spread over all the others instead of all
+// trying the next one; each later failure tries the next address.
+func failover(g, alt, n int) int {
+	if alt == 0 || n < 2 {
+		return g % n
+	}
+	return (g + alt + (g/n)%(n-1)) % n
 }
 
 func (w *worker) closeFD(s *session) {
@@ -626,6 +638,9 @@ func (w *worker) welcome(s *session, p []byte, now int64) {
 		w.st.err("bad_welcome")
 	}
 	w.st.add(cHandshakes, 1)
+	if s.everUp {
+		w.st.add(cReconnected, 1)
+	}
 	if s.everUp && !m.Resumed {
 		// A new session: the gateway forgot the old one.
 		w.violation(s, cResumeFailed, 1)

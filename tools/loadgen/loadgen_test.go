@@ -665,3 +665,87 @@ func endFirst(c net.Conn, end, to string) {
 		}
 	}
 }
+
+// TestSecondsCountReconnects: a gateway that closes every session's first
+// connection right after WELCOME and resumes it on the next: each session
+// reconnects once, and the summary's per-second rows add up to the
+// reconnects, disconnects and sessions up.
+func TestSecondsCountReconnects(t *testing.T) {
+	ln := listen(t, dropFirstConn)
+	var out bytes.Buffer
+	code := realMain([]string{"--addr", ln.Addr().String(), "--sessions", "4", "--ramp", "0", "--idle",
+		"--duration", "1500ms", "--heartbeat", "100ms", "--quiet"}, &out, io.Discard)
+	var sum summary
+	if err := json.Unmarshal(out.Bytes(), &sum); err != nil || code != 0 {
+		t.Fatalf("exit %d, %v: %s", code, err, out.Bytes())
+	}
+	var reconnected, disconnects int64
+	for _, s := range sum.Seconds {
+		reconnected += s.Reconnected
+		disconnects += s.Disconnects
+	}
+	if sum.Counters[cReconnected] != 4 || reconnected != 4 || disconnects != 4 || sum.Disconnects != 4 {
+		t.Errorf("reconnected %d (per second: %d), disconnects %d (per second: %d), want 4 each; rows %+v",
+			sum.Counters[cReconnected], reconnected, sum.Disconnects, disconnects, sum.Seconds)
+	}
+	if len(sum.Seconds) < 2 || sum.Seconds[0].Up > 4 || sum.Seconds[0].T <= 0 {
+		t.Errorf("rows %+v", sum.Seconds)
+	}
+}
+
+// dropFirstConn plays a gateway that closes a new session's connection
+// right after WELCOME and keeps a resumed one, answering PINGs.
+func dropFirstConn(c net.Conn) {
+	defer c.Close()
+	fr := protocol.NewFrameReader(c, protocol.DefaultMaxFrame)
+	for {
+		f, err := fr.NextFrame()
+		if err != nil {
+			return
+		}
+		var out []byte
+		switch f.Type {
+		case protocol.TypeHello:
+			h, err := protocol.DecodeHello(f.Payload)
+			if err != nil {
+				return
+			}
+			resumed := len(h.Resume) > 0
+			p, _ := protocol.Marshal(&protocol.Welcome{Session: "s-" + h.ID, Resume: []byte("r"), Resumed: resumed, HB: 30, MaxFrame: protocol.DefaultMaxFrame})
+			if _, err := c.Write(protocol.AppendFrame(nil, protocol.TypeWelcome, 0, 0, p)); err != nil || !resumed {
+				return
+			}
+		case protocol.TypePing:
+			out = protocol.AppendFrame(out, protocol.TypePong, 0, 0, f.Payload)
+		}
+		if _, err := c.Write(out); err != nil {
+			return
+		}
+	}
+}
+
+// TestFailover: the sessions of one address spread evenly over the others
+// after its first failure, and each then tries every address in turn.
+func TestFailover(t *testing.T) {
+	const n = 4
+	next := map[int]int{}
+	for g := 2; g < 2+n*30; g += n { // every session of address 2
+		if got := failover(g, 0, n); got != 2 {
+			t.Fatalf("session %d starts on %d, want 2", g, got)
+		}
+		next[failover(g, 1, n)]++
+		seen := map[int]bool{}
+		for alt := 1; alt <= n; alt++ {
+			seen[failover(g, alt, n)] = true
+		}
+		if len(seen) != n {
+			t.Errorf("session %d tries %v in %d failures, want all %d addresses", g, seen, n, n)
+		}
+	}
+	if next[2] != 0 || next[0] != 10 || next[1] != 10 || next[3] != 10 {
+		t.Errorf("after the first failure: %v, want 10 on each other address", next)
+	}
+	if failover(5, 3, 1) != 0 {
+		t.Error("one address: always it")
+	}
+}

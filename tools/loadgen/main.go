@@ -273,8 +273,9 @@ func run(cfg *config, stderr io.Writer) (*summary, error) {
 	}
 	stopProgress := make(chan struct{})
 	var pwg sync.WaitGroup
+	var secs []second
 	pwg.Add(1)
-	go func() { defer pwg.Done(); progress(a, base, cfg, stderr, stopProgress) }()
+	go func() { defer pwg.Done(); secs = progress(a, base, cfg, stderr, stopProgress) }()
 	err = <-done
 	close(stopProgress)
 	pwg.Wait()
@@ -282,7 +283,9 @@ func run(cfg *config, stderr io.Writer) (*summary, error) {
 		return nil, err
 	}
 	wall := time.Since(base)
-	return summarize(cfg, a.total, len(shares), src, wall, time.Duration(loadEnd)), nil
+	sum := summarize(cfg, a.total, len(shares), src, wall, time.Duration(loadEnd))
+	sum.Seconds = secs
+	return sum, nil
 }
 
 // stopOnSignal ends e's load early on SIGINT or SIGTERM (it drains and
@@ -305,17 +308,22 @@ func stopOnSignal(e *engine) func() {
 	}
 }
 
-// progress prints a line every second until stop.
-func progress(a *agg, base time.Time, cfg *config, w io.Writer, stop <-chan struct{}) {
+// progress prints a line every second until stop and returns a row of
+// connection counters per second (the last one for the time since the
+// last line).
+func progress(a *agg, base time.Time, cfg *config, w io.Writer, stop <-chan struct{}) []second {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	last := time.Now()
+	var secs []second
 	for {
 		select {
 		case <-stop:
-			return
+			s, up := a.interval()
+			return append(secs, newSecond(time.Since(base), up, s))
 		case now := <-t.C:
 			s, up := a.interval()
+			secs = append(secs, newSecond(now.Sub(base), up, s))
 			if cfg.Quiet {
 				continue
 			}

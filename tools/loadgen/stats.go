@@ -24,6 +24,7 @@ const (
 	cHandshakes   = "handshakes"    // WELCOME received
 	cDisconnects  = "disconnects"   // an established session lost its connection
 	cReconnects   = "reconnects"    // connection attempts after the first
+	cReconnected  = "reconnected"   // WELCOME again for a session that was up (resumed or not)
 	cGoAway       = "goaway"        // GOAWAY received
 	cResumeFailed = "resume_failed" // a reconnect that did not resume its session
 	cUpLost       = "up_lost"

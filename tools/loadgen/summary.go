@@ -36,6 +36,25 @@ type summary struct {
 	Latency           latency          `json:"latency_us"`
 	Counters          map[string]int64 `json:"counters"`
 	Verify            *verifyReport    `json:"verify,omitempty"`
+	// Seconds has a row per progress line (about one a second): what
+	// connections did in that second, to see reconnect bursts.
+	Seconds []second `json:"seconds,omitempty"`
+}
+
+// second is what the sessions' connections did in the second before T.
+type second struct {
+	T           float64 `json:"t_s"` // since the start
+	Up          int64   `json:"up"`  // sessions up at T
+	Reconnected int64   `json:"reconnected"`
+	Reconnects  int64   `json:"reconnects"` // attempts, failed ones included
+	Disconnects int64   `json:"disconnects"`
+	GoAway      int64   `json:"goaway"`
+	Errors      int64   `json:"errors"`
+}
+
+func newSecond(t time.Duration, up int64, s *Stats) second {
+	return second{T: t.Seconds(), Up: up, Reconnected: s.C[cReconnected], Reconnects: s.C[cReconnects],
+		Disconnects: s.C[cDisconnects], GoAway: s.C[cGoAway], Errors: s.errorTotal()}
 }
 
 type latency struct {

@@ -18,6 +18,25 @@
 // no disconnect, reconnect or ERROR, and the gateways counted no disconnect
 // of any reason while the sessions were held. Anything else exits 1.
 //
+// Losing a gateway (issue 7, point 4):
+//
+//	go run ./tools/scale --sessions 10000 --gateways 3 --per-gateway 5500 --backends 4 --app counter \
+//	    --rate 5 --ramp 500 --drain-gateway-after 20s --hold 100s --loadgen-args=--drain=15s
+//
+// (--per-gateway sets each gateway's --max-conns to it + 500: the gateways
+// left must have room for every session.)
+// --drain-gateway-after D sends SIGTERM to the last gateway D after every
+// session is up (it drains: GOAWAY spread over its drain window, its
+// devices resume on the others); --kill-gateway-after D sends SIGKILL to
+// the last gateway still running. The other gateways' metrics (every
+// 100 ms) and loadgen's per-second rows tell when every session was back
+// and how many came back each second; see gateways.go. Such a run fails
+// on any --verify violation, a resume answered as a new session, sessions
+// not back within 40 s, or (a drain) a second with more than
+// --reconnect-peak-target (2) times the mean reconnects of the period.
+// Its devices' disconnects and reconnects are expected then; other
+// errors (ERROR frames, timeouts) still fail it.
+//
 // Everything is bounded: the run gives up --deadline after it started
 // (default: the ramp three times over, plus the hold, plus five minutes).
 //
@@ -89,6 +108,10 @@ type config struct {
 	DrainAfter time.Duration `json:"drain_shard_after,omitempty"`
 	AddAfter   time.Duration `json:"add_shard_after,omitempty"`
 	MoveTarget time.Duration `json:"move_target,omitempty"`
+	// Losing a gateway (issue 7, point 4); see gateways.go.
+	GwDrainAfter time.Duration `json:"drain_gateway_after,omitempty"`
+	GwKillAfter  time.Duration `json:"kill_gateway_after,omitempty"`
+	PeakTarget   float64       `json:"reconnect_peak_target,omitempty"`
 }
 
 func main() {
@@ -114,6 +137,9 @@ func main() {
 	fs.DurationVar(&c.DrainAfter, "drain-shard-after", 0, "this long after every session is up, SIGTERM the last shard (it drains: its sessions move) and measure the moves (0: no drain)")
 	fs.DurationVar(&c.AddAfter, "add-shard-after", 0, "this long after every session is up, start one more shard (a join: the sessions it now owns move) and measure the moves (0: no join)")
 	fs.DurationVar(&c.MoveTarget, "move-target", 2*time.Second, "with --drain-shard-after or --add-shard-after, the run fails unless each event's moves all ended within this long of it")
+	fs.DurationVar(&c.GwDrainAfter, "drain-gateway-after", 0, "this long after every session is up, SIGTERM the last gateway (it drains: GOAWAY to its devices, which resume on the others) and measure until they are all back (0: no gateway drain)")
+	fs.DurationVar(&c.GwKillAfter, "kill-gateway-after", 0, "this long after every session is up, SIGKILL the last gateway still running (its devices reconnect to the others and resume) and measure until they are all back (0: no gateway kill)")
+	fs.Float64Var(&c.PeakTarget, "reconnect-peak-target", 2, "with --drain-gateway-after, the run fails when the most devices back in one second exceed this many times their mean over the reconnect period")
 	fs.Parse(os.Args[1:])
 	if err := c.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
@@ -268,7 +294,7 @@ loop:
 			if errors.Is(ctx.Err(), context.Canceled) {
 				s.StoppedBy = "interrupted"
 			}
-			s.Events = ev.wait()
+			s.Events, s.GatewayEvents = ev.wait()
 			s.finish(c, cl)
 			return s, errors.New(s.StoppedBy)
 		case <-tick.C:
@@ -301,7 +327,7 @@ loop:
 			prev = sm
 		}
 	}
-	s.Events = ev.wait()
+	s.Events, s.GatewayEvents = ev.wait()
 	s.finish(c, cl)
 	if lgErr != nil && s.Loadgen == nil {
 		return s, fmt.Errorf("loadgen: %v (log: %s)", lgErr, filepath.Join(dir, "loadgen.log"))

@@ -16,6 +16,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -49,8 +50,17 @@ func (c *config) validate() error {
 	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
 		errs = append(errs, errors.New("--rate must be finite and >= 0"))
 	}
-	if c.DrainAfter < 0 || c.AddAfter < 0 || c.MoveTarget < 0 {
-		errs = append(errs, errors.New("--drain-shard-after, --add-shard-after and --move-target must be >= 0"))
+	if c.DrainAfter < 0 || c.AddAfter < 0 || c.MoveTarget < 0 || c.GwDrainAfter < 0 || c.GwKillAfter < 0 {
+		errs = append(errs, errors.New("--drain-shard-after, --add-shard-after, --move-target, --drain-gateway-after and --kill-gateway-after must be >= 0"))
+	}
+	if gws := cmp.Or(c.Gateways, (c.Sessions+c.PerGateway-1)/max(c.PerGateway, 1)); c.gatewayEvents() > 0 && gws < 2 {
+		errs = append(errs, errors.New("--drain-gateway-after and --kill-gateway-after need at least 2 gateways"))
+	}
+	if c.PeakTarget < 0 || math.IsNaN(c.PeakTarget) {
+		errs = append(errs, errors.New("--reconnect-peak-target must be >= 0"))
+	}
+	if last := max(c.GwDrainAfter, c.GwKillAfter); last > 0 && c.Hold < last+gwEventWindow {
+		errs = append(errs, fmt.Errorf("--hold %v is too short for a gateway event at %v: at least %v", c.Hold, last, last+gwEventWindow))
 	}
 	if c.DrainAfter > 0 && c.Backends < 2 {
 		errs = append(errs, errors.New("--drain-shard-after needs at least 2 --backends"))
@@ -111,6 +121,7 @@ type events struct {
 	cancel context.CancelFunc
 	once   sync.Once
 	out    []moveEvent
+	gw     []gatewayEvent
 }
 
 type planned struct {
@@ -126,6 +137,12 @@ func (c *config) plan() []planned {
 	}
 	if c.AddAfter > 0 {
 		p = append(p, planned{"join", c.AddAfter})
+	}
+	if c.GwDrainAfter > 0 {
+		p = append(p, planned{"gateway-drain", c.GwDrainAfter})
+	}
+	if c.GwKillAfter > 0 {
+		p = append(p, planned{"gateway-kill", c.GwKillAfter})
 	}
 	slices.SortStableFunc(p, func(a, b planned) int { return int(a.after - b.after) })
 	return p
@@ -155,9 +172,15 @@ func (cl *cluster) startEvents(ctx context.Context, c *config, start time.Time) 
 			case <-ctx.Done():
 				return
 			}
-			if p.kind == "drain" {
+			switch p.kind {
+			case "gateway-drain", "gateway-kill":
+				gev := cl.runGatewayEvent(ctx, c, p.kind, start)
+				logGatewayEvent(gev)
+				e.gw = append(e.gw, gev)
+				continue
+			case "drain":
 				ring--
-			} else {
+			default:
 				ring++
 			}
 			ev := cl.runEvent(ctx, c, p.kind, ring, start)
@@ -179,10 +202,10 @@ func (e *events) allUp(t time.Time) {
 
 // wait stops the events (an event still running is cut short) and
 // returns what they measured.
-func (e *events) wait() []moveEvent {
+func (e *events) wait() ([]moveEvent, []gatewayEvent) {
 	e.once.Do(e.cancel)
 	<-e.done
-	return e.out
+	return e.out, e.gw
 }
 
 // runEvent drains or adds a shard and follows the moves until they
@@ -262,6 +285,9 @@ func (cl *cluster) gatewayPages() []map[string]float64 {
 func (cl *cluster) ringSizes() (lo, hi int) {
 	lo, hi = math.MaxInt, -1
 	for _, g := range cl.gateways {
+		if g.exited() { // a gateway event's
+			continue
+		}
 		var ring struct {
 			Shards []string `json:"shards"`
 		}
@@ -491,7 +517,7 @@ func (s *summary) eventVerdict(c *config) []error {
 			errs = append(errs, fmt.Errorf("drain of %s: the shard did not exit", ev.Shard))
 		}
 	}
-	if want := len(c.plan()); len(s.Events) < want {
+	if want := len(c.plan()) - c.gatewayEvents(); len(s.Events) < want {
 		errs = append(errs, fmt.Errorf("%d of %d events ran", len(s.Events), want))
 	}
 	return errs

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -265,5 +266,129 @@ func TestValidate(t *testing.T) {
 	ok.DrainAfter = 60 * time.Second
 	if p := ok.plan(); p[0].kind != "join" {
 		t.Errorf("plan %v: the earlier event first", p)
+	}
+}
+
+// TestReadGateways sums the other gateways' sessions, resumes and
+// disconnects and reads the lost one's sessions and GOAWAYs; a gateway
+// that did not answer counts nothing.
+func TestReadGateways(t *testing.T) {
+	page := func(s string) map[string]float64 { return parseMetrics(strings.NewReader(s)) }
+	pages := []map[string]float64{
+		page(`switchyard_sessions 3400
+switchyard_sessions_resumed_total 10
+switchyard_resume_rejected_total 1
+switchyard_disconnects_total{reason="peer"} 2
+switchyard_errors_sent_total{code="503"} 4
+switchyard_backend_links 8
+switchyard_frames_dropped_total{reason="gap"} 3
+`),
+		nil,
+		page(`switchyard_sessions 3300
+switchyard_sessions_resumed_total 5
+switchyard_goaways_sent_total 7
+switchyard_disconnects_total{reason="drain"} 7
+`),
+	}
+	r := readGateways(pages, 2)
+	if r.held != 3300 || r.goaways != 7 || r.sessions != 3400 || r.resumed != 10 || r.rejected != 1 || r.disconnect != 2 ||
+		r.unavailable != 4 || r.links != 8 || r.dropped["gap"] != 3 {
+		t.Errorf("%+v", r)
+	}
+}
+
+// TestGatewayDevices takes the devices' reconnects from loadgen's rows:
+// the rows after the event until two seconds after it settled, from the
+// first with a reconnect to the last, their mean, most and ratio, and
+// when the last came back.
+func TestGatewayDevices(t *testing.T) {
+	rows := []loadgenSecond{
+		{T: 20, Up: 100}, {T: 21, Up: 100, Reconnected: 3}, // before the event (at 21.5): not counted
+		{T: 22, Up: 100, Disconnects: 1, Errors: 1}, {T: 23, Up: 90, Reconnected: 10, Disconnects: 20, Errors: 20},
+		{T: 24, Up: 95, Reconnected: 30, Disconnects: 10}, {T: 25, Up: 100, Reconnected: 20},
+		{T: 26, Up: 100}, {T: 28, Up: 100, Reconnected: 5}, // two seconds after it settled: another event's
+	}
+	ev := gatewayEvent{AtS: 21.5, ResumedS: 3.2, BackS: 3.3, ExitS: 2}
+	ev.devices(rows)
+	if !slices.Equal(ev.DeviceReconnects, []int64{10, 30, 20}) || ev.ReconnectTotal != 60 || ev.ReconnectMean != 20 ||
+		ev.ReconnectMax != 30 || ev.PeakRatio != 1.5 || ev.DeviceBackS != 3.5 || ev.DeviceDisconn != 31 || ev.DeviceErrors != 21 {
+		t.Errorf("%+v", ev)
+	}
+	none := gatewayEvent{AtS: 21.5}
+	none.devices(rows[:2])
+	if none.ReconnectTotal != 0 || none.PeakRatio != 0 {
+		t.Errorf("no reconnect: %+v", none)
+	}
+	unsettled := gatewayEvent{AtS: 21.5, Unsettled: true}
+	unsettled.devices(rows)
+	if unsettled.ReconnectTotal != 65 || len(unsettled.DeviceReconnects) != 5 {
+		t.Errorf("unsettled: the whole window: %+v", unsettled)
+	}
+}
+
+// TestGatewayVerdict: a run that loses a gateway passes with its devices'
+// disconnects, reconnects and connection errors, and fails when the
+// sessions were not all back, a resume started a new session, the drain's
+// reconnects peaked above the target, another error came, --verify found
+// a violation, or the event did not run.
+func TestGatewayVerdict(t *testing.T) {
+	c := &config{Sessions: 100, Rate: 5, Backends: 2, GwDrainAfter: time.Second, GwKillAfter: 50 * time.Second, PeakTarget: 2}
+	good := func() *summary {
+		lg := &loadgenReport{Handshakes: 200, Disconnects: 66, Reconnects: 80, Verify: &verifyReport{OK: true},
+			Errors: map[string]int64{"eof": 33, "conn_reset": 33, "conn_refused": 14}}
+		return &summary{UpAfter: 3, UnexpectedDisconnects: 33, Loadgen: lg, GatewayEvents: []gatewayEvent{
+			{Kind: "gateway-drain", Held: 33, Resumed: 33, ResumedS: 9, BackS: 9, PeakRatio: 1.6},
+			{Kind: "gateway-kill", Held: 33, Resumed: 33, ResumedS: 0.5, BackS: 0.5, PeakRatio: 3},
+		}}
+	}
+	if err := good().verdict(c); err != nil {
+		t.Fatalf("good run: %v", err)
+	}
+	for name, spoil := range map[string]func(*summary){
+		"unsettled":     func(s *summary) { s.GatewayEvents[1].Unsettled = true },
+		"held nothing":  func(s *summary) { s.GatewayEvents[0].Held = 0 },
+		"new session":   func(s *summary) { s.GatewayEvents[1].ResumeRejected = 1 },
+		"drain peak":    func(s *summary) { s.GatewayEvents[0].PeakRatio = 2.01 },
+		"other error":   func(s *summary) { s.Loadgen.Errors["503"] = 1 },
+		"verify failed": func(s *summary) { s.Loadgen.Verify.OK = false },
+		"event missing": func(s *summary) { s.GatewayEvents = s.GatewayEvents[:1] },
+	} {
+		s := good()
+		spoil(s)
+		if err := s.verdict(c); err == nil || s.Pass {
+			t.Errorf("%s: passed", name)
+		}
+	}
+	// Without a gateway event the same disconnects fail the run.
+	c.GwDrainAfter, c.GwKillAfter = 0, 0
+	s := good()
+	s.GatewayEvents = nil
+	if err := s.verdict(c); err == nil {
+		t.Error("disconnects without a gateway event: passed")
+	}
+}
+
+// TestValidateGatewayEvents: a gateway event needs a second gateway and a
+// hold that covers its window; the plan puts it in time order.
+func TestValidateGatewayEvents(t *testing.T) {
+	ok := config{App: "counter", Rate: 5, Backends: 4, Sessions: 10000, PerGateway: 3400, GwDrainAfter: 20 * time.Second,
+		GwKillAfter: 10 * time.Second, Hold: 60 * time.Second, PeakTarget: 2}
+	if err := ok.validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, spoil := range map[string]func(*config){
+		"one gateway": func(c *config) { c.PerGateway = 10000 },
+		"short hold":  func(c *config) { c.Hold = 59 * time.Second },
+		"negative":    func(c *config) { c.GwKillAfter = -time.Second },
+		"peak":        func(c *config) { c.PeakTarget = -1 },
+	} {
+		c := ok
+		spoil(&c)
+		if c.validate() == nil {
+			t.Errorf("%s: valid", name)
+		}
+	}
+	if p := ok.plan(); len(p) != 2 || p[0].kind != "gateway-kill" || p[1].kind != "gateway-drain" {
+		t.Errorf("plan %v", p)
 	}
 }

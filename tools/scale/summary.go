@@ -27,6 +27,8 @@ type summary struct {
 	StoppedBy   string         `json:"stopped_by,omitempty"`
 	Loadgen     *loadgenReport `json:"loadgen"`
 	Events      []moveEvent    `json:"events,omitempty"` // --drain-shard-after, --add-shard-after
+	// GatewayEvents: --drain-gateway-after, --kill-gateway-after.
+	GatewayEvents []gatewayEvent `json:"gateway_events,omitempty"`
 
 	// Derived figures (bytes per session, cores, sessions/s).
 	GatewayBytesPerSessionUp float64 `json:"gateway_bytes_per_session_up"` // RSS as soon as all are up
@@ -63,7 +65,8 @@ type loadgenReport struct {
 		P999 float64 `json:"p999"`
 		Max  float64 `json:"max"`
 	} `json:"latency_us"`
-	Verify *verifyReport `json:"verify"` // with --rate
+	Verify  *verifyReport   `json:"verify"`  // with --rate
+	Seconds []loadgenSecond `json:"seconds"` // a row per progress line
 }
 
 // verifyReport is loadgen's --verify summary.
@@ -91,6 +94,7 @@ func (s *summary) finish(c *config, cl *cluster) {
 		}
 	}
 	s.eventLatency(cl.dir)
+	s.gatewayDevices()
 	n := float64(c.Sessions)
 	// loadgen stops its sessions ramp + hold after it started; samples
 	// from the last two seconds before may already count those closes.
@@ -167,7 +171,10 @@ func (s *summary) verdict(c *config) error {
 	if s.UpAfter == 0 {
 		errs = append(errs, fmt.Errorf("never saw all %d sessions up at once", c.Sessions))
 	}
-	if s.UnexpectedDisconnects != 0 {
+	// Losing a gateway disconnects its devices on purpose: its own
+	// verdict (gatewayVerdict) replaces the disconnect checks.
+	lossy := c.gatewayEvents() > 0
+	if s.UnexpectedDisconnects != 0 && !lossy {
 		errs = append(errs, fmt.Errorf("gateways counted %.0f disconnects while the sessions were held", s.UnexpectedDisconnects))
 	}
 	if r := s.Loadgen; r == nil {
@@ -176,17 +183,20 @@ func (s *summary) verdict(c *config) error {
 		if r.Handshakes < int64(c.Sessions) {
 			errs = append(errs, fmt.Errorf("loadgen: %d handshakes of %d sessions", r.Handshakes, c.Sessions))
 		}
-		if r.Disconnects != 0 || r.Reconnects != 0 {
+		if (r.Disconnects != 0 || r.Reconnects != 0) && !lossy {
 			errs = append(errs, fmt.Errorf("loadgen: %d disconnects, %d reconnects", r.Disconnects, r.Reconnects))
 		}
-		if len(r.Errors) != 0 {
-			errs = append(errs, fmt.Errorf("loadgen: errors %v", r.Errors))
+		if e := r.Errors; len(e) != 0 && !lossy {
+			errs = append(errs, fmt.Errorf("loadgen: errors %v", e))
+		} else if e := unexpectedErrors(e); len(e) != 0 {
+			errs = append(errs, fmt.Errorf("loadgen: errors %v", e))
 		}
 		if c.Rate > 0 && (r.Verify == nil || !r.Verify.OK) {
 			errs = append(errs, fmt.Errorf("loadgen --verify: violations %+v", r.Verify))
 		}
 	}
 	errs = append(errs, s.eventVerdict(c)...)
+	errs = append(errs, s.gatewayVerdict(c)...)
 	err := errors.Join(errs...)
 	s.Pass = err == nil
 	return err
@@ -216,6 +226,7 @@ func (s *summary) text() string {
 		}
 	}
 	s.eventText(&b)
+	s.gatewayText(&b)
 	fmt.Fprintf(&b, "  unexpected disconnects at the gateways: %.0f (%.0f handshake timeouts; %.0f once all were up); pass: %v\n",
 		s.UnexpectedDisconnects, s.RampTimeouts, s.HoldDisconnects, s.Pass)
 	return b.String()
