@@ -174,6 +174,23 @@ func (c *Circuit) Success() {
 	}
 }
 
+// Reset closes the circuit at once: a new link to the shard has just
+// authenticated, which is a better probe than one frame after the
+// cool-down (a shard restarted under its name would otherwise refuse
+// every frame but the probe until it went through). Counted as reclosed.
+func (c *Circuit) Reset() {
+	for {
+		w := c.word.Load()
+		if stateOf(w) == Closed {
+			return
+		}
+		if c.word.CompareAndSwap(w, pack(Closed, 0)) {
+			c.stats.reclosed.Add(1)
+			return
+		}
+	}
+}
+
 // Stats returns the circuit's transition counters.
 func (c *Circuit) Stats() Stats {
 	return Stats{

@@ -108,6 +108,16 @@ func TestCircuitsSet(t *testing.T) {
 		t.Fatal("default cool-down not applied")
 	}
 
+	a.Trip(LinkDown) // the probe failed
+	a.Reset()        // a new link authenticated
+	if a.State() != Closed || !cs.Allow("a") || a.Stats().Reclosed != 1 {
+		t.Fatalf("Reset: %v %+v", a.State(), a.Stats())
+	}
+	a.Reset() // closed already: nothing
+	if a.Stats().Reclosed != 1 {
+		t.Fatal("Reset of a closed circuit counted")
+	}
+
 	cs.Retain(mustRing(t, Config{}, []Shard{{Name: "b"}, {Name: "c"}}))
 	if _, ok := cs.Lookup("a"); ok {
 		t.Fatal("circuit of a removed shard kept")
@@ -117,7 +127,7 @@ func TestCircuitsSet(t *testing.T) {
 		t.Fatalf("Snapshot() = %+v", snap)
 	}
 	cs.Get("b").Trip(QueueFull)
-	if got := cs.Totals(); got.Opened != 2 || got.HalfOpened != 1 || got.LinkDown != 1 || got.QueueFull != 1 {
+	if got := cs.Totals(); got.Opened != 2 || got.HalfOpened != 1 || got.LinkDown != 2 || got.QueueFull != 1 || got.Reopened != 1 {
 		t.Fatalf("Totals() = %+v: counters of the removed shard lost?", got)
 	}
 	cs.Retain(nil)

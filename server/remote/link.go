@@ -110,6 +110,9 @@ func (l *link) connect(ctx context.Context) error {
 	l.up = true
 	l.mu.Unlock()
 	l.r.m.links.Add(1)
+	// The shard answers: its circuit (opened by the links that failed
+	// before, e.g. of the process it replaced) closes now.
+	l.circ.Reset()
 	l.r.linkUp(l)
 	return nc.SetDeadline(time.Time{})
 }
@@ -138,17 +141,21 @@ func (l *link) authenticate(nc net.Conn) error {
 
 // send queues one envelope. It fails when the link is down, the shard's
 // circuit is open, or the queue is over MaxLinkQueue (which opens the
-// circuit).
+// circuit). A link still connecting takes envelopes whatever the circuit
+// says: the circuit was opened by the links before it (a shard restarted
+// under its name, whose sessions move to it as soon as gossip shows it),
+// this link authenticating closes it, and this link failing fails what
+// waits on it.
 func (l *link) send(e *protocol.Envelope) error {
-	if !l.circ.Allow() {
-		l.m.dropped.Inc()
-		return errCircuitOpen
-	}
 	l.mu.Lock()
 	switch {
 	case l.closed:
 		l.mu.Unlock()
 		return ErrLinkClosed
+	case l.up && !l.circ.Allow():
+		l.mu.Unlock()
+		l.m.dropped.Inc()
+		return errCircuitOpen
 	case len(l.out) > l.r.cfg.MaxLinkQueue:
 		l.mu.Unlock()
 		l.circ.Trip(router.QueueFull)

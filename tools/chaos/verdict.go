@@ -47,8 +47,11 @@ type allowance struct {
 
 // Today's rows. Shard drain and join, gateway drain and kill allow no
 // loss, duplicate, reordering or reset: the state lives on the shards and
-// devices resume with their token. A shard kill resets state and gives
-// 503 until crash checkpoints land; then its row loses kReset (one line).
+// devices resume with their token. A shard that dies (or is dropped as
+// silent) has its sessions reopened from their checkpoints: no loss, no
+// reset; a frame it handled whose ACK had not reached the gateway is
+// handled again (its reply arrives twice: dup), and a session with no
+// checkpoint yet gets 503.
 var allowed = map[string]allowance{
 	drainShard: {Rests: `"Planned shard leave and shard join": "The device sees nothing: no GOAWAY, no ERROR, no reconnect"; "Reliable upstream: nothing lost, duplicated or reordered"; "Handler state moves"`},
 	addShard:   {Rests: `"Planned shard leave and shard join" (a join, and the restart of a drained shard): as drain-shard`},
@@ -56,9 +59,9 @@ var allowed = map[string]allowance{
 		Rests: `"Connection-level promises": "a draining gateway ... GOAWAY ... a device that follows it resumes its session on that gateway with the shard's state"; "Resume on any gateway"; operations.md: while draining "new connections and HELLOs get ERROR 503"; "Placement": the restarted gateway answers 503 until a shard is on its ring`},
 	killGateway: {Ends: []string{"eof", "reset", "error_503"},
 		Rests: `"Through a cluster": "Resume on any gateway: the shard holds the session ... resumed true, WELCOME last = what the shard accepted, and the unacknowledged downstream DATA"; "Placement": the restarted gateway answers 503 until a shard is on its ring`},
-	shardSilent: {Ends: []string{"error_503"}, Kinds: []string{kReset}, Rests: `unplanned (silent.go): "A silent or crashed shard is detected by the links' heartbeat within LinkTimeout ... its devices get 503, reconnect, and are served by the shard the ring names next"; "Not yet: checkpoints for shard crashes ... the application state is reset"`},
+	shardSilent: {Ends: []string{"error_503"}, Kinds: []string{kDup}, Rests: `unplanned (silent.go): "A silent or crashed shard is detected by the links' heartbeat within LinkTimeout ... its sessions are reopened on the shard the ring names next"; "Shard crash": as kill-shard`},
 	linkLost:    {Ends: []string{"error_503"}, Rests: `unplanned (silent.go): "A lost link: the devices of its sessions get 503 and reconnect; the shard keeps their sessions for the resume window, so they resume"`},
-	killShard:   {Ends: []string{"error_503"}, Kinds: []string{kReset}, Rests: `"A silent or crashed shard ... its devices get 503, reconnect, and are served by the shard the ring names next"; "Not yet: checkpoints for shard crashes ... the application state is reset"`},
+	killShard:   {Ends: []string{"error_503"}, Kinds: []string{kDup}, Rests: `"Shard crash": "Nothing ACKed is lost, nothing is reordered, the state is not reset"; "What a crash can repeat: a frame the crashed shard handled whose ACK had not reached the gateway is handled again ... the counter's reply for it arrives twice"; "a session with no usable checkpoint ... gets ERROR 503"`},
 }
 
 // incident is one line of loadgen's --incidents log.
