@@ -20,7 +20,11 @@
 // session whose gateway went away waits ResumeWindow, then OnClose runs.
 // Snapshot hands the handler's state, the sequences, the outbox and the
 // topics to the gateway (State) and fences the session until it is opened
-// again.
+// again. Checkpoints send the same state, without the outbox and without
+// fencing, to the session's gateway after it opened and whenever it
+// changed (at most every CheckpointInterval), so that the gateway can
+// reopen the session elsewhere if this shard crashes (checkpoint.go);
+// the frames it replays then reach the handler with Session.Replaying.
 //
 // Invariants:
 //   - handler calls for one session never overlap and follow arrival
@@ -34,10 +38,11 @@
 //     (MaxOutbox), per-link write queue (MaxLinkQueue, slow links closed);
 //   - every drop has a counter (Stats); nothing is logged per frame.
 //
-// Lock order: Server.mu → Session.mu → idleSet.mu, link.mu, runQueue.mu.
+// Lock order: Server.mu → Session.mu → idleSet.mu, link.mu, runQueue.mu,
+// checkpoints.mu.
 //
 // Goroutines owned by a Server: the accept loop, the janitor (expires
-// detached sessions), Config.Workers handler workers, and per link a
+// detached sessions), the checkpointer, Config.Workers handler workers, and per link a
 // reader and a writer. Close waits for all of them.
 //
 // Cluster hooks: Config.Announcer publishes the shard in gossip, and

@@ -72,6 +72,15 @@
 // up for LinkTimeout (BringBack); gossip confirms later, and a shard it
 // reports gone loses its links (DropShard). See failover.go.
 //
+// # Crash recovery
+//
+// Shards send checkpoints of their sessions; each Binding keeps the last
+// one and the frames after it (keep.go). The sessions of a shard that went
+// down are reopened on the next shard from them, as moves whose State comes
+// from the keep, with their devices connected; the sessions of a link that
+// failed while its shard had others wait until the shard is down or
+// LinkTimeout passed (crash.go).
+//
 // # Goroutines
 //
 // All owned by the Backend and waited for by Close: the mover (started by

@@ -90,10 +90,7 @@ type config struct {
 	LoadgenArgs string        `json:"loadgen_args,omitempty"`
 }
 
-// defaultEvents is the event set of a run without --events: every kind
-// whose row in the allowed table covers what it does today. kill-shard
-// is in it: its row allows the state reset and the 503 that
-// docs/guarantees.md admits until crash checkpoints land.
+// defaultEvents is the event set of a run without --events: every kind.
 var defaultEvents = []string{drainShard, killShard, addShard, drainGateway, killGateway}
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {

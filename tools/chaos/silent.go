@@ -15,8 +15,8 @@ import (
 // link to it failed: read nothing for LinkTimeout (1 s), or closed by the
 // shard, which a starved box (load average 20 on 2 cores) causes without
 // any event. To the devices
-// that is "a silent shard" (docs/guarantees.md): 503, then the next
-// owner, with the state reset until crash checkpoints land. The run finds
+// that is "a silent shard" (docs/guarantees.md): its sessions reopen on
+// the next owner from their checkpoints. The run finds
 // these in the gateways' logs ("shard down", "shard back") and judges
 // them by the shard-silent row, on that gateway, from LinkTimeout before
 // the shard went down until the gateway put it back; they are reported,

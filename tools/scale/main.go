@@ -106,6 +106,7 @@ type config struct {
 	App        string        `json:"app"`
 	Rate       float64       `json:"rate,omitempty"`
 	DrainAfter time.Duration `json:"drain_shard_after,omitempty"`
+	KillAfter  time.Duration `json:"kill_shard_after,omitempty"`
 	AddAfter   time.Duration `json:"add_shard_after,omitempty"`
 	MoveTarget time.Duration `json:"move_target,omitempty"`
 	// Losing a gateway (issue 7, point 4); see gateways.go.
@@ -134,9 +135,10 @@ func main() {
 	fs.Int64Var(&c.MinFree, "min-free", 1<<30, "stop the load (and fail) when the box's MemAvailable falls below this many bytes")
 	fs.StringVar(&c.App, "app", "echo", "example app of the backend shards: echo or counter (the one whose state moves)")
 	fs.Float64Var(&c.Rate, "rate", 0, "reliable DATA frames/s per session, checked end to end (loadgen --rate F --verify) instead of heartbeats only (0: loadgen --idle)")
+	fs.DurationVar(&c.KillAfter, "kill-shard-after", 0, "this long after every session is up, SIGKILL the last shard (a crash: its sessions reopen on the others from their checkpoints) and measure the recoveries like moves (0: no kill)")
 	fs.DurationVar(&c.DrainAfter, "drain-shard-after", 0, "this long after every session is up, SIGTERM the last shard (it drains: its sessions move) and measure the moves (0: no drain)")
 	fs.DurationVar(&c.AddAfter, "add-shard-after", 0, "this long after every session is up, start one more shard (a join: the sessions it now owns move) and measure the moves (0: no join)")
-	fs.DurationVar(&c.MoveTarget, "move-target", 2*time.Second, "with --drain-shard-after or --add-shard-after, the run fails unless each event's moves all ended within this long of it")
+	fs.DurationVar(&c.MoveTarget, "move-target", 2*time.Second, "with --drain-shard-after, --kill-shard-after or --add-shard-after, the run fails unless each event's moves all ended within this long of it")
 	fs.DurationVar(&c.GwDrainAfter, "drain-gateway-after", 0, "this long after every session is up, SIGTERM the last gateway (it drains: GOAWAY to its devices, which resume on the others) and measure until they are all back (0: no gateway drain)")
 	fs.DurationVar(&c.GwKillAfter, "kill-gateway-after", 0, "this long after every session is up, SIGKILL the last gateway still running (its devices reconnect to the others and resume) and measure until they are all back (0: no gateway kill)")
 	fs.Float64Var(&c.PeakTarget, "reconnect-peak-target", 2, "with --drain-gateway-after, the run fails when the most devices back in one second exceed this many times their mean over the reconnect period")

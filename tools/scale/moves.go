@@ -1,7 +1,9 @@
 package main
 
-// Moves (issue 7): with --drain-shard-after and --add-shard-after the run
-// drains one shard (SIGTERM to its process) or starts one more, a fixed
+// Moves (issue 7): with --drain-shard-after, --kill-shard-after and
+// --add-shard-after the run drains one shard (SIGTERM to its process),
+// kills one (SIGKILL: its sessions are recovered from their checkpoints,
+// as moves) or starts one more, a fixed
 // time after every session is up, and measures the moves that follow from
 // the gateways' metrics, polled every moveEventPoll:
 //
@@ -50,8 +52,8 @@ func (c *config) validate() error {
 	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
 		errs = append(errs, errors.New("--rate must be finite and >= 0"))
 	}
-	if c.DrainAfter < 0 || c.AddAfter < 0 || c.MoveTarget < 0 || c.GwDrainAfter < 0 || c.GwKillAfter < 0 {
-		errs = append(errs, errors.New("--drain-shard-after, --add-shard-after, --move-target, --drain-gateway-after and --kill-gateway-after must be >= 0"))
+	if c.DrainAfter < 0 || c.KillAfter < 0 || c.AddAfter < 0 || c.MoveTarget < 0 || c.GwDrainAfter < 0 || c.GwKillAfter < 0 {
+		errs = append(errs, errors.New("--drain-shard-after, --kill-shard-after, --add-shard-after, --move-target, --drain-gateway-after and --kill-gateway-after must be >= 0"))
 	}
 	if gws := cmp.Or(c.Gateways, (c.Sessions+c.PerGateway-1)/max(c.PerGateway, 1)); c.gatewayEvents() > 0 && gws < 2 {
 		errs = append(errs, errors.New("--drain-gateway-after and --kill-gateway-after need at least 2 gateways"))
@@ -62,10 +64,13 @@ func (c *config) validate() error {
 	if last := max(c.GwDrainAfter, c.GwKillAfter); last > 0 && c.Hold < last+gwEventWindow {
 		errs = append(errs, fmt.Errorf("--hold %v is too short for a gateway event at %v: at least %v", c.Hold, last, last+gwEventWindow))
 	}
-	if c.DrainAfter > 0 && c.Backends < 2 {
-		errs = append(errs, errors.New("--drain-shard-after needs at least 2 --backends"))
+	if (c.DrainAfter > 0 || c.KillAfter > 0) && c.Backends < 2 {
+		errs = append(errs, errors.New("--drain-shard-after and --kill-shard-after need at least 2 --backends"))
 	}
-	if last := max(c.DrainAfter, c.AddAfter); last > 0 && c.Hold < last+moveEventWindow {
+	if c.DrainAfter > 0 && c.KillAfter > 0 {
+		errs = append(errs, errors.New("--drain-shard-after and --kill-shard-after both stop the last shard: choose one"))
+	}
+	if last := max(c.DrainAfter, c.KillAfter, c.AddAfter); last > 0 && c.Hold < last+moveEventWindow {
 		errs = append(errs, fmt.Errorf("--hold %v is too short for an event at %v: at least %v", c.Hold, last, last+moveEventWindow))
 	}
 	return errors.Join(errs...)
@@ -73,7 +78,7 @@ func (c *config) validate() error {
 
 // moveEvent is what one drain or join did.
 type moveEvent struct {
-	Kind  string  `json:"kind"`  // "drain" or "join"
+	Kind  string  `json:"kind"`  // "drain", "kill" or "join"
 	Shard string  `json:"shard"` // the process drained or started
 	AtS   float64 `json:"at_s"`  // seconds after loadgen started
 	// From the event: the first move started, the moves settled (every
@@ -135,6 +140,9 @@ func (c *config) plan() []planned {
 	if c.DrainAfter > 0 {
 		p = append(p, planned{"drain", c.DrainAfter})
 	}
+	if c.KillAfter > 0 {
+		p = append(p, planned{"kill", c.KillAfter})
+	}
 	if c.AddAfter > 0 {
 		p = append(p, planned{"join", c.AddAfter})
 	}
@@ -178,7 +186,7 @@ func (cl *cluster) startEvents(ctx context.Context, c *config, start time.Time) 
 				logGatewayEvent(gev)
 				e.gw = append(e.gw, gev)
 				continue
-			case "drain":
+			case "drain", "kill":
 				ring--
 			default:
 				ring++
@@ -215,10 +223,16 @@ func (cl *cluster) runEvent(ctx context.Context, c *config, kind string, ring in
 	base := readMoves(cl.gatewayPages())
 	var shard *proc
 	t0 := time.Now()
-	if kind == "drain" {
+	switch kind {
+	case "drain":
 		shard = cl.shards()[c.Backends-1]
 		shard.cmd.Process.Signal(syscall.SIGTERM)
-	} else {
+	case "kill":
+		// A crash: the gateways reopen its sessions on the others from
+		// their checkpoints (docs/guarantees.md "Shard crash").
+		shard = cl.shards()[c.Backends-1]
+		shard.cmd.Process.Signal(syscall.SIGKILL)
+	default:
 		p, err := cl.startBackend(c)
 		if err != nil {
 			ev.Shard, ev.Unsettled = err.Error(), true
