@@ -6,10 +6,13 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/switchyard-gw/switchyard/client"
 	"github.com/switchyard-gw/switchyard/internal/poll"
+	"github.com/switchyard-gw/switchyard/protocol"
 )
 
 // TestProcsShardCrashKeepsSessions: DESIGN.md "shard crash": 2 gateways
@@ -29,15 +32,16 @@ func TestProcsShardCrashKeepsSessions(t *testing.T) {
 	victim := p.Shard(victimIdx).Name
 	ring := p.Ring()
 	var on, off []string
-	for i := 0; len(on) < 8 || len(off) < 8; i++ {
+	for i := 0; len(on) < 9 || len(off) < 8; i++ {
 		id := fmt.Sprintf("crash-%d", i)
 		s, _ := ring.Owner(id)
-		if s.Name == victim && len(on) < 8 {
+		if s.Name == victim && len(on) < 9 {
 			on = append(on, id)
 		} else if s.Name != victim && len(off) < 8 {
 			off = append(off, id)
 		}
 	}
+	rawID, on := on[8], on[:8]
 	addrs := p.Addrs()
 	var streams []*stream
 	for i, id := range append(on, off...) {
@@ -50,6 +54,53 @@ func TestProcsShardCrashKeepsSessions(t *testing.T) {
 		wg.Go(func() { s.send(ctx, stop) })
 		wg.Go(func() { s.recv(ctx) })
 	}
+	// A raw device on the victim streams reliable DATA without waiting
+	// and checks that ACKs never go back: the next shard ACKs the frames
+	// replayed from the checkpoint again, which the gateway must not pass
+	// on ("highest DATA seq received in order").
+	raw := rawHello(t, addrs[0], rawID)
+	var regress atomic.Value // the first ACK that went back
+	var rawAcked atomic.Uint32
+	wg.Go(func() {
+		for seq := uint32(1); ; seq++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for seq > rawAcked.Load()+32 { // a window, as a device has
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Millisecond):
+				}
+			}
+			if _, err := raw.nc.Write(protocol.AppendFrame(nil, protocol.TypeData, protocol.FlagAckRequested, seq, []byte("tick"))); err != nil {
+				return // closed at the end; a failure shows as missing ACKs
+			}
+		}
+	})
+	wg.Go(func() {
+		for {
+			f, err := raw.read(poll.Patience)
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			switch {
+			case err != nil:
+				regress.CompareAndSwap(nil, "read: "+err.Error())
+				return
+			case f.Type == protocol.TypeAck && f.Seq < rawAcked.Load():
+				regress.CompareAndSwap(nil, fmt.Sprintf("ACK %d after ACK %d", f.Seq, rawAcked.Load()))
+			case f.Type == protocol.TypeAck:
+				rawAcked.Store(f.Seq)
+			case f.Type == protocol.TypeData && f.Reliable():
+				_, _ = raw.nc.Write(protocol.AppendFrame(nil, protocol.TypeAck, 0, f.Seq, nil))
+			}
+		}
+	})
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -76,7 +127,13 @@ func TestProcsShardCrashKeepsSessions(t *testing.T) {
 	waitUntil(t, "every device has 20 more replies after the kill", progress(20))
 	close(stop)
 	stopped = true
+	raw.nc.Close()
 	wg.Wait()
+	if v := regress.Load(); v != nil {
+		t.Errorf("raw device on %s: %s", victim, v)
+	} else {
+		t.Logf("raw device on %s: ACKed through %d, never going back", victim, rawAcked.Load())
+	}
 
 	after := Ring(t, p.Active()...)
 	repeats := 0

@@ -80,4 +80,9 @@ type Binding struct {
 	// keep holds the last checkpoint and the frames after it (keep.go);
 	// nil unless the shard checkpoints the session.
 	keep atomic.Pointer[keep]
+	// acked is the highest upstream seq ACKed to the device: an ACK is
+	// "every DATA through seq", so a lower one (a shard that reopened the
+	// session from a checkpoint ACKs the replayed frames again) is not
+	// passed on. Link reader of the binding.
+	acked atomic.Uint32
 }

@@ -330,7 +330,10 @@ func (l *link) dispatch(e *protocol.Envelope) {
 			if k := b.keeping(); k != nil {
 				k.upAcked(e.Seq)
 			}
-			l.queueTo(d, b, protocol.TypeAck, 0, e.Seq, nil)
+			if e.Seq >= b.acked.Load() {
+				b.acked.Store(e.Seq)
+				l.queueTo(d, b, protocol.TypeAck, 0, e.Seq, nil)
+			}
 		}
 	case protocol.LinkDown:
 		if e.Epoch == b.epoch.Load() {
