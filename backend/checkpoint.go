@@ -123,11 +123,7 @@ func (srv *Server) checkpoint(s *Session, ev *event) {
 	if !current {
 		return
 	}
-	var state []byte
-	var err error
-	if sn, ok := srv.cfg.Handler.(Snapshotter); ok {
-		state, err = sn.Snapshot(s)
-	}
+	state, err := srv.handlerState(s)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.checkpointCurrentLocked(ev.epoch) {
@@ -138,10 +134,7 @@ func (srv *Server) checkpoint(s *Session, ev *event) {
 		srv.log.Warn("checkpoint: snapshot failed", "device", s.device, "err", err)
 		return
 	}
-	x := linkExt{LinkExt: protocol.LinkExt{State: state, LastUp: s.lastUp, DownSeq: s.downSeq, Tags: s.tags}}
-	for t := range s.topics {
-		x.Topics = append(x.Topics, t)
-	}
+	x := s.stateLocked(state)
 	p := encodeExt(&x)
 	if len(p) > srv.cfg.MaxCheckpoint {
 		srv.stats.checkpointsTooLarge.Add(1)

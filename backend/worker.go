@@ -343,11 +343,7 @@ func (srv *Server) snapshot(s *Session, ev *event) {
 	if !s.snapshotCurrent(ev.epoch) {
 		return
 	}
-	var state []byte
-	var err error
-	if sn, ok := srv.cfg.Handler.(Snapshotter); ok {
-		state, err = sn.Snapshot(s)
-	}
+	state, err := srv.handlerState(s)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.snapshotCurrentLocked(ev.epoch) {
@@ -356,10 +352,8 @@ func (srv *Server) snapshot(s *Session, ev *event) {
 	s.flushAckLocked()
 	s.state, s.idleSince = stateFenced, time.Now()
 	srv.idle.add(s)
-	x := linkExt{LinkExt: protocol.LinkExt{State: state, LastUp: s.lastUp, DownSeq: s.downSeq, Tags: s.tags}, Outbox: s.outbox}
-	for t := range s.topics {
-		x.Topics = append(x.Topics, t)
-	}
+	x := s.stateLocked(state)
+	x.Outbox = s.outbox
 	if err != nil {
 		x = linkExt{LinkExt: protocol.LinkExt{Code: protocol.CodeInternal, Reason: "snapshot: " + err.Error()}}
 	}
@@ -369,6 +363,25 @@ func (srv *Server) snapshot(s *Session, ev *event) {
 	}
 	srv.stats.snapshots.Add(1)
 	s.sendLocked(protocol.LinkState, 0, 0, nil, p, essential)
+}
+
+// handlerState is the handler's snapshot of s (nil when it keeps no
+// state). Worker of s.
+func (srv *Server) handlerState(s *Session) ([]byte, error) {
+	if sn, ok := srv.cfg.Handler.(Snapshotter); ok {
+		return sn.Snapshot(s)
+	}
+	return nil, nil
+}
+
+// stateLocked is what moves with s, or survives its shard, besides the
+// outbox: the handler's state, the sequences, the tags and the topics.
+func (s *Session) stateLocked(state []byte) linkExt {
+	x := linkExt{LinkExt: protocol.LinkExt{State: state, LastUp: s.lastUp, DownSeq: s.downSeq, Tags: s.tags}}
+	for t := range s.topics {
+		x.Topics = append(x.Topics, t)
+	}
+	return x
 }
 
 func (s *Session) snapshotCurrent(epoch uint64) bool {

@@ -108,20 +108,7 @@ func TestProcsShardCrashKeepsSessions(t *testing.T) {
 			wg.Wait()
 		}
 	}()
-	progress := func(n int) func() bool {
-		base := make([]int, len(streams))
-		for i, s := range streams {
-			base[i] = s.replies()
-		}
-		return func() bool {
-			for i, s := range streams {
-				if s.replies() < base[i]+n {
-					return false
-				}
-			}
-			return true
-		}
-	}
+	progress := progressOf(streams)
 	waitUntil(t, "every device has 20 replies before the kill", progress(20))
 	p.Kill(victimIdx)
 	waitUntil(t, "every device has 20 more replies after the kill", progress(20))

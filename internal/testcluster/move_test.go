@@ -152,6 +152,25 @@ func (s *stream) replies() int {
 	return s.got
 }
 
+// progressOf returns, for n, a condition that holds once every stream
+// has n more replies than when it was made.
+func progressOf(streams []*stream) func(n int) func() bool {
+	return func(n int) func() bool {
+		base := make([]int, len(streams))
+		for i, s := range streams {
+			base[i] = s.replies()
+		}
+		return func() bool {
+			for i, s := range streams {
+				if s.replies() < base[i]+n {
+					return false
+				}
+			}
+			return true
+		}
+	}
+}
+
 // send sends until stop is closed.
 func (s *stream) send(ctx context.Context, stop <-chan struct{}) {
 	defer close(s.sent)
@@ -251,20 +270,7 @@ func TestDrainReliableStreamUninterrupted(t *testing.T) {
 			wg.Wait()
 		}
 	}()
-	progress := func(n int) func() bool {
-		base := make([]int, len(streams))
-		for i, s := range streams {
-			base[i] = s.replies()
-		}
-		return func() bool {
-			for i, s := range streams {
-				if s.replies() < base[i]+n {
-					return false
-				}
-			}
-			return true
-		}
-	}
+	progress := progressOf(streams)
 	waitUntil(t, "every device has 20 replies before the drain", progress(20))
 	dctx, dcancel := context.WithTimeout(ctx, moveWait)
 	err := c.DrainShard(dctx, drained)
