@@ -102,8 +102,10 @@ func (srv *Server) checkpointDirty() {
 	c.mu.Unlock()
 	for i, s := range list {
 		s.mu.Lock()
-		s.ckptDirty = false
-		s.queueCheckpointLocked()
+		if s.ckptDirty { // not taken by a checkpoint since it changed
+			s.ckptDirty = false
+			s.queueCheckpointLocked()
+		}
 		s.mu.Unlock()
 		list[i] = nil
 	}
@@ -134,6 +136,9 @@ func (srv *Server) checkpoint(s *Session, ev *event) {
 		srv.log.Warn("checkpoint: snapshot failed", "device", s.device, "err", err)
 		return
 	}
+	// Every change so far is in this checkpoint (the worker of s makes
+	// them, serially with this): a tick need not queue another.
+	s.ckptDirty = false
 	x := s.stateLocked(state)
 	p := encodeExt(&x)
 	if len(p) > srv.cfg.MaxCheckpoint {
