@@ -116,6 +116,9 @@ type session struct {
 	upSeq    uint32 // last reliable upstream seq assigned
 	upAcked  uint32
 	pend     []pending // reliable upstream DATA not acknowledged
+	// ackWait is when the oldest unacknowledged frame started waiting
+	// (its send, the last ACK that made progress, or the last resend).
+	ackWait int64
 
 	sched   schedule
 	schedOK bool
@@ -299,6 +302,7 @@ func (w *worker) tick(s *session, now int64) {
 		}
 		w.setWake(s, s.deadline)
 	case stUp:
+		w.resendLate(s, now)
 		w.sendDue(s, now)
 		if now-s.lastW >= s.hb {
 			s.wbuf = protocol.AppendFrame(s.wbuf, protocol.TypePing, 0, 0, nil)
@@ -311,9 +315,31 @@ func (w *worker) tick(s *session, now int64) {
 	}
 }
 
-// rewake schedules s's next action: its next frame or its heartbeat.
+// resendLate goes back to the oldest unacknowledged reliable frame and
+// sends it and every one after it again when it has waited --resend
+// without an ACK: the gateway may have dropped it without a 429 (over a
+// rate, a full link, a move's buffer), and a device that waits for the
+// ACK forever is stuck (the Go client does the same, ResendTimeout). The
+// gateway ACKs what it had already accepted again and drops it.
+func (w *worker) resendLate(s *session, now int64) {
+	if w.e.cfg.Resend <= 0 || len(s.pend) == 0 || now-s.ackWait < int64(w.e.cfg.Resend) {
+		return
+	}
+	for _, pd := range s.pend {
+		s.wbuf = protocol.AppendFrame(s.wbuf, protocol.TypeData, protocol.FlagAckRequested, pd.seq, w.payload(pd.ts, pd.ctr))
+		w.st.add(cResent, 1)
+	}
+	w.st.add(cResendLate, 1)
+	s.ackWait = now
+}
+
+// rewake schedules s's next action: its next frame, its heartbeat, or
+// a resend of what waits too long for its ACK.
 func (w *worker) rewake(s *session, now int64) {
 	at := s.lastW + s.hb
+	if w.e.cfg.Resend > 0 && len(s.pend) > 0 {
+		at = min(at, s.ackWait+int64(w.e.cfg.Resend))
+	}
 	if !w.draining && w.e.cfg.Rate > 0 && s.schedOK {
 		at = min(at, max(s.sched.at(s.next), now))
 	}
@@ -625,6 +651,9 @@ func (w *worker) frame(s *session, f protocol.Frame, now int64) bool {
 		for i < len(s.pend) && s.pend[i].seq <= s.upAcked {
 			i++
 		}
+		if i > 0 {
+			s.ackWait = now
+		}
 		s.pend = s.pend[:copy(s.pend, s.pend[i:])]
 	case protocol.TypeData:
 		w.data(s, f, now)
@@ -707,6 +736,9 @@ func (w *worker) sendOne(s *session, ts, now int64) {
 	if w.e.cfg.Reliable {
 		s.upSeq++
 		flags, seq = protocol.FlagAckRequested, s.upSeq
+		if len(s.pend) == 0 {
+			s.ackWait = now
+		}
 		s.pend = append(s.pend, pending{seq, ts, s.ctr})
 	}
 	s.wbuf = protocol.AppendFrame(s.wbuf, protocol.TypeData, flags, seq, w.payload(ts, s.ctr))

@@ -749,3 +749,73 @@ func TestFailover(t *testing.T) {
 		t.Error("one address: always it")
 	}
 }
+
+// TestResendLate: a gateway that drops one reliable frame without a word
+// (no ACK, no 429), and the frames after it as gaps, as a gateway over a
+// full link does. With --resend the session goes back to that frame when
+// it waited too long and every frame is answered; without, it waits for
+// the ACK to the end and the frames stay unacknowledged.
+func TestResendLate(t *testing.T) {
+	for _, tc := range []struct {
+		resend  string
+		unacked bool
+	}{{"200ms", false}, {"0", true}} {
+		t.Run("resend="+tc.resend, func(t *testing.T) {
+			ln := listen(t, dropOnceGateway)
+			var out bytes.Buffer
+			realMain([]string{"--addr", ln.Addr().String(), "--sessions", "1", "--ramp", "0", "--rate", "20", "--verify",
+				"--duration", "1s", "--drain", "1s", "--resend", tc.resend, "--quiet"}, &out, io.Discard)
+			var sum summary
+			if err := json.Unmarshal(out.Bytes(), &sum); err != nil {
+				t.Fatalf("%v: %s", err, out.Bytes())
+			}
+			if got := sum.Verify.Unacked > 0; got != tc.unacked {
+				t.Errorf("unacked %d; verify %+v, counters %v", sum.Verify.Unacked, sum.Verify, sum.Counters)
+			}
+			if !tc.unacked && (!sum.Verify.OK || sum.Counters[cResendLate] == 0) {
+				t.Errorf("verify %+v, counters %v: want every frame answered after a late resend", sum.Verify, sum.Counters)
+			}
+		})
+	}
+}
+
+// dropOnceGateway accepts reliable DATA in seq order and answers it as the
+// counter app does, except that it drops seq 3 the first time it comes
+// (and, as gaps, what follows until 3 comes again).
+func dropOnceGateway(c net.Conn) {
+	defer c.Close()
+	fr := protocol.NewFrameReader(c, protocol.DefaultMaxFrame)
+	var next, down uint32 = 1, 0
+	dropped := false
+	for {
+		f, err := fr.NextFrame()
+		if err != nil {
+			return
+		}
+		var out []byte
+		switch f.Type {
+		case protocol.TypeHello:
+			p, _ := protocol.Marshal(&protocol.Welcome{Session: "s", HB: 30, MaxFrame: protocol.DefaultMaxFrame})
+			out = protocol.AppendFrame(out, protocol.TypeWelcome, 0, 0, p)
+		case protocol.TypeData:
+			switch {
+			case f.Seq == 3 && !dropped:
+				dropped = true
+				continue
+			case f.Seq < next:
+				out = protocol.AppendFrame(out, protocol.TypeAck, 0, next-1, nil)
+			case f.Seq > next:
+				continue // a gap
+			default:
+				down++
+				out = protocol.AppendFrame(out, protocol.TypeData, protocol.FlagAckRequested, down,
+					[]byte("s1 "+strconv.Itoa(int(f.Seq))))
+				out = protocol.AppendFrame(out, protocol.TypeAck, 0, f.Seq, nil)
+				next++
+			}
+		}
+		if _, err := c.Write(out); err != nil {
+			return
+		}
+	}
+}

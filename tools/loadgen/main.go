@@ -39,6 +39,7 @@ type config struct {
 	Reliable   bool          `json:"reliable"`
 	SecretFile string        `json:"secret_file"`
 	Heartbeat  time.Duration `json:"heartbeat"`
+	Resend     time.Duration `json:"resend"`
 	Procs      int           `json:"procs"`
 	PerProc    int           `json:"per_proc"`
 	SrcSpread  int           `json:"src_spread"`
@@ -91,6 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.Payload, "payload", 64, "DATA payload bytes (at least 20: magic, send time, counter)")
 	fs.BoolVar(&c.Reliable, "reliable", false, "send reliable DATA (ACK_REQUESTED, numbered seq; resent after a resume)")
 	fs.StringVar(&c.SecretFile, "secret-file", "", "auth: file whose first line is the gateway secret; HELLO tokens are made with protocol.MakeToken")
+	fs.DurationVar(&c.Resend, "resend", 10*time.Second, "send the unacknowledged reliable DATA again when the oldest has waited this long for its ACK, as the Go client does (0: only after a reconnect)")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 0, "PING after this much idle time instead of the hb from WELCOME (0: use WELCOME's hb)")
 	fs.IntVar(&c.Procs, "procs", 0, "child processes to spread sessions over (0: automatic, as many as --per-proc needs; 1 or 0 with few sessions: this process)")
 	fs.IntVar(&c.PerProc, "per-proc", defaultPerProc, "most sessions (sockets) per process; more sessions than this start child processes automatically")

@@ -14,7 +14,8 @@ func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(histMin, histMa
 // Counter names.
 const (
 	cSent         = "sent"          // DATA frames written (first sends)
-	cResent       = "resent"        // reliable DATA written again after a resume
+	cResent       = "resent"        // reliable DATA written again: after a resume, or --resend without an ACK
+	cResendLate   = "resend_late"   // go-backs after --resend without an ACK
 	cReceived     = "received"      // DATA frames received
 	cAcksIn       = "acks_in"       // ACK frames received
 	cAcksOut      = "acks_out"      // ACK frames sent (reliable downstream DATA)
