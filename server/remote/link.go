@@ -424,6 +424,11 @@ func (l *link) fail(err error) {
 	}
 	l.circ.Trip(router.LinkDown)
 	l.m.failures.Inc()
+	// One failing link at a time from here: a shard's links fail together,
+	// and the one that takes the shard down rebuilds the ring before any
+	// of them looks up where its sessions go (crash.go).
+	l.r.fmu.Lock()
+	defer l.r.fmu.Unlock()
 	l.r.linkFailed(l, err, up)
 	down := l.r.isDown(l.shard)
 	for _, d := range bound {
