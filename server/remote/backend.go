@@ -39,7 +39,7 @@ type Backend struct {
 	circuits *router.Circuits
 	mover    *mover
 
-	fmu    sync.Mutex             // held by a failing link from linkFailed to its sessions' recovery
+	fmu    sync.Mutex // held by a failing link from linkFailed to its sessions' recovery
 	lostMu sync.Mutex
 	lost   map[Device]lostBinding // sessions whose link failed while their shard had others (crash.go)
 
