@@ -404,33 +404,49 @@ func TestVerifyFails(t *testing.T) {
 	}
 }
 
-func faultyEcho(c net.Conn) {
+// fakeGateway serves one device connection: every frame but HELLO (which
+// gets welcomeFrame) goes to handle, whose output is written; stop ends
+// the connection after it.
+func fakeGateway(c net.Conn, handle func(f protocol.Frame) (out []byte, stop bool)) {
 	defer c.Close()
 	fr := protocol.NewFrameReader(c, protocol.DefaultMaxFrame)
-	var down uint32
-	n := 0
 	for {
 		f, err := fr.NextFrame()
 		if err != nil {
 			return
 		}
-		var out []byte
-		switch f.Type {
-		case protocol.TypeHello:
-			p, _ := protocol.Marshal(&protocol.Welcome{Session: "s", HB: 30, MaxFrame: protocol.DefaultMaxFrame})
-			out = protocol.AppendFrame(out, protocol.TypeWelcome, 0, 0, p)
-		case protocol.TypeData:
-			n++
-			for range 1 + btoi(n%3 == 0) {
-				down++
-				out = protocol.AppendFrame(out, protocol.TypeData, protocol.FlagAckRequested, down, f.Payload)
-			}
-			out = protocol.AppendFrame(out, protocol.TypeAck, 0, f.Seq, nil)
+		out, stop := welcomeFrame(), false
+		if f.Type != protocol.TypeHello {
+			out, stop = handle(f)
 		}
-		if _, err := c.Write(out); err != nil {
+		if _, err := c.Write(out); err != nil || stop {
 			return
 		}
 	}
+}
+
+// welcomeFrame is the WELCOME of the fake gateways.
+func welcomeFrame() []byte {
+	p, _ := protocol.Marshal(&protocol.Welcome{Session: "s", HB: 30, MaxFrame: protocol.DefaultMaxFrame})
+	return protocol.AppendFrame(nil, protocol.TypeWelcome, 0, 0, p)
+}
+
+// faultyEcho echoes DATA and repeats every third reply.
+func faultyEcho(c net.Conn) {
+	var down uint32
+	n := 0
+	fakeGateway(c, func(f protocol.Frame) ([]byte, bool) {
+		if f.Type != protocol.TypeData {
+			return nil, false
+		}
+		var out []byte
+		n++
+		for range 1 + btoi(n%3 == 0) {
+			down++
+			out = protocol.AppendFrame(out, protocol.TypeData, protocol.FlagAckRequested, down, f.Payload)
+		}
+		return protocol.AppendFrame(out, protocol.TypeAck, 0, f.Seq, nil), false
+	})
 }
 
 func btoi(b bool) int {
@@ -525,44 +541,32 @@ func TestVerifyCounter(t *testing.T) {
 // frame twice (two replies), "reset" starts over at the 5th, "mute"
 // neither answers nor ACKs anything after the 5th.
 func fakeCounter(c net.Conn, fault string) {
-	defer c.Close()
-	fr := protocol.NewFrameReader(c, protocol.DefaultMaxFrame)
 	var down uint32
 	var n, count int
-	for {
-		f, err := fr.NextFrame()
-		if err != nil {
-			return
+	fakeGateway(c, func(f protocol.Frame) ([]byte, bool) {
+		if f.Type != protocol.TypeData {
+			return nil, false
+		}
+		n++
+		if fault == "mute" && n > 5 {
+			return nil, false
+		}
+		shard := "s1"
+		if n >= 6 {
+			shard = "s2"
+		}
+		if fault == "reset" && n == 5 {
+			count = 0
 		}
 		var out []byte
-		switch f.Type {
-		case protocol.TypeHello:
-			p, _ := protocol.Marshal(&protocol.Welcome{Session: "s", HB: 30, MaxFrame: protocol.DefaultMaxFrame})
-			out = protocol.AppendFrame(out, protocol.TypeWelcome, 0, 0, p)
-		case protocol.TypeData:
-			n++
-			if fault == "mute" && n > 5 {
-				continue
-			}
-			shard := "s1"
-			if n >= 6 {
-				shard = "s2"
-			}
-			if fault == "reset" && n == 5 {
-				count = 0
-			}
-			for range 1 + btoi(fault == "dup" && n%4 == 0) {
-				count++
-				down++
-				out = protocol.AppendFrame(out, protocol.TypeData, protocol.FlagAckRequested, down,
-					[]byte(shard+" "+strconv.Itoa(count)))
-			}
-			out = protocol.AppendFrame(out, protocol.TypeAck, 0, f.Seq, nil)
+		for range 1 + btoi(fault == "dup" && n%4 == 0) {
+			count++
+			down++
+			out = protocol.AppendFrame(out, protocol.TypeData, protocol.FlagAckRequested, down,
+				[]byte(shard+" "+strconv.Itoa(count)))
 		}
-		if _, err := c.Write(out); err != nil {
-			return
-		}
-	}
+		return protocol.AppendFrame(out, protocol.TypeAck, 0, f.Seq, nil), false
+	})
 }
 
 // TestDisconnectCauses ends each session's first connection at gateway A
@@ -636,34 +640,20 @@ func listen(t *testing.T, serve func(net.Conn)) net.Listener {
 // connection: "close" just closes, "goaway" sends GOAWAY (redirect to)
 // first, "error" an ERROR 503.
 func endFirst(c net.Conn, end, to string) {
-	defer c.Close()
-	fr := protocol.NewFrameReader(c, protocol.DefaultMaxFrame)
-	for {
-		f, err := fr.NextFrame()
-		if err != nil {
-			return
+	fakeGateway(c, func(f protocol.Frame) ([]byte, bool) {
+		if f.Type != protocol.TypeData {
+			return nil, false
 		}
-		var out []byte
-		switch f.Type {
-		case protocol.TypeHello:
-			p, _ := protocol.Marshal(&protocol.Welcome{Session: "s", HB: 30, MaxFrame: protocol.DefaultMaxFrame})
-			out = protocol.AppendFrame(out, protocol.TypeWelcome, 0, 0, p)
-		case protocol.TypeData:
-			switch end {
-			case "goaway":
-				p, _ := protocol.Marshal(&protocol.GoAway{RetryMS: 0, Redirect: []string{to}})
-				out = protocol.AppendFrame(out, protocol.TypeGoAway, 0, 0, p)
-			case "error":
-				p, _ := protocol.Marshal(&protocol.ErrorMsg{Code: 503, Message: "unavailable"})
-				out = protocol.AppendFrame(out, protocol.TypeError, 0, 0, p)
-			}
-			c.Write(out)
-			return
+		switch end {
+		case "goaway":
+			p, _ := protocol.Marshal(&protocol.GoAway{RetryMS: 0, Redirect: []string{to}})
+			return protocol.AppendFrame(nil, protocol.TypeGoAway, 0, 0, p), true
+		case "error":
+			p, _ := protocol.Marshal(&protocol.ErrorMsg{Code: 503, Message: "unavailable"})
+			return protocol.AppendFrame(nil, protocol.TypeError, 0, 0, p), true
 		}
-		if _, err := c.Write(out); err != nil {
-			return
-		}
-	}
+		return nil, true
+	})
 }
 
 // TestSecondsCountReconnects: a gateway that closes every session's first
@@ -783,39 +773,24 @@ func TestResendLate(t *testing.T) {
 // counter app does, except that it drops seq 3 the first time it comes
 // (and, as gaps, what follows until 3 comes again).
 func dropOnceGateway(c net.Conn) {
-	defer c.Close()
-	fr := protocol.NewFrameReader(c, protocol.DefaultMaxFrame)
 	var next, down uint32 = 1, 0
 	dropped := false
-	for {
-		f, err := fr.NextFrame()
-		if err != nil {
-			return
+	fakeGateway(c, func(f protocol.Frame) ([]byte, bool) {
+		switch {
+		case f.Type != protocol.TypeData:
+			return nil, false
+		case f.Seq == 3 && !dropped:
+			dropped = true
+			return nil, false
+		case f.Seq < next:
+			return protocol.AppendFrame(nil, protocol.TypeAck, 0, next-1, nil), false
+		case f.Seq > next:
+			return nil, false // a gap
 		}
-		var out []byte
-		switch f.Type {
-		case protocol.TypeHello:
-			p, _ := protocol.Marshal(&protocol.Welcome{Session: "s", HB: 30, MaxFrame: protocol.DefaultMaxFrame})
-			out = protocol.AppendFrame(out, protocol.TypeWelcome, 0, 0, p)
-		case protocol.TypeData:
-			switch {
-			case f.Seq == 3 && !dropped:
-				dropped = true
-				continue
-			case f.Seq < next:
-				out = protocol.AppendFrame(out, protocol.TypeAck, 0, next-1, nil)
-			case f.Seq > next:
-				continue // a gap
-			default:
-				down++
-				out = protocol.AppendFrame(out, protocol.TypeData, protocol.FlagAckRequested, down,
-					[]byte("s1 "+strconv.Itoa(int(f.Seq))))
-				out = protocol.AppendFrame(out, protocol.TypeAck, 0, f.Seq, nil)
-				next++
-			}
-		}
-		if _, err := c.Write(out); err != nil {
-			return
-		}
-	}
+		down++
+		out := protocol.AppendFrame(nil, protocol.TypeData, protocol.FlagAckRequested, down,
+			[]byte("s1 "+strconv.Itoa(int(f.Seq))))
+		next++
+		return protocol.AppendFrame(out, protocol.TypeAck, 0, f.Seq, nil), false
+	})
 }
