@@ -205,7 +205,9 @@ func (srv *Server) up(s *Session, ev *event) {
 	}
 	err := srv.cfg.Handler.OnMessage(s, ev.payload, true)
 	s.seq.Store(0)
-	s.replaying.Store(false)
+	if replay {
+		s.replaying.Store(false)
+	}
 	if err != nil {
 		srv.stats.handlerErrors.Add(1)
 		return

@@ -171,6 +171,29 @@ func progressOf(streams []*stream) func(n int) func() bool {
 	}
 }
 
+// check reports what went wrong with a stream that has stopped: errors,
+// a count per reliable frame, served last by shard want, no reconnect
+// (and, with noResends, no resend). It returns its replies and repeats.
+func (s *stream) check(t *testing.T, want string, noResends bool) (got, repeats int) {
+	t.Helper()
+	s.mu.Lock()
+	if len(s.errs) > 0 {
+		t.Errorf("%s: %s", s.id, strings.Join(s.errs, "; "))
+	}
+	if s.got != s.n {
+		t.Errorf("%s: %d replies to %d reliable frames", s.id, s.got, s.n)
+	}
+	if s.last != want {
+		t.Errorf("%s: last served by %s, ring says %s", s.id, s.last, want)
+	}
+	got, repeats = s.got, s.repeats
+	s.mu.Unlock()
+	if st := s.d.Stats(); st.Reconnects != 0 || (noResends && st.Resends != 0) {
+		t.Errorf("%s: %d reconnects, %d resends; want none", s.id, st.Reconnects, st.Resends)
+	}
+	return got, repeats
+}
+
 // send sends until stop is closed.
 func (s *stream) send(ctx context.Context, stop <-chan struct{}) {
 	defer close(s.sent)
@@ -285,21 +308,8 @@ func TestDrainReliableStreamUninterrupted(t *testing.T) {
 
 	total := 0
 	for _, s := range streams {
-		s.mu.Lock()
-		total += s.got
-		if len(s.errs) > 0 {
-			t.Errorf("%s: %s", s.id, strings.Join(s.errs, "; "))
-		}
-		if s.got != s.n {
-			t.Errorf("%s: %d replies to %d reliable frames", s.id, s.got, s.n)
-		}
-		if want := c.Owner(s.id); s.last != want {
-			t.Errorf("%s: last served by %s, ring says %s", s.id, s.last, want)
-		}
-		s.mu.Unlock()
-		if st := s.d.Stats(); st.Reconnects != 0 || st.Resends != 0 {
-			t.Errorf("%s: %d reconnects, %d resends; want none", s.id, st.Reconnects, st.Resends)
-		}
+		got, _ := s.check(t, c.Owner(s.id), true)
+		total += got
 	}
 	if n := c.Shard(drained).Stats().Sessions; n != 0 {
 		t.Errorf("the drained shard still has %d sessions", n)

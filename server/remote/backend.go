@@ -243,7 +243,7 @@ func (r *Backend) Data(d Device, f protocol.Frame) {
 		return
 	}
 	id, _ := d.Session()
-	if k := b.keeping(); k != nil && f.Reliable() {
+	if k := b.keep.Load(); k != nil && f.Reliable() {
 		// Kept even if the send fails: a crash of the shard replays it.
 		k.upSent(f.Seq, f.Flags, f.Payload, r.cfg.KeepBuffer, r.m)
 	}
@@ -259,7 +259,7 @@ func (r *Backend) Data(d Device, f protocol.Frame) {
 // Same caller and lock as Data.
 func (r *Backend) Ack(d Device, seq uint32) {
 	b := d.Binding()
-	if k := b.keeping(); k != nil {
+	if k := b.keep.Load(); k != nil {
 		k.downAcked(seq, r.m)
 	}
 	if b.moving.Load() && r.mover.hold(d, &protocol.Frame{Type: protocol.TypeAck, Seq: seq}) {

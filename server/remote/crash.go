@@ -37,7 +37,7 @@ type lostBinding struct {
 // links, wait for the shard's fate; false when there is nothing to
 // recover it from (the caller fails the device).
 func (r *Backend) awaitShard(dead *link, d Device) bool {
-	if r.ctx.Err() != nil || d.Binding().keeping() == nil {
+	if r.ctx.Err() != nil || d.Binding().keep.Load() == nil {
 		return false
 	}
 	r.lostMu.Lock()
@@ -106,7 +106,7 @@ func (mv *mover) recover(dead *link, d Device) bool {
 	case m == nil && b.link != dead:
 		return false
 	}
-	k := b.keeping()
+	k := b.keep.Load()
 	if k == nil {
 		mv.r.m.recoveries[recoverNoCkpt].Inc()
 		return false
@@ -121,7 +121,7 @@ func (mv *mover) recover(dead *link, d Device) bool {
 		mv.r.log.Warn("session not recovered: no shard to reopen it on", "device", device, "shard", dead.shard)
 		return false
 	}
-	ext, held, err := k.recoverOpen(device, mv.r.name, mv.r.m)
+	ext, held, err := k.recoverOpen(device, mv.r.name, b.acked.Load(), mv.r.m)
 	if err != nil {
 		result := recoverNoCkpt
 		if errors.Is(err, errKeepGap) {

@@ -83,6 +83,7 @@ type Binding struct {
 	// acked is the highest upstream seq ACKed to the device: an ACK is
 	// "every DATA through seq", so a lower one (a shard that reopened the
 	// session from a checkpoint ACKs the replayed frames again) is not
-	// passed on. Link reader of the binding.
+	// passed on; a crash recovery replays the frames through it as
+	// accepted (keep.recoverOpen). Written by the binding's link reader.
 	acked atomic.Uint32
 }

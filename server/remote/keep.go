@@ -17,21 +17,19 @@ import (
 // Frames are kept as device frames (protocol.AppendFrame), in seq order,
 // together at most limit bytes: beyond it the oldest are dropped and
 // counted; an upstream frame dropped that way makes the session
-// unrecoverable until a checkpoint covers it (gapUp). Nothing is kept
-// until the shard said in Opened that it checkpoints the session.
+// unrecoverable until a checkpoint covers it (gapUp).
 //
 // A Binding gets its keep when the shard says in Opened that it
 // checkpoints the session (Binding.keepOn). Callers: the device's handler
 // (upSent, downAcked, with the device's Lock), the link reader
-// (checkpoint, upAcked, downSent) and a failing link (recoverOpen, with
-// the device's Lock); mu is a leaf lock.
+// (checkpoint, downSent) and a failing link (recoverOpen, with the
+// device's Lock); mu is a leaf lock.
 type keep struct {
 	mu       sync.Mutex
 	ckpt     []byte // the last checkpoint's ext
 	ckptUp   uint32 // its last_up
 	gapUp    uint32 // highest upstream seq dropped from up
 	upHigh   uint32 // highest upstream seq kept
-	ackedUp  uint32 // highest upstream seq the shard ACKed
 	downHigh uint32 // highest reliable downstream seq sent to the device
 	up       []byte // reliable upstream after ckptUp
 	down     []byte // reliable downstream not ACKed by the device
@@ -39,8 +37,8 @@ type keep struct {
 
 // Errors of recoverOpen.
 var (
-	errNoCheckpoint = errors.New("server: no checkpoint of the session")
-	errKeepGap      = errors.New("server: upstream frames after the checkpoint were dropped")
+	errNoCheckpoint = errors.New("remote: no checkpoint of the session")
+	errKeepGap      = errors.New("remote: upstream frames after the checkpoint were dropped")
 )
 
 // size is what k holds, for the gauge.
@@ -59,9 +57,6 @@ func (b *Binding) keepOn(on bool, m *Metrics) {
 	}
 }
 
-// keeping returns b's keep, nil when its shard does not checkpoint.
-func (b *Binding) keeping() *keep { return b.keep.Load() }
-
 // reset forgets everything (the session ended, or its shard stopped
 // checkpointing it).
 func (k *keep) reset(st *Metrics) {
@@ -69,7 +64,7 @@ func (k *keep) reset(st *Metrics) {
 	defer k.mu.Unlock()
 	st.keepBytes(-k.size())
 	k.ckpt, k.up, k.down = nil, nil, nil
-	k.ckptUp, k.gapUp, k.ackedUp, k.downHigh, k.upHigh = 0, 0, 0, 0, 0
+	k.ckptUp, k.gapUp, k.downHigh, k.upHigh = 0, 0, 0, 0
 }
 
 // checkpoint takes a Checkpoint of the session: its ext and last_up. The
@@ -105,13 +100,6 @@ func (k *keep) upSent(seq uint32, flags protocol.Flags, payload []byte, limit in
 	st.keepBytes(k.size() - before)
 }
 
-// upAcked notes the shard's UpAck.
-func (k *keep) upAcked(seq uint32) {
-	k.mu.Lock()
-	k.ackedUp = max(k.ackedUp, seq)
-	k.mu.Unlock()
-}
-
 // downSent keeps a reliable downstream frame sent to the device.
 func (k *keep) downSent(seq uint32, flags protocol.Flags, payload []byte, limit int, st *Metrics) {
 	k.mu.Lock()
@@ -141,9 +129,9 @@ func (k *keep) downAcked(seq uint32, st *Metrics) {
 // recoverOpen returns the ext of the migrated Open that reopens the
 // session on another shard after its shard failed, and the upstream
 // frames to replay there after Opened (k's copy is emptied: the replay
-// keeps them again). replay in the ext is the highest upstream seq the
-// failed shard ACKed.
-func (k *keep) recoverOpen(device, node string, st *Metrics) ([]byte, []byte, error) {
+// keeps them again). acked, the highest upstream seq the device got an
+// ACK for, becomes the ext's replay: those frames were accepted.
+func (k *keep) recoverOpen(device, node string, acked uint32, st *Metrics) ([]byte, []byte, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	switch {
@@ -156,7 +144,7 @@ func (k *keep) recoverOpen(device, node string, st *Metrics) ([]byte, []byte, er
 	if err != nil {
 		return nil, nil, err
 	}
-	x.LastUp, x.Replay = k.ckptUp, max(k.ackedUp, k.ckptUp)
+	x.LastUp, x.Replay = k.ckptUp, max(acked, k.ckptUp)
 	x.DownSeq = max(x.DownSeq, k.downHigh)
 	x.Outbox = x.Outbox[:0]
 	for b := k.down; len(b) > 0; {

@@ -42,14 +42,13 @@ func TestKeepRecoverOpen(t *testing.T) {
 	m := NewMetrics(nil)
 	st := keepCounts{m}
 	k := &keep{}
-	if _, _, err := k.recoverOpen("dev", "gw", m); err != errNoCheckpoint {
+	if _, _, err := k.recoverOpen("dev", "gw", 0, m); err != errNoCheckpoint {
 		t.Fatalf("recover without checkpoint: %v", err)
 	}
 	k.checkpoint(1, ckptExt(t, "c1", 1, 0), m)
 	for seq := uint32(2); seq <= 5; seq++ {
 		k.upSent(seq, protocol.FlagAckRequested, []byte("u"), 1<<10, m)
 	}
-	k.upAcked(4)
 	k.downSent(1, protocol.FlagAckRequested, []byte("d1"), 1<<10, m)
 	k.downSent(2, protocol.FlagAckRequested, []byte("d2"), 1<<10, m)
 	k.downAcked(1, m)
@@ -58,7 +57,7 @@ func TestKeepRecoverOpen(t *testing.T) {
 	if got := seqs(t, k.up); len(got) != 2 || got[0] != 4 || got[1] != 5 {
 		t.Fatalf("up after checkpoint 3: %v", got)
 	}
-	ext, held, err := k.recoverOpen("dev", "gw", m)
+	ext, held, err := k.recoverOpen("dev", "gw", 4, m) // the device was ACKed through 4
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,11 +96,11 @@ func TestKeepOverflow(t *testing.T) {
 	if got := seqs(t, k.up); len(got) != 3 || got[0] != 3 || st.upDrops() != 2 {
 		t.Fatalf("up %v, drops %d", got, st.upDrops())
 	}
-	if _, _, err := k.recoverOpen("dev", "gw", m); err != errKeepGap {
+	if _, _, err := k.recoverOpen("dev", "gw", 0, m); err != errKeepGap {
 		t.Fatalf("recover with a gap: %v", err)
 	}
 	k.checkpoint(2, ckptExt(t, "c2", 2, 0), m)
-	if _, _, err := k.recoverOpen("dev", "gw", m); err != nil {
+	if _, _, err := k.recoverOpen("dev", "gw", 0, m); err != nil {
 		t.Fatalf("recover once a checkpoint covers the gap: %v", err)
 	}
 	k.downSent(1, protocol.FlagAckRequested, make([]byte, 10), limit, m)
@@ -110,7 +109,7 @@ func TestKeepOverflow(t *testing.T) {
 	}
 	b := &Binding{}
 	b.keep.Store(k)
-	if b.keepOn(false, m); st.bytes() != 0 || k.ckpt != nil || k.down != nil || b.keeping() != nil {
+	if b.keepOn(false, m); st.bytes() != 0 || k.ckpt != nil || k.down != nil || b.keep.Load() != nil {
 		t.Fatalf("a shard that stopped checkpointing: gauge %d, %+v", st.bytes(), k)
 	}
 }

@@ -327,9 +327,6 @@ func (l *link) dispatch(e *protocol.Envelope) {
 		d.Fail(code, "refused by backend: "+x.Reason)
 	case protocol.LinkUpAck:
 		if e.Epoch == b.epoch.Load() {
-			if k := b.keeping(); k != nil {
-				k.upAcked(e.Seq)
-			}
 			if e.Seq >= b.acked.Load() {
 				b.acked.Store(e.Seq)
 				l.queueTo(d, b, protocol.TypeAck, 0, e.Seq, nil)
@@ -337,13 +334,13 @@ func (l *link) dispatch(e *protocol.Envelope) {
 		}
 	case protocol.LinkDown:
 		if e.Epoch == b.epoch.Load() {
-			if k := b.keeping(); k != nil && e.Seq > 0 && e.Flags&protocol.FlagAckRequested != 0 {
+			if k := b.keep.Load(); k != nil && e.Seq > 0 && e.Flags&protocol.FlagAckRequested != 0 {
 				k.downSent(e.Seq, e.Flags, e.Payload, l.r.cfg.KeepBuffer, l.r.m)
 			}
 			l.queueTo(d, b, protocol.TypeData, e.Flags, e.Seq, e.Payload)
 		}
 	case protocol.LinkCheckpoint:
-		if k := b.keeping(); k != nil && e.Epoch == b.epoch.Load() {
+		if k := b.keep.Load(); k != nil && e.Epoch == b.epoch.Load() {
 			k.checkpoint(e.Seq, e.Ext, l.r.m)
 		}
 	case protocol.LinkSubscribe, protocol.LinkUnsub:
