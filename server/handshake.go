@@ -1,7 +1,10 @@
 package server
 
 import (
+	"errors"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/switchyard-gw/switchyard/protocol"
 	"github.com/switchyard-gw/switchyard/server/remote"
@@ -28,6 +31,13 @@ func (c *conn) handshake(f *protocol.Frame) {
 	}
 	if g.draining.Load() {
 		c.fail(protocol.CodeUnavailable, "gateway draining")
+		return
+	}
+	if c.peerClosed() {
+		// Nobody would read the WELCOME, and attaching would take the
+		// device's session from the connection it has now.
+		g.metrics.handshakesAbandoned.Inc()
+		c.shut(reasonPeer)
 		return
 	}
 	var resumeID *[16]byte
@@ -91,4 +101,34 @@ func (c *conn) welcome(resumed bool, last uint32, now time.Time) {
 		return
 	}
 	c.queue(protocol.TypeWelcome, 0, 0, p)
+}
+
+// peerClosed reports whether the device has already closed its end of the
+// connection (FIN or reset, nothing left to read). netpoll hands over the
+// bytes that came with a FIN before it reports the close, so a HELLO can
+// be handled after its device gave up on this connection: on a saturated
+// gateway the HELLO waited past the device's handshake deadline, and the
+// device has reconnected since. Attached, such a HELLO would take the
+// session over from the device's new connection (409) and, on a shard,
+// replace the session that connection resumed, so that its next resume
+// finds nothing and starts afresh (found by tools/scale at 10,000
+// sessions, the ramp of a saturated box). One peek per HELLO, never on
+// the frame path. A device that half-closes after its HELLO counts as
+// gone too: it could not send the heartbeats that keep it anyway.
+func (c *conn) peerClosed() bool {
+	if c.fd <= 0 {
+		return false
+	}
+	var b [1]byte
+	for {
+		n, _, err := unix.Recvfrom(c.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err == nil:
+			return n == 0
+		default:
+			return errors.Is(err, unix.ECONNRESET)
+		}
+	}
 }

@@ -46,21 +46,22 @@ type gatewayMetrics struct {
 	set    *metrics.Set
 	remote *remote.Metrics
 
-	accepted          *metrics.Counter
-	rejectMaxConns    *metrics.Counter
-	rejectAcceptRate  *metrics.Counter
-	rejectDraining    *metrics.Counter
-	handshakes        *metrics.Counter
-	resumed           *metrics.Counter
-	resumeRejected    *metrics.Counter
-	takeovers         *metrics.Counter
-	framesIn          *metrics.Counter
-	framesOut         *metrics.Counter
-	bytesIn           *metrics.Counter
-	bytesOut          *metrics.Counter
-	goaways           *metrics.Counter
-	handshakeDuration *metrics.PrometheusHistogram
-	frameDuration     *metrics.PrometheusHistogram
+	accepted            *metrics.Counter
+	rejectMaxConns      *metrics.Counter
+	rejectAcceptRate    *metrics.Counter
+	rejectDraining      *metrics.Counter
+	handshakes          *metrics.Counter
+	handshakesAbandoned *metrics.Counter
+	resumed             *metrics.Counter
+	resumeRejected      *metrics.Counter
+	takeovers           *metrics.Counter
+	framesIn            *metrics.Counter
+	framesOut           *metrics.Counter
+	bytesIn             *metrics.Counter
+	bytesOut            *metrics.Counter
+	goaways             *metrics.Counter
+	handshakeDuration   *metrics.PrometheusHistogram
+	frameDuration       *metrics.PrometheusHistogram
 
 	disconnects map[string]*metrics.Counter
 	drops       map[string]*metrics.Counter
@@ -74,21 +75,22 @@ type gatewayMetrics struct {
 func newGatewayMetrics() *gatewayMetrics {
 	s := metrics.NewSet()
 	m := &gatewayMetrics{
-		set:               s,
-		accepted:          s.NewCounter("switchyard_connections_accepted_total"),
-		rejectMaxConns:    s.NewCounter(`switchyard_connections_rejected_total{reason="max_conns"}`),
-		rejectAcceptRate:  s.NewCounter(`switchyard_connections_rejected_total{reason="accept_rate"}`),
-		rejectDraining:    s.NewCounter(`switchyard_connections_rejected_total{reason="draining"}`),
-		handshakes:        s.NewCounter("switchyard_handshakes_total"),
-		resumed:           s.NewCounter("switchyard_sessions_resumed_total"),
-		resumeRejected:    s.NewCounter("switchyard_resume_rejected_total"),
-		takeovers:         s.NewCounter("switchyard_session_takeovers_total"),
-		framesIn:          s.NewCounter("switchyard_frames_received_total"),
-		framesOut:         s.NewCounter("switchyard_frames_sent_total"),
-		bytesIn:           s.NewCounter("switchyard_received_bytes_total"),
-		bytesOut:          s.NewCounter("switchyard_sent_bytes_total"),
-		goaways:           s.NewCounter("switchyard_goaways_sent_total"),
-		handshakeDuration: s.NewPrometheusHistogram("switchyard_handshake_duration_seconds"),
+		set:                 s,
+		accepted:            s.NewCounter("switchyard_connections_accepted_total"),
+		rejectMaxConns:      s.NewCounter(`switchyard_connections_rejected_total{reason="max_conns"}`),
+		rejectAcceptRate:    s.NewCounter(`switchyard_connections_rejected_total{reason="accept_rate"}`),
+		rejectDraining:      s.NewCounter(`switchyard_connections_rejected_total{reason="draining"}`),
+		handshakes:          s.NewCounter("switchyard_handshakes_total"),
+		handshakesAbandoned: s.NewCounter("switchyard_handshakes_abandoned_total"),
+		resumed:             s.NewCounter("switchyard_sessions_resumed_total"),
+		resumeRejected:      s.NewCounter("switchyard_resume_rejected_total"),
+		takeovers:           s.NewCounter("switchyard_session_takeovers_total"),
+		framesIn:            s.NewCounter("switchyard_frames_received_total"),
+		framesOut:           s.NewCounter("switchyard_frames_sent_total"),
+		bytesIn:             s.NewCounter("switchyard_received_bytes_total"),
+		bytesOut:            s.NewCounter("switchyard_sent_bytes_total"),
+		goaways:             s.NewCounter("switchyard_goaways_sent_total"),
+		handshakeDuration:   s.NewPrometheusHistogram("switchyard_handshake_duration_seconds"),
 		frameDuration: s.NewPrometheusHistogramExt("switchyard_frame_handle_seconds",
 			[]float64{2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 1e-4, 1e-3, 1e-2}),
 		disconnects: map[string]*metrics.Counter{},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/switchyard-gw/switchyard/internal/poll"
 	"github.com/switchyard-gw/switchyard/protocol"
 	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sys/unix"
 )
 
 func mustMP(t *testing.T, v any) []byte {
@@ -381,5 +383,66 @@ func TestPartialFramesHoldNoGoroutine(t *testing.T) {
 	}
 	if f := d.read(); f.Type != protocol.TypePong || string(f.Payload) != "slow" {
 		t.Fatalf("pong %+v", f)
+	}
+}
+
+// A HELLO the gateway reads only after its device closed that connection
+// (the device gave up waiting and has reconnected since) takes nothing
+// over: the device's live connection keeps its session, with or without
+// a resume token in the stale HELLO. The stale connection sends its HELLO
+// and FIN in one segment (TCP_CORK, then shutdown), so the gateway has
+// the FIN in hand whenever it reads the HELLO.
+func TestStaleHelloTakesNothing(t *testing.T) {
+	g := startGateway(t, Config{})
+	live := dial(t, g)
+	w := live.hello(protocol.Hello{ID: "dev"})
+	for i, stale := range []protocol.Hello{{V: 1, ID: "dev"}, {V: 1, ID: "dev", Resume: w.Resume}} {
+		p, err := protocol.EncodeHello(&stale)
+		if err != nil {
+			t.Fatal(err)
+		}
+		helloAndFIN(t, g, protocol.AppendFrame(nil, protocol.TypeHello, 0, 0, p))
+		waitFor(t, "the stale HELLO handled", func() bool {
+			return metric(g, "switchyard_handshakes_abandoned_total") == float64(i+1) || g.metrics.takeovers.Get() > 0
+		})
+		if got := g.metrics.takeovers.Get(); got != 0 {
+			t.Fatalf("stale HELLO %d took the session over (takeovers = %d)", i, got)
+		}
+		live.send(protocol.TypeData, protocol.FlagAckRequested, uint32(i+1), []byte{byte(i)})
+		for acked := false; !acked; {
+			switch f := live.read(); f.Type {
+			case protocol.TypeAck:
+				acked = f.Seq == uint32(i+1)
+			case protocol.TypeError:
+				t.Fatalf("after stale HELLO %d the live connection got ERROR %s", i, errText(f))
+			}
+		}
+	}
+}
+
+// helloAndFIN connects to g and sends b with the FIN in the same segment.
+func helloAndFIN(t *testing.T, g *Gateway, b []byte) {
+	t.Helper()
+	nc, err := net.Dial("tcp", g.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	tc := nc.(*net.TCPConn)
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, 1)
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	if _, err := tc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := tc.CloseWrite(); err != nil {
+		t.Fatal(err)
 	}
 }
