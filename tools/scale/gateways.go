@@ -74,8 +74,21 @@ type gatewayEvent struct {
 	ReconnectMax     int64   `json:"reconnect_max"`
 	PeakRatio        float64 `json:"reconnect_peak_ratio"` // max / mean
 	DeviceBackS      float64 `json:"device_back_s"`
-	DeviceDisconn    int64   `json:"device_disconnects"`
-	DeviceErrors     int64   `json:"device_errors"`
+	// The same over loadgen's connection attempts (reconnects, failed ones
+	// included) from the first row with any to the last: the pace the
+	// drain's GOAWAYs set, where devices back above is that pace as the
+	// gateways and shards could answer it.
+	Attempts     []int64 `json:"attempts_per_s"`
+	AttemptMean  float64 `json:"attempt_mean"`
+	AttemptMax   int64   `json:"attempt_max"`
+	AttemptRatio float64 `json:"attempt_peak_ratio"` // max / mean
+	// HELLOs read after their device had closed the connection, on every
+	// gateway before the event (the ramp and the hold) and on the others
+	// during it (switchyard_handshakes_abandoned_total).
+	AbandonedBefore float64 `json:"handshakes_abandoned_before"`
+	Abandoned       float64 `json:"handshakes_abandoned"`
+	DeviceDisconn   int64   `json:"device_disconnects"`
+	DeviceErrors    int64   `json:"device_errors"`
 }
 
 // gwReading is what a gateway event reads off the gateways' pages.
@@ -89,6 +102,7 @@ type gwReading struct {
 	// unavailable is the others' ERROR 503s sent, links their backend links.
 	unavailable float64
 	links       float64
+	abandoned   float64            // every gateway's, the lost one's too
 	dropped     map[string]float64 // the others' frames dropped, by reason
 }
 
@@ -96,6 +110,7 @@ type gwReading struct {
 func readGateways(pages []map[string]float64, lost int) gwReading {
 	r := gwReading{dropped: map[string]float64{}}
 	for i, m := range pages {
+		r.abandoned += m["switchyard_handshakes_abandoned_total"]
 		if i == lost {
 			r.held, r.goaways = m["switchyard_sessions"], m["switchyard_goaways_sent_total"]
 			continue
@@ -145,6 +160,7 @@ func (cl *cluster) runGatewayEvent(ctx context.Context, c *config, kind string, 
 	}
 	g.cmd.Process.Signal(sig)
 	ev.Gateway, ev.AtS, ev.Held = g.name, t0.Sub(start).Seconds(), base.held
+	ev.AbandonedBefore = base.abandoned
 	lastGoAways := base.goaways
 	ev.LinksBefore, ev.LinksMin = base.links, base.links
 	var r gwReading
@@ -183,6 +199,8 @@ func (cl *cluster) runGatewayEvent(ctx context.Context, c *config, kind string, 
 	}
 	ev.Resumed, ev.ResumeRejected, ev.Disconnects = r.resumed-base.resumed, r.rejected-base.rejected, r.disconnect-base.disconnect
 	ev.Unavailable = r.unavailable - base.unavailable
+	// The lost gateway's page is gone after it exits: count the others'.
+	ev.Abandoned = max(0, r.abandoned-base.abandoned)
 	for k, v := range r.dropped {
 		if d := v - base.dropped[k]; d != 0 {
 			if ev.Dropped == nil {
@@ -237,6 +255,7 @@ func (ev *gatewayEvent) devices(rows []loadgenSecond) {
 			in = append(in, r)
 		}
 	}
+	ev.attempts(in)
 	for i, r := range in {
 		ev.DeviceDisconn += r.Disconnects
 		ev.DeviceErrors += r.Errors
@@ -258,6 +277,31 @@ func (ev *gatewayEvent) devices(rows []loadgenSecond) {
 	ev.ReconnectMean = float64(ev.ReconnectTotal) / float64(len(ev.DeviceReconnects))
 	ev.PeakRatio = float64(ev.ReconnectMax) / ev.ReconnectMean
 	ev.DeviceBackS = in[last].T - ev.AtS
+}
+
+// attempts fills the connection-attempt figures from the rows in the
+// event's period.
+func (ev *gatewayEvent) attempts(in []loadgenSecond) {
+	first, last := -1, -1
+	for i, r := range in {
+		if r.Reconnects > 0 {
+			if first < 0 {
+				first = i
+			}
+			last = i
+		}
+	}
+	if first < 0 {
+		return
+	}
+	var total int64
+	for _, r := range in[first : last+1] {
+		ev.Attempts = append(ev.Attempts, r.Reconnects)
+		total += r.Reconnects
+		ev.AttemptMax = max(ev.AttemptMax, r.Reconnects)
+	}
+	ev.AttemptMean = float64(total) / float64(len(ev.Attempts))
+	ev.AttemptRatio = float64(ev.AttemptMax) / ev.AttemptMean
 }
 
 // gatewayDevices fills every gateway event's device-side figures.
@@ -332,6 +376,8 @@ func (s *summary) gatewayText(b *strings.Builder) {
 			ev.Resumed, ev.ResumeRejected, ev.Disconnects, ev.Unavailable, ev.Dropped, ev.LinksBefore, ev.LinksMin, ints(ev.GatewayResumes), ints(ev.GoAways))
 		fmt.Fprintf(b, "    devices: back per second %v (total %d, mean %.0f/s, max %d, max/mean %.2f), last back within %.1f s; %d disconnects, %d errors\n",
 			ev.DeviceReconnects, ev.ReconnectTotal, ev.ReconnectMean, ev.ReconnectMax, ev.PeakRatio, ev.DeviceBackS, ev.DeviceDisconn, ev.DeviceErrors)
+		fmt.Fprintf(b, "    devices: connection attempts per second %v (mean %.0f/s, max %d, max/mean %.2f); stale HELLOs dropped %.0f before the event, %.0f during it\n",
+			ev.Attempts, ev.AttemptMean, ev.AttemptMax, ev.AttemptRatio, ev.AbandonedBefore, ev.Abandoned)
 	}
 }
 

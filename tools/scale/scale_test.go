@@ -304,8 +304,8 @@ switchyard_disconnects_total{reason="drain"} 7
 func TestGatewayDevices(t *testing.T) {
 	rows := []loadgenSecond{
 		{T: 20, Up: 100}, {T: 21, Up: 100, Reconnected: 3}, // before the event (at 21.5): not counted
-		{T: 22, Up: 100, Disconnects: 1, Errors: 1}, {T: 23, Up: 90, Reconnected: 10, Disconnects: 20, Errors: 20},
-		{T: 24, Up: 95, Reconnected: 30, Disconnects: 10}, {T: 25, Up: 100, Reconnected: 20},
+		{T: 22, Up: 100, Disconnects: 1, Errors: 1, Reconnects: 4}, {T: 23, Up: 90, Reconnected: 10, Disconnects: 20, Errors: 20, Reconnects: 24},
+		{T: 24, Up: 95, Reconnected: 30, Disconnects: 10, Reconnects: 20}, {T: 25, Up: 100, Reconnected: 20},
 		{T: 26, Up: 100}, {T: 28, Up: 100, Reconnected: 5}, // two seconds after it settled: another event's
 	}
 	ev := gatewayEvent{AtS: 21.5, ResumedS: 3.2, BackS: 3.3, ExitS: 2}
@@ -313,6 +313,10 @@ func TestGatewayDevices(t *testing.T) {
 	if !slices.Equal(ev.DeviceReconnects, []int64{10, 30, 20}) || ev.ReconnectTotal != 60 || ev.ReconnectMean != 20 ||
 		ev.ReconnectMax != 30 || ev.PeakRatio != 1.5 || ev.DeviceBackS != 3.5 || ev.DeviceDisconn != 31 || ev.DeviceErrors != 21 {
 		t.Errorf("%+v", ev)
+	}
+	// Attempts: from the first row with any to the last (4, 24, 20).
+	if !slices.Equal(ev.Attempts, []int64{4, 24, 20}) || ev.AttemptMax != 24 || ev.AttemptMean != 16 || ev.AttemptRatio != 1.5 {
+		t.Errorf("attempts: %+v", ev)
 	}
 	none := gatewayEvent{AtS: 21.5}
 	none.devices(rows[:2])
