@@ -76,7 +76,7 @@ func (g *gossip) Announce(ctx context.Context, a Announcement) error {
 func (g *gossip) joinLocked(ctx context.Context, a Announcement, state cluster.State) error {
 	cfg := g.cfg
 	cfg.Meta = cluster.Meta{Role: cluster.RoleBackend, Shard: a.Shard, Link: a.Link, State: state,
-		Version: cfg.Meta.Version, Labels: cfg.Meta.Labels}
+		Version: cfg.Meta.Version, Labels: a.Labels}
 	if cfg.Logger == nil {
 		cfg.Logger = g.srv.cfg.Logger
 	}

@@ -185,11 +185,11 @@ func (mv *mover) begin(d Device) beginResult {
 		return beginLater
 	}
 	id, device := d.Session()
-	shard, _, err := mv.r.dir.Owner(device)
+	p, err := mv.r.dir.Owner(device, b.tags)
 	if err != nil {
 		return beginLater
 	}
-	if shard == b.link.shard {
+	if p.Shard == b.link.shard {
 		return beginNone
 	}
 	m := &move{from: b.link, epoch: b.epoch.Load(), start: time.Now()}
@@ -254,7 +254,7 @@ func (mv *mover) state(l *link, d Device, e *protocol.Envelope) {
 		return
 	}
 	id, device := d.Session()
-	shard, addr, err := mv.r.dir.Owner(device)
+	p, err := mv.r.dir.Owner(device, d.Binding().tags)
 	if err != nil {
 		mv.fail(d, moveNoShard, err.Error())
 		return
@@ -264,9 +264,9 @@ func (mv *mover) state(l *link, d Device, e *protocol.Envelope) {
 		mv.fail(d, moveSnapshot, err.Error())
 		return
 	}
-	to := mv.r.linkTo(shard, addr, int(id[0]))
+	to := mv.r.linkTo(p.Shard, p.Addr, int(id[0]))
 	if to == nil {
-		mv.fail(d, moveLink, "no link to "+shard)
+		mv.fail(d, moveLink, "no link to "+p.Shard)
 		return
 	}
 	// Under the table lock, so that a close of the device (which takes
@@ -283,7 +283,9 @@ func (mv *mover) state(l *link, d Device, e *protocol.Envelope) {
 	t.mu.Unlock()
 	if err != nil {
 		mv.fail(d, moveLink, err.Error())
+		return
 	}
+	mv.r.m.placed(p)
 }
 
 // binding returns d's link and epoch, read under the lock a move's end
