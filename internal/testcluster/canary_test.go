@@ -2,6 +2,7 @@ package testcluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -194,8 +195,21 @@ func TestCanaryRolloutMovesLiveSessions(t *testing.T) {
 		}
 	}
 	step("connect", nil)
+	if err := c.Gateway(0).SetRules(canaryRule(0)); !errors.Is(err, router.ErrInvalidRule) || c.Gateway(0).Rules() != nil {
+		t.Fatalf("SetRules with percent 0: %v, rules now %v", err, c.Gateway(0).Rules())
+	}
 	step("rule at 1%", canaryRule(1))
 	step("widened to 10%", canaryRule(10))
+	if got := c.Gateway(1).Rules(); len(got) != 1 || got[0].Percent != 10 {
+		t.Fatalf("Rules() = %+v", got)
+	}
+	placed := ""
+	for i := range 2 {
+		placed += scrape(t, c.Gateway(i).AdminAddr(), `switchyard_canary_placements_total{rule="v21",result="placed"}`)
+	}
+	if placed == "" {
+		t.Error("no placement by rule v21 counted in switchyard_canary_placements_total")
+	}
 	step("rule removed", nil)
 }
 
@@ -222,5 +236,50 @@ func TestCanaryStickyAcrossReconnects(t *testing.T) {
 	}
 	if sides[true] == 0 || sides[false] == 0 {
 		t.Fatalf("devices on one side only: %v", sides)
+	}
+}
+
+// TestCanaryPushReachesDevice: a Push from any shard reaches a device
+// wherever the gateways' rules placed it, although shards do not know the
+// rules (backend/forward.go probes the shards it may be on): a device the
+// rule sends to the canary shard, and a device no rule selects whose ring
+// owner is the canary shard (it lives on a stable shard, not its owner).
+func TestCanaryPushReachesDevice(t *testing.T) {
+	rules := canaryRule(100)
+	c := canaryCluster(t, rules)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*moveWait)
+	defer cancel()
+	var canary, displaced *canaryDevice
+	for i := 0; canary == nil || displaced == nil; i++ {
+		id := fmt.Sprintf("pushed-%d", i)
+		switch {
+		case canary == nil && c.Owner(id) != "s2":
+			canary = &canaryDevice{id: id, tags: map[string]string{"model": "x1"}}
+		case displaced == nil && c.Owner(id) == "s2":
+			displaced = &canaryDevice{id: id, tags: map[string]string{"model": "x2"}}
+		}
+	}
+	for _, dv := range []*canaryDevice{canary, displaced} {
+		holder := canaryPlace(t, c, rules, dv.id, dv.tags)
+		if holder == c.Owner(dv.id) {
+			t.Fatalf("%s is on its ring owner %s: not a canary case", dv.id, holder)
+		}
+		d := Dial(ctx, t, client.Config{Addr: c.Addrs()[0], ID: dv.id, Tags: dv.tags})
+		if got := served(ctx, t, d); got != holder {
+			t.Fatalf("%s served by %s, want %s", dv.id, got, holder)
+		}
+		for _, from := range c.Active() {
+			if from == holder {
+				continue
+			}
+			msg := "push from " + from
+			if err := c.ShardByName(from).Push(dv.id, []byte(msg), true); err != nil {
+				t.Fatalf("%s (on %s, ring owner %s): Push from %s: %v", dv.id, holder, c.Owner(dv.id), from, err)
+			}
+			m, err := d.Recv(ctx)
+			if err != nil || string(m.Payload) != msg {
+				t.Fatalf("%s: received %q, %v; want %q", dv.id, m.Payload, err, msg)
+			}
+		}
 	}
 }
