@@ -83,7 +83,7 @@ func (r *Backend) expireLost(now time.Time) {
 }
 
 // recover reopens d's session, whose shard failed (dead was its link), on
-// the shard the ring names now. It reports whether d is taken care of;
+// the shard the Directory names now. It reports whether d is taken care of;
 // false: the caller fails the device with 503. Called by the failing
 // link's goroutine, no lock held.
 func (mv *mover) recover(dead *link, d Device) bool {

@@ -170,8 +170,8 @@ const (
 	beginLater                    // not now (opening, moving, no owner, link busy): look again
 )
 
-// begin starts moving d when its shard is not the ring's owner of its
-// device: it pauses d's upstream and asks the old shard for the state.
+// begin starts moving d when its shard is not the one the Directory
+// names for its device and tags: it pauses d's upstream and asks the old shard for the state.
 func (mv *mover) begin(d Device) beginResult {
 	d.Lock()
 	defer d.Unlock()
@@ -238,7 +238,7 @@ func (mv *mover) hold(d Device, f *protocol.Frame) bool {
 }
 
 // state handles the old shard's State for d (link reader of l): the
-// session opens on the shard the ring names now, with that state and a
+// session opens on the shard the Directory names now, with that state and a
 // higher epoch.
 func (mv *mover) state(l *link, d Device, e *protocol.Envelope) {
 	d.Lock()
