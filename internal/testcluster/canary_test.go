@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/switchyard-gw/switchyard/backend"
 	"github.com/switchyard-gw/switchyard/client"
@@ -280,6 +281,47 @@ func TestCanaryPushReachesDevice(t *testing.T) {
 			if err != nil || string(m.Payload) != msg {
 				t.Fatalf("%s: received %q, %v; want %q", dv.id, m.Payload, err, msg)
 			}
+		}
+	}
+}
+
+// TestCanaryResumeAcrossGateways: a gateway drains and its devices resume
+// their sessions on the other gateway, which places them by the tags of
+// the resuming HELLO on the same side: each device is served by the same
+// shard, its counter goes on.
+func TestCanaryResumeAcrossGateways(t *testing.T) {
+	rules := canaryRule(10)
+	c := canaryCluster(t, rules)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*moveWait)
+	defer cancel()
+	addrs := c.Addrs()
+	waitGateways(ctx, t, c.Gateway(0).AdminAddr(), 2, 0)
+	devs := canaryDevices(t, c)
+	for _, dv := range devs {
+		dv.d = Dial(ctx, t, client.Config{Addr: addrs[0], ID: dv.id, Tags: dv.tags})
+		if shard, n := exchangeCount(ctx, t, dv.d); shard != canaryPlace(t, c, rules, dv.id, dv.tags) || n != 1 {
+			t.Fatalf("%s: served by %s with count %d", dv.id, shard, n)
+		}
+	}
+	dctx, dcancel := context.WithTimeout(ctx, 4*time.Second)
+	defer dcancel()
+	closed := make(chan error, 1)
+	go func() { closed <- c.Gateway(0).Close(dctx) }()
+	waitUntil(t, "every device left the draining gateway", func() bool {
+		for _, dv := range devs {
+			if dv.d.Stats().Reconnects == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if err := <-closed; err != nil {
+		t.Logf("gw0's drain: %v (what matters is where the devices went)", err)
+	}
+	for _, dv := range devs {
+		want := canaryPlace(t, c, rules, dv.id, dv.tags)
+		if shard, n := exchangeCount(ctx, t, dv.d); shard != want || n != 2 {
+			t.Errorf("%s %v resumed through gw1: served by %s with count %d, want %s with 2", dv.id, dv.tags, shard, n, want)
 		}
 	}
 }
