@@ -42,6 +42,15 @@ import (
 // owner and waits there as above. Without labelled shards there is no
 // probe: placement is the ring's.
 //
+// At most one shard holds a device's session live, so a call is delivered
+// once. Two corner cases: a probe answered after probeTimeout may have
+// delivered although the call goes on to the ring owner (which delivers
+// only if the session moved there meanwhile; otherwise the caller sees
+// ErrNotConnected for a delivered call, as with ErrForwardTimeout); and a
+// shard older than probes ignores the flag and keeps the call waiting for
+// the session like any forwarded call, so during a rolling upgrade of the
+// shards a call may be delivered late rather than answered "not here".
+//
 //	caller ──probe{push, id1..n}──▶ each candidate: deliver now, or reply "not here"
 //	       ◀── first delivery (or the session's error) ends the call; all "not here": the ring owner as above
 
