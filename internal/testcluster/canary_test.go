@@ -35,6 +35,15 @@ func canaryCluster(t *testing.T, rules []router.Rule) *Cluster {
 	return c
 }
 
+// canaryRun starts the cluster with rules and returns it with the test's
+// deadline.
+func canaryRun(t *testing.T, rules []router.Rule) (*Cluster, context.Context) {
+	c := canaryCluster(t, rules)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*moveWait)
+	t.Cleanup(cancel)
+	return c, ctx
+}
+
 // canaryPlace is where the gateways must place id under rules: the
 // router's rules over the labelled ring of the running shards.
 func canaryPlace(t *testing.T, c *Cluster, rules []router.Rule, id string, tags map[string]string) string {
@@ -219,9 +228,7 @@ func TestCanaryRolloutMovesLiveSessions(t *testing.T) {
 // connects, through the same gateway or the other one.
 func TestCanaryStickyAcrossReconnects(t *testing.T) {
 	rules := canaryRule(10)
-	c := canaryCluster(t, rules)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*moveWait)
-	defer cancel()
+	c, ctx := canaryRun(t, rules)
 	addrs := c.Addrs()
 	sides := map[bool]int{}
 	for _, dv := range canaryDevices(t, c) {
@@ -247,9 +254,7 @@ func TestCanaryStickyAcrossReconnects(t *testing.T) {
 // owner is the canary shard (it lives on a stable shard, not its owner).
 func TestCanaryPushReachesDevice(t *testing.T) {
 	rules := canaryRule(100)
-	c := canaryCluster(t, rules)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*moveWait)
-	defer cancel()
+	c, ctx := canaryRun(t, rules)
 	var canary, displaced *canaryDevice
 	for i := 0; canary == nil || displaced == nil; i++ {
 		id := fmt.Sprintf("pushed-%d", i)
@@ -291,9 +296,7 @@ func TestCanaryPushReachesDevice(t *testing.T) {
 // shard, its counter goes on.
 func TestCanaryResumeAcrossGateways(t *testing.T) {
 	rules := canaryRule(10)
-	c := canaryCluster(t, rules)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*moveWait)
-	defer cancel()
+	c, ctx := canaryRun(t, rules)
 	addrs := c.Addrs()
 	waitGateways(ctx, t, c.Gateway(0).AdminAddr(), 2, 0)
 	devs := canaryDevices(t, c)
