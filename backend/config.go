@@ -3,11 +3,13 @@ package backend
 import (
 	"errors"
 	"fmt"
-	"github.com/switchyard-gw/switchyard/cluster"
 	"log/slog"
+	"maps"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/cluster"
 	"github.com/switchyard-gw/switchyard/protocol"
+	"github.com/switchyard-gw/switchyard/router"
 )
 
 // Defaults. Every Config field left at its zero value takes one of these.
@@ -106,10 +108,18 @@ type Config struct {
 	// active at Start, draining at Drain, left at Close. Nil: nothing is
 	// announced.
 	Announcer Announcer
+	// Labels are the shard's labels (e.g. version=2.1, zone=a), announced
+	// with it (Announcement.Labels, the gossip metadata): the gateways'
+	// canary rules place their cohorts on the shards whose labels include
+	// the rule's (docs/operations.md "Canary roll-out"). Keys and values
+	// are tokens (router.ValidToken), at most router.MaxLabels. Nil: the
+	// shard is unlabelled and takes the devices no rule selects.
+	Labels map[string]string
 	// Gossip, when set (and Announcer and Forwarder are nil), makes the
 	// shard a cluster member: it announces itself by gossip and forwards
 	// Push and Kick to the owning shard. Its Meta is filled in (only
-	// Meta.Version and Meta.Labels are taken from here).
+	// Meta.Version is taken from here; Meta.Labels too when Labels is
+	// nil, as before Labels existed).
 	Gossip *cluster.Config
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
@@ -130,6 +140,7 @@ func (cfg Config) provision() Config {
 	if cfg.Link == "" {
 		cfg.Link = DefaultLink
 	}
+	cfg.Labels = maps.Clone(cfg.Labels) // the caller's map stays the caller's
 	dur(&cfg.ResumeWindow, DefaultResumeWindow)
 	dur(&cfg.AuthTimeout, DefaultAuthTimeout)
 	dur(&cfg.PingInterval, DefaultPingInterval)
@@ -146,6 +157,14 @@ func (cfg Config) provision() Config {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return cfg
+}
+
+// labels returns the shard's labels: Labels, or the gossip metadata's.
+func (cfg *Config) labels() map[string]string {
+	if cfg.Labels == nil && cfg.Gossip != nil {
+		return cfg.Gossip.Meta.Labels
+	}
+	return cfg.Labels
 }
 
 // Validate checks a config across fields after the defaults are filled
@@ -182,6 +201,9 @@ func (cfg *Config) Validate() error {
 	}
 	if c.MaxLinkQueue < 1 || c.MaxLinkQueue > protocol.MaxLinkFrame {
 		errs = append(errs, fmt.Errorf("max link queue %d: want 1..%d", c.MaxLinkQueue, protocol.MaxLinkFrame))
+	}
+	if err := router.ValidateLabels(c.labels()); err != nil {
+		errs = append(errs, fmt.Errorf("labels: %w", err))
 	}
 	if c.Workers < 1 || c.Workers > maxWorkers {
 		errs = append(errs, fmt.Errorf("workers %d: want 1..%d", c.Workers, maxWorkers))

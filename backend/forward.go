@@ -26,12 +26,40 @@ import (
 //
 // The retries wait in a list served by the gossip's message goroutine
 // (no goroutine or timer per call), bounded by maxForwardRetries.
+//
+// Canary rules (docs/operations.md "Canary roll-out") place some devices
+// elsewhere: a device a rule selects lives on one of the shards carrying
+// the rule's labels, and a device no rule selects whose ring owner is such
+// a shard lives on its owner among the other shards. The rules are the
+// gateways' configuration; a shard does not know them. So when the ring
+// holds labelled shards, a call first probes, all at once, every shard
+// the device can be on under any rules that target labelled shards: the
+// labelled shards, the ring owner, and the owner among the unlabelled
+// shards (probeTargets). A probe is delivered at once or answered "not
+// here", never retried; the shard that holds the live session answers
+// with its result, and the call ends there. When no probe finds the
+// session (it is moving, or not connected), the call goes to the ring
+// owner and waits there as above. Without labelled shards there is no
+// probe: placement is the ring's.
+//
+// At most one shard holds a device's session live, so a call is delivered
+// once. Two corner cases: a probe answered after probeTimeout may have
+// delivered although the call goes on to the ring owner (which delivers
+// only if the session moved there meanwhile; otherwise the caller sees
+// ErrNotConnected for a delivered call, as with ErrForwardTimeout); and a
+// shard older than probes ignores the flag and keeps the call waiting for
+// the session like any forwarded call, so during a rolling upgrade of the
+// shards a call may be delivered late rather than answered "not here".
+//
+//	caller ──probe{push, id1..n}──▶ each candidate: deliver now, or reply "not here"
+//	       ◀── first delivery (or the session's error) ends the call; all "not here": the ring owner as above
 
 // Forwarding bounds.
 const (
 	forwardPatience   = 2 * time.Second                 // a call waits this long for its session to arrive
 	forwardRetryTick  = 10 * time.Millisecond           // how often waiting calls look again
 	forwardTimeout    = forwardPatience + 3*time.Second // the caller waits this long for the reply
+	probeTimeout      = time.Second                     // the caller waits this long for the probes' replies
 	maxForwardRetries = 4096                            // calls waiting for their session; beyond, answered at once
 )
 
@@ -55,6 +83,7 @@ type forward struct {
 	Reliable bool   `msgpack:"r,omitempty"`
 	Code     int    `msgpack:"c,omitempty"`
 	Reason   string `msgpack:"m,omitempty"` // kick reason; a reply's error ("" = done)
+	Probe    bool   `msgpack:"q,omitempty"` // deliver now or answer "not here"; never wait for the session
 }
 
 // retry is a forwarded call waiting for its session.
@@ -100,15 +129,13 @@ func (g *gossip) call(f *forward) error {
 	if err != nil {
 		return fmt.Errorf("backend: forward to %s: %w", f.Device, err)
 	}
+	if found, err := g.probe(n, f); found {
+		return err
+	}
 	if owner.Name == g.srv.cfg.Shard {
 		return g.waitHere(f)
 	}
-	member := ""
-	for _, m := range n.Members() {
-		if m.Alive && m.Meta.Role == cluster.RoleBackend && m.Meta.Shard == owner.Name {
-			member = m.Name
-		}
-	}
+	member := memberOf(n, owner.Name)
 	if member == "" {
 		return fmt.Errorf("backend: forward to %s: shard %s: %w", f.Device, owner.Name, ErrNotOwner)
 	}
@@ -130,6 +157,59 @@ func (g *gossip) call(f *forward) error {
 	case <-t.C:
 		return fmt.Errorf("backend: forward to %s via %s: %w", f.Device, owner.Name, ErrForwardTimeout)
 	}
+}
+
+// memberOf returns the gossip member name of the live shard called
+// shard ("" when none).
+func memberOf(n *cluster.Node, shard string) string {
+	member := ""
+	for _, m := range n.Members() {
+		if m.Alive && m.Meta.Role == cluster.RoleBackend && m.Meta.Shard == shard {
+			member = m.Name
+		}
+	}
+	return member
+}
+
+// probe asks every shard but this one that may hold f's device under
+// canary rules (probeTargets) to deliver f now. found: one of them held
+// the session, and err is its result; otherwise no probe target holds it
+// live (or none answered within probeTimeout).
+func (g *gossip) probe(n *cluster.Node, f *forward) (found bool, err error) {
+	targets := probeTargets(g.r.Ring(), g.unlabelled(), f.Device, g.srv.cfg.Shard)
+	if len(targets) == 0 {
+		return false, nil
+	}
+	replies := make(chan string, len(targets)) // one reply per probe: replied never blocks
+	sent := 0
+	for _, shard := range targets {
+		member := memberOf(n, shard)
+		if member == "" {
+			continue
+		}
+		id := g.awaitOn(replies)
+		defer g.forget(id)
+		pf := *f
+		pf.ID, pf.Probe = id, true
+		p, err := msgpack.Marshal(&pf)
+		if err != nil || n.SendTo(member, p) != nil {
+			continue
+		}
+		sent++
+	}
+	t := time.NewTimer(probeTimeout)
+	defer t.Stop()
+	for range sent {
+		select {
+		case r := <-replies:
+			if err := replyError(r); !errors.Is(err, ErrNotConnected) && !errors.Is(err, ErrSessionMoved) {
+				return true, err
+			}
+		case <-t.C:
+			return false, nil
+		}
+	}
+	return false, nil
 }
 
 // waitHere delivers f on this shard, waiting up to forwardPatience for
@@ -154,12 +234,18 @@ func (g *gossip) waitHere(f *forward) error {
 
 // await registers a call waiting for its reply.
 func (g *gossip) await() (uint64, chan string) {
+	ch := make(chan string, 1)
+	return g.awaitOn(ch), ch
+}
+
+// awaitOn registers a call whose reply goes to ch, which must have room
+// for it (replied drops a reply that finds ch full).
+func (g *gossip) awaitOn(ch chan string) uint64 {
 	g.wmu.Lock()
 	defer g.wmu.Unlock()
 	g.nextID++
-	ch := make(chan string, 1)
 	g.waiting[g.nextID] = ch
-	return g.nextID, ch
+	return g.nextID
 }
 
 func (g *gossip) forget(id uint64) {
@@ -200,7 +286,7 @@ func replyError(text string) error {
 // here.
 func (g *gossip) onForward(f *forward, from string, now time.Time) {
 	err, again := g.srv.deliver(f)
-	if again && len(g.retries) < maxForwardRetries {
+	if again && !f.Probe && len(g.retries) < maxForwardRetries {
 		g.retries = append(g.retries, retry{f: *f, from: from, until: now.Add(forwardPatience)})
 		return
 	}

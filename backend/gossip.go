@@ -3,7 +3,9 @@ package backend
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/switchyard-gw/switchyard/cluster"
 	"github.com/switchyard-gw/switchyard/router"
@@ -21,6 +23,10 @@ type gossip struct {
 	srv *Server
 	cfg cluster.Config
 	r   *router.Router
+	// unl is the ring of the unlabelled shards when the ring holds both
+	// labelled and unlabelled ones (nil otherwise): where a device no
+	// canary rule selects may live (forward.go, probeTargets).
+	unl atomic.Pointer[router.Ring]
 
 	mu     sync.Mutex
 	node   *cluster.Node
@@ -76,7 +82,7 @@ func (g *gossip) Announce(ctx context.Context, a Announcement) error {
 func (g *gossip) joinLocked(ctx context.Context, a Announcement, state cluster.State) error {
 	cfg := g.cfg
 	cfg.Meta = cluster.Meta{Role: cluster.RoleBackend, Shard: a.Shard, Link: a.Link, State: state,
-		Version: cfg.Meta.Version, Labels: cfg.Meta.Labels}
+		Version: cfg.Meta.Version, Labels: a.Labels}
 	if cfg.Logger == nil {
 		cfg.Logger = g.srv.cfg.Logger
 	}
@@ -118,15 +124,75 @@ func (g *gossip) watch(ctx context.Context) {
 }
 
 func (g *gossip) updateRing() {
-	if _, _, _, err := g.r.Update(router.MembershipFunc(func() []router.Shard {
+	_, cur, changed, err := g.r.Update(router.MembershipFunc(func() []router.Shard {
 		var out []router.Shard
 		for _, m := range g.node.ActiveShards() {
 			out = append(out, router.Shard{Name: m.Meta.Shard, Addr: m.Meta.Link, Labels: m.Meta.Labels})
 		}
 		return out
-	})); err != nil {
+	}))
+	if err != nil {
 		g.srv.log.Error("ring not updated", "err", err)
+		return
 	}
+	if changed {
+		g.unl.Store(unlabelledRing(cur))
+	}
+}
+
+// unlabelled returns the ring of the unlabelled shards (see unl).
+func (g *gossip) unlabelled() *router.Ring { return g.unl.Load() }
+
+// unlabelledRing is the ring of r's unlabelled shards under r's config,
+// nil unless r holds both labelled and unlabelled shards.
+func unlabelledRing(r *router.Ring) *router.Ring {
+	var plain []router.Shard
+	for _, s := range r.Shards() {
+		if len(s.Labels) == 0 {
+			plain = append(plain, s)
+		}
+	}
+	if len(plain) == 0 || len(plain) == r.Len() {
+		return nil
+	}
+	u, err := router.NewRing(r.Config(), plain)
+	if err != nil {
+		return nil // cannot happen: a subset of a valid ring
+	}
+	return u
+}
+
+// probeTargets lists the shards, other than self, that may hold device's
+// session under the gateways' canary rules (forward.go): none when no
+// shard is labelled (every device is on its ring owner); otherwise the
+// ring owner, the owner among the unlabelled shards (unl) and every
+// labelled shard, each once.
+func probeTargets(r, unl *router.Ring, device, self string) []string {
+	var out []string
+	add := func(name string) {
+		if name != self && !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	var labelled []string
+	for _, s := range r.Shards() {
+		if len(s.Labels) > 0 {
+			labelled = append(labelled, s.Name)
+		}
+	}
+	if len(labelled) == 0 {
+		return nil
+	}
+	if o, err := r.Owner(device); err == nil {
+		add(o.Name)
+	}
+	if o, err := unl.Owner(device); err == nil {
+		add(o.Name)
+	}
+	for _, name := range labelled {
+		add(name)
+	}
+	return out
 }
 
 // GossipAddr is the shard's gossip address once it joined ("" before, or

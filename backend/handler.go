@@ -94,6 +94,9 @@ type Announcement struct {
 	Shard string      // Config.Shard
 	Link  string      // the bound link address (Server.Addr)
 	State MemberState // active, draining or left
+	// Labels are the shard's labels (Config.Labels), for the canary
+	// rules; the Announcer must not modify them.
+	Labels map[string]string
 }
 
 // MemberState is a shard's state in the cluster.

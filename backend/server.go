@@ -124,7 +124,7 @@ func (srv *Server) announce(ctx context.Context, st MemberState) error {
 	if srv.cfg.Announcer == nil {
 		return nil
 	}
-	a := Announcement{Shard: srv.cfg.Shard, Link: srv.Addr(), State: st}
+	a := Announcement{Shard: srv.cfg.Shard, Link: srv.Addr(), State: st, Labels: srv.cfg.labels()}
 	if err := srv.cfg.Announcer.Announce(ctx, a); err != nil {
 		return fmt.Errorf("backend: announce %s: %w", st, err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/switchyard-gw/switchyard/backend"
 	"github.com/switchyard-gw/switchyard/backend/backendtest"
+	"github.com/switchyard-gw/switchyard/cluster"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
@@ -29,6 +30,12 @@ func TestConfigValidate(t *testing.T) {
 		{"negative outbox", func(c *backend.Config) { c.MaxOutbox = -1 }, false},
 		{"huge link queue", func(c *backend.Config) { c.MaxLinkQueue = 1 << 30 }, false},
 		{"too many workers", func(c *backend.Config) { c.Workers = 1 << 20 }, false},
+		{"labels", func(c *backend.Config) { c.Labels = map[string]string{"version": "2.1", "zone": "a"} }, true},
+		{"bad label value", func(c *backend.Config) { c.Labels = map[string]string{"version": "2 1"} }, false},
+		{"empty label key", func(c *backend.Config) { c.Labels = map[string]string{"": "x"} }, false},
+		{"bad gossip meta label", func(c *backend.Config) {
+			c.Gossip = &cluster.Config{Meta: cluster.Meta{Labels: map[string]string{"v": "a,b"}}}
+		}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,6 +1,8 @@
 // Package router decides which backend shard serves each device: the
-// placement ring, the Placer hook for canary rules, move planning between
-// two rings, and per-shard circuit state.
+// placement ring, the Placer hook and the canary rules that use it
+// (rules.go: devices selected by HELLO tags and a sticky percentage go to
+// the shards with the rule's labels), move planning between two rings,
+// and per-shard circuit state.
 //
 // Placement is consistent hashing with bounded loads over partitions (the
 // algorithm of github.com/buraksezer/consistent, see placement.go for why
@@ -21,7 +23,10 @@
 //     identical on every node; PartitionCount can never change in a running
 //     cluster (it would move almost every key);
 //   - Ring.Owner, Router.Place with the Owner placer, Plan.Move and
-//     Circuit.Allow allocate nothing and take no lock;
+//     Circuit.Allow allocate nothing and take no lock; the canary Rules
+//     neither, once they have derived their rings from the current one;
+//   - every Placer is deterministic: same rules, ring, device id and tags
+//     give the same shard on every node;
 //   - an empty ring answers ErrNoShards, a 503 protocol error;
 //   - nothing here panics on membership input: bad shard sets and configs
 //     are errors.

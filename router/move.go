@@ -18,6 +18,10 @@ type Move struct {
 // costs one pass over the partitions when both rings share the partitioning
 // (same PartitionCount and Hasher); Plan.Move then costs one hash and
 // allocates nothing. A Plan is immutable and safe for concurrent use.
+//
+// A Plan compares ring owners only. With canary rules a placement also
+// depends on the device's tags and the rules, so the gateway's mover asks
+// the Placer for each live session instead (server/remote/move.go).
 type Plan struct {
 	old, new *Ring
 	changed  []bool // per partition; nil when partitionings differ

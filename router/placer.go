@@ -6,12 +6,12 @@ package router
 // device, with the same tags and ring, on the same shard, and must return
 // ErrNoShards (or an error wrapping it) when it has nowhere to put it.
 //
-// The default, Owner, is the ring owner. Canary rules (a later issue) will
-// be a Placer too: a rule selects devices by tags and/or a sticky hash
-// percentage (a hash of the device id, so a device stays in or out of the
-// canary across reconnects and gateways) and places them on the subset of
-// the ring's shards whose Labels match the rule, falling back to the ring
-// owner when the subset is empty.
+// The default, Owner, is the ring owner. The canary rules (NewRules,
+// rules.go) are a Placer too: a rule selects devices by tags and/or a
+// sticky hash percentage (a hash of the device id, so a device stays in or
+// out of the canary across reconnects and gateways) and places them on the
+// subset of the ring's shards whose Labels match the rule, falling back to
+// the default placement when the subset is empty.
 type Placer interface {
 	Place(deviceID string, tags map[string]string, r *Ring) (Shard, error)
 }

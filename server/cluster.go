@@ -13,8 +13,8 @@ import (
 
 // The gateway in a cluster: it joins the gossip as a gateway, keeps a ring
 // of the active backend shards (router), places every session on the shard
-// the ring names, and keeps a link to every shard so that publishes reach
-// its subscribers.
+// the ring and the canary rules name (canary.go), and keeps a link to
+// every shard so that publishes reach its subscribers.
 //
 // Goroutines: the node's own (cluster package) and one watcher that reads
 // the node's events and rebuilds the ring; Close stops both after the

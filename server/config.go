@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
+	"github.com/switchyard-gw/switchyard/router"
 	"github.com/switchyard-gw/switchyard/server/remote"
 )
 
@@ -102,6 +103,15 @@ type Config struct {
 	// go to the backend shards the gossip reports, placed by the ring
 	// (Backends is then derived and must be nil). LinkKeys are required.
 	Cluster *ClusterConfig
+	// Canary are the canary rules (gray release by device cohort,
+	// docs/operations.md): the first rule that selects a device by its
+	// HELLO tags and a sticky percentage of its id places it on the shards
+	// carrying the rule's labels; the devices no rule selects stay off
+	// those shards. Every gateway of a cluster must hold the same rules
+	// (a device is placed by the gateway it connects to). Needs Cluster.
+	// Gateway.SetRules replaces them at run time. Empty: placement by the
+	// ring alone.
+	Canary []router.Rule
 	// Version is announced in the gossip metadata.
 	Version string
 	// Backends, when set, sends sessions to backend shards over links
@@ -232,6 +242,12 @@ func (cfg *Config) Validate() error {
 	}
 	if (cfg.Backends != nil || cfg.Cluster != nil) && len(cfg.LinkKeys) == 0 {
 		errs = append(errs, errors.New("backends need link keys"))
+	}
+	if len(cfg.Canary) > 0 && cfg.Cluster == nil {
+		errs = append(errs, errors.New("canary rules need a cluster (they place devices on the ring's labelled shards)"))
+	}
+	if err := router.ValidateRules(cfg.Canary); err != nil {
+		errs = append(errs, fmt.Errorf("canary: %w", err))
 	}
 	if cfg.Backends != nil && cfg.Cluster != nil {
 		errs = append(errs, errors.New("set Backends or Cluster, not both"))

@@ -8,6 +8,10 @@ import "github.com/switchyard-gw/switchyard/server/remote"
 // ones.
 type Directory = remote.Directory
 
+// Placement is where a Directory puts a device: shard, link address and
+// the canary rule that selected it.
+type Placement = remote.Placement
+
 // ErrNoShard is what a Directory returns when no shard can take a device;
 // the device gets 503.
 var ErrNoShard = remote.ErrNoShard

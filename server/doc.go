@@ -3,9 +3,11 @@
 // routes every session's DATA to its backend: the embedded echo backend
 // (echo.go), or the shard side, package server/remote, which sends
 // sessions to the backend shards of a cluster over links and moves live
-// sessions between shards when the ring changes. This package also wires
-// the gateway into the cluster (cluster.go: gossip, the ring, which shards
-// are gone).
+// sessions between shards when the ring or the canary rules change. This
+// package also wires the gateway into the cluster (cluster.go: gossip, the
+// ring, which shards are gone) and holds its canary rules (canary.go:
+// Config.Canary, SetRules; the rules are the ring's Placer, fed with each
+// device's HELLO tags).
 //
 // The device side reaches the shard side only through the backend
 // interface (echo.go: Open, Data, Ack, Closed, which *remote.Backend

@@ -65,7 +65,9 @@ func (s *fakeShard) dir() Directory { return staticDir{s.name, s.addr()} }
 
 type staticDir struct{ shard, addr string }
 
-func (d staticDir) Owner(string) (string, string, error) { return d.shard, d.addr, nil }
+func (d staticDir) Owner(string, map[string]string) (Placement, error) {
+	return Placement{Shard: d.shard, Addr: d.addr}, nil
+}
 
 func (s *fakeShard) accept() {
 	defer s.wg.Done()

@@ -48,7 +48,9 @@ type Gateway struct {
 	sessions *sessionTable
 	backend  backend         // the embedded echo, or remote
 	remote   *remote.Backend // the shard side; nil with the embedded echo
-	ring     *router.Router  // with Cluster
+	ring     *router.Router  // with Cluster; its Placer applies the canary rules
+	rulesMu  sync.Mutex      // serialises SetRules
+	rules    []router.Rule   // the canary rules in force; under rulesMu
 	gossip   *gossip         // with Cluster, once started
 	keys     [][]byte        // resume-token keys: the first signs, any verifies
 
@@ -101,11 +103,16 @@ func New(cfg Config) (*Gateway, error) {
 		g.keys = [][]byte{k}
 	}
 	if cfg.Cluster != nil {
-		r, err := router.New(router.Config{}, nil)
+		placer, err := router.NewRules(cfg.Canary)
+		if err != nil {
+			return nil, fmt.Errorf("server: canary: %w", err)
+		}
+		r, err := router.New(router.Config{}, placer)
 		if err != nil {
 			return nil, fmt.Errorf("server: ring: %w", err)
 		}
 		g.ring = r
+		g.rules = cloneRules(cfg.Canary)
 		cfg.Backends = remote.RingDirectory(r)
 	}
 	if cfg.Backends != nil {

@@ -19,10 +19,10 @@ func (d *switchDir) set(s *fakeShard) {
 	d.mu.Unlock()
 }
 
-func (d *switchDir) Owner(string) (string, string, error) {
+func (d *switchDir) Owner(string, map[string]string) (Placement, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.shard, d.addr, nil
+	return Placement{Shard: d.shard, Addr: d.addr}, nil
 }
 
 // TestMoveFailureReleasesSession: when a move fails while the mover holds

@@ -27,7 +27,7 @@ var apps = map[string]func() backend.Handler{
 func runBackend(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("backend", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var app, shard, link, gossip, join, keyFile, logFormat string
+	var app, shard, link, gossip, join, keyFile, logFormat, labelList string
 	var drainTimeout, checkpoint time.Duration
 	fs.StringVar(&app, "app", "echo", "example app: echo, counter or rooms")
 	fs.StringVar(&shard, "shard", "", "shard `name` (required, unique in the cluster)")
@@ -36,6 +36,7 @@ func runBackend(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&join, "join", "", "comma-separated gossip `addresses` of cluster members to join")
 	fs.StringVar(&keyFile, "cluster-key-file", "", "`file` of cluster keys, one per line (required)")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&labelList, "labels", "", "shard `labels` for canary rules, e.g. version=2.1,zone=a")
 	fs.DurationVar(&drainTimeout, "drain-timeout", 10*time.Second, "how long a drain (SIGTERM) waits for gateways to let go of the shard's sessions")
 	fs.DurationVar(&checkpoint, "checkpoint-interval", backend.DefaultCheckpoint, "a changed session's state goes to its gateway this often, against a crash of this shard (negative: never)")
 	if err := fs.Parse(args); err != nil {
@@ -51,6 +52,10 @@ func runBackend(ctx context.Context, args []string, stderr io.Writer) error {
 	case shard == "" || gossip == "" || keyFile == "":
 		return errors.New("backend: --shard, --gossip and --cluster-key-file are required")
 	}
+	labels, err := parseLabels(labelList)
+	if err != nil {
+		return err
+	}
 	keys, err := readSecrets(keyFile)
 	if err != nil {
 		return err
@@ -59,6 +64,7 @@ func runBackend(ctx context.Context, args []string, stderr io.Writer) error {
 	gossipKeys, linkKeys := clusterKeys(keys)
 	srv, err := backend.New(backend.Config{Shard: shard, Link: link, ClusterKeys: linkKeys, Handler: newHandler(),
 		CheckpointInterval: checkpoint,
+		Labels:             labels,
 		Gossip:             &cluster.Config{Bind: gossip, Seeds: splitList(join), Keys: gossipKeys, Meta: cluster.Meta{Version: version}},
 		Logger:             log})
 	if err != nil {

@@ -28,7 +28,9 @@ var linkKey = []byte("e2e-cluster-key-0123456789abcdef")
 // staticDir places every device on one shard.
 type staticDir struct{ shard, addr string }
 
-func (d staticDir) Owner(string) (string, string, error) { return d.shard, d.addr, nil }
+func (d staticDir) Owner(string, map[string]string) (server.Placement, error) {
+	return server.Placement{Shard: d.shard, Addr: d.addr}, nil
+}
 
 var gossipKey = []byte("gossip-key-0123456789abcdef01234")[:32]
 

@@ -30,10 +30,10 @@ type frozenDir struct {
 
 var _ server.Directory = (*frozenDir)(nil)
 
-func (d *frozenDir) Owner(string) (string, string, error) {
+func (d *frozenDir) Owner(string, map[string]string) (server.Placement, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.shard, d.addr, nil
+	return server.Placement{Shard: d.shard, Addr: d.addr}, nil
 }
 
 func (d *frozenDir) set(shard *backend.Server) {

@@ -187,14 +187,17 @@ func (r *Backend) linkFailed(l *link, err error, wasUp bool) {
 // (Device.Opened), Refused fails the device. The device side calls it from
 // its handler with its Lock held.
 func (r *Backend) Open(d Device, h *protocol.Hello, resumed bool) {
-	shard, addr, err := r.dir.Owner(h.ID)
+	// The tags place the session now and at every ring or rule change
+	// (the mover's passes), as long as this connection lives.
+	d.Binding().tags = h.Tags
+	p, err := r.dir.Owner(h.ID, h.Tags)
 	if err != nil {
 		d.Fail(protocol.CodeUnavailable, "no backend available")
 		return
 	}
 	id, _ := d.Session()
 	// The Open below is refused while the shard's circuit is open.
-	l := r.linkTo(shard, addr, int(id[0]))
+	l := r.linkTo(p.Shard, p.Addr, int(id[0]))
 	if l == nil {
 		d.Fail(protocol.CodeUnavailable, "backend unavailable")
 		return
@@ -214,7 +217,9 @@ func (r *Backend) Open(d Device, h *protocol.Hello, resumed bool) {
 	if err := l.send(&protocol.Envelope{Kind: protocol.LinkOpen, Session: id, Ext: ext}); err != nil {
 		l.unbind(id, d)
 		d.Fail(protocol.CodeUnavailable, "backend unavailable")
+		return
 	}
+	r.m.placed(p)
 }
 
 // opened completes the open of d at epoch, unless d is no longer opening

@@ -83,7 +83,7 @@ func (r *Backend) expireLost(now time.Time) {
 }
 
 // recover reopens d's session, whose shard failed (dead was its link), on
-// the shard the ring names now. It reports whether d is taken care of;
+// the shard the Directory names now. It reports whether d is taken care of;
 // false: the caller fails the device with 503. Called by the failing
 // link's goroutine, no lock held.
 func (mv *mover) recover(dead *link, d Device) bool {
@@ -111,10 +111,10 @@ func (mv *mover) recover(dead *link, d Device) bool {
 		mv.r.m.recoveries[recoverNoCkpt].Inc()
 		return false
 	}
-	shard, addr, err := mv.r.dir.Owner(device)
+	p, err := mv.r.dir.Owner(device, b.tags)
 	var to *link
-	if err == nil && shard != dead.shard {
-		to = mv.r.linkTo(shard, addr, int(id[0]))
+	if err == nil && p.Shard != dead.shard {
+		to = mv.r.linkTo(p.Shard, p.Addr, int(id[0]))
 	}
 	if to == nil {
 		mv.r.m.recoveries[recoverNoShard].Inc()
@@ -154,6 +154,8 @@ func (mv *mover) recover(dead *link, d Device) bool {
 	mv.r.m.movesStarted.Inc()
 	if err != nil {
 		mv.fail(d, moveLink, err.Error())
+		return true
 	}
+	mv.r.m.placed(p)
 	return true
 }

@@ -80,6 +80,11 @@ type Binding struct {
 	// keep holds the last checkpoint and the frames after it (keep.go);
 	// nil unless the shard checkpoints the session.
 	keep atomic.Pointer[keep]
+	// tags are the device's HELLO tags on this connection (nil when it
+	// sent none): the Directory places the session by them at the open
+	// and again at every mover pass, so a canary rule change moves it.
+	// Set by Open and read under the device's Lock.
+	tags map[string]string
 	// acked is the highest upstream seq ACKed to the device: an ACK is
 	// "every DATA through seq", so a lower one (a shard that reopened the
 	// session from a checkpoint ACKs the replayed frames again) is not

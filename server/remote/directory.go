@@ -4,22 +4,41 @@ import "github.com/switchyard-gw/switchyard/router"
 
 // Directory tells the gateway which backend shard owns a device's session
 // and where that shard's link listener is. The cluster wiring builds one
-// from gossip and the router's ring (RingDirectory); tests use static ones.
+// from gossip and the router's ring and canary rules (RingDirectory);
+// tests use static ones.
 type Directory interface {
-	Owner(deviceID string) (shard, linkAddr string, err error)
+	// Owner places the device with its HELLO tags (nil when it sent
+	// none). The shard side asks at every open, at every mover pass (to
+	// see whether the session's shard changed) and when a move or a
+	// recovery picks the new shard, always with the tags of the session's
+	// current HELLO, so a Directory must be deterministic.
+	Owner(deviceID string, tags map[string]string) (Placement, error)
 }
 
-// RingDirectory places devices on the shards of r's current ring.
+// Placement is where a Directory puts a device.
+type Placement struct {
+	// Shard names the shard; Addr is its link address.
+	Shard, Addr string
+	// Rule is the canary rule that selected the device ("" when none);
+	// Fallback: no shard carries that rule's labels, so the device went
+	// to the default placement. Counted in
+	// switchyard_canary_placements_total.
+	Rule     string
+	Fallback bool
+}
+
+// RingDirectory places devices on the shards of r's current ring, by its
+// current Placer (the canary rules).
 func RingDirectory(r *router.Router) Directory { return ringDirectory{r} }
 
 type ringDirectory struct{ r *router.Router }
 
 var _ Directory = ringDirectory{}
 
-func (d ringDirectory) Owner(deviceID string) (string, string, error) {
-	s, err := d.r.Place(deviceID, nil)
+func (d ringDirectory) Owner(deviceID string, tags map[string]string) (Placement, error) {
+	p, err := d.r.Placement(deviceID, tags)
 	if err != nil {
-		return "", "", ErrNoShard
+		return Placement{}, ErrNoShard
 	}
-	return s.Name, s.Addr, nil
+	return Placement{Shard: p.Shard.Name, Addr: p.Shard.Addr, Rule: p.Rule, Fallback: p.Fallback}, nil
 }

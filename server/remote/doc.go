@@ -44,9 +44,11 @@
 // # Moving live sessions
 //
 // When the ring changes — a shard announces draining, or a new shard
-// joins — the mover walks this gateway's sessions and moves each one
-// whose shard is no longer the one the ring names, at most MoveRate a
-// second (DESIGN.md "Sessions, ownership and movement"):
+// joins — or the canary rules change, the mover walks this gateway's
+// sessions and moves each one whose shard is no longer the one the
+// Directory names (the ring and the rules, with the tags of the device's
+// HELLO, kept in its Binding), at most MoveRate a second (DESIGN.md
+// "Sessions, ownership and movement"):
 //
 //	mover goroutine          old shard's link reader       new shard's link reader
 //	pause the session's  ──▶ State: Open(migrated,     ──▶ Opened: switch link and epoch,

@@ -24,7 +24,9 @@ func newTestBackend(t *testing.T, cfg Config) *Backend {
 
 type staticDir struct{ shard, addr string }
 
-func (d staticDir) Owner(string) (string, string, error) { return d.shard, d.addr, nil }
+func (d staticDir) Owner(string, map[string]string) (Placement, error) {
+	return Placement{Shard: d.shard, Addr: d.addr}, nil
+}
 
 // TestBringBackHoldsDown: a down shard comes back into the ring only after
 // one of its links has stayed up for LinkTimeout, and never without one.

@@ -100,6 +100,23 @@ func NewMetrics(set *metrics.Set) *Metrics {
 
 func (m *Metrics) drop(reason string) { m.drops[reason].Inc() }
 
+// placed counts a session opened or moved onto a shard by a canary rule,
+// in switchyard_canary_placements_total{rule, result}: result "placed"
+// (on the rule's shards) or "fallback" (no shard carries the rule's
+// labels). Rule names are tokens (router.ValidToken) and few, so the
+// series are got or created here, not at start-up: rules change at run
+// time.
+func (m *Metrics) placed(p Placement) {
+	if p.Rule == "" {
+		return
+	}
+	result := "placed"
+	if p.Fallback {
+		result = "fallback"
+	}
+	m.set.GetOrCreateCounter(`switchyard_canary_placements_total{rule="` + p.Rule + `",result="` + result + `"}`).Inc()
+}
+
 // linkMetrics are one shard's link counters, labelled by shard name (a
 // bounded set), created when the gateway first links to the shard.
 type linkMetrics struct {

@@ -170,8 +170,8 @@ const (
 	beginLater                    // not now (opening, moving, no owner, link busy): look again
 )
 
-// begin starts moving d when its shard is not the ring's owner of its
-// device: it pauses d's upstream and asks the old shard for the state.
+// begin starts moving d when its shard is not the one the Directory
+// names for its device and tags: it pauses d's upstream and asks the old shard for the state.
 func (mv *mover) begin(d Device) beginResult {
 	d.Lock()
 	defer d.Unlock()
@@ -185,11 +185,11 @@ func (mv *mover) begin(d Device) beginResult {
 		return beginLater
 	}
 	id, device := d.Session()
-	shard, _, err := mv.r.dir.Owner(device)
+	p, err := mv.r.dir.Owner(device, b.tags)
 	if err != nil {
 		return beginLater
 	}
-	if shard == b.link.shard {
+	if p.Shard == b.link.shard {
 		return beginNone
 	}
 	m := &move{from: b.link, epoch: b.epoch.Load(), start: time.Now()}
@@ -238,7 +238,7 @@ func (mv *mover) hold(d Device, f *protocol.Frame) bool {
 }
 
 // state handles the old shard's State for d (link reader of l): the
-// session opens on the shard the ring names now, with that state and a
+// session opens on the shard the Directory names now, with that state and a
 // higher epoch.
 func (mv *mover) state(l *link, d Device, e *protocol.Envelope) {
 	d.Lock()
@@ -254,7 +254,7 @@ func (mv *mover) state(l *link, d Device, e *protocol.Envelope) {
 		return
 	}
 	id, device := d.Session()
-	shard, addr, err := mv.r.dir.Owner(device)
+	p, err := mv.r.dir.Owner(device, d.Binding().tags)
 	if err != nil {
 		mv.fail(d, moveNoShard, err.Error())
 		return
@@ -264,9 +264,9 @@ func (mv *mover) state(l *link, d Device, e *protocol.Envelope) {
 		mv.fail(d, moveSnapshot, err.Error())
 		return
 	}
-	to := mv.r.linkTo(shard, addr, int(id[0]))
+	to := mv.r.linkTo(p.Shard, p.Addr, int(id[0]))
 	if to == nil {
-		mv.fail(d, moveLink, "no link to "+shard)
+		mv.fail(d, moveLink, "no link to "+p.Shard)
 		return
 	}
 	// Under the table lock, so that a close of the device (which takes
@@ -283,7 +283,9 @@ func (mv *mover) state(l *link, d Device, e *protocol.Envelope) {
 	t.mu.Unlock()
 	if err != nil {
 		mv.fail(d, moveLink, err.Error())
+		return
 	}
+	mv.r.m.placed(p)
 }
 
 // binding returns d's link and epoch, read under the lock a move's end
