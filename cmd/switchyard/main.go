@@ -3,6 +3,7 @@
 //	switchyard gateway   run a gateway (embedded echo backend by default)
 //	switchyard backend   run a backend shard of an example app
 //	switchyard client    an interactive device client
+//	switchyard ctl       the admin API from the command line
 //	switchyard version   print the version
 package main
 
@@ -15,8 +16,12 @@ import (
 	"syscall"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and commit are set at build time with -ldflags
+// "-X main.version=... -X main.commit=...".
+var (
+	version = "dev"
+	commit  = "unknown"
+)
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
@@ -37,6 +42,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = runBackend(ctx, args[1:], stderr)
 	case "client":
 		err = runClient(ctx, args[1:], stdin, stdout)
+	case "ctl":
+		return runCtl(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "switchyard", version)
 	case "help", "-h", "--help":
@@ -62,6 +69,8 @@ commands:
   backend   run a backend shard of an example app (echo, counter, rooms)
             that joins the cluster by gossip
   client    connect as a device; each typed line goes out as DATA
+  ctl       call a gateway's admin API: info, members, ring, sessions,
+            session, kick, drain, drain-shard, reload
   version   print the version
 
 Run 'switchyard <command> -h' for the flags of a command.
