@@ -113,6 +113,12 @@ type Config struct {
 	Gossip *cluster.Config
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
+	// JoinWarning: with Gossip, a shard still outside the cluster this
+	// long after Start began logs a WARN naming the likely cause (no seed
+	// reachable, or seeds that answer but do not let it in: a wrong key),
+	// and again every JoinWarning until it joins or ctx ends. Default
+	// DefaultJoinWarning.
+	JoinWarning time.Duration
 }
 
 // provision returns cfg with defaults filled in.
@@ -136,6 +142,7 @@ func (cfg Config) provision() Config {
 	dur(&cfg.LinkTimeout, DefaultLinkTimeout)
 	dur(&cfg.WriteTimeout, DefaultWriteTimeout)
 	dur(&cfg.CheckpointInterval, DefaultCheckpoint)
+	dur(&cfg.JoinWarning, DefaultJoinWarning)
 	num(&cfg.MaxCheckpoint, DefaultMaxCkpt)
 	num(&cfg.MaxOutbox, DefaultMaxOutbox)
 	num(&cfg.MaxLinkQueue, DefaultMaxLinkQueue)

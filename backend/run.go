@@ -48,10 +48,6 @@ type RunConfig struct {
 	// DrainTimeout bounds the drain when ctx ends or a gateway asked for
 	// it. Default DefaultRunDrain.
 	DrainTimeout time.Duration
-	// JoinWarning: a shard still outside the cluster this long after Run
-	// began logs a WARN naming the likely causes (a wrong key, unreachable
-	// seeds), and again every JoinWarning. Default DefaultJoinWarning.
-	JoinWarning time.Duration
 	// Server holds the Server's other settings (limits, timeouts,
 	// checkpoints). Run sets its Shard, Link, ClusterKeys, Handler and
 	// Logger; its Gossip, when set, is the template of the gossip config
@@ -88,9 +84,9 @@ func (cfg *RunConfig) RegisterFlags(fs *flag.FlagSet) {
 //	read KeyFile → derive keys → New → Start (bind, join the gossip)
 //	  → serve until ctx ends or DrainRequested → Drain → Close
 //
-// A shard that has not joined after JoinWarning logs a WARN: whether its
-// seeds answer at all (an unreachable seed) or do but let it in not (a
-// wrong key or label). Run returns nil after a clean drain, the first
+// A shard that has not joined after Server.JoinWarning logs a WARN:
+// whether its seeds answer at all (an unreachable seed) or do but do not
+// let it in (a wrong key or label). Run returns nil after a clean drain, the first
 // error otherwise (a join that never happened before ctx ended wraps
 // cluster.ErrJoin).
 func Run(ctx context.Context, cfg RunConfig, h Handler) error {
@@ -123,10 +119,7 @@ func Run(ctx context.Context, cfg RunConfig, h Handler) error {
 	if err != nil {
 		return err
 	}
-	stop := watchJoin(log, cfg.Seeds, cmpDur(cfg.JoinWarning, DefaultJoinWarning))
-	err = srv.Start(ctx)
-	stop()
-	if err != nil {
+	if err := srv.Start(ctx); err != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), DefaultRunClose)
 		defer cancel()
 		return errors.Join(err, srv.Close(cctx))
@@ -152,7 +145,7 @@ func cmpDur(v, d time.Duration) time.Duration {
 }
 
 // watchJoin logs a WARN every warn until the returned stop is called
-// (Start returned): the join keeps failing. It tells an unreachable seed
+// (the gossip node's Start returned): the join keeps failing. It tells an unreachable seed
 // from one that answers but does not let the shard in, which is what a
 // wrong cluster key or label looks like from here (the seed drops the
 // connection).

@@ -83,6 +83,7 @@ func runShard(t *testing.T, cfg backend.RunConfig) (stop func() error) {
 	}
 	cfg.Link, cfg.Gossip = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Server.Gossip = &cluster.Config{Timing: cluster.FastTiming()}
+	cfg.Server.JoinWarning = 100 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- backend.Run(ctx, cfg, echo.Handler{}) }()
@@ -134,7 +135,7 @@ func TestRunWarnsUnreachableSeed(t *testing.T) {
 	var logs logBuf
 	seed := closedAddr(t)
 	stop := runShard(t, backend.RunConfig{KeyFile: keyFile(t, runSecret), Seeds: []string{seed},
-		JoinWarning: 100 * time.Millisecond, Logger: logs.logger()})
+		Logger: logs.logger()})
 	logs.waitLog(t, "level=WARN", "not joined after", "no seed reachable", seed)
 	if err := stop(); !errors.Is(err, cluster.ErrJoin) {
 		t.Fatalf("Run = %v, want ErrJoin", err)
@@ -147,7 +148,7 @@ func TestRunWarnsWrongKey(t *testing.T) {
 	var logs logBuf
 	seed := seedNode(t, runSecret)
 	stop := runShard(t, backend.RunConfig{KeyFile: keyFile(t, otherSecret), Seeds: []string{seed.Addr()},
-		JoinWarning: 100 * time.Millisecond, Logger: logs.logger()})
+		Logger: logs.logger()})
 	logs.waitLog(t, "level=WARN", "not joined after", "check the cluster key file")
 	if err := stop(); !errors.Is(err, cluster.ErrJoin) {
 		t.Fatalf("Run = %v, want ErrJoin", err)

@@ -287,3 +287,36 @@ func TestProcsExampleShard(t *testing.T) {
 		t.Fatalf("echo-shard log:\n%s", l)
 	}
 }
+
+// TestProcsBackendWrongKey: `switchyard backend` with a key file that is
+// not the cluster's never joins, and says so in its log at WARN (it used
+// to log nothing and report that it started).
+func TestProcsBackendWrongKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process: skipped under -short")
+	}
+	p := NewProcs(t, Options{Gateways: 1})
+	wrong := filepath.Join(t.TempDir(), "wrong.key")
+	if err := os.WriteFile(wrong, []byte("not-the-cluster-key-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link, _ := freeAddr(false)
+	gossip, _ := freeAddr(true)
+	pr := &Proc{Role: "backend", Name: "wrong-key", Addr: link, Gossip: gossip, logPath: filepath.Join(p.dir, "backend-wrong-key.log")}
+	if err := p.start(pr, []string{"backend", "--shard", "wrong-key", "--link", link, "--gossip", gossip,
+		"--join", p.Gateway(0).Gossip, "--cluster-key-file", wrong}); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.shards = append(p.shards, pr) // killed with the others
+	p.mu.Unlock()
+	poll.Until(t, poll.Patience, func() error {
+		if l := pr.Log(); !strings.Contains(l, "level=WARN") || !strings.Contains(l, "check the cluster key file") {
+			return fmt.Errorf("no WARN about the key yet:\n%s", l)
+		}
+		return nil
+	})
+	if err := readyz(context.Background(), p.Gateway(0).Admin); err == nil {
+		t.Fatal("the gateway is ready: the wrong-key shard got into its ring")
+	}
+}
