@@ -106,15 +106,7 @@ func TestProcsCtl(t *testing.T) {
 	mustCtl(t, bin, gw, tok, []string{"ring"}, "2 shard(s) in the ring", s0+" ", s1+" ", "active")
 
 	ring := p.Ring()
-	pick := func(prefix, shard string) string {
-		for i := 0; ; i++ {
-			id := fmt.Sprintf("%s-%d", prefix, i)
-			if s, _ := ring.Owner(id); s.Name == shard {
-				return id
-			}
-		}
-	}
-	moverID := pick("mover", s1)
+	moverID := deviceOn(ring, "mover", s1)
 	mover := Dial(ctx, t, client.Config{Addr: gw.Addr, ID: moverID})
 	var count uint64
 	for range 3 {
@@ -127,7 +119,7 @@ func TestProcsCtl(t *testing.T) {
 			t.Fatalf("reply %q (%v), want one from %s", reply, err, s1)
 		}
 	}
-	kickID := pick("kicked", s0)
+	kickID := deviceOn(ring, "kicked", s0)
 	kicked := rawHello(t, gw.Addr, kickID)
 
 	mustCtl(t, bin, gw, tok, []string{"sessions"}, "DEVICE", moverID, kickID)
