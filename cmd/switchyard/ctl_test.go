@@ -199,3 +199,18 @@ func TestCtlTables(t *testing.T) {
 		t.Fatalf("kicked device's Recv: %v", err)
 	}
 }
+
+// The commit the gateway reports (admin info): the -X main.commit value,
+// else the build's VCS revision, else "unknown" — never empty.
+func TestCommitID(t *testing.T) {
+	old := commit
+	t.Cleanup(func() { commit = old })
+	commit = "abc123"
+	if got := commitID(); got != "abc123" {
+		t.Fatalf("commitID = %q", got)
+	}
+	commit = ""
+	if got := commitID(); got == "" {
+		t.Fatal("commitID is empty")
+	}
+}

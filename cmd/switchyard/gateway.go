@@ -81,7 +81,7 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 		cfg.Cluster = &server.ClusterConfig{Bind: gossip, Seeds: splitList(join), Keys: gossipKeys}
 		cfg.LinkKeys = linkKeys
 	}
-	cfg.Version, cfg.Commit = version, commit
+	cfg.Version, cfg.Commit = version, commitID()
 	g, err := server.New(cfg)
 	if err != nil {
 		return err

@@ -13,15 +13,49 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
 // version and commit are set at build time with -ldflags
-// "-X main.version=... -X main.commit=...".
+// "-X main.version=... -X main.commit=..."; without the latter, commitID
+// takes the revision the go command recorded from the checkout.
 var (
 	version = "dev"
-	commit  = "unknown"
+	commit  = ""
 )
+
+// commitID is the source revision of the binary: main.commit, else the
+// VCS revision in the build info (12 digits, "+dirty" when the tree had
+// changes), else "unknown".
+func commitID() string {
+	if commit != "" {
+		return commit
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "unknown"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "+dirty"
+	}
+	return rev
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
