@@ -25,6 +25,7 @@ const (
 	DefaultWriteTimeout = 10 * time.Second       // one batched write may take this long
 	DefaultCheckpoint   = time.Second            // a changed session's state goes to its gateway this often
 	DefaultMaxCkpt      = 64 << 10               // largest checkpoint sent (encoded bytes)
+	DefaultJoinWarning  = 10 * time.Second       // a shard not in the cluster this long after Start says so (WARN)
 	minKeyLen           = 16                     // shortest cluster key accepted
 	maxWorkers          = 4096                   // more handler goroutines than this is a mistake
 	minResumeWindow     = time.Millisecond       // below this a session could expire before its Close
@@ -177,6 +178,9 @@ func (cfg *Config) Validate() error {
 	if c.ResumeWindow < minResumeWindow || c.PingInterval < minPingInterval ||
 		c.AuthTimeout < 0 || c.WriteTimeout < 0 {
 		errs = append(errs, errors.New("resume window, ping interval, auth and write timeouts must be positive"))
+	}
+	if c.JoinWarning < 0 {
+		errs = append(errs, fmt.Errorf("join warning %v: want positive", c.JoinWarning))
 	}
 	if c.LinkTimeout < 2*c.PingInterval {
 		errs = append(errs, fmt.Errorf("link timeout %v: want at least twice the ping interval %v", c.LinkTimeout, c.PingInterval))

@@ -17,10 +17,9 @@ import (
 
 // Run defaults.
 const (
-	DefaultRunDrain    = 10 * time.Second // Run's drain waits this long for the gateways to move the sessions away
-	DefaultRunClose    = 5 * time.Second  // Run's Close after the drain
-	DefaultJoinWarning = 10 * time.Second // a shard not in the cluster after this long says so (WARN)
-	seedDialTimeout    = time.Second      // the reachability check of each seed
+	DefaultRunDrain = 10 * time.Second // Run's drain waits this long for the gateways to move the sessions away
+	DefaultRunClose = 5 * time.Second  // Run's Close after the drain
+	seedDialTimeout = time.Second      // the reachability check of each seed
 )
 
 // RunConfig is what Run needs to run one shard of a cluster. Shard,
@@ -86,9 +85,9 @@ func (cfg *RunConfig) RegisterFlags(fs *flag.FlagSet) {
 //
 // A shard that has not joined after Server.JoinWarning logs a WARN:
 // whether its seeds answer at all (an unreachable seed) or do but do not
-// let it in (a wrong key or label). Run returns nil after a clean drain, the first
-// error otherwise (a join that never happened before ctx ended wraps
-// cluster.ErrJoin).
+// let it in (a wrong key or label). Run returns nil after a clean
+// drain, the first error otherwise (a join that never happened before
+// ctx ended wraps cluster.ErrJoin).
 func Run(ctx context.Context, cfg RunConfig, h Handler) error {
 	log := cfg.Logger
 	if log == nil {
