@@ -29,6 +29,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative outbox", func(c *backend.Config) { c.MaxOutbox = -1 }, false},
 		{"huge link queue", func(c *backend.Config) { c.MaxLinkQueue = 1 << 30 }, false},
 		{"too many workers", func(c *backend.Config) { c.Workers = 1 << 20 }, false},
+		{"negative join warning", func(c *backend.Config) { c.JoinWarning = -time.Second }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
