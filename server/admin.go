@@ -45,8 +45,9 @@ type adminState struct {
 	drainOnce sync.Once
 }
 
-func newAdminState(set *metrics.Set) adminState {
-	return adminState{kicks: set.NewCounter("switchyard_admin_kicks_total"), drainReq: make(chan struct{})}
+func (a *adminState) init(set *metrics.Set) {
+	a.kicks = set.NewCounter("switchyard_admin_kicks_total")
+	a.drainReq = make(chan struct{})
 }
 
 // DrainRequested is closed when the admin API asked this gateway to drain

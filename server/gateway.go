@@ -117,7 +117,7 @@ func New(cfg Config) (*Gateway, error) {
 		g.remote = r
 		g.backend = r
 	}
-	g.adm = newAdminState(g.metrics.set)
+	g.adm.init(g.metrics.set)
 	g.wheel = timewheel.New(0, 0, g.retryBacklog)
 	g.sessions = newSessionTable(g)
 	g.idleTicks = g.wheel.Ticks(g.idle)
