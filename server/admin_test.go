@@ -14,9 +14,9 @@ import (
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
-// api calls the admin API of g with token; it returns the status and the
-// body, and checks that the body is JSON.
-func api(t *testing.T, g *Gateway, method, path, token, body string) (int, string) {
+// adminCall sends one request to g's admin listener, with token as the
+// bearer token when not empty, and returns the answer with its body.
+func adminCall(t *testing.T, g *Gateway, method, path, token, body string) (*http.Response, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, "http://"+g.AdminAddr()+path, strings.NewReader(body))
 	if err != nil {
@@ -31,10 +31,18 @@ func api(t *testing.T, g *Gateway, method, path, token, body string) (int, strin
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	if !json.Valid(b) || resp.Header.Get("Content-Type") != "application/json" {
+	return resp, string(b)
+}
+
+// api calls the admin API of g with token; it returns the status and the
+// body, and checks that the body is JSON.
+func api(t *testing.T, g *Gateway, method, path, token, body string) (int, string) {
+	t.Helper()
+	resp, b := adminCall(t, g, method, path, token, body)
+	if !json.Valid([]byte(b)) || resp.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("%s %s: %d %q (%s) is not JSON", method, path, resp.StatusCode, b, resp.Header.Get("Content-Type"))
 	}
-	return resp.StatusCode, string(b)
+	return resp.StatusCode, b
 }
 
 // connected is a device that finished its handshake with g.
