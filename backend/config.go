@@ -27,6 +27,7 @@ const (
 	DefaultWriteTimeout = 10 * time.Second       // one batched write may take this long
 	DefaultCheckpoint   = time.Second            // a changed session's state goes to its gateway this often
 	DefaultMaxCkpt      = 64 << 10               // largest checkpoint sent (encoded bytes)
+	DefaultJoinWarning  = 10 * time.Second       // a shard not in the cluster this long after Start says so (WARN)
 	minKeyLen           = 16                     // shortest cluster key accepted
 	maxWorkers          = 4096                   // more handler goroutines than this is a mistake
 	minResumeWindow     = time.Millisecond       // below this a session could expire before its Close
@@ -123,6 +124,12 @@ type Config struct {
 	Gossip *cluster.Config
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
+	// JoinWarning: with Gossip, a shard still outside the cluster this
+	// long after Start began logs a WARN naming the likely cause (no seed
+	// reachable, or seeds that answer but do not let it in: a wrong key),
+	// and again every JoinWarning until it joins or ctx ends. Default
+	// DefaultJoinWarning.
+	JoinWarning time.Duration
 }
 
 // provision returns cfg with defaults filled in.
@@ -147,6 +154,7 @@ func (cfg Config) provision() Config {
 	dur(&cfg.LinkTimeout, DefaultLinkTimeout)
 	dur(&cfg.WriteTimeout, DefaultWriteTimeout)
 	dur(&cfg.CheckpointInterval, DefaultCheckpoint)
+	dur(&cfg.JoinWarning, DefaultJoinWarning)
 	num(&cfg.MaxCheckpoint, DefaultMaxCkpt)
 	num(&cfg.MaxOutbox, DefaultMaxOutbox)
 	num(&cfg.MaxLinkQueue, DefaultMaxLinkQueue)
@@ -189,6 +197,9 @@ func (cfg *Config) Validate() error {
 	if c.ResumeWindow < minResumeWindow || c.PingInterval < minPingInterval ||
 		c.AuthTimeout < 0 || c.WriteTimeout < 0 {
 		errs = append(errs, errors.New("resume window, ping interval, auth and write timeouts must be positive"))
+	}
+	if c.JoinWarning < 0 {
+		errs = append(errs, fmt.Errorf("join warning %v: want positive", c.JoinWarning))
 	}
 	if c.LinkTimeout < 2*c.PingInterval {
 		errs = append(errs, fmt.Errorf("link timeout %v: want at least twice the ping interval %v", c.LinkTimeout, c.PingInterval))

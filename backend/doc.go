@@ -47,5 +47,33 @@
 //
 // Cluster hooks: Config.Announcer publishes the shard in gossip, and
 // Config.Forwarder carries Push and Kick to the shard that owns a device;
-// both are nil (local only) until the cluster package provides them.
+// Config.Gossip provides both from a cluster.Node. Without any, the shard
+// is local only.
+//
+// # Running a shard: Run
+//
+// Run is the one call a standalone backend needs: it reads the cluster
+// key file the gateways read, derives the gossip and link keys from it
+// (cluster.DeriveKeys: passing the file's lines as gossip keys would
+// leave the shard outside the cluster), creates and starts the Server,
+// joins the gossip, serves until ctx ends or a gateway asks the shard to
+// drain (DrainRequested: the admin API's shard drain), then drains it
+// (its sessions move to other shards with their state) and closes it:
+//
+//	func main() {
+//		var cfg backend.RunConfig
+//		cfg.RegisterFlags(flag.CommandLine) // -shard -link -gossip -join -cluster-key-file -drain-timeout
+//		flag.Parse()
+//		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+//		defer stop()
+//		if err := backend.Run(ctx, cfg, echo.Handler{}); err != nil {
+//			fmt.Fprintln(os.Stderr, "echo-shard:", err)
+//			os.Exit(1)
+//		}
+//	}
+//
+// A shard that has not joined after RunConfig.JoinWarning (10 s) logs a
+// WARN saying whether its seeds are unreachable or answer but do not let
+// it in (a wrong key); New logs a WARN when Config.Gossip.Keys are the raw
+// ClusterKeys. examples/*/cmd/*-shard are such mains.
 package backend

@@ -68,6 +68,7 @@ const (
 	forwardPush  = "push"
 	forwardKick  = "kick"
 	forwardReply = "reply"
+	forwardDrain = "drain" // cluster.DrainRequest: a gateway asks this shard to drain (no reply)
 )
 
 // ErrForwardTimeout: a forwarded Push or Kick got no reply in time; it
@@ -364,6 +365,8 @@ func (g *gossip) serveMessages(done <-chan struct{}) {
 				g.replied(f.ID, f.Reason)
 			case forwardPush, forwardKick:
 				g.onForward(&f, m.From, time.Now())
+			case forwardDrain:
+				g.srv.requestDrain(m.From)
 			default:
 				g.srv.stats.dropMalformed.Add(1)
 			}

@@ -90,7 +90,10 @@ func (g *gossip) joinLocked(ctx context.Context, a Announcement, state cluster.S
 	if err != nil {
 		return err
 	}
-	if err := n.Start(ctx); err != nil {
+	stop := watchJoin(g.srv.log, cfg.Seeds, g.srv.cfg.JoinWarning) // run.go
+	err = n.Start(ctx)
+	stop()
+	if err != nil {
 		return err
 	}
 	g.node = n

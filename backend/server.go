@@ -24,6 +24,9 @@ type Server struct {
 	ckpt  checkpoints   // sessions to checkpoint (checkpoint.go)
 	quit  chan struct{} // closed by Close: stops the janitor
 
+	drainReq  chan struct{} // closed when a gateway asked this shard to drain (DrainRequested)
+	drainOnce sync.Once
+
 	mu       sync.RWMutex // the table and the links; see table.go for the lock order
 	byID     map[protocol.SessionID]*Session
 	byDevice map[string]*Session
@@ -58,6 +61,7 @@ func New(cfg Config) (*Server, error) {
 		runq:     newRunQueue(),
 		idle:     idleSet{m: make(map[*Session]struct{})},
 		quit:     make(chan struct{}),
+		drainReq: make(chan struct{}),
 		byID:     make(map[protocol.SessionID]*Session),
 		byDevice: make(map[string]*Session),
 		links:    make(map[*link]struct{}),
@@ -68,6 +72,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 		srv.cfg.Announcer, srv.cfg.Forwarder = g, g
+		srv.warnRawGossipKeys()
 	}
 	return srv, nil
 }

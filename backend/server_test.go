@@ -36,6 +36,7 @@ func TestConfigValidate(t *testing.T) {
 		{"bad gossip meta label", func(c *backend.Config) {
 			c.Gossip = &cluster.Config{Meta: cluster.Meta{Labels: map[string]string{"v": "a,b"}}}
 		}, false},
+		{"negative join warning", func(c *backend.Config) { c.JoinWarning = -time.Second }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

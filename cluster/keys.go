@@ -1,9 +1,12 @@
 package cluster
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 
 	"github.com/hashicorp/memberlist"
@@ -72,4 +75,70 @@ func (n *Node) SetKeys(keys [][]byte) error {
 		}
 	}
 	return nil
+}
+
+// gossipKeyLabel separates the gossip key derivation from any other use of
+// the same secret. Changing it splits every cluster in two: never.
+const gossipKeyLabel = "switchyard-gossip\x00"
+
+// MinSecret is the shortest cluster secret (one line of the key file)
+// accepted: links and resume tokens are signed with the secrets as they
+// are.
+const MinSecret = 16
+
+// DeriveKeys derives the keys of a cluster from its secrets, the lines of
+// its key file (the first signs and encrypts, every one verifies and
+// decrypts, so a secret can be rotated line by line):
+//
+//   - gossip: memberlist wants AES keys of exactly 32 bytes, so each
+//     secret is hashed: SHA-256("switchyard-gossip\x00" || secret). These
+//     go to Config.Keys of every node.
+//   - links: the secrets themselves, which authenticate the gateway–shard
+//     links (backend.Config.ClusterKeys, server.Config.LinkKeys) and sign
+//     resume tokens.
+//
+// Every gateway and shard of a cluster must derive its keys this way:
+// a node given the raw secrets as gossip keys cannot read anyone's gossip
+// and never joins. The derivation is fixed (keys_test.go checks it
+// against recorded vectors), so nodes of different versions agree.
+func DeriveKeys(secrets [][]byte) (gossip, links [][]byte) {
+	for _, s := range secrets {
+		h := sha256.Sum256(append([]byte(gossipKeyLabel), s...))
+		gossip = append(gossip, h[:])
+	}
+	return gossip, secrets
+}
+
+// ReadKeyFile reads a cluster key file: one secret per line, blank lines
+// skipped, line endings (LF or CRLF) not part of a secret. It fails when
+// the file holds no secret or a secret is shorter than MinSecret, naming
+// the line.
+func ReadKeyFile(path string) ([][]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: key file: %w", err)
+	}
+	var out [][]byte
+	var errs []error
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for line := 1; sc.Scan(); line++ {
+		s := bytes.TrimRight(sc.Bytes(), "\r")
+		switch {
+		case len(s) == 0:
+		case len(s) < MinSecret:
+			errs = append(errs, fmt.Errorf("line %d: %d bytes, want at least %d", line, len(s), MinSecret))
+		default:
+			out = append(out, bytes.Clone(s))
+		}
+	}
+	if err := sc.Err(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 && len(out) == 0 {
+		errs = append(errs, errors.New("holds no secret"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("cluster: key file %s: %w", path, err)
+	}
+	return out, nil
 }

@@ -159,6 +159,13 @@ type Config struct {
 	CheckpointBuffer int
 	// Logger receives the gateway's logs; nil discards them.
 	Logger *slog.Logger
+	// Commit is the source revision the binary was built from, shown by
+	// the admin API (GET /api/v1/info).
+	Commit string
+	// ConfigHash identifies the configuration the gateway runs with (the
+	// command computes it), shown by the admin API so that an operator
+	// can tell which gateways run the same configuration.
+	ConfigHash string
 }
 
 // provision returns cfg with defaults filled in.

@@ -63,6 +63,7 @@ type Gateway struct {
 	ln      net.Listener
 	adminLn net.Listener
 	admin   *http.Server
+	adm     adminState // admin.go
 
 	draining atomic.Bool
 	forcing  atomic.Bool // Close is closing what is left
@@ -123,6 +124,7 @@ func New(cfg Config) (*Gateway, error) {
 		g.remote = r
 		g.backend = r
 	}
+	g.adm.init(g.metrics.set)
 	g.wheel = timewheel.New(0, 0, g.retryBacklog)
 	g.sessions = newSessionTable(g)
 	g.idleTicks = g.wheel.Ticks(g.idle)
@@ -188,6 +190,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 			g.log.Error("device listener stopped", "err", err)
 		}
 	}()
+	g.adm.up.Store(true) // after every field the admin handlers read is set
 	g.log.Info("gateway listening", "devices", ln.Addr().String(), "admin", g.AdminAddr(), "node", g.cfg.Node)
 	return nil
 }

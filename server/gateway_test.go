@@ -3,8 +3,6 @@ package server
 import (
 	"bytes"
 	"context"
-	"io"
-	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -66,17 +64,8 @@ func TestAdminEndpoints(t *testing.T) {
 	d.send(protocol.TypeData, 0, 0, []byte("x"))
 	d.read()
 	get := func(path, token string) (int, string) {
-		req, _ := http.NewRequest("GET", "http://"+g.AdminAddr()+path, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		resp, body := adminCall(t, g, "GET", path, token, "")
+		return resp.StatusCode, body
 	}
 	if code, _ := get("/healthz", ""); code != 200 {
 		t.Fatalf("healthz %d", code)

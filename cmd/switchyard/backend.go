@@ -73,7 +73,10 @@ func runBackend(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-srv.DrainRequested(): // a gateway's POST /api/v1/shards/{name}/drain
+	}
 	dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
 	if err := srv.Drain(dctx); err != nil {

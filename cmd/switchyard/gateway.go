@@ -79,8 +79,9 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		gossipKeys, linkKeys := clusterKeys(keys)
 		cfg.Cluster = &server.ClusterConfig{Bind: gossip, Seeds: splitList(join), Keys: gossipKeys}
-		cfg.LinkKeys, cfg.Version = linkKeys, version
+		cfg.LinkKeys = linkKeys
 	}
+	cfg.Version, cfg.Commit = version, commitID()
 	g, err := server.New(cfg)
 	if err != nil {
 		return err
@@ -88,7 +89,10 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := g.Start(ctx); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-g.DrainRequested(): // POST /api/v1/drain: the same drain as SIGTERM
+	}
 	if err := g.Close(context.Background()); err != nil {
 		cfg.Logger.Warn("drain incomplete", "err", err)
 	}

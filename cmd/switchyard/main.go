@@ -3,6 +3,7 @@
 //	switchyard gateway   run a gateway (embedded echo backend by default)
 //	switchyard backend   run a backend shard of an example app
 //	switchyard client    an interactive device client
+//	switchyard ctl       the admin API from the command line
 //	switchyard version   print the version
 package main
 
@@ -12,11 +13,49 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and commit are set at build time with -ldflags
+// "-X main.version=... -X main.commit=..."; without the latter, commitID
+// takes the revision the go command recorded from the checkout.
+var (
+	version = "dev"
+	commit  = ""
+)
+
+// commitID is the source revision of the binary: main.commit, else the
+// VCS revision in the build info (12 digits, "+dirty" when the tree had
+// changes), else "unknown".
+func commitID() string {
+	if commit != "" {
+		return commit
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "unknown"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "+dirty"
+	}
+	return rev
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
@@ -37,6 +76,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = runBackend(ctx, args[1:], stderr)
 	case "client":
 		err = runClient(ctx, args[1:], stdin, stdout)
+	case "ctl":
+		return runCtl(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "switchyard", version)
 	case "help", "-h", "--help":
@@ -62,6 +103,8 @@ commands:
   backend   run a backend shard of an example app (echo, counter, rooms)
             that joins the cluster by gossip
   client    connect as a device; each typed line goes out as DATA
+  ctl       call a gateway's admin API: info, members, ring, sessions,
+            session, kick, drain, drain-shard, reload
   version   print the version
 
 Run 'switchyard <command> -h' for the flags of a command.

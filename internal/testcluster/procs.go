@@ -47,8 +47,9 @@ const procStart = 3
 // shard processes, then opts.Gateways gateway processes, all joining
 // through the first shard's gossip address (the first gateway's without
 // shards), and waits until each process is up: a shard's gossip port
-// accepts, a gateway's /readyz answers 200 and, with shards, a device
-// handshake through it succeeds. It does not wait for convergence.
+// accepts, a gateway's /readyz answers 200 and a device handshake through
+// it succeeds (without shards, whose absence keeps /readyz at 503: its
+// /healthz answers). It does not wait for convergence.
 // opts.Handler, GatewayConfig, ShardConfig and Logger do not apply.
 func NewProcs(t testing.TB, opts Options) *Procs {
 	t.Helper()
@@ -289,13 +290,13 @@ func (p *Procs) StartGateway() int {
 		}
 		return pr, append(args, p.opts.GatewayFlags...), nil
 	}, func(ctx context.Context, pr *Proc) error {
+		if !withShards { // /readyz stays 503 until a shard is in the ring
+			return adminGet(ctx, pr.Admin, "/healthz")
+		}
 		if err := readyz(ctx, pr.Admin); err != nil {
 			return err
 		}
-		if withShards {
-			return p.probe(ctx, pr.Addr)
-		}
-		return nil
+		return p.probe(ctx, pr.Addr)
 	})
 	p.mu.Lock()
 	p.gateways = append(p.gateways, pr)
@@ -321,8 +322,11 @@ func dialOnce(ctx context.Context, addr string) error {
 }
 
 // readyz checks that the admin listener's /readyz answers 200.
-func readyz(ctx context.Context, admin string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/readyz", nil)
+func readyz(ctx context.Context, admin string) error { return adminGet(ctx, admin, "/readyz") }
+
+// adminGet checks that the admin listener answers path with 200.
+func adminGet(ctx context.Context, admin, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+path, nil)
 	if err != nil {
 		return err
 	}
@@ -332,7 +336,7 @@ func readyz(ctx context.Context, admin string) error {
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("readyz: %s", resp.Status)
+		return fmt.Errorf("%s: %s", path, resp.Status)
 	}
 	return nil
 }

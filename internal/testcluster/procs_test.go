@@ -11,7 +11,19 @@ import (
 	"github.com/switchyard-gw/switchyard/client"
 	"github.com/switchyard-gw/switchyard/internal/poll"
 	"github.com/switchyard-gw/switchyard/protocol"
+	"github.com/switchyard-gw/switchyard/router"
 )
+
+// deviceOn is the first device id "<prefix>-<i>" that ring places on
+// shard.
+func deviceOn(ring *router.Ring, prefix, shard string) string {
+	for i := 0; ; i++ {
+		id := fmt.Sprintf("%s-%d", prefix, i)
+		if s, _ := ring.Owner(id); s.Name == shard {
+			return id
+		}
+	}
+}
 
 // rawDevice is a device speaking frames directly, to see the ERROR frame
 // the Go client handles on its own.
@@ -86,14 +98,7 @@ func TestProcsShardKill(t *testing.T) {
 	gw := p.Gateway(0).Addr
 	victim, survivor := p.Shard(1).Name, p.Shard(0).Name
 	ring := p.Ring()
-	pick := func(prefix, shard string) string {
-		for i := 0; ; i++ {
-			id := fmt.Sprintf("%s-%d", prefix, i)
-			if s, _ := ring.Owner(id); s.Name == shard {
-				return id
-			}
-		}
-	}
+	pick := func(prefix, shard string) string { return deviceOn(ring, prefix, shard) }
 	onVictim := Dial(ctx, t, client.Config{Addr: gw, ID: pick("victim", victim)})
 	onSurvivor := Dial(ctx, t, client.Config{Addr: gw, ID: pick("survivor", survivor)})
 	for c, want := range map[*client.Client]string{onVictim: victim, onSurvivor: survivor} {
