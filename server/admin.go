@@ -35,6 +35,7 @@ func (g *Gateway) startAdmin() error {
 	mux.Handle("GET /api/v1/sessions/{device}", g.authorized(http.HandlerFunc(g.sessionLookup)))
 	mux.Handle("GET /api/v1/cluster/members", g.authorized(http.HandlerFunc(g.clusterMembers)))
 	mux.Handle("GET /api/v1/cluster/ring", g.authorized(http.HandlerFunc(g.clusterRing)))
+	mux.Handle("POST /api/v1/reload", g.authorized(http.HandlerFunc(g.reload)))
 	g.adminLn = ln
 	g.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5e9}
 	g.wg.Add(1)

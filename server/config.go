@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -147,8 +148,23 @@ type Config struct {
 	// a dropped upstream frame makes the session unrecoverable until the
 	// next checkpoint. Default DefaultCheckpointBuffer.
 	CheckpointBuffer int
+	// MaxLinkQueue bounds the bytes queued on one link to a shard; a send
+	// beyond it opens the shard's circuit. Default DefaultMaxLinkQueue.
+	MaxLinkQueue int
 	// Logger receives the gateway's logs; nil discards them.
 	Logger *slog.Logger
+	// LogLevel is the level LevelVar is set to at New and at every
+	// Reload (reloadable). Without LevelVar it is only compared.
+	LogLevel slog.Level
+	// LevelVar, when set, is the level of Logger's handler; the gateway
+	// sets it to LogLevel, so a reload can change what is logged.
+	LevelVar *slog.LevelVar
+	// Reloader, when set, builds the configuration a reload applies (the
+	// command re-reads its file and environment and keeps its flags):
+	// Reread and the admin API's POST /api/v1/reload call it. Nil: those
+	// answer that the gateway has no configuration source; Reload still
+	// works.
+	Reloader func(context.Context) (Config, error)
 }
 
 // provision returns cfg with defaults filled in.
@@ -182,7 +198,7 @@ func (cfg Config) provision() Config {
 		{&cfg.RateBurst, DefaultRateBurst}, {&cfg.AcceptBurst, DefaultAcceptBurst},
 		{&cfg.MaxOutbound, DefaultMaxOutbound}, {&cfg.MaxOutbox, DefaultMaxOutbox},
 		{&cfg.MoveBuffer, DefaultMoveBuffer},
-		{&cfg.CheckpointBuffer, DefaultCheckpointBuffer},
+		{&cfg.CheckpointBuffer, DefaultCheckpointBuffer}, {&cfg.MaxLinkQueue, DefaultMaxLinkQueue},
 	}
 	for _, f := range ints {
 		if *f.v == 0 {
@@ -236,7 +252,7 @@ func (cfg *Config) Validate() error {
 	if cfg.Backends != nil && cfg.Cluster != nil {
 		errs = append(errs, errors.New("set Backends or Cluster, not both"))
 	}
-	if cfg.MoveRate < 0 || cfg.MoveBuffer < 0 || cfg.MoveTimeout < 0 || cfg.CheckpointBuffer < 0 {
+	if cfg.MoveRate < 0 || cfg.MoveBuffer < 0 || cfg.MoveTimeout < 0 || cfg.CheckpointBuffer < 0 || cfg.MaxLinkQueue < 0 {
 		errs = append(errs, errors.New("move rate, move buffer and move timeout must not be negative"))
 	}
 	for i, k := range cfg.ClusterKeys {
