@@ -23,9 +23,10 @@ func (r *rateLimiter) allow(g *Gateway) bool {
 		return true
 	}
 	if now := g.wheel.Now(); now != r.last {
-		r.tokens = min(r.tokens+float32(now-r.last)*lv.ratePerTick, lv.rateBurst)
+		r.tokens += float32(now-r.last) * lv.ratePerTick
 		r.last = now
 	}
+	r.tokens = min(r.tokens, lv.rateBurst) // also when a reload lowered the burst
 	if r.tokens >= 1 {
 		r.tokens--
 		return true
