@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/switchyard-gw/switchyard/backend"
@@ -67,13 +69,15 @@ func runBackend(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	log.Info("switchyard backend started", "version", version, "commit", revision(), "app", bc.App, "shard", bc.Shard,
 		"link", srv.Addr(), "gossip", bc.Cluster.Bind, "seeds", bc.Cluster.Seeds, "link_timeout", bc.LinkTimeout,
 		"log_level", bc.LogLevel)
+	running := shardState{cfg: bc, keys: cfg.ClusterKeys}
 	for ctx.Err() == nil {
 		select {
 		case <-hup:
-			bc = reloadBackend(log, levels, srv, bc, load)
+			running = reloadBackend(log, levels, srv, running, load)
 		case <-ctx.Done():
 		}
 	}
+	bc = running.cfg
 	dctx, cancel := context.WithTimeout(context.Background(), bc.DrainTimeout)
 	defer cancel()
 	if err := srv.Drain(dctx); err != nil {
@@ -84,28 +88,36 @@ func runBackend(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return srv.Close(cctx)
 }
 
+// shardState is what a shard runs with: its configuration and the link
+// keys read from its key file.
+type shardState struct {
+	cfg  config.Backend
+	keys [][]byte
+}
+
 // reloadBackend applies a SIGHUP to a shard: the log level and the cluster
 // keys (links and gossip keyring) change live; any other changed key is
 // logged as needing a restart and kept as it runs. A configuration that
-// does not validate changes nothing. It returns the configuration now in
-// force.
-func reloadBackend(log *slog.Logger, levels *slog.LevelVar, srv *backend.Server, cur config.Backend,
-	load func() (config.Backend, backend.Config, [][]byte, error)) config.Backend {
+// does not validate changes nothing. It returns what now runs.
+func reloadBackend(log *slog.Logger, levels *slog.LevelVar, srv *backend.Server, cur shardState,
+	load func() (config.Backend, backend.Config, [][]byte, error)) shardState {
 	next, cfg, gossipKeys, err := load()
 	if err != nil {
 		log.Error("configuration reload refused: running configuration kept", "err", err)
 		return cur
 	}
-	changed, restart := config.Diff(&cur, &next)
-	if err := srv.SetClusterKeys(cfg.ClusterKeys, gossipKeys); err != nil {
-		log.Error("configuration reload failed: cluster keys not changed", "err", err)
-		return cur
+	changed, restart := config.Diff(&cur.cfg, &next)
+	if !slices.EqualFunc(cur.keys, cfg.ClusterKeys, bytes.Equal) {
+		if err := srv.SetClusterKeys(cfg.ClusterKeys, gossipKeys); err != nil {
+			log.Error("configuration reload failed: cluster keys not changed", "err", err)
+			return cur
+		}
+		changed = append(changed, "cluster_keys")
+		cur.keys = cfg.ClusterKeys
 	}
 	level, _ := config.ParseLevel(next.LogLevel)
 	levels.Set(level)
-	applied := cur
-	applied.LogLevel, applied.ClusterKeyFile = next.LogLevel, next.ClusterKeyFile
-	log.Info("configuration reloaded", "changed", changed, "restart_required", restart,
-		"note", "cluster keys are re-read from their file at every reload")
-	return applied
+	cur.cfg.LogLevel, cur.cfg.ClusterKeyFile = next.LogLevel, next.ClusterKeyFile
+	log.Info("configuration reloaded", "changed", changed, "restart_required", restart)
+	return cur
 }
