@@ -51,7 +51,8 @@ type Gateway struct {
 	gossip   *gossip         // with Cluster, once started
 
 	live        atomic.Pointer[live] // the reloadable settings (reload.go)
-	reloadMu    sync.Mutex           // one Reload at a time; guards cfg's reloadable fields
+	reloadMu    sync.Mutex           // one Reload at a time; guards running
+	running     Config               // cfg with the reloads applied: what the next reload compares with
 	refusals    *refusalLog
 	idle        time.Duration // 3 × hb
 	idleTicks   int64
@@ -118,6 +119,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.sessions = newSessionTable(g)
 	g.idleTicks = g.wheel.Ticks(g.idle)
 	g.live.Store(g.newLive(&g.cfg, randomResumeKey()))
+	g.running = g.cfg
 	g.acceptLimit.tokens = float64(cfg.AcceptBurst)
 	g.acceptLimit.set(cfg.AcceptRate, cfg.AcceptBurst, g.wheel.Tick())
 	return g, nil

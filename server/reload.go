@@ -18,7 +18,7 @@ import (
 // reads them with one atomic pointer load and a reload never tears a
 // frame's view of them:
 //
-//	Reload(next) ──▶ provision + Validate ──▶ diff against g.cfg
+//	Reload(next) ──▶ provision + Validate ──▶ diff against g.running
 //	                                            │ restart-only fields: reported, not applied
 //	                                            ▼ reloadable fields
 //	                 g.live.Store(new live) · accept bucket · link keys · gossip keyring · log level
@@ -132,7 +132,7 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	if err := next.Validate(); err != nil {
 		return ReloadReport{}, g.reloadDone(ReloadReport{}, resultInvalid, err)
 	}
-	rep := diffConfig(&g.cfg, &next)
+	rep := diffConfig(&g.running, &next)
 	if err := g.applyReload(&next, rep.Changed); err != nil {
 		return rep, g.reloadDone(rep, resultError, err)
 	}
@@ -183,13 +183,13 @@ func (g *Gateway) applyReload(next *Config, changed []string) error {
 	if slices.Contains(changed, "cluster.keys") && g.gossip != nil {
 		if err := g.gossip.node.SetKeys(next.Cluster.Keys); err != nil {
 			errs = append(errs, err)
-			next.Cluster.Keys = g.cfg.Cluster.Keys
+			next.Cluster.Keys = g.running.Cluster.Keys
 		}
 	}
 	if slices.Contains(changed, "link_keys") && g.remote != nil {
 		if err := g.remote.SetKeys(next.LinkKeys); err != nil {
 			errs = append(errs, err)
-			next.LinkKeys = g.cfg.LinkKeys
+			next.LinkKeys = g.running.LinkKeys
 		}
 	}
 	if next.LevelVar != nil {
@@ -197,13 +197,12 @@ func (g *Gateway) applyReload(next *Config, changed []string) error {
 	}
 	g.acceptLimit.set(next.AcceptRate, next.AcceptBurst, g.wheel.Tick())
 	g.live.Store(g.newLive(next, g.live.Load().resumeKeys[0]))
-	// Keep the running values of what needs a restart, so that the next
-	// reload reports them again until the process restarts.
-	cfg := g.cfg
+	// g.running takes the applied values only: what needs a restart keeps
+	// its running value, so the next reload reports it again. (g.cfg is
+	// never written after New: the handlers read it without a lock.)
 	for _, name := range changed {
-		setField(&cfg, next, name)
+		setField(&g.running, next, name)
 	}
-	g.cfg = cfg
 	return errors.Join(errs...)
 }
 

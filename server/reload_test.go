@@ -166,8 +166,8 @@ func TestReloadRestartRequired(t *testing.T) {
 		if !slices.Equal(rep.RestartRequired, []string{"heartbeat", "max_frame"}) {
 			t.Fatalf("restart required %v", rep.RestartRequired)
 		}
-		if g.cfg.MaxFrame != protocol.DefaultMaxFrame || g.cfg.Heartbeat != DefaultHeartbeat || g.cfg.AcceptBurst != 7 {
-			t.Fatalf("applied: max frame %d heartbeat %v accept burst %d", g.cfg.MaxFrame, g.cfg.Heartbeat, g.cfg.AcceptBurst)
+		if g.running.MaxFrame != protocol.DefaultMaxFrame || g.running.Heartbeat != DefaultHeartbeat || g.running.AcceptBurst != 7 {
+			t.Fatalf("applied: max frame %d heartbeat %v accept burst %d", g.running.MaxFrame, g.running.Heartbeat, g.running.AcceptBurst)
 		}
 	}
 }
