@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"flag"
 	"io"
 	"os"
@@ -19,8 +20,9 @@ func TestMain(m *testing.M) { leakcheck.Main(m, nil) }
 
 // derive is a stand-in KeyDeriver: the mapping only passes its results on.
 func derive(s [][]byte) (gossip, links [][]byte) {
-	for range s {
-		gossip = append(gossip, bytes.Repeat([]byte{1}, 32))
+	for _, k := range s {
+		h := sha256.Sum256(k)
+		gossip = append(gossip, h[:])
 	}
 	return gossip, s
 }
