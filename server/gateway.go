@@ -53,6 +53,7 @@ type Gateway struct {
 	live        atomic.Pointer[live] // the reloadable settings (reload.go)
 	reloadMu    sync.Mutex           // one Reload at a time; guards running
 	running     Config               // cfg with the reloads applied: what the next reload compares with
+	randomKey   []byte               // the resume key while no ClusterKeys are configured
 	refusals    *refusalLog
 	idle        time.Duration // 3 × hb
 	idleTicks   int64
@@ -118,7 +119,8 @@ func New(cfg Config) (*Gateway, error) {
 	g.wheel = timewheel.New(0, 0, g.retryBacklog)
 	g.sessions = newSessionTable(g)
 	g.idleTicks = g.wheel.Ticks(g.idle)
-	g.live.Store(g.newLive(&g.cfg, randomResumeKey()))
+	g.randomKey = randomResumeKey()
+	g.live.Store(g.newLive(&g.cfg, g.randomKey))
 	g.running = g.cfg
 	g.acceptLimit.tokens = float64(cfg.AcceptBurst)
 	g.acceptLimit.set(cfg.AcceptRate, cfg.AcceptBurst, g.wheel.Tick())

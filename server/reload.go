@@ -126,6 +126,10 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
 	next = next.provision()
+	if next.Cluster != nil { // applyReload may edit it: never the caller's
+		c := *next.Cluster
+		next.Cluster = &c
+	}
 	if next.Node == "" {
 		next.Node = g.cfg.Node
 	}
@@ -133,7 +137,9 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 		return ReloadReport{}, g.reloadDone(ReloadReport{}, resultInvalid, err)
 	}
 	rep := diffConfig(&g.running, &next)
-	if err := g.applyReload(&next, rep.Changed); err != nil {
+	failed, err := g.applyReload(&next, rep.Changed)
+	rep.Changed = slices.DeleteFunc(rep.Changed, func(name string) bool { return slices.Contains(failed, name) })
+	if err != nil {
 		return rep, g.reloadDone(rep, resultError, err)
 	}
 	return rep, g.reloadDone(rep, resultOK, nil)
@@ -176,19 +182,20 @@ func (g *Gateway) reloadDone(rep ReloadReport, result string, err error) error {
 	return err
 }
 
-// applyReload installs the reloadable settings of next. The caller holds
-// reloadMu.
-func (g *Gateway) applyReload(next *Config, changed []string) error {
+// applyReload installs the reloadable settings of next and returns the
+// names of those it could not install (they keep their running value).
+// The caller holds reloadMu.
+func (g *Gateway) applyReload(next *Config, changed []string) (failed []string, err error) {
 	var errs []error
 	if slices.Contains(changed, "cluster.keys") && g.gossip != nil {
 		if err := g.gossip.node.SetKeys(next.Cluster.Keys); err != nil {
-			errs = append(errs, err)
+			errs, failed = append(errs, err), append(failed, "cluster.keys")
 			next.Cluster.Keys = g.running.Cluster.Keys
 		}
 	}
 	if slices.Contains(changed, "link_keys") && g.remote != nil {
 		if err := g.remote.SetKeys(next.LinkKeys); err != nil {
-			errs = append(errs, err)
+			errs, failed = append(errs, err), append(failed, "link_keys")
 			next.LinkKeys = g.running.LinkKeys
 		}
 	}
@@ -196,14 +203,16 @@ func (g *Gateway) applyReload(next *Config, changed []string) error {
 		next.LevelVar.Set(next.LogLevel)
 	}
 	g.acceptLimit.set(next.AcceptRate, next.AcceptBurst, g.wheel.Tick())
-	g.live.Store(g.newLive(next, g.live.Load().resumeKeys[0]))
+	g.live.Store(g.newLive(next, g.randomKey))
 	// g.running takes the applied values only: what needs a restart keeps
 	// its running value, so the next reload reports it again. (g.cfg is
 	// never written after New: the handlers read it without a lock.)
 	for _, name := range changed {
-		setField(&g.running, next, name)
+		if !slices.Contains(failed, name) {
+			setField(&g.running, next, name)
+		}
 	}
-	return errors.Join(errs...)
+	return failed, errors.Join(errs...)
 }
 
 // reloadable names the Config fields Reload applies (see the top of this

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/cluster"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
@@ -253,5 +254,28 @@ func TestSnake(t *testing.T) {
 		if got := snake(in); got != want {
 			t.Errorf("snake(%s) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// TestReloadKeysError: gossip keys given to a gateway whose gossip started
+// without encryption cannot be installed: the reload is an error, the keys
+// are not reported as changed, the rest is applied, and the next reload
+// tries again.
+func TestReloadKeysError(t *testing.T) {
+	cfg := freePorts(Config{LinkKeys: [][]byte{fakeShardKey},
+		Cluster: &ClusterConfig{Name: "gw-keys", Bind: "127.0.0.1:0", Timing: cluster.FastTiming()}})
+	g := startGateway(t, cfg)
+	next := cfg
+	c := *cfg.Cluster
+	c.Keys = [][]byte{testGossipKey}
+	next.Cluster, next.Rate = &c, 7
+	for range 2 {
+		rep, err := g.Reload(next)
+		if err == nil || slices.Contains(rep.Changed, "cluster.keys") {
+			t.Fatalf("report %+v, %v: want an error and no cluster.keys", rep, err)
+		}
+	}
+	if g.metrics.reloads[resultError].Get() != 2 || g.running.Rate != 7 {
+		t.Fatalf("errors %d, rate %v", g.metrics.reloads[resultError].Get(), g.running.Rate)
 	}
 }
