@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -224,6 +226,15 @@ func text(v reflect.Value) string {
 		return x.String()
 	case []string:
 		return strings.Join(x, ",")
+	case map[string]string:
+		var kv []string
+		for _, k := range slices.Sorted(maps.Keys(x)) {
+			kv = append(kv, k+"="+x[k])
+		}
+		return strings.Join(kv, ",")
+	}
+	if (v.Kind() == reflect.Slice || v.Kind() == reflect.Map) && v.Len() == 0 {
+		return ""
 	}
 	return fmt.Sprint(v.Interface())
 }

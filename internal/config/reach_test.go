@@ -62,6 +62,10 @@ func changeAll(t *testing.T, cfg any, file string) {
 			v.SetBool(!v.Bool())
 		case k.Type.Kind() == reflect.Slice && k.Type.Elem().Kind() == reflect.String:
 			v.Set(reflect.ValueOf([]string{"127.0.0.1:2"}))
+		case k.Type.Kind() == reflect.Slice: // a list of structures (file only)
+			v.Set(reflect.Append(v, reflect.Zero(k.Type.Elem())))
+		case k.Type.Kind() == reflect.Map:
+			v.Set(reflect.ValueOf(map[string]string{"k": "v"}))
 		default:
 			t.Fatalf("%s: no way to change a %v here", k.Path, k.Type)
 		}
