@@ -272,3 +272,26 @@ func tableRows(cfg any) []string {
 	}
 	return rows
 }
+
+// TestDocExamplesLoad: the example files in docs/configuration.md load
+// (known keys, right types).
+func TestDocExamplesLoad(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(doc), "```yaml\n")[1:]
+	if len(blocks) < 2 {
+		t.Fatalf("%d yaml examples, want the gateway's and the shard's", len(blocks))
+	}
+	for _, b := range blocks {
+		body, _, _ := strings.Cut(b, "```")
+		var cfg any = &Gateway{}
+		if strings.Contains(body, "\nshard:") {
+			cfg = &Backend{}
+		}
+		if err := Load(cfg, Source{File: write(t, "example.yaml", body)}); err != nil {
+			t.Errorf("example does not load: %v\n%s", err, body)
+		}
+	}
+}
