@@ -40,6 +40,13 @@ const (
 
 // Config configures a Gateway. The zero value is a working single gateway
 // with the embedded echo backend on DefaultListen.
+//
+// A running gateway takes a new Config with Reload, which applies Rate,
+// RateBurst, RateExcessClose, AcceptRate, AcceptBurst, MaxConns,
+// MaxOutbound, HandshakeTimeout, ResumeWindow, ResumeTokenTTL,
+// DrainTimeout, GoAwayRetry, Redirects, AuthSecrets, ClusterKeys,
+// LinkKeys, Cluster.Keys and LogLevel, and reports any other change as
+// needing a restart (reload.go).
 type Config struct {
 	// Listen is the device listener address; port 0 picks a free port.
 	Listen string
