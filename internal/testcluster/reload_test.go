@@ -27,6 +27,7 @@ import (
 //     passed gets 429;
 //   - log_level: memberlist's debug lines appear in the log;
 //   - auth_secret_file: a device the old secret refused is admitted;
+//   - max_conns: a device beyond the new cap gets 503;
 //   - cluster_key_file, rotated in three reloads of the gateway and the
 //     shard: a resume token signed with the old key resumes while that key
 //     is still listed and not after it was dropped, and a new shard that
@@ -122,7 +123,15 @@ func TestProcsReload(t *testing.T) {
 	if _, err := Exchange(ctx, newcomer, "hi"); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, conf, base+"log_level: info\n") // auth off again: the harness's probes carry no token
+	// Admission: with as many connections as max_conns allows, the next
+	// device gets 503. (Auth off again: the harness's probes carry no token.)
+	writeFile(t, conf, base+"log_level: info\nmax_conns: 5\n") // 3 traffic devices, chatty, newcomer
+	reload(gw)
+	_, err = client.Dial(ctx, client.Config{Addr: gw.Addr, ID: "one-too-many", DisableReconnect: true})
+	if !errors.Is(err, &client.Error{Code: protocol.CodeUnavailable}) {
+		t.Fatalf("a device beyond max_conns: %v, want 503", err)
+	}
+	writeFile(t, conf, base+"log_level: info\n")
 	reload(gw)
 
 	// Cluster keys, rotated in three rounds over the gateway and the shard.
