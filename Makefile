@@ -5,7 +5,8 @@
 GO       ?= go
 BIN      := bin
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -X main.version=$(VERSION)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME ?= 10s
 # Two make runs on one fresh machine both install packages: the second
 # waits for dpkg's lock instead of failing at once.
@@ -33,8 +34,13 @@ demo: build
 test: test-deps lint test-race test-alloc fuzz-smoke
 
 # The deploy/ansible tests run the real playbook (render mode): Debian's
-# ansible-core. apt-get needs root, which CI has; elsewhere install it once.
+# ansible-core. apt-get needs root, which CI has; anyone else is told what
+# to install instead of failing inside apt-get.
 test-deps:
+	@command -v ansible-playbook > /dev/null || [ "$$(id -u)" = 0 ] || { \
+		echo "make: ansible-playbook not found; the deploy/ansible tests need it." >&2; \
+		echo "make: install ansible-core (Debian/Ubuntu: sudo apt-get install ansible-core; elsewhere: pipx install ansible-core), or run make test as root to have it installed." >&2; \
+		exit 1; }
 	@command -v ansible-playbook > /dev/null || { echo "make: installing ansible-core"; \
 		$(APT_GET) install -y --no-install-recommends ansible-core > /dev/null || \
 		{ $(APT_GET) update > /dev/null && $(APT_GET) install -y --no-install-recommends ansible-core > /dev/null; }; }

@@ -67,6 +67,8 @@ func TestMillionSessionHost(t *testing.T) {
 		"--max-conns 1000000",
 		"TimeoutStopSec=45", // drain 30 s + 15
 		"--drain-timeout 30s",
+		"--heartbeat 30s", // durations everywhere: a bare 30 is refused
+		"ExecReload=/bin/kill -HUP $MAINPID",
 		"--cluster-key-file /etc/switchyard/cluster.keys",
 		"--auth-secret-file /etc/switchyard/auth.secrets",
 		"--gossip 10.0.0.1:7946",
