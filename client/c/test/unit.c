@@ -493,7 +493,8 @@ static void test_client_buffers(void)
     CHECK(sy_init(&c, &cfg) == SY_ESPACE);
 }
 
-/* write_seeds writes each good frame, and each map payload, as a fuzz seed. */
+/* write_seeds writes each vector as a fuzz_frame seed and each map payload
+ * as a fuzz_map seed. */
 static void write_seeds(const char *dir)
 {
     char path[512];
@@ -505,6 +506,7 @@ static void write_seeds(const char *dir)
             perror(path);
             exit(2);
         }
+        fwrite("\x03\x07", 1, 2, f); /* fuzz_frame's max_payload 65536 and cut selectors */
         fwrite(vectors[i].b, 1, vectors[i].n, f);
         fclose(f);
         if (vectors[i].n > SY_HEADER_SIZE && vectors[i].b[SY_HEADER_SIZE] >= 0x80 &&
