@@ -58,7 +58,7 @@ test-c: test-c-deps
 			echo "fuzz client/c $$t decoder for $(FUZZ_C_SECONDS)s"; \
 			if ! "$$d/fuzz_$$t" -max_total_time=$(FUZZ_C_SECONDS) -timeout=10 -print_final_stats=1 \
 				"$$d/$$t" "$$d/seeds" > "$$d/$$t.log" 2>&1; then \
-				tail -n 60 "$$d/$$t.log"; echo "make: fuzz_$$t failed: a crash or an abort on an input (log tail above)"; exit 1; fi; \
+				tail -n 60 "$$d/$$t.log"; echo "make: fuzz_$$t failed (log tail above; the input is saved as ./crash-*)"; exit 1; fi; \
 			grep -E '^(Done|stat::number_of_executed_units)' "$$d/$$t.log"; \
 		done
 
