@@ -968,8 +968,11 @@ static void lost(struct sy_client *c, int64_t now, int code, int sys_errno)
         return;
     }
     if (was_ready) {
-        c->attempt = 0; /* a session was up: reconnect at once, backoff after */
-        c->deadline = now;
+        /* a session was up: reconnect soon (jittered within the first
+         * backoff step, so a gateway's devices do not all come back in
+         * the same millisecond), back off only if that fails */
+        c->attempt = 0;
+        c->deadline = now + (int64_t)(rnd(c) % (uint32_t)(c->cfg.backoff_min_ms + 1));
         return;
     }
     delay = c->cfg.backoff_min_ms;

@@ -16,9 +16,12 @@
  *     }
  *
  * What happens is reported through one callback, cfg.on_event, called from
- * inside sy_on_readable / sy_on_writable / sy_tick (never re-entered: the
- * callback may call sy_send, sy_ack and the getters, but not sy_free-like
- * teardown beyond sy_stop).
+ * inside sy_on_readable / sy_on_writable / sy_tick. The callback may call
+ * sy_send, sy_ack, the getters, sy_disconnect and sy_stop; payload views in
+ * an event are valid only during the call.
+ *
+ * A client is used by one thread. Times are the caller's monotonic clock in
+ * milliseconds (now_ms); only tokens read the wall clock.
  *
  * Layers, usable on their own: the frame codec (sy_frame_*), a MessagePack
  * writer and a total reader (sy_mpw_*, sy_mpr_*), the protocol maps
@@ -226,12 +229,14 @@ enum sy_state {
 };
 
 enum sy_event_type {
-    SY_EV_WELCOME,    /* a session is up: welcome, resumed */
+    SY_EV_WELCOME,    /* a session is up: welcome, resumed, seq = WELCOME last */
     SY_EV_DATA,       /* downstream DATA: data, seq (0 = best effort) */
     SY_EV_ACKED,      /* the gateway acknowledged upstream reliable DATA up to seq */
-    SY_EV_GOAWAY,     /* goaway: the client reconnects (redirect first) within retry_ms */
+    SY_EV_GOAWAY,     /* goaway, data = reason, code = retry_ms: the client reconnects
+                         (to the redirects first) within retry_ms and resumes */
     SY_EV_ERROR,      /* ERROR from the gateway: code, message */
-    SY_EV_DISCONNECT, /* the connection ended: code (ERROR code, or 0) and sys_errno */
+    SY_EV_DISCONNECT, /* the connection or a connect attempt ended: code (the ERROR
+                         code, or 0) and sys_errno; the client reconnects by itself */
     SY_EV_CLOSED      /* the client gave up for good (state SY_CLOSED): code */
 };
 
@@ -285,7 +290,8 @@ struct sy_config {
     int64_t connect_timeout_ms; /* connect + HELLO → WELCOME; 0 = 10000 */
     int64_t backoff_min_ms;   /* first reconnect delay; 0 = 100 */
     int64_t backoff_max_ms;   /* largest reconnect delay; 0 = 30000 */
-    int64_t unix_now;         /* wall clock for tokens; 0 = time(NULL) */
+    int64_t unix_now;         /* a fixed unix time for tokens (tests, devices without a
+                                 clock set their own); 0 = time(NULL) at each connect */
     uint32_t seed;            /* jitter seed; 0 = from the clock */
 
     sy_event_fn on_event;
