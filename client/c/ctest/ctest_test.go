@@ -136,6 +136,16 @@ func TestHeartbeat(t *testing.T) {
 	scenario(t, "heartbeat", g.addr)
 }
 
+// TestRateLimit: frames dropped with ERROR 429 (connection kept) are sent
+// again from the last ACK a second later, until all are through, each
+// echoed once and in order.
+func TestRateLimit(t *testing.T) {
+	t.Parallel()
+	cProgs(t)
+	g := startGateway(t, "--rate", "20", "--rate-burst", "10")
+	scenario(t, "ratelimit", g.addr)
+}
+
 // TestAuth: tokens made by the C client from the secret, or given to it,
 // are accepted; a wrong or missing token is 401 and the client stops.
 func TestAuth(t *testing.T) {

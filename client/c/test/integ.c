@@ -7,6 +7,8 @@
  *   integ resume    ADDR          manual ACKs, redelivery of unacked downstream, resend of unsent upstream
  *   integ auth      ADDR SECRET   token made from the secret, a given token, wrong and missing (401)
  *   integ heartbeat ADDR          (gateway --heartbeat 1) idle for 4.5 s: PINGs keep the session
+ *   integ ratelimit ADDR          (gateway --rate-burst 10) 30 reliable frames at once: ERROR 429,
+ *                                 go back and resend, every frame echoed once
  *   integ goaway    ADDR NODE     prints "ready"; after the driver drains the gateway: GOAWAY,
  *                                 reconnect to the redirect (WELCOME from NODE), resend
  *
@@ -375,6 +377,43 @@ static void scenario_heartbeat(const char *addr)
     printf("ok heartbeat\n");
 }
 
+static int all_echoed(void *arg)
+{
+    struct dev *d = arg;
+    return d->ndata >= 30 && sy_unacked(&d->c) == 0;
+}
+
+/* ratelimit: frames the gateway dropped with ERROR 429 are resent (go
+ * back to the last ACK a second later) until every one is through. */
+static void scenario_ratelimit(const char *addr)
+{
+    static struct dev a;
+    char id[64], p[16];
+    int i, j;
+    snprintf(id, sizeof id, "c-rate-%ld", (long)getpid());
+    dev_init(&a, "ratelimit", addr, id, 0, NULL, NULL);
+    start_ready(&a);
+    for (i = 1; i <= 30; i++) {
+        snprintf(p, sizeof p, "m%d", i);
+        send_or_fail(&a, p, 1);
+    }
+    if (!run1(&a, all_echoed, &a, 30000))
+        fail("ratelimit", "not every frame echoed after the 429s");
+    if (a.errors == 0 || a.last_error != SY_CODE_RATE_LIMITED)
+        fail("ratelimit", "no ERROR 429: the gateway's limit was not reached");
+    for (i = 0; i < a.ndata; i++) {
+        snprintf(p, sizeof p, "m%d", i + 1);
+        if (a.seqs[i] != (uint32_t)(i + 1) || strcmp(a.payloads[i], p) != 0)
+            fail("ratelimit", "echoes out of order or twice");
+        for (j = 0; j < i; j++) {
+            if (a.seqs[j] == a.seqs[i])
+                fail("ratelimit", "an echo delivered twice");
+        }
+    }
+    sy_stop(&a.c);
+    printf("ok ratelimit\n");
+}
+
 static int goaway_done(void *arg)
 {
     struct dev *d = arg;
@@ -423,10 +462,12 @@ int main(int argc, char **argv)
         scenario_auth(argv[2], argv[3]);
     else if (argc >= 3 && strcmp(argv[1], "heartbeat") == 0)
         scenario_heartbeat(argv[2]);
+    else if (argc >= 3 && strcmp(argv[1], "ratelimit") == 0)
+        scenario_ratelimit(argv[2]);
     else if (argc >= 4 && strcmp(argv[1], "goaway") == 0)
         scenario_goaway(argv[2], argv[3]);
     else {
-        fprintf(stderr, "usage: %s echo|resume|heartbeat ADDR | auth ADDR SECRET | goaway ADDR NODE\n", argv[0]);
+        fprintf(stderr, "usage: %s echo|resume|heartbeat|ratelimit ADDR | auth ADDR SECRET | goaway ADDR NODE\n", argv[0]);
         return 2;
     }
     return 0;
