@@ -1370,6 +1370,12 @@ int sy_init(struct sy_client *c, const struct sy_config *cfg)
     if (cfg->rx_buf == NULL || cfg->rx_cap < SY_HEADER_SIZE + 256 || cfg->tx_buf == NULL ||
         cfg->tx_cap < SY_HEADER_SIZE + SY_MAX_HELLO || (cfg->resend_cap > 0 && cfg->resend_buf == NULL))
         return SY_ESPACE;
+    if (cfg->resolve == NULL) { /* fail now, not in every reconnect, on a name we cannot resolve */
+        struct sockaddr_storage ss;
+        unsigned len = sizeof ss;
+        if (default_resolve(NULL, host, port, &ss, &len) != 0)
+            return SY_EINVAL;
+    }
     c->cfg = *cfg;
     if (c->cfg.token_ttl_s <= 0)
         c->cfg.token_ttl_s = 3600;

@@ -487,6 +487,10 @@ static void test_client_buffers(void)
     cfg.id = "unit-1";
     cfg.addr = "no-port";
     CHECK(sy_init(&c, &cfg) == SY_EINVAL);
+    cfg.addr = "gateway.example:7400"; /* a DNS name needs cfg.resolve */
+    CHECK(sy_init(&c, &cfg) == SY_EINVAL);
+    cfg.addr = "127.0.0.1:99999";
+    CHECK(sy_init(&c, &cfg) == SY_EINVAL);
     cfg.addr = "[::1]:7400";
     CHECK(sy_init(&c, &cfg) == SY_OK);
     cfg.tx_cap = 100;
