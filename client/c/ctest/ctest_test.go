@@ -65,7 +65,7 @@ func cProgs(t *testing.T) {
 }
 
 func buildProgs() {
-	cc := os.Getenv("CC")
+	cc := os.Getenv("SWITCHYARD_CC")
 	if cc == "" {
 		cc = "gcc"
 	}

@@ -11,8 +11,8 @@
 // package directory that holds .c files without cgo.
 //
 // Without gcc the tests skip, unless SWITCHYARD_REQUIRE_CC=1 (set by
-// `make test-c`), which makes a missing compiler a failure. CC names
-// another compiler. Every process a test starts is killed by its PID in
-// t.Cleanup. The package starts no goroutine that outlives a test except
+// `make test-c`), which makes a missing compiler a failure.
+// SWITCHYARD_CC names another compiler (not CC, which cgo reads). Every
+// process a test starts is killed by its PID in t.Cleanup. The package starts no goroutine that outlives a test except
 // the ones exec starts to copy a child's output, which end with the child.
 package ctest
