@@ -132,7 +132,7 @@ func TestResumeRedelivery(t *testing.T) {
 func TestHeartbeat(t *testing.T) {
 	t.Parallel()
 	cProgs(t)
-	g := startGateway(t, "--heartbeat", "1")
+	g := startGateway(t, "--heartbeat", "1s")
 	scenario(t, "heartbeat", g.addr)
 }
 
