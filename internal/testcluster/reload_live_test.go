@@ -28,7 +28,7 @@ import (
 
 // TestProcsReloadLive: the reloadable gateway keys TestProcsReload does
 // not cover, each changed on a running `switchyard gateway` (with a
-// counter shard) while devices send DATA through it, each shown to take
+// echo shard) while devices send DATA through it, each shown to take
 // effect from outside the process, half of them by `switchyard ctl
 // reload` and half by SIGHUP; every reload reports exactly the keys
 // changed as applied and nothing as needing a restart, and not one device
@@ -47,9 +47,9 @@ import (
 //     one detached before it still waits;
 //   - rate_excess_close (SIGHUP) from 1h to 300ms: a flooding device that
 //     was only rate-limited (ERROR 429) is closed ("closing") after it;
-//   - max_outbound (ctl): no cheap outside observable (a device must stop
-//     reading until the kernel's socket buffers, megabytes on loopback,
-//     are full), so only the reload's report is checked;
+//   - max_outbound (ctl) from 16 MiB to 128 KiB: a device that does not
+//     read, asking for 6 MB of echoes, gets them all before the reload and
+//     is closed as a slow consumer after it;
 //   - drain_timeout, go_away_retry, redirects (SIGHUP), shown by the
 //     drain that ends the test: GOAWAY carries the new retry and
 //     redirect, and every device gets it and the gateway exits. The
@@ -68,10 +68,10 @@ func TestProcsReloadLive(t *testing.T) {
 	keys := map[string]string{
 		"rate": "50", "rate_burst": "50", "rate_excess_close": "1h",
 		"handshake_timeout": "10m", "resume_window": "5m", "resume_token_ttl": "24h",
-		"drain_timeout": "1h", "go_away_retry": "5s",
+		"drain_timeout": "1h", "go_away_retry": "5s", "max_outbound": "16777216",
 	}
 	writeFile(t, conf, yamlOf(keys))
-	p, ctx := convergedProcs(t, Options{Gateways: 1, Shards: 1, App: "counter", OwnDrainSettings: true,
+	p, ctx := convergedProcs(t, Options{Gateways: 1, Shards: 1, App: "echo", OwnDrainSettings: true,
 		GatewayFlags: append([]string{"--config", conf}, tokenFlags(t, bin, tok)...)}, 4*poll.Patience)
 	gw := p.Gateway(0)
 
@@ -190,10 +190,39 @@ func TestProcsReloadLive(t *testing.T) {
 	if !strings.Contains(fl.why(), "closing") {
 		t.Fatalf("the flooder ended by %q, want ERROR 429 \"... closing\"", fl.why())
 	}
-	reload("sighup", map[string]string{"rate_excess_close": "1h"})
 
-	// max_outbound: the report only (see above).
+	// max_outbound: a device that reads nothing (a 4 KiB receive buffer)
+	// asks for 100 echoes of 60 kB, more than the kernel buffers of a
+	// loopback connection take (tcp_wmem's 4 MiB at most). Under 16 MiB
+	// the gateway queues the rest and the device, reading at last, gets
+	// all 100; under 128 KiB it is closed as a slow consumer before it
+	// reads. (At the default rate, which lets the 100 frames through.)
+	reload("sighup", map[string]string{"rate": "", "rate_burst": "", "rate_excess_close": ""})
+	ask := func(id string) (*rawDevice, float64) {
+		d := nonReader(t, gw.Addr, id)
+		before := metric(t, gw.Admin, `switchyard_disconnects_total{reason="slow_consumer"}`)
+		frame := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, 60000))
+		for range 100 {
+			if _, err := d.nc.Write(frame); err != nil {
+				break // closed meanwhile: what it read tells
+			}
+		}
+		return d, before
+	}
+	patient, _ := ask("patient")
+	for i := range 100 {
+		if f, err := patient.read(poll.Patience); err != nil || f.Type != protocol.TypeData || len(f.Payload) != 60000 {
+			t.Fatalf("echo %d of 100 under max_outbound 16 MiB: %v %d bytes, %v", i+1, f.Type, len(f.Payload), err)
+		}
+	}
 	reload("ctl", map[string]string{"max_outbound": "131072"})
+	_, slowBefore := ask("slow")
+	poll.Until(t, poll.Patience, func() error {
+		if m := metric(t, gw.Admin, `switchyard_disconnects_total{reason="slow_consumer"}`); m <= slowBefore {
+			return fmt.Errorf("no slow consumer closed under max_outbound 128 KiB (%v)", m)
+		}
+		return nil
+	})
 
 	// Not one device of the traffic disconnected.
 	traffic.stop(t)
@@ -440,4 +469,30 @@ func (fl *flood) why() string {
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
 	return fl.last
+}
+
+// nonReader is a device that handshakes and then reads nothing until told:
+// its socket's receive buffer is 4 KiB, so what the gateway sends it
+// queues on the gateway's side.
+func nonReader(t *testing.T, addr, id string) *rawDevice {
+	t.Helper()
+	dl := net.Dialer{Timeout: poll.Patience, Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		_ = c.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return err
+	}}
+	nc, err := dl.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	d := &rawDevice{nc}
+	p, _ := protocol.EncodeHello(&protocol.Hello{V: 1, ID: id})
+	if _, err := nc.Write(protocol.AppendFrame(nil, protocol.TypeHello, 0, 0, p)); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := d.read(poll.Patience); err != nil || f.Type != protocol.TypeWelcome {
+		t.Fatalf("%s: want WELCOME, got %v %q %v", id, f.Type, f.Payload, err)
+	}
+	return d
 }
