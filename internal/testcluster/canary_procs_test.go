@@ -3,10 +3,12 @@ package testcluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,7 +24,8 @@ import (
 // (32 tagged model=x1, 8 model=x2) stream ticks through both gateways.
 // Rule v21 is written into the file and each gateway reloaded (one by
 // `switchyard ctl reload`, the other by SIGHUP) at 10 %, widened to 100 %,
-// lowered to 10 %; then rolled back: the canary shard drained by `ctl
+// lowered to 10 % (a rule at 0 % in between is refused by both paths and
+// changes nothing); then rolled back: the canary shard drained by `ctl
 // drain-shard`, and the rule removed. After each step exactly the devices
 // the rule selects (computed with router.NewRules over the same labelled
 // ring) are served by the canary shard, every other device where the
@@ -155,6 +158,23 @@ func TestProcsCanary(t *testing.T) {
 	step("before any rule", nil, "")
 	const rule = "canary:\n  - {name: v21, match: {model: x1}, percent: %v, labels: {version: \"2.1\"}}\n"
 	step("10 %", procsCanaryRule(10), fmt.Sprintf(rule, 10))
+	// A bad rule is refused as a whole by both reload paths, and the
+	// gateways keep the rule they had.
+	writeFile(t, conf, "log_level: info\n"+fmt.Sprintf(rule, 0))
+	if r := ctl(t, bin, gws[0], tok, "reload"); r.code == 0 || !strings.Contains(r.err, "percent") {
+		t.Fatalf("ctl reload of a rule at 0 %%: exit %d, %q: want a failure naming percent", r.code, r.err)
+	}
+	refusals := strings.Count(gws[1].Log(), "configuration reload refused")
+	if err := gws[1].Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, poll.Patience, func() error {
+		if strings.Count(gws[1].Log(), "configuration reload refused") == refusals {
+			return errors.New("gw1 did not refuse the rule at 0 %")
+		}
+		return nil
+	})
+	step("bad rule refused", procsCanaryRule(10), "")
 	step("100 %", procsCanaryRule(100), fmt.Sprintf(rule, 100))
 	step("lowered to 10 %", procsCanaryRule(10), fmt.Sprintf(rule, 10))
 
