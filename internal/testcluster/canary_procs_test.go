@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,6 +49,14 @@ func TestProcsCanary(t *testing.T) {
 	canary := p.StartShard("canary-1", "--labels", "version=2.1")
 	if err := p.WaitConverged(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// The walkthrough's check: the members list shows it with its label.
+	var members []server.MemberInfo
+	if err := json.Unmarshal([]byte(mustCtl(t, bin, p.Gateway(0), tok, []string{"-o", "json", "members"})), &members); err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(members, func(m server.MemberInfo) bool { return m.Shard == canary.Name }); i < 0 || members[i].Labels["version"] != "2.1" {
+		t.Fatalf("ctl members does not list %s with version=2.1: %+v", canary.Name, members)
 	}
 	var shards []router.Shard
 	for _, n := range p.Active() {
@@ -154,6 +163,23 @@ func TestProcsCanary(t *testing.T) {
 			return nil
 		})
 		t.Logf("%s: %d of %d devices on the canary shard", name, in, len(devs))
+		if yaml != "" { // the walkthrough's log line names the rules in force
+			wantLine := `msg="canary rules set" component=gateway rules=[]`
+			if len(rules) > 0 {
+				wantLine = fmt.Sprintf(`msg="canary rules set" component=gateway rules="[v21=%v%%]"`, rules[0].Percent)
+			}
+			for _, gw := range gws {
+				last := ""
+				for _, line := range strings.Split(gw.Log(), "\n") {
+					if strings.Contains(line, `msg="canary rules set"`) {
+						last = line
+					}
+				}
+				if !strings.Contains(last, wantLine) {
+					t.Errorf("%s: %s: last rules line %q, want %s", name, gw.Name, last, wantLine)
+				}
+			}
+		}
 	}
 	step("before any rule", nil, "")
 	const rule = "canary:\n  - {name: v21, match: {model: x1}, percent: %v, labels: {version: \"2.1\"}}\n"
