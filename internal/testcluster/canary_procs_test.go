@@ -58,18 +58,24 @@ func TestProcsCanary(t *testing.T) {
 	if i := slices.IndexFunc(members, func(m server.MemberInfo) bool { return m.Shard == canary.Name }); i < 0 || members[i].Labels["version"] != "2.1" {
 		t.Fatalf("ctl members does not list %s with version=2.1: %+v", canary.Name, members)
 	}
-	var shards []router.Shard
-	for _, n := range p.Active() {
-		s := router.Shard{Name: n}
-		if n == canary.Name {
-			s.Labels = map[string]string{"version": "2.1"}
+	// labelledRing is the ring of the shards up, the canary-* ones
+	// labelled version=2.1, as the gateways see it.
+	labelledRing := func() *router.Ring {
+		var shards []router.Shard
+		for _, n := range p.Active() {
+			s := router.Shard{Name: n}
+			if isCanary(n) {
+				s.Labels = map[string]string{"version": "2.1"}
+			}
+			shards = append(shards, s)
 		}
-		shards = append(shards, s)
+		r, err := router.NewRing(router.Config{}, shards)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
 	}
-	ring, err := router.NewRing(router.Config{}, shards)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring := labelledRing()
 	place := func(rules []router.Rule, id string, tags map[string]string) string {
 		pl, err := router.NewRules(rules)
 		if err != nil {
@@ -156,13 +162,13 @@ func TestProcsCanary(t *testing.T) {
 				if got := dv.lastShard(); got != w {
 					return fmt.Errorf("%s: %s %v served by %q, want %s", name, dv.id, dv.tags, got, w)
 				}
-				if w == canary.Name {
+				if isCanary(w) {
 					in++
 				}
 			}
 			return nil
 		})
-		t.Logf("%s: %d of %d devices on the canary shard", name, in, len(devs))
+		t.Logf("%s: %d of %d devices on a canary shard", name, in, len(devs))
 		if yaml != "" { // the walkthrough's log line names the rules in force
 			wantLine := `msg="canary rules set" component=gateway rules=[]`
 			if len(rules) > 0 {
@@ -209,17 +215,21 @@ func TestProcsCanary(t *testing.T) {
 	// then remove the rule, which then moves nothing. Removing the rule
 	// first would make the canary shard an ordinary shard that takes its
 	// ring share of every device (docs/operations.md "Rolling back").
-	mustCtl(t, bin, gws[0], tok, []string{"drain-shard", canary.Name})
-	poll.Until(t, poll.Patience, func() error {
-		if !canary.Exited() {
-			return fmt.Errorf("%s has not exited after drain-shard", canary.Name)
+	drain := func(pr *Proc) {
+		t.Helper()
+		mustCtl(t, bin, gws[0], tok, []string{"drain-shard", pr.Name})
+		poll.Until(t, poll.Patience, func() error {
+			if !pr.Exited() {
+				return fmt.Errorf("%s has not exited after drain-shard", pr.Name)
+			}
+			return nil
+		})
+		if err := p.WaitConverged(ctx); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
-	if err := p.WaitConverged(ctx); err != nil {
-		t.Fatal(err)
+		ring = labelledRing()
 	}
-	ring = p.Ring()
+	drain(canary)
 	step("canary shard drained", procsCanaryRule(10), "")
 	fallback := ""
 	for _, gw := range gws {
@@ -228,6 +238,17 @@ func TestProcsCanary(t *testing.T) {
 	if fallback == "" {
 		t.Error("the drained canary's cohort was not counted as fallback")
 	}
+	// The walkthrough's other order (rule first, then the shard): a canary
+	// shard joining under the rule takes the cohort, live, and nothing
+	// else; then it is rolled back the same way.
+	canary2 := p.StartShard("canary-2", "--labels", "version=2.1")
+	if err := p.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ring = labelledRing()
+	step("canary-2 joined under the rule", procsCanaryRule(10), "")
+	drain(canary2)
+	step("canary-2 drained", procsCanaryRule(10), "")
 	step("rule removed", nil, "# canary rule removed\n")
 
 	stop()
@@ -253,6 +274,8 @@ func TestProcsCanary(t *testing.T) {
 		t.Errorf("switchyard_session_moves_total{result=\"ok\"} = %v over both gateways, want the %d placements that changed", movedOK, moves)
 	}
 }
+
+func isCanary(shard string) bool { return strings.HasPrefix(shard, "canary-") }
 
 func procsCanaryRule(pct float64) []router.Rule {
 	return []router.Rule{{Name: "v21", Match: map[string]string{"model": "x1"}, Percent: pct,
