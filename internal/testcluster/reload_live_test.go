@@ -132,7 +132,14 @@ func TestProcsReloadLive(t *testing.T) {
 	reload("sighup", map[string]string{"accept_rate": "", "accept_burst": ""})
 
 	// handshake_timeout: before is accepted under 10m, after under 300ms.
+	accepted := metric(t, gw.Admin, "switchyard_connections_accepted_total")
 	before := silentConn(t, gw.Addr)
+	poll.Until(t, poll.Patience, func() error { // its handshake deadline is armed at accept
+		if metric(t, gw.Admin, "switchyard_connections_accepted_total") == accepted {
+			return errors.New("the gateway has not accepted the silent connection yet")
+		}
+		return nil
+	})
 	reload("sighup", map[string]string{"handshake_timeout": "300ms"})
 	after := silentConn(t, gw.Addr)
 	if code := errorThenEOF(t, after); code != protocol.CodeTimeout {
@@ -146,7 +153,13 @@ func TestProcsReloadLive(t *testing.T) {
 	reload("sighup", map[string]string{"handshake_timeout": "10m"})
 
 	// resume_token_ttl and resume_window.
-	held := rawWelcome(t, gw.Addr, "held", nil) // detached under the 5m window
+	held := rawWelcome(t, gw.Addr, "held", nil)
+	poll.Until(t, poll.Patience, func() error { // detached, so under the 5m window
+		if body := adminBody(t, gw.Admin, adminToken, "/api/v1/sessions/held"); !strings.Contains(body, `"attached":false`) {
+			return fmt.Errorf("held not detached yet: %s", body)
+		}
+		return nil
+	})
 	reload("ctl", map[string]string{"resume_token_ttl": "1h", "resume_window": "1s"})
 	brief := rawWelcome(t, gw.Addr, "brief", nil)
 	oldExp, newExp := tokenExpiry(t, held.Resume), tokenExpiry(t, brief.Resume)
