@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -34,15 +33,8 @@ import (
 // device reconnects and every counter goes on by one at each tick (the
 // state moves with the session).
 func TestProcsCanary(t *testing.T) {
-	if testing.Short() {
-		t.Skip("multi-process: skipped under -short")
-	}
-	bin := Binary(t)
-	tok := writeToken(t, adminToken)
-	conf := filepath.Join(t.TempDir(), "gateway.yaml")
-	writeFile(t, conf, "log_level: info\n")
-	p, ctx := convergedProcs(t, Options{Gateways: 2, Shards: 2, App: "counter",
-		GatewayFlags: append([]string{"--config", conf}, tokenFlags(t, bin, tok)...)}, 5*poll.Patience)
+	cp := configuredProcs(t, Options{Gateways: 2, Shards: 2, App: "counter"}, "log_level: info\n", 5*poll.Patience)
+	p, ctx, bin, tok, conf := cp.Procs, cp.ctx, cp.bin, cp.tokenFile, cp.conf
 
 	// Step 1 of the walkthrough: the canary shard joins with its label. No
 	// rule targets it yet, so it takes its share of every device.

@@ -59,20 +59,13 @@ import (
 //
 // canary is covered by TestProcsCanary.
 func TestProcsReloadLive(t *testing.T) {
-	if testing.Short() {
-		t.Skip("multi-process: skipped under -short")
-	}
-	bin := Binary(t)
-	tok := writeToken(t, adminToken)
-	conf := filepath.Join(t.TempDir(), "gateway.yaml")
 	keys := map[string]string{
 		"rate": "50", "rate_burst": "50", "rate_excess_close": "1h",
 		"handshake_timeout": "10m", "resume_window": "5m", "resume_token_ttl": "24h",
 		"drain_timeout": "1h", "go_away_retry": "5s", "max_outbound": "16777216",
 	}
-	writeFile(t, conf, yamlOf(keys))
-	p, ctx := convergedProcs(t, Options{Gateways: 1, Shards: 1, App: "echo", OwnDrainSettings: true,
-		GatewayFlags: append([]string{"--config", conf}, tokenFlags(t, bin, tok)...)}, 4*poll.Patience)
+	cp := configuredProcs(t, Options{Gateways: 1, Shards: 1, App: "echo", OwnDrainSettings: true}, yamlOf(keys), 4*poll.Patience)
+	p, ctx, bin, tok, conf := cp.Procs, cp.ctx, cp.bin, cp.tokenFile, cp.conf
 	gw := p.Gateway(0)
 
 	// reload writes the configuration file with set applied (an empty
@@ -500,12 +493,29 @@ func nonReader(t *testing.T, addr, id string) *rawDevice {
 	}
 	t.Cleanup(func() { nc.Close() })
 	d := &rawDevice{nc}
-	p, _ := protocol.EncodeHello(&protocol.Hello{V: 1, ID: id})
-	if _, err := nc.Write(protocol.AppendFrame(nil, protocol.TypeHello, 0, 0, p)); err != nil {
-		t.Fatal(err)
-	}
-	if f, err := d.read(poll.Patience); err != nil || f.Type != protocol.TypeWelcome {
-		t.Fatalf("%s: want WELCOME, got %v %q %v", id, f.Type, f.Payload, err)
-	}
+	d.hello(t, id)
 	return d
+}
+
+// configured is a cluster of processes whose gateways run with --config
+// conf and the admin token of tokenFile.
+type configured struct {
+	*Procs
+	ctx            context.Context
+	bin, tokenFile string
+	conf           string
+}
+
+// configuredProcs writes the gateways' configuration file, starts the
+// cluster with it and the admin token, and waits until it converged.
+func configuredProcs(t *testing.T, opts Options, yaml string, within time.Duration) configured {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("multi-process: skipped under -short")
+	}
+	c := configured{bin: Binary(t), tokenFile: writeToken(t, adminToken), conf: filepath.Join(t.TempDir(), "gateway.yaml")}
+	writeFile(t, c.conf, yaml)
+	opts.GatewayFlags = append(append([]string{"--config", c.conf}, tokenFlags(t, c.bin, c.tokenFile)...), opts.GatewayFlags...)
+	c.Procs, c.ctx = convergedProcs(t, opts, within)
+	return c
 }
