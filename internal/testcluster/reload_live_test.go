@@ -1,6 +1,7 @@
 package testcluster
 
 import (
+	"bytes"
 	"context"
 	byteorder "encoding/binary"
 	"encoding/json"
@@ -34,6 +35,8 @@ import (
 // changed as applied and nothing as needing a restart, and not one device
 // of the steady traffic disconnects. Effects are shown by the order of
 // events, never by durations:
+//   - rate_burst (SIGHUP) alone, from 50 to 5: 30 frames at once pass
+//     before, 100 at once get ERROR 429 after;
 //   - accept_rate, accept_burst (ctl) tiny: the next new connections get
 //     ERROR 503 and switchyard_connections_rejected_total{reason=
 //     "accept_rate"} grows;
@@ -99,6 +102,39 @@ func TestProcsReloadLive(t *testing.T) {
 	}
 
 	traffic := startTraffic(ctx, t, gw.Addr, 3)
+
+	// rate_burst alone (the rate stays): 30 frames at once all pass under
+	// a burst of 50; under a burst of 5, 100 frames at once get 429.
+	bursty := rawHello(t, gw.Addr, "bursty")
+	burst := func(n int) (echoes int, limited bool) {
+		frame := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, []byte("b"))
+		if _, err := bursty.nc.Write(bytes.Repeat(frame, n)); err != nil {
+			t.Fatal(err)
+		}
+		for echoes < n && !limited {
+			f, err := bursty.read(poll.Patience)
+			if err != nil {
+				t.Fatalf("bursty: %d echoes of %d, then %v", echoes, n, err)
+			}
+			switch f.Type {
+			case protocol.TypeData:
+				echoes++
+			case protocol.TypeError:
+				var e protocol.ErrorMsg
+				_ = protocol.Unmarshal(f.Payload, &e)
+				limited = e.Code == protocol.CodeRateLimited
+			}
+		}
+		return echoes, limited
+	}
+	if n, limited := burst(30); limited || n != 30 {
+		t.Fatalf("30 frames at once under rate_burst 50: %d echoed, 429 %v", n, limited)
+	}
+	reload("sighup", map[string]string{"rate_burst": "5"})
+	if _, limited := burst(100); !limited {
+		t.Fatal("100 frames at once under rate_burst 5: no 429")
+	}
+	reload("sighup", map[string]string{"rate_burst": "50"})
 
 	// accept_rate, accept_burst: the bucket keeps at most the new burst of
 	// tokens and refills at 1 per 1000 s, so of three new connections at
