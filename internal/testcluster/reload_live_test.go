@@ -57,8 +57,9 @@ import (
 //     drain that ends the test: GOAWAY carries the new retry and
 //     redirect, and every device gets it and the gateway exits. The
 //     GOAWAYs are spread over half the drain timeout less the retry: under
-//     the old 1h the second of 5 connections would get its GOAWAY after
-//     some 6 minutes, far beyond the test's deadline; under 1s, at once.
+//     the old 1h, with the eight or so connections left, the second would
+//     get its GOAWAY minutes later, far beyond the test's deadline; under
+//     1s, at once.
 //
 // canary is covered by TestProcsCanary.
 func TestProcsReloadLive(t *testing.T) {
