@@ -1,7 +1,7 @@
 package remote
 
 import (
-	"strings"
+	"github.com/switchyard-gw/switchyard/internal/admin"
 	"sync/atomic"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -129,7 +129,7 @@ type linkMetrics struct {
 }
 
 func (m *Metrics) link(shard string) *linkMetrics {
-	l := `{shard="` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(shard) + `"}`
+	l := `{shard="` + admin.Escape(shard) + `"}`
 	c := func(name string) *metrics.Counter { return m.set.GetOrCreateCounter(name + l) }
 	return &linkMetrics{
 		sentEnvelopes: c("switchyard_link_sent_envelopes_total"),
