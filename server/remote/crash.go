@@ -139,19 +139,20 @@ func (mv *mover) recover(dead *link, d Device) bool {
 		return false
 	}
 	if m == nil {
-		m = &move{from: dead, epoch: b.epoch.Load(), start: time.Now()}
+		m = &move{from: dead, epoch: b.epoch.Load(), start: time.Now(), cause: causeCrash}
 		t.m[d] = m
 		b.moving.Store(true)
 		mv.r.m.moving.Add(1)
 	}
+	m.cause = causeCrash // a move whose old shard failed goes on as a recovery
 	// The kept frames have the lower seqs: they go first.
 	m.held = append(held, m.held...)
-	m.to, m.newEpoch = to, m.epoch+1
+	m.to, m.newEpoch, m.rule = to, m.epoch+1, p.Rule
 	to.bind(id, d)
 	err = to.send(&protocol.Envelope{Kind: protocol.LinkOpen, Session: id, Epoch: m.newEpoch, Ext: ext})
 	t.mu.Unlock()
 	mv.r.m.recoveries[recoverStarted].Inc()
-	mv.r.m.movesStarted.Inc()
+	mv.r.m.movesStarted[m.cause].Inc()
 	if err != nil {
 		mv.fail(d, moveLink, err.Error())
 		return true
