@@ -93,6 +93,7 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 		c.refuse("too many connections")
 	case !g.acceptLimit.allow(g.wheel.Now()):
 		g.metrics.rejectAcceptRate.Inc()
+		g.metrics.rateLimitAccept.Inc()
 		c.refuse("accept rate exceeded")
 	default:
 		g.wheel.Schedule(&c.dl, g.live.Load().handshakeTimeout)

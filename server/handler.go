@@ -261,6 +261,10 @@ func (c *conn) rateLimited() {
 	if now-c.rl.lastDrop > second {
 		c.rl.excessStart = now
 	}
+	if now-c.rl.lastDrop > second || !c.rl.dropped {
+		g.metrics.rateLimitDevice.Inc() // an excess began: once per episode; drops count the frames
+	}
+	c.rl.dropped = true
 	c.rl.lastDrop = now
 	if now-c.rl.excessStart >= g.live.Load().excessTicks {
 		c.refused(protocol.CodeRateLimited, c.sess.device, "rate limit exceeded, closing")

@@ -127,6 +127,8 @@ type gatewayMetrics struct {
 	bytesIn             [nKinds]*metrics.Counter
 	bytesOut            [nKinds]*metrics.Counter
 	goaways             *metrics.Counter
+	rateLimitDevice     *metrics.Counter // a device went over its frame rate (an excess began)
+	rateLimitAccept     *metrics.Counter // a connection refused over the accept rate
 	handshakeDuration   *metrics.PrometheusHistogram
 	batchDuration       *metrics.PrometheusHistogram // one input batch, all its frames
 	batchFrames         *metrics.PrometheusHistogram // frames per input batch
@@ -158,6 +160,8 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 		resumeRejected:      s.NewCounter("switchyard_resume_rejected_total"),
 		takeovers:           s.NewCounter("switchyard_session_takeovers_total"),
 		goaways:             s.NewCounter("switchyard_goaways_sent_total"),
+		rateLimitDevice:     s.NewCounter(`switchyard_rate_limit_hits_total{limit="device"}`),
+		rateLimitAccept:     s.NewCounter(`switchyard_rate_limit_hits_total{limit="accept"}`),
 		handshakeDuration:   s.NewPrometheusHistogramExt("switchyard_handshake_duration_seconds", handshakeBuckets),
 		batchDuration:       s.NewPrometheusHistogramExt("switchyard_batch_handle_seconds", batchBuckets),
 		batchFrames:         s.NewPrometheusHistogramExt("switchyard_batch_frames", batchFrameBuckets),
