@@ -66,6 +66,7 @@ func (srv *Server) startAdminLocked() error {
 	})))
 	srv.adminLn = ln
 	srv.admin = &http.Server{Handler: mux, ReadHeaderTimeout: adminHeaderTimeout}
+	// Not spawn: the caller holds gmu, and has checked stopping.
 	srv.mainWG.Add(1)
 	go func() {
 		defer srv.mainWG.Done()

@@ -199,6 +199,8 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 		m.errorsSent[c] = s.NewCounter(`switchyard_errors_sent_total{code="` + strconv.Itoa(c) + `"}`)
 		m.handshakeResults[strconv.Itoa(c)] = s.NewCounter(`switchyard_handshake_results_total{result="` + strconv.Itoa(c) + `"}`)
 	}
+	m.errorsSent[codeOther] = s.NewCounter(`switchyard_errors_sent_total{code="other"}`)
+	m.handshakeResults["other"] = s.NewCounter(`switchyard_handshake_results_total{result="other"}`)
 	s.NewGauge("switchyard_connections", func() float64 { return float64(m.conns.Load()) })
 	s.NewGauge("switchyard_sessions", func() float64 { return float64(m.sessions.Load()) })
 	s.NewGauge("switchyard_write_backlog_connections", func() float64 { return float64(m.backlog.Load()) })
@@ -248,21 +250,32 @@ func (m *gatewayMetrics) framesReceived() uint64 {
 	return n
 }
 
-// handshakeResult counts a handshake's outcome.
+// handshakeResult counts a handshake's outcome (a refusal code the
+// protocol does not name as "other").
 func (m *gatewayMetrics) handshakeResult(result string) {
 	if c := m.handshakeResults[result]; c != nil {
 		c.Inc()
+		return
 	}
+	m.handshakeResults["other"].Inc()
 }
 
 func (m *gatewayMetrics) disconnect(reason string) { m.disconnects[reason].Inc() }
 func (m *gatewayMetrics) drop(reason string)       { m.drops[reason].Inc() }
 
+// errorSent counts an ERROR frame by its code; a code the protocol does
+// not name (a shard's handler may refuse with any, e.g. 403) counts as
+// "other", which keeps the label's values few.
 func (m *gatewayMetrics) errorSent(code int) {
 	if c := m.errorsSent[code]; c != nil {
 		c.Inc()
+		return
 	}
+	m.errorsSent[codeOther].Inc()
 }
+
+// codeOther is the errorsSent key of the codes the protocol does not name.
+const codeOther = 0
 
 // reasonFor maps an ERROR code to the disconnect reason it ends with.
 func reasonFor(code int, established bool) string {

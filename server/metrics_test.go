@@ -173,3 +173,21 @@ func TestClusterMetrics(t *testing.T) {
 		t.Fatal("the old ring's fingerprint is still exposed")
 	}
 }
+
+// TestErrorCodeOther: a shard that refuses a session with a code the
+// protocol does not name (a handler's 403) is counted under "other",
+// as an ERROR sent and as the handshake's result.
+func TestErrorCodeOther(t *testing.T) {
+	s := startFakeShard(t, "s1", false)
+	g := startGateway(t, Config{Backends: s.dir(), LinkKeys: [][]byte{fakeShardKey}})
+	d := dial(t, g)
+	hello, _ := protocol.EncodeHello(&protocol.Hello{V: 1, ID: "dev"})
+	d.send(protocol.TypeHello, 0, 0, hello)
+	open := s.next(t, protocol.LinkOpen)
+	ext, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Code: 403, Reason: "forbidden"})
+	open.l.send(&protocol.Envelope{Kind: protocol.LinkRefused, Session: open.e.Session, Epoch: open.e.Epoch, Ext: ext})
+	d.expectError(403, true)
+	waitMetric(t, g, `switchyard_errors_sent_total{code="other"}`, 1)
+	waitMetric(t, g, `switchyard_handshake_results_total{result="other"}`, 1)
+	waitMetric(t, g, `switchyard_connections_by_state{state="opening"}`, 0)
+}

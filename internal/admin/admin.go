@@ -1,7 +1,3 @@
-// Package admin holds what the gateway's and the shard's admin HTTP
-// listeners share: the bearer token check, label values escaped as the
-// Prometheus text format wants, and the switchyard_build_info series. It
-// imports only the standard library.
 package admin
 
 import (
