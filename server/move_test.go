@@ -37,14 +37,7 @@ func TestMoveFailureReleasesSession(t *testing.T) {
 	dir.set(s1)
 	g := startGateway(t, Config{Backends: dir, LinkKeys: [][]byte{fakeShardKey}})
 
-	d := dial(t, g)
-	hello, _ := protocol.EncodeHello(&protocol.Hello{V: 1, ID: "dev"})
-	d.send(protocol.TypeHello, 0, 0, hello)
-	open := s1.next(t, protocol.LinkOpen)
-	open.l.opened(open.e.Session)
-	if f := d.read(); f.Type != protocol.TypeWelcome {
-		t.Fatalf("want WELCOME, got %v %s", f.Type, errText(f))
-	}
+	d, open := openOn(t, g, s1, "dev")
 
 	dir.set(s2)
 	g.Rebalance()
@@ -112,14 +105,7 @@ func TestMoveCauses(t *testing.T) {
 			dir := &causeDir{}
 			dir.set(s1)
 			g := startGateway(t, Config{Backends: dir, LinkKeys: [][]byte{fakeShardKey}})
-			d := dial(t, g)
-			hello, _ := protocol.EncodeHello(&protocol.Hello{V: 1, ID: "dev"})
-			d.send(protocol.TypeHello, 0, 0, hello)
-			open := s1.next(t, protocol.LinkOpen)
-			open.l.opened(open.e.Session)
-			if f := d.read(); f.Type != protocol.TypeWelcome {
-				t.Fatalf("want WELCOME, got %v %s", f.Type, errText(f))
-			}
+			openOn(t, g, s1, "dev")
 
 			dir.mu.Lock()
 			tt.move(dir, s2)

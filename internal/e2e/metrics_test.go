@@ -94,19 +94,8 @@ func scrapedSeries(t *testing.T, url string) map[string]bool {
 // "Metrics" (series added to the code without a row there fail here).
 func TestMetricsDocumented(t *testing.T) {
 	g := gateway(t, server.Config{AdminListen: "127.0.0.1:0", Cluster: gossipCfg(), LinkKeys: [][]byte{linkKey}})
-	s, err := backend.New(backend.Config{Shard: "m1", Link: "127.0.0.1:0", ClusterKeys: [][]byte{linkKey},
+	s := startShard(t, backend.Config{Shard: "m1", Link: "127.0.0.1:0", ClusterKeys: [][]byte{linkKey},
 		Handler: echo.Handler{}, Gossip: gossipCfg(g.GossipAddr()), AdminListen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
-		defer cancel()
-		_ = s.Close(ctx)
-	})
 	waitFor(t, "ring has the shard", func() bool { return g.Shards() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
 	defer cancel()
