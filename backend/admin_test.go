@@ -127,7 +127,8 @@ func TestShardAdmin(t *testing.T) {
 		return series(t, body)
 	}
 	m := scrape()
-	if m[`switchyard_build_info{version="1.2.3",commit="abc",goversion="`+runtime.Version()+`"}`] != 1 {
+	if m[`switchyard_build_info{version="1.2.3",commit="abc",goversion="`+runtime.Version()+`"}`] != 1 ||
+		m[`switchyard_shard_info{shard="a"}`] != 1 {
 		t.Fatalf("no build info in %v", m)
 	}
 

@@ -88,6 +88,9 @@ func newShardMetrics(srv *Server) *shardMetrics {
 		m.duration[i] = s.NewPrometheusHistogramExt(`switchyard_shard_handler_seconds{call="`+call+`"}`, handlerBuckets)
 	}
 	s.NewGauge(admin.BuildInfo(srv.cfg.Version, srv.cfg.Commit), func() float64 { return 1 })
+	// The shard's name, for dashboards that join a scrape target to the
+	// shard label of the gateways' per-shard series.
+	s.NewGauge(`switchyard_shard_info{shard="`+admin.Escape(srv.cfg.Shard)+`"}`, func() float64 { return 1 })
 	s.NewGauge("switchyard_shard_ready", func() float64 {
 		if srv.readiness().Ready {
 			return 1

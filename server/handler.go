@@ -90,7 +90,7 @@ func (b *batch) count(g *Gateway) {
 // frame handles one whole frame.
 func (c *conn) frame(f *protocol.Frame, b *batch) {
 	b.frames++
-	k := &b.kinds[kindOf[f.Type]]
+	k := &b.kinds[recvKind[f.Type]]
 	k.frames++
 	k.bytes += protocol.FrameSize(len(f.Payload))
 	c.lastRecv.Store(c.g.wheel.Now())

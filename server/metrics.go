@@ -11,11 +11,12 @@ import (
 )
 
 // Frame kinds, the type label of the frame and byte counters: an index
-// per frame type of the protocol, and one for the types it does not
-// know (received only; such a frame ends its connection with 400). The
-// hot kinds come first: a connection keeps its sent counts of those
-// (conn.sent) until its next flush; the others are rare and counted at
-// once.
+// per frame type of the protocol, and kindOther for what a device may
+// not send (a type the protocol does not know, or one only the gateway
+// sends; such a frame ends its connection with 400). Each direction has
+// the series of the kinds it carries only. The hot kinds come first: a
+// connection keeps its sent counts of those (conn.sent) until its next
+// flush; the others are rare and counted at once.
 const (
 	kindData    = 0
 	kindAck     = 1
@@ -26,24 +27,37 @@ const (
 	kindWelcome = 5
 	kindGoAway  = 6
 	kindError   = 7
-	kindUnknown = 8
+	kindOther   = 8
 	nKinds      = 9
 )
 
-var kindNames = [nKinds]string{"DATA", "ACK", "PING", "PONG", "HELLO", "WELCOME", "GOAWAY", "ERROR", "UNKNOWN"}
+var kindNames = [nKinds]string{"DATA", "ACK", "PING", "PONG", "HELLO", "WELCOME", "GOAWAY", "ERROR", "OTHER"}
 
-// kindOf maps a frame type to its kind; a table, so the frame path does
-// not branch on it.
-var kindOf = func() (k [256]uint8) {
+// The kinds each direction carries.
+var (
+	recvKinds = []int{kindData, kindAck, kindPing, kindPong, kindHello, kindOther}
+	sentKinds = []int{kindData, kindAck, kindPing, kindPong, kindWelcome, kindGoAway, kindError}
+)
+
+// recvKind and sentKind map a frame type to its kind in each direction;
+// tables, so the frame path does not branch on the type.
+var recvKind, sentKind = kindTable(recvKinds), kindTable(sentKinds)
+
+// kindTable maps the types of kinds to their kind and every other type to
+// kindOther.
+func kindTable(kinds []int) (k [256]uint8) {
+	types := [nKinds]protocol.Type{protocol.TypeData, protocol.TypeAck, protocol.TypePing, protocol.TypePong,
+		protocol.TypeHello, protocol.TypeWelcome, protocol.TypeGoAway, protocol.TypeError}
 	for i := range k {
-		k[i] = kindUnknown
+		k[i] = kindOther
 	}
-	k[protocol.TypeData], k[protocol.TypeAck] = kindData, kindAck
-	k[protocol.TypePing], k[protocol.TypePong] = kindPing, kindPong
-	k[protocol.TypeHello], k[protocol.TypeWelcome] = kindHello, kindWelcome
-	k[protocol.TypeGoAway], k[protocol.TypeError] = kindGoAway, kindError
+	for _, kind := range kinds {
+		if kind != kindOther {
+			k[types[kind]] = uint8(kind)
+		}
+	}
 	return k
-}()
+}
 
 // Connection states, the state label of switchyard_connections_by_state.
 // A connection only moves forward through them.
@@ -171,10 +185,13 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 		errorsSent:          map[int]*metrics.Counter{},
 		reloads:             map[string]*metrics.Counter{},
 	}
-	for k, name := range kindNames {
-		l := `{type="` + name + `"}`
+	for _, k := range recvKinds {
+		l := `{type="` + kindNames[k] + `"}`
 		m.framesIn[k] = s.NewCounter("switchyard_frames_received_total" + l)
 		m.bytesIn[k] = s.NewCounter("switchyard_received_bytes_total" + l)
+	}
+	for _, k := range sentKinds {
+		l := `{type="` + kindNames[k] + `"}`
 		m.framesOut[k] = s.NewCounter("switchyard_frames_sent_total" + l)
 		m.bytesOut[k] = s.NewCounter("switchyard_sent_bytes_total" + l)
 	}
@@ -244,8 +261,8 @@ func (m *gatewayMetrics) sessionsIn(state string) float64 {
 // framesReceived sums the frames received, of every kind.
 func (m *gatewayMetrics) framesReceived() uint64 {
 	var n uint64
-	for _, c := range m.framesIn {
-		n += c.Get()
+	for _, k := range recvKinds {
+		n += m.framesIn[k].Get()
 	}
 	return n
 }

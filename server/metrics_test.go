@@ -113,6 +113,12 @@ func TestHandshakeMetrics(t *testing.T) {
 	waitMetric(t, g, `switchyard_handshake_results_total{result="resumed"}`, 1)
 	waitMetric(t, g, `switchyard_sessions_by_state{state="detached"}`, 0)
 	waitMetric(t, g, `switchyard_sessions_by_state{state="attached"}`, 1)
+	d.send(protocol.TypeWelcome, 0, 0, nil) // only a gateway sends WELCOME
+	d.expectError(protocol.CodeBadRequest, true)
+	waitMetric(t, g, `switchyard_frames_received_total{type="OTHER"}`, 1)
+	if metric(g, `switchyard_frames_received_total{type="WELCOME"}`) != -1 || metric(g, `switchyard_frames_sent_total{type="HELLO"}`) != -1 {
+		t.Fatal("series for a direction a frame type does not travel in")
+	}
 
 	bad := dial(t, g)
 	bad.send(protocol.TypeHello, 0, 0, []byte{0xc1}) // not msgpack

@@ -39,14 +39,16 @@ func (c *conn) appendLocked(t protocol.Type, flags protocol.Flags, seq uint32, p
 		c.out = outPool.Get().(*[]byte)
 	}
 	*c.out = protocol.AppendFrame(*c.out, t, flags, seq, payload)
-	k, size := kindOf[t], protocol.FrameSize(len(payload))
+	k, size := sentKind[t], protocol.FrameSize(len(payload))
 	if k < nHotKinds {
 		c.sent[k].frames++
 		c.sent[k].bytes += uint32(size)
 		return
 	}
-	c.g.metrics.framesOut[k].Inc()
-	c.g.metrics.bytesOut[k].Add(size)
+	if m := c.g.metrics; m.framesOut[k] != nil { // nil: a type the gateway never sends
+		m.framesOut[k].Inc()
+		m.bytesOut[k].Add(size)
+	}
 }
 
 // writable reports whether frames may still be queued. The caller holds wmu.
