@@ -139,12 +139,12 @@ func (mv *mover) recover(dead *link, d Device) bool {
 		return false
 	}
 	if m == nil {
-		m = &move{from: dead, epoch: b.epoch.Load(), start: time.Now(), cause: causeCrash}
+		m = &move{from: dead, epoch: b.epoch.Load(), start: time.Now()}
 		t.m[d] = m
 		b.moving.Store(true)
 		mv.r.m.moving.Add(1)
 	}
-	m.cause = causeCrash // a move whose old shard failed goes on as a recovery
+	m.cause = causeCrash // also a move whose old shard failed before its State: it goes on as a recovery
 	// The kept frames have the lower seqs: they go first.
 	m.held = append(held, m.held...)
 	m.to, m.newEpoch, m.rule = to, m.epoch+1, p.Rule
@@ -152,7 +152,7 @@ func (mv *mover) recover(dead *link, d Device) bool {
 	err = to.send(&protocol.Envelope{Kind: protocol.LinkOpen, Session: id, Epoch: m.newEpoch, Ext: ext})
 	t.mu.Unlock()
 	mv.r.m.recoveries[recoverStarted].Inc()
-	mv.r.m.movesStarted[m.cause].Inc()
+	mv.r.m.movesStarted[causeCrash].Inc()
 	if err != nil {
 		mv.fail(d, moveLink, err.Error())
 		return true
