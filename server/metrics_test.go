@@ -197,3 +197,18 @@ func TestErrorCodeOther(t *testing.T) {
 	waitMetric(t, g, `switchyard_handshake_results_total{result="other"}`, 1)
 	waitMetric(t, g, `switchyard_connections_by_state{state="opening"}`, 0)
 }
+
+// TestStaleDownCounted: a Down from a shard for an epoch that is not the
+// session's binding is dropped and counted as stale; the binding's own
+// reaches the device.
+func TestStaleDownCounted(t *testing.T) {
+	s := startFakeShard(t, "s1", false)
+	g := startGateway(t, Config{Backends: s.dir(), LinkKeys: [][]byte{fakeShardKey}})
+	d, open := openOn(t, g, s, "dev")
+	open.l.send(&protocol.Envelope{Kind: protocol.LinkDown, Session: open.e.Session, Epoch: 7, Payload: []byte("old")})
+	waitMetric(t, g, `switchyard_frames_dropped_total{reason="stale"}`, 1)
+	open.l.send(&protocol.Envelope{Kind: protocol.LinkDown, Session: open.e.Session, Epoch: 1, Payload: []byte("new")})
+	if f := d.read(); f.Type != protocol.TypeData || string(f.Payload) != "new" {
+		t.Fatalf("got %v %q, want DATA new", f.Type, f.Payload)
+	}
+}

@@ -15,7 +15,7 @@ import (
 // switchyard_frames_dropped_total (the device side counts the others in
 // the same series).
 const (
-	dropStale   = "stale"   // for an unknown session, or not the binding's (epoch, move)
+	dropStale   = "stale"   // for an unknown session, or not the binding's (epoch, move); downstream too
 	dropBackend = "backend" // the shard's link is down or its queue full (reliable ones are not ACKed)
 	dropMove    = "move"    // the session was moving and its hold buffer was full (reliable ones are not ACKed)
 )
