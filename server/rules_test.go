@@ -124,6 +124,10 @@ func TestTimeouts(t *testing.T) {
 		d := dial(t, g)
 		d.write(rawHeader(100, protocol.TypeHello, 0, 0))
 		d.expectError(408, true)
+		// Both timed out before a HELLO: handshake results, not idle closes.
+		waitFor(t, "408 handshake results", func() bool {
+			return metric(g, `switchyard_handshake_results_total{result="408"}`) == 2
+		})
 	})
 	t.Run("idle after 3 hb", func(t *testing.T) {
 		d := dial(t, g)
