@@ -63,6 +63,8 @@ func (srv *Server) startAdminLocked() error {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		srv.metrics.set.WritePrometheus(w)
 		metrics.WriteProcessMetrics(w)
+		metrics.WriteFDMetrics(w) // process_open_fds, process_max_fds: a shard has few
+
 	})))
 	srv.adminLn = ln
 	srv.admin = &http.Server{Handler: mux, ReadHeaderTimeout: adminHeaderTimeout}

@@ -164,6 +164,9 @@ func TestShardAdmin(t *testing.T) {
 	if _, ok := m["switchyard_shard_link_queue_bytes"]; !ok {
 		t.Fatal("no switchyard_shard_link_queue_bytes")
 	}
+	if m["process_open_fds"] < 1 || m["process_max_fds"] < m["process_open_fds"] {
+		t.Fatalf("process fds: %v open, %v max", m["process_open_fds"], m["process_max_fds"])
+	}
 
 	g.Control(protocol.LinkClose, sid, 1, 0, "bye")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

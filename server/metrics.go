@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 
 	"github.com/VictoriaMetrics/metrics"
+	"golang.org/x/sys/unix"
+
 	"github.com/switchyard-gw/switchyard/internal/admin"
 	"github.com/switchyard-gw/switchyard/protocol"
 	"github.com/switchyard-gw/switchyard/server/remote"
@@ -230,8 +232,22 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 		s.NewGauge(`switchyard_sessions_by_state{state="`+st+`"}`, func() float64 { return m.sessionsIn(st) })
 	}
 	s.NewGauge(admin.BuildInfo(version, commit), func() float64 { return 1 })
+	s.NewGauge("switchyard_fd_limit", fdLimit)
 	m.remote = remote.NewMetrics(s)
 	return m
+}
+
+// fdLimit is the process's limit on open files (RLIMIT_NOFILE, soft), read
+// at each scrape (a reload of the limit shows). Against it, the
+// connections and links are the gateway's file descriptors: counting
+// /proc/self/fd (process_open_fds) would read a directory entry per
+// connection at every scrape.
+func fdLimit() float64 {
+	var r unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil {
+		return 0
+	}
+	return float64(r.Cur)
 }
 
 // sessionsIn counts the sessions in a state, from the counts kept

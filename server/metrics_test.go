@@ -64,6 +64,9 @@ func TestHandshakeMetrics(t *testing.T) {
 	if metric(g, `switchyard_build_info{version="9.9.9",commit="c0ffee",goversion="`+runtime.Version()+`"}`) != 1 {
 		t.Fatal("no switchyard_build_info")
 	}
+	if metric(g, "switchyard_fd_limit") < 1 {
+		t.Fatal("no switchyard_fd_limit")
+	}
 	b := buckets(t, g, "switchyard_handshake_duration_seconds")
 	if b[5e-5] != 0 || b[5] != 0 || len(b) != len(handshakeBuckets)+1 {
 		t.Fatalf("handshake buckets %v: want 50 µs … 5 s", b)
