@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/switchyard-gw/switchyard/cluster"
+	"github.com/switchyard-gw/switchyard/internal/admin"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
@@ -151,17 +151,8 @@ func (g *Gateway) whenUp(h http.Handler) http.Handler {
 
 // authorized requires the bearer token when one is configured.
 func (g *Gateway) authorized(h http.Handler) http.Handler {
-	if g.cfg.AdminToken == "" {
-		return h
-	}
-	want := []byte("Bearer " + g.cfg.AdminToken)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
-			return
-		}
-		h.ServeHTTP(w, r)
+	return admin.Bearer(g.cfg.AdminToken, h, func(w http.ResponseWriter) {
+		writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 	})
 }
 

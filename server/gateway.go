@@ -94,7 +94,7 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "gateway"),
-		metrics: newGatewayMetrics(),
+		metrics: newGatewayMetrics(cfg.Version, cfg.Commit),
 		backend: echoBackend{maxOutbox: cfg.MaxOutbox},
 		idle:    3 * cfg.Heartbeat,
 		closed:  make(chan struct{}),
@@ -125,6 +125,7 @@ func New(cfg Config) (*Gateway, error) {
 		g.backend = r
 	}
 	g.adm.init(g.metrics.set)
+	g.metrics.set.RegisterMetricsWriter(g.writeClusterMetrics)
 	g.adm.configHash.Store(&cfg.ConfigHash)
 	g.wheel = timewheel.New(0, 0, g.retryBacklog)
 	g.sessions = newSessionTable(g)

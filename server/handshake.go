@@ -38,6 +38,7 @@ func (c *conn) handshake(f *protocol.Frame) {
 		// Nobody would read the WELCOME, and attaching would take the
 		// device's session from the connection it has now.
 		g.metrics.handshakesAbandoned.Inc()
+		g.metrics.handshakeResult(handshakeAbandoned)
 		c.shut(reasonPeer)
 		return
 	}
@@ -59,6 +60,7 @@ func (c *conn) handshake(f *protocol.Frame) {
 	c.sess = s
 	c.rl.reset(g)
 	c.opening.Store(true)
+	c.enter(stOpening)
 	g.backend.Open(c, &h, resumed)
 }
 
@@ -75,10 +77,14 @@ func (c *conn) openDone(resumed bool, last uint32) {
 	c.welcome(resumed, last, now)
 	c.opening.Store(false)
 	c.ready.Store(true)
+	c.enter(stReady)
 	g.wheel.Schedule(&c.dl, g.idle)
 	g.metrics.handshakes.Inc()
 	if resumed {
 		g.metrics.resumed.Inc()
+		g.metrics.handshakeResult(handshakeResumed)
+	} else {
+		g.metrics.handshakeResult(handshakeOK)
 	}
 	g.metrics.handshakeDuration.Update(float64(now.UnixNano()-c.acceptNs) / 1e9)
 }

@@ -63,6 +63,8 @@ type Backend struct {
 	App                string            `yaml:"app" help:"example app: echo, counter or rooms"`
 	Shard              string            `yaml:"shard" help:"shard name (required, unique in the cluster)"`
 	Link               string            `yaml:"link" help:"link listener address gateways connect to (port 0 picks one)"`
+	AdminListen        string            `yaml:"admin_listen" flag:"admin" help:"admin HTTP address (/metrics, /healthz, /readyz); - disables"`
+	AdminTokenFile     string            `yaml:"admin_token_file" secret:"file" help:"file holding the bearer token /metrics requires (none when empty)"`
 	ClusterKeyFile     string            `yaml:"cluster_key_file" secret:"file" reload:"live" help:"file of cluster keys, one per line (required)"`
 	ResumeWindow       time.Duration     `yaml:"resume_window" help:"how long a session whose device went away is kept for a resume"`
 	MaxOutbox          int               `yaml:"max_outbox" help:"unacknowledged reliable downstream bytes per session"`
@@ -159,6 +161,7 @@ func DefaultBackend() Backend {
 	return Backend{
 		App:                "echo",
 		Link:               backend.DefaultLink,
+		AdminListen:        DefaultShardAdminListen,
 		ResumeWindow:       backend.DefaultResumeWindow,
 		MaxOutbox:          backend.DefaultMaxOutbox,
 		MaxLinkQueue:       backend.DefaultMaxLinkQueue,
@@ -179,6 +182,11 @@ func DefaultBackend() Backend {
 		Cluster:            defaultGossip(""),
 	}
 }
+
+// DefaultShardAdminListen is the binary's shard admin listener (the SDK's
+// default is none): beside the gateway's 7480, so that a gateway and a
+// shard run on one host out of the box.
+const DefaultShardAdminListen = "127.0.0.1:7680"
 
 // Shard drain and close, as `switchyard backend` always had them.
 const (

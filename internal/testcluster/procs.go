@@ -81,7 +81,7 @@ type Proc struct {
 	Role    string // "backend" or "gateway"
 	Name    string // shard name, or gw<i>
 	Addr    string // gateway: device address; backend: link address
-	Admin   string // gateway: admin HTTP address
+	Admin   string // admin HTTP address (a shard's: /metrics, /healthz, /readyz)
 	Gossip  string // gossip address
 	logPath string
 
@@ -250,9 +250,13 @@ func (p *Procs) StartShard(name string, flags ...string) *Proc {
 		if err != nil {
 			return nil, nil, err
 		}
-		pr := &Proc{Role: "backend", Name: name, Addr: link, Gossip: gossip,
+		admin, err := freeAddr(false)
+		if err != nil {
+			return nil, nil, err
+		}
+		pr := &Proc{Role: "backend", Name: name, Addr: link, Admin: admin, Gossip: gossip,
 			logPath: filepath.Join(p.dir, fmt.Sprintf("backend-%s-%d.log", name, attempt))}
-		args := []string{"backend", "--app", p.app(), "--shard", name, "--link", link, "--gossip", gossip,
+		args := []string{"backend", "--app", p.app(), "--shard", name, "--link", link, "--admin", admin, "--gossip", gossip,
 			"--cluster-key-file", p.keyFile, "--drain-timeout", "2s"}
 		if seed != "" {
 			args = append(args, "--join", seed)

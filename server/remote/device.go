@@ -85,6 +85,10 @@ type Binding struct {
 	// and again at every mover pass, so a canary rule change moves it.
 	// Set by Open and read under the device's Lock.
 	tags map[string]string
+	// rule is the canary rule that placed the session on its shard (""
+	// when none): a move to or from a rule's shards counts as "canary".
+	// Set with link, under the device's Lock.
+	rule string
 	// acked is the highest upstream seq ACKed to the device: an ACK is
 	// "every DATA through seq", so a lower one (a shard that reopened the
 	// session from a checkpoint ACKs the replayed frames again) is not
