@@ -110,7 +110,9 @@ func TestPrometheus(t *testing.T) {
 	if plotDir != "" {
 		// Points every 2 s: a few hundred a line over the run.
 		end := time.Now()
-		files, err := promq.PlotDashboard(ctx, pc, panels, promq.Vars(rateInterval), started, end, 2*time.Second, plotDir)
+		pctx, pcancel := context.WithTimeout(context.Background(), poll.Patience)
+		defer pcancel()
+		files, err := promq.PlotDashboard(pctx, pc, panels, promq.Vars(rateInterval), started, end, 2*time.Second, plotDir)
 		if err != nil {
 			t.Fatal(err)
 		}
