@@ -34,8 +34,10 @@ demo: build
 test: test-deps lint test-c test-race test-alloc fuzz-smoke
 
 # The deploy/ansible tests run the real playbook (render mode): Debian's
-# ansible-core. apt-get needs root, which CI has; anyone else is told what
-# to install instead of failing inside apt-get.
+# ansible-core; deploy/prometheus's test runs Debian's prometheus and
+# promtool (the binary only, on loopback: the package's own service is not
+# used). apt-get needs root, which CI has; anyone else is told what to
+# install instead of failing inside apt-get.
 test-deps:
 	@command -v ansible-playbook > /dev/null || [ "$$(id -u)" = 0 ] || { \
 		echo "make: ansible-playbook not found; the deploy/ansible tests need it." >&2; \
@@ -44,9 +46,18 @@ test-deps:
 	@command -v ansible-playbook > /dev/null || { echo "make: installing ansible-core"; \
 		$(APT_GET) install -y --no-install-recommends ansible-core > /dev/null || \
 		{ $(APT_GET) update > /dev/null && $(APT_GET) install -y --no-install-recommends ansible-core > /dev/null; }; }
+	@command -v prometheus > /dev/null && command -v promtool > /dev/null || [ "$$(id -u)" = 0 ] || { \
+		echo "make: prometheus or promtool not found; the deploy/prometheus test needs them." >&2; \
+		echo "make: install Debian's prometheus package (sudo apt-get install prometheus), or run make test as root to have it installed." >&2; \
+		exit 1; }
+	@command -v prometheus > /dev/null && command -v promtool > /dev/null || { echo "make: installing prometheus"; \
+		$(APT_GET) install -y --no-install-recommends prometheus > /dev/null || \
+		{ $(APT_GET) update > /dev/null && $(APT_GET) install -y --no-install-recommends prometheus > /dev/null; }; }
 
+# SWITCHYARD_REQUIRE_PROMETHEUS: without prometheus the deploy/prometheus
+# test fails here instead of skipping (test-deps installed it).
 test-race:
-	$(GO) test -race -count=1 -timeout 15m ./...
+	SWITCHYARD_REQUIRE_PROMETHEUS=1 $(GO) test -race -count=1 -timeout 15m ./...
 
 ## test-c: the C client (client/c): its unit tests, the example device and
 ## the scenarios against real gateways, built by client/c/ctest with gcc

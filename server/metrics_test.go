@@ -175,12 +175,23 @@ func TestClusterMetrics(t *testing.T) {
 	fp := fmt.Sprintf(`switchyard_ring_info{fingerprint="%016x"}`, g.ring.Ring().Fingerprint())
 	waitMetric(t, g, fp, 1)
 
+	waitMetric(t, g, `switchyard_shard_circuit_state{shard="s1",state="closed"}`, 1)
 	_ = be.Leave(context.Background())
 	waitMetric(t, g, "switchyard_ring_shards", 0)
 	waitMetric(t, g, `switchyard_cluster_members{role="backend",state="active"}`, 0)
 	if metric(g, fp) != -1 {
 		t.Fatal("the old ring's fingerprint is still exposed")
 	}
+	// A shard that left is forgotten: no circuit state (its links' end
+	// trips the circuit, which would read "open" for good).
+	poll.Until(t, poll.Patience, func() error {
+		for _, st := range []string{"closed", "open", "half-open"} {
+			if v := metric(g, `switchyard_shard_circuit_state{shard="s1",state="`+st+`"}`); v != -1 {
+				return fmt.Errorf("circuit state %s of the shard that left still exposed: %v", st, v)
+			}
+		}
+		return nil
+	})
 }
 
 // TestErrorCodeOther: a shard that refuses a session with a code the

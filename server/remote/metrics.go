@@ -209,6 +209,13 @@ func (r *Backend) writeShards(w io.Writer) {
 		metrics.WriteGaugeUint64(w, "switchyard_shard_down"+lb, boolGauge(v.down))
 	}
 	for _, st := range r.circuits.Snapshot() {
+		// Only the shards linked to: a shard gossip reported gone
+		// (DropShard) keeps its circuit, tripped by its links' end, and
+		// would otherwise show "open" for good after a clean drain,
+		// firing SwitchyardCircuitOpen (deploy/prometheus/alerts.yml).
+		if _, linked := views[st.Shard]; !linked {
+			continue
+		}
 		for _, s := range circuitStates {
 			metrics.WriteGaugeUint64(w, `switchyard_shard_circuit_state{shard="`+admin.Escape(st.Shard)+
 				`",state="`+s.String()+`"}`, boolGauge(st.State == s))
