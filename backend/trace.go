@@ -23,7 +23,7 @@ func (srv *Server) traceEvent(s *Session, ev *event) {
 	if !ok {
 		return
 	}
-	l := srv.log.With("trace_id", id, "device", s.device, "shard", srv.cfg.Shard, "session", fmt.Sprintf("%x", s.id[:]))
+	l := srv.log.With("trace_id", id, "device", s.device, "session", fmt.Sprintf("%x", s.id[:]))
 	switch ev.kind {
 	case evUp:
 		l.Info("trace: frame up", "seq", ev.seq, "size", len(ev.payload), "reliable", ev.reliable)
@@ -49,6 +49,6 @@ func (srv *Server) startTrace(payload []byte, from string) {
 		srv.log.Warn("trace request refused", "from", from, "err", err)
 		return
 	}
-	srv.log.Info("trace: started", "trace_id", req.ID, "device", req.Device, "shard", srv.cfg.Shard,
+	srv.log.Info("trace: started", "trace_id", req.ID, "device", req.Device,
 		"for", time.Duration(req.ForMs)*time.Millisecond, "from", from)
 }

@@ -252,8 +252,8 @@ func (g *Gateway) askPeer(ctx context.Context, m cluster.Member, device string) 
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(rep); err != nil {
 		rep.Error = "admin API answer: " + err.Error()
+		rep.Gateway = m.Name
 	}
-	rep.Gateway = m.Name
 	return rep
 }
 
