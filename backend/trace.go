@@ -1,7 +1,7 @@
 package backend
 
 import (
-	"fmt"
+	"encoding/base64"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/internal/trace"
@@ -23,7 +23,7 @@ func (srv *Server) traceEvent(s *Session, ev *event) {
 	if !ok {
 		return
 	}
-	l := srv.log.With("trace_id", id, "device", s.device, "session", fmt.Sprintf("%x", s.id[:]))
+	l := srv.log.With("trace_id", id, "device", s.device, "session", base64.RawURLEncoding.EncodeToString(s.id[:]))
 	switch ev.kind {
 	case evUp:
 		l.Info("trace: frame up", "seq", ev.seq, "size", len(ev.payload), "reliable", ev.reliable)

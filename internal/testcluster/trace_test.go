@@ -67,6 +67,7 @@ func TestProcsTrace(t *testing.T) {
 		t.Fatalf("no trace id in:\n%s", out)
 	}
 	id := m[1]
+	t.Logf("ctl trace:\n%s", out)
 	for range 2 {
 		if _, err := Exchange(ctx, d, "tick"); err != nil {
 			t.Fatal(err)
@@ -90,8 +91,9 @@ func TestProcsTrace(t *testing.T) {
 		t.Fatalf("gateway A did not start the trace: %q", l)
 	}
 
-	mustCtl(t, bin, gwA, tok, []string{"session", dev}, "gateway          "+gwB.Name, "shard            "+sh.Name,
+	out = mustCtl(t, bin, gwA, tok, []string{"session", dev}, "gateway          "+gwB.Name, "shard            "+sh.Name,
 		"attached         true", "epoch ")
+	t.Logf("ctl session:\n%s", out)
 
 	// After the expiry, nothing more of the device is traced.
 	poll.Until(t, poll.Patience, func() error {
@@ -111,7 +113,9 @@ func TestProcsTrace(t *testing.T) {
 		}
 		return nil
 	})
-	mustCtl(t, bin, gwA, tok, []string{"session", dev}, "last disconnect  takeover", "on "+gwB.Name)
+	out = mustCtl(t, bin, gwA, tok, []string{"session", dev}, "last disconnect  takeover", "on "+gwB.Name)
+	t.Logf("ctl session after the kick:\n%s", out)
+	t.Logf("ctl disconnects:\n%s", mustCtl(t, bin, gwB, tok, []string{"disconnects", "--device", dev}))
 	// A marker: once B and the shard logged another trace's start, what
 	// they logged before it is in their logs.
 	mustCtl(t, bin, gwA, tok, []string{"trace", "marker-device", "--for", "1m"})
@@ -123,6 +127,9 @@ func TestProcsTrace(t *testing.T) {
 		}
 		return nil
 	})
+	for _, pr := range []*Proc{gwA, gwB, sh} {
+		t.Logf("%s's trace lines:\n%s", pr.Name, strings.Join(traceLines(pr.Log(), id), "\n"))
+	}
 	for _, pr := range []*Proc{gwB, sh} {
 		l := traceLines(pr.Log(), id)
 		if hasLine(l, "seq=3 ") || hasLine(l, "closed") {
