@@ -5,8 +5,6 @@ package server
 import (
 	"testing"
 	"time"
-
-	"github.com/switchyard-gw/switchyard/protocol"
 )
 
 // BenchmarkBatchPathTraced is BenchmarkBatchPath/64 while tracing is on:
@@ -25,22 +23,7 @@ func BenchmarkBatchPathTraced(b *testing.B) {
 			if err := c.g.trace.Start(dev, "bench", time.Now().Add(time.Hour)); err != nil {
 				b.Fatal(err)
 			}
-			buf := make([]byte, 64<<10)
-			in := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, 64))
-			b.ReportAllocs()
-			b.SetBytes(int64(len(in)))
-			bt := batch{start: time.Now()}
-			i := 0
-			for b.Loop() {
-				f, _, _ := protocol.Decode(in, DefaultMaxFrameForTest)
-				c.frame(&f, &bt)
-				if i++; i%16 == 0 {
-					c.flush()
-					bt.count(c.g)
-					bt = batch{start: time.Now()}
-					drain(peer, buf)
-				}
-			}
+			batchLoop(b, c, peer, 64)
 		})
 	}
 }
