@@ -105,6 +105,9 @@ func (c *conn) openDone(resumed bool, last uint32) {
 // device is known, so the refusal goes into the ring of disconnects with
 // the reason the close will count.
 func (c *conn) refusedHello(code int, device, msg string) {
+	if c.g.trace.Any() {
+		c.g.traceEvent(device, "ERROR", "code", code, "message", msg, "remote", c.remote())
+	}
 	c.refused(code, device, msg)
 	c.noteDisconnect(device, reasonFor(code, false))
 }

@@ -98,6 +98,22 @@ func (c *conn) traceFrame(f *protocol.Frame) {
 	}
 }
 
+// traceOut logs the header of a frame queued for a traced device. Any
+// goroutine may queue frames, so the device is read only once the
+// connection is ready: c.sess is set before ready is stored and never
+// changes after, so the atomic load orders the read. WELCOME (queued
+// before ready) is traced by openDone; an ERROR before ready, by the
+// refusal.
+func (c *conn) traceOut(t protocol.Type, flags protocol.Flags, seq uint32, n int) {
+	if !c.ready.Load() || c.sess == nil {
+		return
+	}
+	if id, ok := c.g.trace.Lookup(c.sess.device); ok {
+		c.g.log.Info("trace: frame out", "trace_id", id, "device", c.sess.device, "type", t.String(),
+			"flags", uint8(flags), "seq", seq, "size", protocol.FrameSize(n))
+	}
+}
+
 // traceEvent logs a connection event of device when it is traced.
 func (g *Gateway) traceEvent(device, msg string, args ...any) {
 	if id, ok := g.trace.Lookup(device); ok {

@@ -77,6 +77,7 @@ func TestTraceGateway(t *testing.T) {
 		s := buf.String()
 		return logHas(s, `msg="trace: HELLO"`, tag) && logHas(s, `msg="trace: WELCOME"`, tag) &&
 			logHas(s, `msg="trace: frame in"`, tag, "type=DATA flags=1 seq=1 size=30") &&
+			logHas(s, `msg="trace: frame out"`, tag, "type=DATA", "size=30") &&
 			logHas(s, `msg="trace: connection closed"`, tag, "reason=peer")
 	})
 	if s := buf.String(); strings.Contains(s, "SECRET-PAYLOAD") || strings.Contains(s, "untraced") {
@@ -122,14 +123,22 @@ func logHas(log string, parts ...string) bool {
 }
 
 // TestDisconnectRefusedHello: a HELLO refused before any session (401)
-// is in the ring under its device id, with the reason it is counted as.
+// is in the ring under its device id, with the reason it is counted as,
+// and traced when its device is.
 func TestDisconnectRefusedHello(t *testing.T) {
-	g := startGateway(t, Config{AuthSecrets: [][]byte{[]byte("k")}})
+	var buf syncBuffer
+	g := startGateway(t, Config{AuthSecrets: [][]byte{[]byte("k")}, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err := g.trace.Start("intruder", "t1", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 	d := dial(t, g)
 	p, _ := protocol.EncodeHello(&protocol.Hello{V: 1, ID: "intruder", Token: "nope"})
 	d.send(protocol.TypeHello, 0, 0, p)
 	d.expectError(protocol.CodeUnauthorized, true)
 	if got := g.disconnects.recent("intruder", 10); len(got) != 1 || got[0].Reason != reasonAuth {
 		t.Fatalf("disconnects of the refused device: %+v", got)
+	}
+	if s := buf.String(); !logHas(s, `msg="trace: ERROR"`, "trace_id=t1 device=intruder", "code=401") {
+		t.Fatalf("refusal not traced:\n%s", s)
 	}
 }
