@@ -51,6 +51,10 @@
 // every field of it as a series at each scrape, beside the handler's
 // call counts and latency histograms (docs/operations.md "Metrics").
 //
+// Tracing (trace.go): a gateway's trace request (internal/trace) arrives
+// with the forwarded calls; the worker then logs the traced device's
+// events, checking one atomic per event while no trace is active.
+//
 // Cluster hooks: Config.Announcer publishes the shard in gossip, and
 // Config.Forwarder carries Push and Kick to the shard that owns a device;
 // Config.Gossip provides both from a cluster.Node. Without any, the shard

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/internal/trace"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
@@ -53,6 +54,7 @@ type Server struct {
 	startOnce sync.Once
 	closeOnce sync.Once
 	closeErr  error
+	trace     trace.Table // devices traced here (trace.go)
 }
 
 // New validates cfg, fills in the defaults and returns a server that has

@@ -148,6 +148,9 @@ func (srv *Server) run(s *Session) {
 }
 
 func (srv *Server) handle(s *Session, ev *event) {
+	if srv.trace.Any() { // the one cost of tracing when it is off
+		defer srv.traceEvent(s, ev)
+	}
 	switch ev.kind {
 	case evUp:
 		srv.up(s, ev)

@@ -41,7 +41,8 @@ type gossip struct {
 // joinCluster starts the gateway's gossip node and its ring watcher.
 func (g *Gateway) joinCluster(ctx context.Context) error {
 	ccfg := *g.cfg.Cluster
-	ccfg.Meta = cluster.Meta{Role: cluster.RoleGateway, Link: g.Addr().String(), Version: g.cfg.Version}
+	ccfg.Meta = cluster.Meta{Role: cluster.RoleGateway, Link: g.Addr().String(), Version: g.cfg.Version,
+		Admin: g.AdminAddr()}
 	if ccfg.Logger == nil {
 		ccfg.Logger = g.cfg.Logger
 	}
@@ -83,6 +84,11 @@ func (gs *gossip) watch(ctx context.Context, g *Gateway) {
 				g.remote.RedialDown(ActiveShards(gs.node))
 				g.remote.BringBack(time.Now())
 			}
+		case m, ok := <-gs.node.Messages():
+			if !ok {
+				return
+			}
+			g.onMessage(m)
 		case ev, ok := <-gs.node.Events():
 			if !ok {
 				return

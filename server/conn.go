@@ -105,20 +105,20 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 // and before netpoll closes the fd, on the poller or on whichever goroutine
 // called nc.Close (possibly a link reader inside Opened, holding pmu).
 func (c *conn) onClosed(netpoll.Connection) error {
+	g := c.g
 	c.wmu.Lock()
 	c.closed = true
 	c.releaseOutLocked()
-	reason := c.reason
-	c.countSentLocked()
-	c.wmu.Unlock()
-	g := c.g
-	g.wheel.Cancel(&c.dl)
-	if reason == "" {
-		reason = reasonPeer
+	if c.reason == "" {
+		c.reason = reasonPeer
 		if g.forcing.Load() {
-			reason = reasonShutdown
+			c.reason = reasonShutdown
 		}
 	}
+	reason := c.reason // kept for releaseIfIdle's record of the disconnect
+	c.countSentLocked()
+	c.wmu.Unlock()
+	g.wheel.Cancel(&c.dl)
 	g.metrics.disconnect(reason)
 	g.metrics.conns.Add(-1)
 	c.enter(stClosed)
@@ -145,6 +145,10 @@ func (c *conn) releaseIfIdle() {
 	}
 	c.releaseDone = true
 	if c.sess != nil {
+		c.wmu.Lock()
+		reason := c.reason
+		c.wmu.Unlock()
+		c.noteDisconnect(c.sess.device, reason)
 		c.g.backend.Closed(c)
 		c.g.sessions.detach(c.sess, c)
 	}

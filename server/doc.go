@@ -59,8 +59,15 @@
 // serialised by reloadMu. Refused devices are logged at a bounded rate
 // (refusals.go).
 //
+// Fault location (trace.go, locate.go): per-device tracing spread by a
+// cluster message (internal/trace; one atomic load per inbound frame
+// while off), a bounded ring of recent disconnects, and a device lookup
+// that asks the other gateways' admin APIs (docs/operations.md,
+// "Finding one device's trouble").
+//
 // Lock order: session table shard → session.mu → conn.wmu; and conn.pmu
 // (the shard side's Device.Lock) → the shard side's move table → conn.wmu.
+// The trace table's and the disconnect ring's locks are leaves.
 // No lock is shared by all connections on the frame path.
 //
 // Goroutines owned by a Gateway: the wheel sweeper, netpoll's Serve loop and

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cloudwego/netpoll"
 	"github.com/switchyard-gw/switchyard/internal/timewheel"
+	"github.com/switchyard-gw/switchyard/internal/trace"
 	"github.com/switchyard-gw/switchyard/router"
 	"github.com/switchyard-gw/switchyard/server/remote"
 )
@@ -67,6 +68,9 @@ type Gateway struct {
 	admin   *http.Server
 	adm     adminState // admin.go
 
+	trace       trace.Table     // devices traced here (trace.go)
+	disconnects *disconnectRing // recent disconnects (trace.go)
+
 	draining atomic.Bool
 	forcing  atomic.Bool // Close is closing what is left
 	started  atomic.Bool
@@ -100,6 +104,7 @@ func New(cfg Config) (*Gateway, error) {
 		closed:  make(chan struct{}),
 	}
 	g.refusals = newRefusalLog(g.log, refusalLines, time.Now)
+	g.disconnects = newDisconnectRing(cfg.DisconnectRing)
 	if cfg.LevelVar != nil {
 		cfg.LevelVar.Set(cfg.LogLevel)
 	}

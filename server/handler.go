@@ -94,6 +94,9 @@ func (c *conn) frame(f *protocol.Frame, b *batch) {
 	k.frames++
 	k.bytes += protocol.FrameSize(len(f.Payload))
 	c.lastRecv.Store(c.g.wheel.Now())
+	if c.g.trace.Any() { // the one cost of tracing when it is off
+		c.traceFrame(f)
+	}
 	c.handle(f)
 }
 

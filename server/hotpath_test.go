@@ -114,23 +114,29 @@ func BenchmarkBatchPath(b *testing.B) {
 	for _, size := range []int{64, 1024} {
 		b.Run(itoa(size), func(b *testing.B) {
 			c, peer := hotConn(b)
-			buf := make([]byte, 64<<10)
-			in := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, size))
-			b.ReportAllocs()
-			b.SetBytes(int64(len(in)))
-			bt := batch{start: time.Now()}
-			i := 0
-			for b.Loop() {
-				f, _, _ := protocol.Decode(in, DefaultMaxFrameForTest)
-				c.frame(&f, &bt)
-				if i++; i%16 == 0 {
-					c.flush()
-					bt.count(c.g)
-					bt = batch{start: time.Now()}
-					drain(peer, buf)
-				}
-			}
+			batchLoop(b, c, peer, size)
 		})
+	}
+}
+
+// batchLoop drives c's frame path with DATA frames of size bytes, in
+// batches of 16, until b is done.
+func batchLoop(b *testing.B, c *conn, peer, size int) {
+	buf := make([]byte, 64<<10)
+	in := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, size))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(in)))
+	bt := batch{start: time.Now()}
+	i := 0
+	for b.Loop() {
+		f, _, _ := protocol.Decode(in, DefaultMaxFrameForTest)
+		c.frame(&f, &bt)
+		if i++; i%16 == 0 {
+			c.flush()
+			bt.count(c.g)
+			bt = batch{start: time.Now()}
+			drain(peer, buf)
+		}
 	}
 }
 

@@ -39,6 +39,9 @@ func (c *conn) appendLocked(t protocol.Type, flags protocol.Flags, seq uint32, p
 		c.out = outPool.Get().(*[]byte)
 	}
 	*c.out = protocol.AppendFrame(*c.out, t, flags, seq, payload)
+	if c.g.trace.Any() { // the one cost of tracing when it is off
+		c.traceOut(t, flags, seq, len(payload))
+	}
 	k, size := sentKind[t], protocol.FrameSize(len(payload))
 	if k < nHotKinds {
 		c.sent[k].frames++

@@ -38,6 +38,7 @@ type Gateway struct {
 	AcceptBurst      int           `yaml:"accept_burst" reload:"live" help:"new connections at once"`
 	MaxOutbound      int           `yaml:"max_outbound" reload:"live" help:"bytes queued for a device beyond its socket buffer; beyond, a slow consumer"`
 	MaxOutbox        int           `yaml:"max_outbox" help:"bytes of unacknowledged reliable downstream DATA per session"`
+	DisconnectRing   int           `yaml:"disconnect_ring" help:"recent disconnects kept for the admin API (GET /api/v1/disconnects, ctl disconnects)"`
 	ResumeWindow     time.Duration `yaml:"resume_window" reload:"live" help:"how long a detached session waits for a resume"`
 	ResumeTokenTTL   time.Duration `yaml:"resume_token_ttl" reload:"live" help:"lifetime of a resume token"`
 	DrainTimeout     time.Duration `yaml:"drain_timeout" reload:"live" help:"how long a drain (SIGTERM) may take"`
@@ -137,6 +138,7 @@ func DefaultGateway() Gateway {
 		AcceptBurst:      server.DefaultAcceptBurst,
 		MaxOutbound:      server.DefaultMaxOutbound,
 		MaxOutbox:        server.DefaultMaxOutbox,
+		DisconnectRing:   server.DefaultDisconnectRing,
 		ResumeWindow:     server.DefaultResumeWindow,
 		ResumeTokenTTL:   server.DefaultResumeTokenTTL,
 		DrainTimeout:     server.DefaultDrainTimeout,

@@ -96,3 +96,21 @@ type Binding struct {
 	// accepted (keep.recoverOpen). Written by the binding's link reader.
 	acked atomic.Uint32
 }
+
+// Where is where a binding's session lives: the shard, the canary
+// rule that placed it there ("" when none) and the binding's epoch on
+// the shard. For the admin API and per-device tracing; the caller holds
+// the device's Lock. A binding not (yet) bound has no shard.
+type Where struct {
+	Shard string `json:"shard"`
+	Rule  string `json:"rule,omitempty"`
+	Epoch uint64 `json:"epoch"`
+}
+
+// Where returns where the binding's session lives now.
+func (b *Binding) Where() Where {
+	if b == nil || b.link == nil {
+		return Where{}
+	}
+	return Where{Shard: b.link.shard, Rule: b.rule, Epoch: b.epoch.Load()}
+}
