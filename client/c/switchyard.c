@@ -1381,6 +1381,8 @@ int sy_init(struct sy_client *c, const struct sy_config *cfg)
         c->cfg.token_ttl_s = 3600;
     if (c->cfg.connect_timeout_ms <= 0)
         c->cfg.connect_timeout_ms = 10000;
+    if (c->cfg.resend_timeout_ms <= 0)
+        c->cfg.resend_timeout_ms = 10000;
     if (c->cfg.backoff_min_ms <= 0)
         c->cfg.backoff_min_ms = 100;
     if (c->cfg.backoff_min_ms > 3600000)
@@ -1534,6 +1536,18 @@ int sy_tick(struct sy_client *c, int64_t now)
             c->resend_at = 0;
             c->sent_upto = c->up_acked; /* go back: resend all not ACKed */
         }
+        /* The oldest unACKed frame's wait restarts with every ACK that
+         * moves and while nothing waits; past resend_timeout_ms, go back
+         * to the last ACK (duplicates are re-ACKed by the gateway). */
+        if (c->sent_upto <= c->up_acked || c->up_acked != c->ack_seen) {
+            c->ack_wait = now;
+            c->ack_seen = c->up_acked;
+        } else if (c->resend_at == 0 && now - c->ack_wait >= c->cfg.resend_timeout_ms) {
+            c->sent_upto = c->up_acked;
+            c->ack_wait = now;
+        }
+        if (c->sent_upto > c->up_acked)
+            next = min64(next, c->ack_wait + c->cfg.resend_timeout_ms);
         if (c->resend_at != 0)
             next = min64(next, c->resend_at);
         if (now - c->last_send >= c->hb_ms && c->tx_len == 0 && tx_add(c, SY_PING, 0, 0, NULL, 0))

@@ -290,6 +290,10 @@ struct sy_config {
     int64_t connect_timeout_ms; /* connect + HELLO → WELCOME; 0 = 10000 */
     int64_t backoff_min_ms;   /* first reconnect delay; 0 = 100 */
     int64_t backoff_max_ms;   /* largest reconnect delay; 0 = 30000 */
+    int64_t resend_timeout_ms; /* reliable frames sent and not ACKed this long are sent again
+                                  from the last ACK: the gateway may drop one without a 429
+                                  (429 goes out at most once a second; a full link, a move's
+                                  buffer); 0 = 10000, as the Go client's ResendTimeout */
     int64_t unix_now;         /* a fixed unix time for tokens (tests, devices without a
                                  clock set their own); 0 = time(NULL) at each connect */
     uint32_t seed;            /* jitter seed; 0 = from the clock */
@@ -329,6 +333,8 @@ struct sy_client {
     char node[64];
     /* timing */
     int64_t last_recv, last_send, deadline, resend_at;
+    int64_t ack_wait;    /* since when the oldest unACKed frame has waited (resend_timeout_ms) */
+    uint32_t ack_seen;   /* up_acked when ack_wait was last set */
     int attempt;
     uint32_t rng;
     /* targets: redirects from GOAWAY first, then cfg.addr */

@@ -121,6 +121,7 @@ static void dev_init(struct dev *d, const char *name, const char *addr, const ch
     cfg.token = token;
     cfg.backoff_min_ms = 50;
     cfg.backoff_max_ms = 500;
+    cfg.resend_timeout_ms = 1500; /* a frame dropped without a 429 comes back soon */
     cfg.on_event = on_event;
     cfg.ctx = d;
     if (sy_init(&d->c, &cfg) != SY_OK)
@@ -384,7 +385,9 @@ static int all_echoed(void *arg)
 }
 
 /* ratelimit: frames the gateway dropped with ERROR 429 are resent (go
- * back to the last ACK a second later) until every one is through. */
+ * back to the last ACK a second later) until every one is through; those
+ * it dropped without one (429 goes out at most once a second) come back
+ * after resend_timeout_ms. */
 static void scenario_ratelimit(const char *addr)
 {
     static struct dev a;
