@@ -11,7 +11,7 @@ FUZZTIME ?= 10s
 # waits for dpkg's lock instead of failing at once.
 APT_GET  := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
-.PHONY: all build run demo test test-deps test-race test-alloc fuzz fuzz-smoke bench bench-deps scale chaos lint clean
+.PHONY: all build run demo test test-deps test-race test-ansible test-alloc fuzz fuzz-smoke bench bench-deps scale chaos lint clean
 
 all: build
 
@@ -28,19 +28,40 @@ demo: build
 	tools/demo/demo.sh
 
 ## test: lint, the whole suite under -race (with the one-minute chaos run,
-## tools/chaos TestChaosMinute), the allocation checks, and a short run of
-## every fuzz target
-test: test-deps lint test-race test-alloc fuzz-smoke
+## tools/chaos TestChaosMinute), the playbooks against throwaway hosts
+## (test-ansible), the allocation checks, and a short run of every fuzz
+## target
+test: test-deps lint test-race test-ansible test-alloc fuzz-smoke
 
-# The deploy/ansible tests run the real playbook (render mode): Debian's
-# ansible-core. apt-get needs root, which CI has; elsewhere install it once.
+# deploy/ansible's test runs the playbooks over SSH against throwaway hosts
+# (network namespaces, overlays of /, sshd) and applies nftables rules
+# inside them: Debian's ansible, ansible-lint, openssh-server and nftables.
+# apt-get needs root, which the test needs anyway.
+ANSIBLE_PKGS := ansible ansible-lint openssh-server nftables
 test-deps:
-	@command -v ansible-playbook > /dev/null || { echo "make: installing ansible-core"; \
-		$(APT_GET) install -y --no-install-recommends ansible-core > /dev/null || \
-		{ $(APT_GET) update > /dev/null && $(APT_GET) install -y --no-install-recommends ansible-core > /dev/null; }; }
+	@missing=$$(for p in $(ANSIBLE_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "make: deploy/ansible's test needs the Debian packages:" $$missing; \
+			echo "make: run as root (make installs them) or: sudo apt-get install" $$missing; exit 1; fi; \
+		echo "make: installing" $$missing; \
+		$(APT_GET) install -y --no-install-recommends $$missing > /dev/null || \
+		{ $(APT_GET) update > /dev/null && $(APT_GET) install -y --no-install-recommends $$missing > /dev/null; }; \
+	fi
 
+# Every package but deploy/ansible, which test-ansible runs (as root).
 test-race:
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/deploy/ansible$$')
+
+## test-ansible: site.yml twice (the second run must change nothing) and
+## rolling-upgrade.yml under loadgen --verify, over SSH against three
+## throwaway hosts; ansible-lint --profile production. Root only: it
+## creates network namespaces, overlay mounts and sshd hosts.
+test-ansible: test-deps
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "make: test-ansible must run as root: it creates network namespaces (10.213.0.0/24), overlay mounts and sshd hosts" >&2; exit 1; fi
+	$(GO) test -count=1 -timeout 15m -v ./deploy/ansible
 
 # Allocation counts are meaningless under -race (sync.Pool drops items at
 # random), so the zero-allocation checks run once more without it.
