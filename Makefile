@@ -5,7 +5,8 @@
 GO       ?= go
 BIN      := bin
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -X main.version=$(VERSION)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME ?= 10s
 # Two make runs on one fresh machine both install packages: the second
 # waits for dpkg's lock instead of failing at once.
@@ -43,8 +44,8 @@ test-deps:
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then \
-			echo "make: deploy/ansible's test needs the Debian packages:" $$missing; \
-			echo "make: run as root (make installs them) or: sudo apt-get install" $$missing; exit 1; fi; \
+			echo "make: deploy/ansible's test needs the Debian packages:" $$missing >&2; \
+			echo "make: run as root (make installs them) or: sudo apt-get install" $$missing >&2; exit 1; fi; \
 		echo "make: installing" $$missing; \
 		$(APT_GET) install -y --no-install-recommends $$missing > /dev/null || \
 		{ $(APT_GET) update > /dev/null && $(APT_GET) install -y --no-install-recommends $$missing > /dev/null; }; \

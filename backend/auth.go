@@ -44,11 +44,12 @@ func (l *link) authenticate() (string, error) {
 	if len(hello.Nonce) != nonceSize || hello.Node == "" {
 		return "", fmt.Errorf("%w: hello without node or nonce", errAuth)
 	}
+	keys := l.srv.clusterKeys()
 	bN := make([]byte, nonceSize)
 	rand.Read(bN)
 	ch, err := protocol.EncodeLinkExt(&protocol.LinkExt{
 		Shard: cfg.Shard, Nonce: bN,
-		MAC: linkMAC(cfg.ClusterKeys[0], macLabelBackend, hello.Nonce, cfg.Shard),
+		MAC: linkMAC(keys[0], macLabelBackend, hello.Nonce, cfg.Shard),
 	})
 	if err != nil {
 		return "", err
@@ -60,7 +61,7 @@ func (l *link) authenticate() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if !verifyMAC(cfg.ClusterKeys, auth.MAC, bN, hello.Node) {
+	if !verifyMAC(keys, auth.MAC, bN, hello.Node) {
 		return "", fmt.Errorf("%w: bad mac from %s", errAuth, hello.Node)
 	}
 	return hello.Node, l.conn.SetDeadline(time.Time{})

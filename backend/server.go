@@ -8,6 +8,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
@@ -42,6 +43,7 @@ type Server struct {
 	workWG   sync.WaitGroup
 	mainWG   sync.WaitGroup
 
+	keys      atomic.Pointer[[][]byte] // link keys (keys.go)
 	ln        net.Listener
 	startOnce sync.Once
 	closeOnce sync.Once
@@ -66,6 +68,7 @@ func New(cfg Config) (*Server, error) {
 		byDevice: make(map[string]*Session),
 		links:    make(map[*link]struct{}),
 	}
+	srv.keys.Store(&cfg.ClusterKeys)
 	if cfg.Gossip != nil && cfg.Announcer == nil && cfg.Forwarder == nil {
 		g, err := newGossip(srv, *cfg.Gossip)
 		if err != nil {

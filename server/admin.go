@@ -43,6 +43,9 @@ type adminState struct {
 	kicks     *metrics.Counter // switchyard_admin_kicks_total
 	drainReq  chan struct{}    // closed by POST /api/v1/drain (DrainRequested)
 	drainOnce sync.Once
+	// configHash is Config.ConfigHash of the configuration last loaded:
+	// at New, then by every reload that passed validation.
+	configHash atomic.Pointer[string]
 }
 
 func (a *adminState) init(set *metrics.Set) {
@@ -87,6 +90,7 @@ func (g *Gateway) apiRoutes() map[string]route {
 		"/api/v1/sessions/{device}/kick": {http.MethodPost: g.kick},
 		"/api/v1/drain":                  {http.MethodPost: g.drainSelf},
 		"/api/v1/shards/{name}/drain":    {http.MethodPost: g.drainShard},
+		"/api/v1/reload":                 {http.MethodPost: g.reload},
 	}
 }
 
@@ -221,7 +225,7 @@ type NodeInfo struct {
 
 func (g *Gateway) nodeInfo(w http.ResponseWriter, _ *http.Request) {
 	info := NodeInfo{Name: g.cfg.Node, Role: cluster.RoleGateway.String(), Version: g.cfg.Version, Commit: g.cfg.Commit,
-		GoVersion: runtime.Version(), ConfigHash: g.cfg.ConfigHash, StartedAt: g.adm.started.UTC(),
+		GoVersion: runtime.Version(), ConfigHash: *g.adm.configHash.Load(), StartedAt: g.adm.started.UTC(),
 		UptimeSeconds: time.Since(g.adm.started).Round(time.Millisecond).Seconds(),
 		Admin:         g.AdminAddr(), Gossip: g.GossipAddr(), Ready: g.readiness().Ready, Draining: g.draining.Load(),
 		Connections: g.metrics.conns.Load(), Sessions: g.metrics.sessions.Load(), Shards: g.Shards()}

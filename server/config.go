@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -40,6 +41,13 @@ const (
 
 // Config configures a Gateway. The zero value is a working single gateway
 // with the embedded echo backend on DefaultListen.
+//
+// A running gateway takes a new Config with Reload, which applies Rate,
+// RateBurst, RateExcessClose, AcceptRate, AcceptBurst, MaxConns,
+// MaxOutbound, HandshakeTimeout, ResumeWindow, ResumeTokenTTL,
+// DrainTimeout, GoAwayRetry, Redirects, AuthSecrets, ClusterKeys,
+// LinkKeys, Cluster.Keys and LogLevel, and reports any other change as
+// needing a restart (reload.go).
 type Config struct {
 	// Listen is the device listener address; port 0 picks a free port.
 	Listen string
@@ -157,6 +165,9 @@ type Config struct {
 	// a dropped upstream frame makes the session unrecoverable until the
 	// next checkpoint. Default DefaultCheckpointBuffer.
 	CheckpointBuffer int
+	// MaxLinkQueue bounds the bytes queued on one link to a shard; a send
+	// beyond it opens the shard's circuit. Default DefaultMaxLinkQueue.
+	MaxLinkQueue int
 	// Logger receives the gateway's logs; nil discards them.
 	Logger *slog.Logger
 	// Commit is the source revision the binary was built from, shown by
@@ -164,8 +175,22 @@ type Config struct {
 	Commit string
 	// ConfigHash identifies the configuration the gateway runs with (the
 	// command computes it), shown by the admin API so that an operator
-	// can tell which gateways run the same configuration.
+	// can tell which gateways run the same configuration. A reload that
+	// passes validation replaces it (restart-only changes included: it
+	// names what was loaded, not what was applied).
 	ConfigHash string
+	// LogLevel is the level LevelVar is set to at New and at every
+	// Reload (reloadable). Without LevelVar it is only compared.
+	LogLevel slog.Level
+	// LevelVar, when set, is the level of Logger's handler; the gateway
+	// sets it to LogLevel, so a reload can change what is logged.
+	LevelVar *slog.LevelVar
+	// Reloader, when set, builds the configuration a reload applies (the
+	// command re-reads its file and environment and keeps its flags):
+	// Reread and the admin API's POST /api/v1/reload call it. Nil: those
+	// answer that the gateway has no configuration source; Reload still
+	// works.
+	Reloader func(context.Context) (Config, error)
 }
 
 // provision returns cfg with defaults filled in.
@@ -199,7 +224,7 @@ func (cfg Config) provision() Config {
 		{&cfg.RateBurst, DefaultRateBurst}, {&cfg.AcceptBurst, DefaultAcceptBurst},
 		{&cfg.MaxOutbound, DefaultMaxOutbound}, {&cfg.MaxOutbox, DefaultMaxOutbox},
 		{&cfg.MoveBuffer, DefaultMoveBuffer},
-		{&cfg.CheckpointBuffer, DefaultCheckpointBuffer},
+		{&cfg.CheckpointBuffer, DefaultCheckpointBuffer}, {&cfg.MaxLinkQueue, DefaultMaxLinkQueue},
 	}
 	for _, f := range ints {
 		if *f.v == 0 {
@@ -259,7 +284,7 @@ func (cfg *Config) Validate() error {
 	if cfg.Backends != nil && cfg.Cluster != nil {
 		errs = append(errs, errors.New("set Backends or Cluster, not both"))
 	}
-	if cfg.MoveRate < 0 || cfg.MoveBuffer < 0 || cfg.MoveTimeout < 0 || cfg.CheckpointBuffer < 0 {
+	if cfg.MoveRate < 0 || cfg.MoveBuffer < 0 || cfg.MoveTimeout < 0 || cfg.CheckpointBuffer < 0 || cfg.MaxLinkQueue < 0 {
 		errs = append(errs, errors.New("move rate, move buffer and move timeout must not be negative"))
 	}
 	for i, k := range cfg.ClusterKeys {

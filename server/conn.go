@@ -86,14 +86,14 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 	case g.draining.Load():
 		g.metrics.rejectDraining.Inc()
 		c.refuse("gateway draining")
-	case g.metrics.conns.Load() > int64(g.cfg.MaxConns):
+	case g.metrics.conns.Load() > g.live.Load().maxConns:
 		g.metrics.rejectMaxConns.Inc()
 		c.refuse("too many connections")
 	case !g.acceptLimit.allow(g.wheel.Now()):
 		g.metrics.rejectAcceptRate.Inc()
 		c.refuse("accept rate exceeded")
 	default:
-		g.wheel.Schedule(&c.dl, g.cfg.HandshakeTimeout)
+		g.wheel.Schedule(&c.dl, g.live.Load().handshakeTimeout)
 	}
 	return c
 }
@@ -209,6 +209,7 @@ func (c *conn) fail(code int, msg string) {
 // closes it on the wheel's next tick. Closing it inside onPrepare, before
 // netpoll has registered it, works but makes netpoll log an error for each.
 func (c *conn) refuse(msg string) {
+	c.g.refusals.note(protocol.CodeUnavailable, "", c.remote(), msg)
 	c.wmu.Lock()
 	c.appendLocked(protocol.TypeError, 0, 0, errorPayload(protocol.CodeUnavailable, msg))
 	c.closing = true

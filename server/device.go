@@ -40,4 +40,13 @@ func (c *conn) Queue(t protocol.Type, flags protocol.Flags, seq uint32, payload 
 func (c *conn) Flush() { c.writeOut() }
 
 // Fail sends ERROR code and closes the connection (fail).
-func (c *conn) Fail(code int, msg string) { c.fail(code, msg) }
+// A refusal during the handshake (the shard is unavailable, or refused
+// the session) is logged like the device side's own.
+func (c *conn) Fail(code int, msg string) {
+	if c.opening.Load() && refusable(code) {
+		_, device := c.Session()
+		c.refused(code, device, msg)
+		return
+	}
+	c.fail(code, msg)
+}

@@ -44,6 +44,14 @@
 //   - nothing is allocated per frame on the DATA path (TestEchoPathZeroAlloc);
 //   - every drop and every disconnect is counted with a reason (metrics.go).
 //
+// Configuration: Config is fixed at New, except the settings Reload may
+// change (reload.go: rates, admission, auth secrets, cluster keys,
+// timeouts read at each use, log level). Those live in one immutable
+// value behind an atomic pointer, replaced whole by a reload, so a handler
+// reads them with one load and never sees half a reload; Reload itself is
+// serialised by reloadMu. Refused devices are logged at a bounded rate
+// (refusals.go).
+//
 // Lock order: session table shard → session.mu → conn.wmu; and conn.pmu
 // (the shard side's Device.Lock) → the shard side's move table → conn.wmu.
 // No lock is shared by all connections on the frame path.

@@ -40,7 +40,7 @@ func (g *Gateway) Close(ctx context.Context) error {
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, g.cfg.DrainTimeout)
+		ctx, cancel = context.WithTimeout(ctx, g.live.Load().drainTimeout)
 		defer cancel()
 	}
 	g.log.Info("draining", "connections", g.metrics.conns.Load())
@@ -75,8 +75,9 @@ func (g *Gateway) goAwayAll(ctx context.Context) {
 		return
 	}
 	targets := g.redirects()
+	retry := g.live.Load().goAwayRetry
 	deadline, _ := ctx.Deadline()
-	spread := (time.Until(deadline) - g.cfg.GoAwayRetry) / 2
+	spread := (time.Until(deadline) - retry) / 2
 	start := time.Now()
 	for i, c := range conns {
 		if spread > 0 {
@@ -88,7 +89,7 @@ func (g *Gateway) goAwayAll(ctx context.Context) {
 				}
 			}
 		}
-		c.goAway(goAwayPayload(g.cfg.GoAwayRetry, targets, i))
+		c.goAway(goAwayPayload(retry, targets, i))
 	}
 }
 
@@ -108,7 +109,7 @@ func goAwayPayload(retry time.Duration, targets []string, i int) []byte {
 // then the device addresses of the other gateways that gossip shows alive
 // and not draining (a draining peer would only send them on again).
 func (g *Gateway) redirects() []string {
-	out := append([]string{}, g.cfg.Redirects...)
+	out := append([]string{}, g.live.Load().redirects...)
 	if g.gossip == nil {
 		return out
 	}
@@ -163,7 +164,7 @@ func (c *conn) goAway(payload []byte) {
 	}
 	c.send(protocol.TypeGoAway, 0, 0, payload)
 	c.g.metrics.goaways.Inc()
-	c.g.wheel.Schedule(&c.dl, c.g.cfg.GoAwayRetry)
+	c.g.wheel.Schedule(&c.dl, c.g.live.Load().goAwayRetry)
 }
 
 // waitConns polls until no device connection is left or ctx ends.

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,11 +51,14 @@ type Gateway struct {
 	rulesMu  sync.Mutex      // serialises SetRules
 	rules    []router.Rule   // the canary rules in force; under rulesMu
 	gossip   *gossip         // with Cluster, once started
-	keys     [][]byte        // resume-token keys: the first signs, any verifies
 
+	live        atomic.Pointer[live] // the reloadable settings (reload.go)
+	reloadMu    sync.Mutex           // one Reload at a time; guards running
+	running     Config               // cfg with the reloads applied: what the next reload compares with
+	randomKey   []byte               // the resume key while no ClusterKeys are configured
+	refusals    *refusalLog
 	idle        time.Duration // 3 × hb
 	idleTicks   int64
-	ratePerTick float32 // < 0: unlimited
 	acceptLimit bucket
 
 	evl     netpoll.EventLoop
@@ -94,14 +96,12 @@ func New(cfg Config) (*Gateway, error) {
 		log:     cfg.Logger.With("component", "gateway"),
 		metrics: newGatewayMetrics(),
 		backend: echoBackend{maxOutbox: cfg.MaxOutbox},
-		keys:    cfg.ClusterKeys,
 		idle:    3 * cfg.Heartbeat,
 		closed:  make(chan struct{}),
 	}
-	if len(g.keys) == 0 {
-		k := make([]byte, 32)
-		_, _ = rand.Read(k)
-		g.keys = [][]byte{k}
+	g.refusals = newRefusalLog(g.log, refusalLines, time.Now)
+	if cfg.LevelVar != nil {
+		cfg.LevelVar.Set(cfg.LogLevel)
 	}
 	if cfg.Cluster != nil {
 		placer, err := router.NewRules(cfg.Canary)
@@ -125,18 +125,15 @@ func New(cfg Config) (*Gateway, error) {
 		g.backend = r
 	}
 	g.adm.init(g.metrics.set)
+	g.adm.configHash.Store(&cfg.ConfigHash)
 	g.wheel = timewheel.New(0, 0, g.retryBacklog)
 	g.sessions = newSessionTable(g)
 	g.idleTicks = g.wheel.Ticks(g.idle)
-	tick := g.wheel.Tick().Seconds()
-	g.ratePerTick = float32(cfg.Rate * tick)
-	if cfg.Rate < 0 {
-		g.ratePerTick = -1
-	}
-	g.acceptLimit = bucket{tokens: float64(cfg.AcceptBurst), perTick: cfg.AcceptRate * tick, burst: float64(cfg.AcceptBurst)}
-	if cfg.AcceptRate < 0 {
-		g.acceptLimit.perTick = -1
-	}
+	g.randomKey = randomResumeKey()
+	g.live.Store(g.newLive(&g.cfg, g.randomKey))
+	g.running = g.cfg
+	g.acceptLimit.tokens = float64(cfg.AcceptBurst)
+	g.acceptLimit.set(cfg.AcceptRate, cfg.AcceptBurst, g.wheel.Tick())
 	return g, nil
 }
 
@@ -217,6 +214,7 @@ func (g *Gateway) remoteConfig(dir Directory) remote.Config {
 		Directory:     dir,
 		Keys:          g.cfg.LinkKeys,
 		LinksPerShard: g.cfg.LinksPerShard,
+		MaxLinkQueue:  g.cfg.MaxLinkQueue,
 		LinkHeartbeat: g.cfg.LinkHeartbeat,
 		LinkTimeout:   g.cfg.LinkTimeout,
 		MoveRate:      g.cfg.MoveRate,

@@ -248,8 +248,8 @@ func (c *conn) rateLimited() {
 		c.rl.excessStart = now
 	}
 	c.rl.lastDrop = now
-	if now-c.rl.excessStart >= g.wheel.Ticks(g.cfg.RateExcessClose) {
-		c.fail(protocol.CodeRateLimited, "rate limit exceeded, closing")
+	if now-c.rl.excessStart >= g.live.Load().excessTicks {
+		c.refused(protocol.CodeRateLimited, c.sess.device, "rate limit exceeded, closing")
 		return
 	}
 	if now-c.rl.lastNotice >= second || c.rl.lastNotice == 0 {

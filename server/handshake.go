@@ -23,14 +23,15 @@ func (c *conn) handshake(f *protocol.Frame) {
 		return
 	}
 	now := time.Now()
-	if len(g.cfg.AuthSecrets) > 0 {
-		if err := protocol.VerifyToken(g.cfg.AuthSecrets, h.ID, h.Token, now); err != nil {
-			c.fail(protocol.CodeUnauthorized, "authentication failed")
+	lv := g.live.Load()
+	if len(lv.authSecrets) > 0 {
+		if err := protocol.VerifyToken(lv.authSecrets, h.ID, h.Token, now); err != nil {
+			c.refused(protocol.CodeUnauthorized, h.ID, "authentication failed")
 			return
 		}
 	}
 	if g.draining.Load() {
-		c.fail(protocol.CodeUnavailable, "gateway draining")
+		c.refused(protocol.CodeUnavailable, h.ID, "gateway draining")
 		return
 	}
 	if c.peerClosed() {
@@ -43,7 +44,7 @@ func (c *conn) handshake(f *protocol.Frame) {
 	var resumeID *[16]byte
 	if len(h.Resume) > 0 {
 		c.resumeTried = true
-		if sid, ok := verifyResumeToken(g.keys, h.Resume, h.ID, now); ok {
+		if sid, ok := verifyResumeToken(lv.resumeKeys, h.Resume, h.ID, now); ok {
 			resumeID = &sid
 		}
 	}
@@ -53,7 +54,7 @@ func (c *conn) handshake(f *protocol.Frame) {
 	s, resumed, prev := g.sessions.attach(c, h.ID, resumeID, g.remote != nil)
 	if prev != nil && prev != c {
 		g.metrics.takeovers.Inc()
-		prev.fail(protocol.CodeConflict, "session taken over")
+		prev.refused(protocol.CodeConflict, h.ID, "session taken over")
 	}
 	c.sess = s
 	c.rl.reset(g)
@@ -86,9 +87,10 @@ func (c *conn) openDone(resumed bool, last uint32) {
 func (c *conn) welcome(resumed bool, last uint32, now time.Time) {
 	g := c.g
 	s := c.sess
+	lv := g.live.Load()
 	w := protocol.Welcome{
 		Session:  s.idString(),
-		Resume:   makeResumeToken(g.keys[0], s.id, s.device, now.Add(g.cfg.ResumeTokenTTL)),
+		Resume:   makeResumeToken(lv.resumeKeys[0], s.id, s.device, now.Add(lv.resumeTokenTTL)),
 		HB:       int(g.cfg.Heartbeat / time.Second),
 		MaxFrame: g.cfg.MaxFrame,
 		Node:     g.cfg.Node,

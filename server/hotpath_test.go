@@ -124,7 +124,9 @@ func BenchmarkHandshake(b *testing.B) {
 			g := c.g
 			secret := []byte("bench-secret")
 			if auth {
-				g.cfg.AuthSecrets = [][]byte{secret}
+				lv := *g.live.Load()
+				lv.authSecrets = [][]byte{secret}
+				g.live.Store(&lv)
 			}
 			ids := make([][]byte, 1024)
 			for i := range ids {

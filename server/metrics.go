@@ -66,6 +66,7 @@ type gatewayMetrics struct {
 	disconnects map[string]*metrics.Counter
 	drops       map[string]*metrics.Counter
 	errorsSent  map[int]*metrics.Counter
+	reloads     map[string]*metrics.Counter // by result (reload.go)
 
 	conns    atomic.Int64 // open device connections
 	sessions atomic.Int64 // sessions in the table, attached or not
@@ -96,6 +97,10 @@ func newGatewayMetrics() *gatewayMetrics {
 		disconnects: map[string]*metrics.Counter{},
 		drops:       map[string]*metrics.Counter{},
 		errorsSent:  map[int]*metrics.Counter{},
+		reloads:     map[string]*metrics.Counter{},
+	}
+	for _, r := range []string{resultOK, resultInvalid, resultError} {
+		m.reloads[r] = s.NewCounter(`switchyard_config_reloads_total{result="` + r + `"}`)
 	}
 	for _, r := range []string{reasonPeer, reasonBadRequest, reasonAuth, reasonHandshakeTimeout,
 		reasonIdleTimeout, reasonTakeover, reasonTooLarge, reasonRateLimit, reasonUnavailable,

@@ -13,18 +13,20 @@ type rateLimiter struct {
 }
 
 func (r *rateLimiter) reset(g *Gateway) {
-	*r = rateLimiter{tokens: float32(g.cfg.RateBurst), last: g.wheel.Now()}
+	*r = rateLimiter{tokens: g.live.Load().rateBurst, last: g.wheel.Now()}
 }
 
 // allow takes one token, refilling by the ticks elapsed.
 func (r *rateLimiter) allow(g *Gateway) bool {
-	if g.ratePerTick < 0 {
+	lv := g.live.Load()
+	if lv.ratePerTick < 0 {
 		return true
 	}
 	if now := g.wheel.Now(); now != r.last {
-		r.tokens = min(r.tokens+float32(now-r.last)*g.ratePerTick, float32(g.cfg.RateBurst))
+		r.tokens += float32(now-r.last) * lv.ratePerTick
 		r.last = now
 	}
+	r.tokens = min(r.tokens, lv.rateBurst) // also when a reload lowered the burst
 	if r.tokens >= 1 {
 		r.tokens--
 		return true

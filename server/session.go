@@ -99,7 +99,7 @@ func (t *sessionTable) detach(s *session, c *conn) {
 	}
 	s.mu.Unlock()
 	if mine {
-		t.g.wheel.Schedule(&s.expiry, t.g.cfg.ResumeWindow)
+		t.g.wheel.Schedule(&s.expiry, t.g.live.Load().resumeWindow)
 	}
 }
 

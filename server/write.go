@@ -77,7 +77,7 @@ func (c *conn) flushLocked() string {
 	}
 	// Keep the unwritten tail at the front of the buffer.
 	*c.out = append((*c.out)[:0], buf...)
-	if len(*c.out) > c.g.cfg.MaxOutbound {
+	if len(*c.out) > c.g.live.Load().maxOutbound {
 		c.releaseOutLocked()
 		return reasonSlowConsumer
 	}

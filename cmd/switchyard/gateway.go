@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -10,78 +8,58 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime"
-	"strings"
-	"time"
+	"syscall"
 
+	"github.com/switchyard-gw/switchyard/internal/config"
 	"github.com/switchyard-gw/switchyard/server"
 )
 
-// runGateway runs `switchyard gateway` until ctx ends (SIGINT/SIGTERM), then
-// drains.
-func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cfg server.Config
-	var secretFile, keyFile, logFormat, redirects, gossip, join string
-	var hb, memProfileRate int
-	fs.StringVar(&cfg.Listen, "listen", server.DefaultListen, "device listener `address` (port 0 picks one)")
-	fs.StringVar(&cfg.AdminListen, "admin", server.DefaultAdminListen, "admin HTTP `address`; - disables")
-	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer `token` the admin API requires (none when empty)")
-	fs.StringVar(&cfg.Node, "node", "", "node `name` sent in WELCOME (default: host name)")
-	fs.StringVar(&secretFile, "auth-secret-file", "", "`file` of auth secrets, one per line; auth is on when given")
-	fs.StringVar(&keyFile, "cluster-key-file", "", "`file` of cluster keys, one per line, at least 16 bytes each: they encrypt gossip, authenticate backend links and sign resume tokens (default: a random resume key per process)")
-	fs.StringVar(&gossip, "gossip", "", "gossip `address` (host:port); when set the gateway joins the cluster and sends sessions to backend shards instead of the embedded echo")
-	fs.StringVar(&join, "join", "", "comma-separated gossip `addresses` of cluster members to join")
-	fs.IntVar(&hb, "heartbeat", int(server.DefaultHeartbeat/time.Second), "heartbeat interval in `seconds` (idle close after 3x)")
-	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", server.DefaultHandshakeTimeout, "time allowed for the first frame (HELLO)")
-	fs.IntVar(&cfg.MaxConns, "max-conns", server.DefaultMaxConns, "maximum device connections")
-	fs.IntVar(&cfg.MaxFrame, "max-frame", 65536, "largest DATA payload in `bytes`")
-	fs.Float64Var(&cfg.Rate, "rate", server.DefaultRate, "frames/s per device, sustained (negative: unlimited)")
-	fs.IntVar(&cfg.RateBurst, "rate-burst", server.DefaultRateBurst, "frames per device at once")
-	fs.Float64Var(&cfg.AcceptRate, "accept-rate", server.DefaultAcceptRate, "new connections/s for the gateway (negative: unlimited)")
-	fs.IntVar(&cfg.AcceptBurst, "accept-burst", server.DefaultAcceptBurst, "new connections at once")
-	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", server.DefaultDrainTimeout, "how long a drain (SIGTERM) may take")
-	fs.DurationVar(&cfg.GoAwayRetry, "goaway-retry", server.DefaultGoAwayRetry, "how long a device is served after GOAWAY (retry_ms)")
-	fs.StringVar(&redirects, "redirect", "", "comma-separated device `addresses` of other gateways offered in GOAWAY")
-	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
-	fs.IntVar(&memProfileRate, "mem-profile-rate", 0, "debug: runtime.MemProfileRate (1 records every allocation for /debug/pprof/heap; 0 keeps Go's default)")
+// runGateway runs `switchyard gateway` until ctx ends (SIGINT/SIGTERM),
+// then drains. SIGHUP reloads the configuration (file and environment
+// again, the flags kept).
+func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP) // before anything: a SIGHUP never kills the gateway
+	defer signal.Stop(hup)
+
+	def := config.DefaultGateway()
+	fs, cl := commandFlags("gateway", stderr, &def)
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+		return flagError(err)
+	}
+	src := cl.source()
+	load := func() (config.Gateway, server.Config, error) {
+		gc := config.DefaultGateway()
+		var p config.Problems
+		p.AddErr("", config.Load(&gc, src))
+		cfg, err := gc.ServerConfig(version, clusterKeys)
+		p.AddErr("", err)
+		cfg.Commit, cfg.ConfigHash = commitID(), config.Hash(&gc)
+		return gc, cfg, p.Err()
+	}
+	gc, cfg, err := load()
+	if cl.print {
+		return printConfig(stdout, &gc, err)
+	}
+	if err != nil {
 		return err
 	}
-	if memProfileRate > 0 {
-		runtime.MemProfileRate = memProfileRate
+	if gc.MemProfileRate > 0 {
+		runtime.MemProfileRate = gc.MemProfileRate
 	}
-	cfg.Heartbeat = time.Duration(hb) * time.Second
-	if redirects != "" {
-		cfg.Redirects = strings.Split(redirects, ",")
-	}
-	var err error
-	if secretFile != "" {
-		if cfg.AuthSecrets, err = readSecrets(secretFile); err != nil {
-			return err
+	levels := new(slog.LevelVar)
+	log := newLogger(stderr, gc.LogFormat, levels)
+	wire := func(c *server.Config) {
+		c.Logger, c.LevelVar = log, levels
+		c.Reloader = func(context.Context) (server.Config, error) {
+			_, next, err := load()
+			wireNext(c, &next)
+			return next, err
 		}
 	}
-	var keys [][]byte
-	if keyFile != "" {
-		if keys, err = readSecrets(keyFile); err != nil {
-			return err
-		}
-		cfg.ClusterKeys = keys
-	}
-	cfg.Logger = newLogger(stderr, logFormat)
-	if gossip != "" {
-		if len(keys) == 0 {
-			return errors.New("gateway: --gossip needs --cluster-key-file")
-		}
-		gossipKeys, linkKeys := clusterKeys(keys)
-		cfg.Cluster = &server.ClusterConfig{Bind: gossip, Seeds: splitList(join), Keys: gossipKeys}
-		cfg.LinkKeys = linkKeys
-	}
-	cfg.Version, cfg.Commit = version, commitID()
+	wire(&cfg)
 	g, err := server.New(cfg)
 	if err != nil {
 		return err
@@ -89,50 +67,93 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := g.Start(ctx); err != nil {
 		return err
 	}
-	select {
-	case <-ctx.Done():
-	case <-g.DrainRequested(): // POST /api/v1/drain: the same drain as SIGTERM
+	log.Info("switchyard gateway started", append([]any{"version", version, "commit", commitID()}, gatewaySummary(&gc)...)...)
+serve:
+	for ctx.Err() == nil {
+		select {
+		case <-hup:
+			_, _ = g.Reread(ctx) // logged and counted by the gateway
+		case <-g.DrainRequested(): // POST /api/v1/drain: the same drain as SIGTERM
+			break serve
+		case <-ctx.Done():
+		}
 	}
 	if err := g.Close(context.Background()); err != nil {
-		cfg.Logger.Warn("drain incomplete", "err", err)
+		log.Warn("drain incomplete", "err", err)
 	}
 	return nil
 }
 
-// splitList splits a comma-separated flag value, dropping empty items.
-func splitList(s string) []string {
-	var out []string
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			out = append(out, v)
-		}
-	}
-	return out
+// wireNext gives a reloaded config the running one's logger, level and
+// reloader (objects, not settings).
+func wireNext(cur, next *server.Config) {
+	next.Logger, next.LevelVar, next.Reloader = cur.Logger, cur.LevelVar, cur.Reloader
 }
 
-// readSecrets reads one secret per line; blank lines are skipped and line
-// endings are not part of a secret.
-func readSecrets(path string) ([][]byte, error) {
-	b, err := os.ReadFile(path)
+// gatewaySummary is the start-up line's view of the configuration: where
+// it listens and its main limits, no secret (whether auth is on, not with
+// what).
+func gatewaySummary(c *config.Gateway) []any {
+	return []any{"listen", c.Listen, "admin", c.AdminListen, "cluster", c.Cluster.Bind != "",
+		"gossip", c.Cluster.Bind, "seeds", c.Cluster.Seeds, "auth", c.AuthSecretFile != "",
+		"admin_token", c.AdminTokenFile != "", "heartbeat", c.Heartbeat, "max_conns", c.MaxConns,
+		"rate", c.Rate, "accept_rate", c.AcceptRate, "log_level", c.LogLevel}
+}
+
+// commandLine holds the flags every server command shares besides its
+// settings.
+type commandLine struct {
+	file  string
+	print bool
+	flags *config.Flags
+}
+
+func (cl *commandLine) source() config.Source {
+	return config.Source{File: cl.file, Env: os.LookupEnv, Flags: cl.flags}
+}
+
+// commandFlags defines --config, --print-config and one flag per setting
+// of cfg (its defaults shown in -h).
+func commandFlags(name string, stderr io.Writer, cfg any) (*flag.FlagSet, *commandLine) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cl := &commandLine{flags: config.BindFlags(fs, cfg)}
+	fs.StringVar(&cl.file, "config", os.Getenv(config.EnvPrefix+"CONFIG"), "YAML configuration `file` (docs/configuration.md); environment and flags override it")
+	fs.BoolVar(&cl.print, "print-config", false, "print the effective configuration (secrets as file paths) and exit")
+	return fs, cl
+}
+
+// printConfig prints the effective configuration, or its problems.
+func printConfig(w io.Writer, cfg any, problems error) error {
+	if problems != nil {
+		return problems
+	}
+	b, err := config.Print(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("read secrets: %w", err)
+		return err
 	}
-	var out [][]byte
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		if line := bytes.TrimRight(sc.Bytes(), "\r"); len(line) > 0 {
-			out = append(out, append([]byte(nil), line...))
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("read secrets: %s holds no secret", path)
-	}
-	return out, nil
+	_, err = w.Write(b)
+	return err
 }
 
-func newLogger(w io.Writer, format string) *slog.Logger {
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, nil))
+// errUsage marks a command line that could not be parsed (exit status 2).
+var errUsage = errors.New("usage")
+
+// flagError is the error of a failed fs.Parse: nil for -h.
+func flagError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
 	}
-	return slog.New(slog.NewTextHandler(w, nil))
+	return fmt.Errorf("%w: %v", errUsage, err)
+}
+
+// readSecrets reads a secret file, one secret per line.
+func readSecrets(path string) ([][]byte, error) { return config.ReadSecrets(path) }
+
+func newLogger(w io.Writer, format string, level slog.Leveler) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -25,6 +25,7 @@ var allowed = map[string][]string{
 	"examples/echo":       {"protocol", "backend", "cluster", "router"},
 	"examples/counter":    {"protocol", "backend", "cluster", "router"},
 	"examples/rooms":      {"protocol", "backend", "cluster", "router"},
+	"internal/config":     {"protocol", "cluster", "router", "server", "server/remote", "backend", "internal/timewheel"},
 }
 
 func TestImportRules(t *testing.T) {

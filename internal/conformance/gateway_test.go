@@ -30,7 +30,7 @@ const (
 
 // gwOptions are the gateway flags a test sets; zero values omit the flag.
 type gwOptions struct {
-	heartbeat        int           // --heartbeat SECONDS
+	heartbeat        int           // --heartbeat, in seconds
 	handshakeTimeout time.Duration // --handshake-timeout
 	authSecrets      []string      // --auth-secret-file, one secret per line
 	maxFrame         int           // --max-frame BYTES
@@ -193,7 +193,7 @@ func (g *gateway) outputs(n int) string {
 func (g *gateway) buildArgs() []string {
 	a := []string{"gateway", "--listen", g.addr, "--admin", g.admin}
 	if g.opts.heartbeat > 0 {
-		a = append(a, "--heartbeat", strconv.Itoa(g.opts.heartbeat))
+		a = append(a, "--heartbeat", strconv.Itoa(g.opts.heartbeat)+"s")
 	}
 	if g.opts.handshakeTimeout > 0 {
 		a = append(a, "--handshake-timeout", g.opts.handshakeTimeout.String())

@@ -490,3 +490,10 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// Signal sends sig to the process (SIGHUP: reload its configuration).
+func (pr *Proc) Signal(sig os.Signal) error { return pr.cmd.Process.Signal(sig) }
+
+// KeyFile is the path of the cluster key file every process was started
+// with; rewriting it and sending SIGHUP rotates the keys.
+func (p *Procs) KeyFile() string { return p.keyFile }

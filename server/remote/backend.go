@@ -2,10 +2,12 @@ package remote
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
@@ -31,7 +33,8 @@ type Backend struct {
 	dir    Directory
 	log    *slog.Logger
 	m      *Metrics
-	name   string // this gateway's name on links (Start)
+	name   string                   // this gateway's name on links (Start)
+	keys   atomic.Pointer[[][]byte] // link keys: cfg.Keys, then SetKeys
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -71,6 +74,7 @@ func New(cfg Config) (*Backend, error) {
 		ctx: ctx, cancel: cancel, topics: newTopics(), circuits: circuits, shards: map[string]*shardLinks{},
 		down: map[string]bool{}, lost: map[Device]lostBinding{}}
 	r.mover = newMover(r)
+	r.keys.Store(&cfg.Keys)
 	return r, nil
 }
 
@@ -326,4 +330,16 @@ func (r *Backend) Close() {
 		l.fail(ErrLinkClosed)
 	}
 	r.wg.Wait()
+}
+
+// SetKeys replaces the link keys (a configuration reload): new links sign
+// with keys[0] and accept a shard that signs with any of them. Links
+// already authenticated stay up.
+func (r *Backend) SetKeys(keys [][]byte) error {
+	if len(keys) == 0 {
+		return errors.New("remote: set keys: at least one key")
+	}
+	keys = slices.Clone(keys)
+	r.keys.Store(&keys)
+	return nil
 }

@@ -129,12 +129,13 @@ func (l *link) authenticate(nc net.Conn) error {
 	if err != nil {
 		return err
 	}
+	keys := *l.r.keys.Load()
 	x, err := protocol.DecodeLinkExt(e.Ext)
 	if err != nil || e.Kind != protocol.LinkChallenge || len(x.Nonce) != protocol.LinkNonceSize ||
-		!protocol.VerifyLinkMAC(l.r.cfg.Keys, x.MAC, protocol.LinkMACBackend, gN, x.Shard) {
+		!protocol.VerifyLinkMAC(keys, x.MAC, protocol.LinkMACBackend, gN, x.Shard) {
 		return ErrLinkAuth
 	}
-	auth, _ := protocol.EncodeLinkExt(&protocol.LinkExt{MAC: protocol.LinkMAC(l.r.cfg.Keys[0], protocol.LinkMACGateway, x.Nonce, l.r.name)})
+	auth, _ := protocol.EncodeLinkExt(&protocol.LinkExt{MAC: protocol.LinkMAC(keys[0], protocol.LinkMACGateway, x.Nonce, l.r.name)})
 	_, err = nc.Write(protocol.AppendLinkFrame(nil, &protocol.Envelope{Kind: protocol.LinkAuth, Ext: auth}))
 	return err
 }

@@ -190,6 +190,11 @@ func TestFlags(t *testing.T) {
 	if err != nil || len(c.Addrs) != 2 || !c.Reliable || c.Rate != 1 {
 		t.Errorf("%+v %v", c, err)
 	}
+	// With no --addr, loadgen talks to a gateway started with no
+	// configuration at all.
+	if c, err := parseFlags(nil, io.Discard); err != nil || len(c.Addrs) != 1 || c.Addrs[0] != server.DefaultListen {
+		t.Errorf("default --addr %v (%v), want the gateway's default listener %s", c.Addrs, err, server.DefaultListen)
+	}
 }
 
 // TestEndToEnd runs 50 verified sessions for about a second against an

@@ -82,7 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var addrs string
-	fs.StringVar(&addrs, "addr", "127.0.0.1:7000", "comma-separated gateway addresses (IPv4 host:port); sessions are assigned round-robin")
+	fs.StringVar(&addrs, "addr", "127.0.0.1:7400", "comma-separated gateway addresses (IPv4 host:port); sessions are assigned round-robin")
 	fs.IntVar(&c.Sessions, "sessions", 100, "number of device sessions `N`")
 	fs.Float64Var(&c.Ramp, "ramp", 1000, "sessions started per second (0: all at once)")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "load time after the last session started (total = sessions/ramp + duration)")

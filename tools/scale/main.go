@@ -420,7 +420,7 @@ func (cl *cluster) start(c *config) error {
 			"--listen", fmt.Sprintf("127.0.0.1:%d", dev), "--admin", fmt.Sprintf("127.0.0.1:%d", admin),
 			"--gossip", fmt.Sprintf("127.0.0.1:%d", gossip), "--join", strings.Join(seeds, ","),
 			"--cluster-key-file", keyFile, "--auth-secret-file", secretFile,
-			"--heartbeat", strconv.Itoa(c.Heartbeat), "--max-conns", strconv.Itoa(c.PerGateway + 500),
+			"--heartbeat", strconv.Itoa(c.Heartbeat) + "s", "--max-conns", strconv.Itoa(c.PerGateway + 500),
 			"--node", fmt.Sprintf("gw%d", i+1)}
 		p, err := cl.spawn(fmt.Sprintf("gateway-%d", i+1), cl.gomaxprocs, append(args, strings.Fields(c.GatewayArg)...)...)
 		if err != nil {
