@@ -254,12 +254,20 @@ func (a *ansible) play(t *testing.T, playbook string) map[string]int {
 	cmd.Env = append(os.Environ(), "ANSIBLE_NOCOLOR=1", "ANSIBLE_FORCE_COLOR=0",
 		"ANSIBLE_HOME="+filepath.Join(a.dir, "home"), "ANSIBLE_LOCAL_TEMP="+filepath.Join(a.dir, "tmp"),
 		"ANSIBLE_HOST_KEY_CHECKING=False", "ANSIBLE_RETRY_FILES_ENABLED=False", "ANSIBLE_PIPELINING=True",
-		"ANSIBLE_FORKS=3", "ANSIBLE_SSH_CONTROL_PATH="+filepath.Join(a.dir, "cp", "%%h-%%r"),
+		"ANSIBLE_FORKS=3", "ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks", "ANSIBLE_SSH_CONTROL_PATH="+filepath.Join(a.dir, "cp", "%%h-%%r"),
 		"ANSIBLE_SSH_ARGS=-o ControlMaster=auto -o ControlPersist=600s -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no")
-	start := time.Now()
-	out, err := cmd.CombinedOutput()
+	// The output goes to a file as it comes (to follow a slow run), and
+	// is read back for the recap.
 	logPath := filepath.Join(a.dir, fmt.Sprintf("%d-%s.log", a.n, playbook))
-	_ = os.WriteFile(logPath, out, 0o644)
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	start := time.Now()
+	err = cmd.Run()
+	out, _ := os.ReadFile(logPath)
 	t.Logf("ansible-playbook %s: %v (log %s)", playbook, time.Since(start).Round(time.Second), logPath)
 	if err != nil {
 		t.Fatalf("ansible-playbook %s: %v\n%s%s", playbook, err, lastLines(string(out), 80), a.unitLogs())
@@ -459,19 +467,22 @@ func checkHosts(t *testing.T, l *lab, a *ansible) {
 }
 
 // verifyUnit runs systemd-analyze verify and security on an installed
-// unit, offline, against the host's root.
+// unit, offline, inside the host's own root (its mount namespace: the
+// overlay with the unit, the binary and everything else of the system).
 func verifyUnit(t *testing.T, h *host, u string) {
 	t.Helper()
-	unit := filepath.Join(h.upper, "etc/systemd/system", u+".service")
-	// verify checks ExecStart's binary under --root; the unit is given by
-	// its path on this machine.
-	out, err := exec.Command("systemd-analyze", "verify", "--man=no", "--root="+h.upper, unit).CombinedOutput()
+	in := []string{"-t", strconv.Itoa(h.sshd.Process.Pid), "-m", "-r", "-w", "--", "systemd-analyze"}
+	unit := "/etc/systemd/system/" + u + ".service"
+	out, err := exec.Command("nsenter", append(in, "verify", "--man=no", unit)...).CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Errorf("%s: systemd-analyze verify %s: %v\n%s", h.name, u, err, out)
 	}
-	out, err = exec.Command("systemd-analyze", "security", "--offline=yes", "--threshold=25", "--no-pager", "--root="+h.upper, unit).CombinedOutput()
+	out, err = exec.Command("nsenter", append(in, "security", "--offline=yes", "--threshold=25", "--no-pager", unit)...).CombinedOutput()
+	score := lastLines(string(out), 1)
 	if err != nil {
-		t.Errorf("%s: systemd-analyze security %s: exposure above 2.5 (or it failed): %v\n%s", h.name, u, err, lastLines(string(out), 5))
+		t.Errorf("%s: systemd-analyze security %s: exposure above 2.5 (or it failed): %v\n%s", h.name, u, err, lastLines(string(out), 40))
+	} else if testing.Verbose() {
+		t.Logf("%s: systemd-analyze security %s: %s", h.name, u, strings.TrimSpace(score))
 	}
 }
 
@@ -509,5 +520,80 @@ func checkNoLoss(t *testing.T, path string) {
 	}
 	if s.Causes["goaway"] == 0 {
 		t.Errorf("no device was sent away (GOAWAY) during the roll: the gateways were not drained? causes %v", s.Causes)
+	}
+}
+
+// TestMillionSessionValues renders the templates for a million sessions
+// on a dedicated host (testdata/render.yml: nothing applied, no root) and
+// checks the figures docs/scale.md gives for it.
+func TestMillionSessionValues(t *testing.T) {
+	if _, err := exec.LookPath("ansible-playbook"); err != nil {
+		t.Fatal("ansible-playbook not found: make test-ansible installs Debian's ansible")
+	}
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ansible-playbook", "-i", "localhost,", "testdata/render.yml",
+		"-e", "switchyard_render_dir="+out, "-e", "switchyard_max_sessions=1000000",
+		"-e", "switchyard_address=10.0.0.11", "-e", "switchyard_conntrack=true",
+		"-e", `{"switchyard_cluster_keys": ["k1-at-least-16-bytes"], "switchyard_auth_secrets": ["s1"], "switchyard_admin_token": "t"}`)
+	cmd.Env = append(os.Environ(), "ANSIBLE_NOCOLOR=1", "ANSIBLE_HOME="+t.TempDir(), "ANSIBLE_LOCAL_TEMP="+t.TempDir(),
+		"ANSIBLE_ROLES_PATH=roles", "ANSIBLE_LOCALHOST_WARNING=False", "ANSIBLE_INVENTORY_UNPARSED_WARNING=False")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ansible-playbook testdata/render.yml: %v\n%s", err, b)
+	}
+	file := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	for name, wants := range map[string][]string{
+		"99-switchyard.conf": {
+			"fs.nr_open = 1165536\n", // 1.1 × 1,000,000 + 65,536
+			"fs.file-max = 2331072\n",
+			"net.core.somaxconn = 65535\n",
+			"net.ipv4.tcp_max_syn_backlog = 65535\n",
+			"net.core.netdev_max_backlog = 16384\n",
+			"net.netfilter.nf_conntrack_max = 1250000\n",
+			"vm.swappiness = 1\n",
+		},
+		"switchyard-gateway.service": {
+			"ExecStart=/usr/local/bin/switchyard gateway --config /etc/switchyard/gateway.yaml\n",
+			"LimitNOFILE=1165536\n",
+			"TimeoutStopSec=45\n", // drain 30 s + 15
+			"KillSignal=SIGTERM\n",
+			"Environment=GOMEMLIMIT=5859MiB\n",
+			"MemorySwapMax=0\n",
+			"ProtectSystem=strict\n",
+		},
+		"gateway.yaml": {
+			"max_conns: 1000000\n",
+			"drain_timeout: 30s\n",
+			"admin_listen: 10.0.0.11:7480\n",
+			"admin_token_file: /etc/switchyard/admin.token\n",
+			"auth_secret_file: /etc/switchyard/auth.secrets\n",
+			"cluster_key_file: /etc/switchyard/cluster.keys\n",
+			"bind: 10.0.0.11:7946\n",
+		},
+		"switchyard-backend.service": {
+			"ExecStart=/usr/local/bin/switchyard backend --config /etc/switchyard/backend.yaml\n",
+			"TimeoutStopSec=30\n", // drain 10 s + close 5 s + 15
+		},
+		"backend.yaml": {
+			"link: 10.0.0.11:7600\n",
+			"bind: 10.0.0.11:7947\n",
+		},
+	} {
+		got := file(name)
+		for _, want := range wants {
+			if !strings.Contains(got, want) {
+				t.Errorf("%s lacks %q:\n%s", name, want, got)
+			}
+		}
+		if strings.Contains(got, "k1-at-least") || strings.Contains(got, "s1\n") {
+			t.Errorf("%s holds a secret:\n%s", name, got)
+		}
 	}
 }

@@ -50,6 +50,7 @@ type lab struct {
 type host struct {
 	name     string // inventory name (sy1 …)
 	ns       string
+	veth     string
 	addr     string
 	dir      string // upper, work, root, logs
 	upper    string
@@ -149,7 +150,8 @@ func (l *lab) addHost(i int) {
 		}
 	}
 	run(t, "ip", "netns", "add", h.ns)
-	veth := "sy" + l.id + "v" + strconv.Itoa(i)
+	h.veth = "sy" + l.id + "v" + strconv.Itoa(i)
+	veth := h.veth
 	run(t, "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
 	run(t, "ip", "link", "set", veth, "master", l.bridge, "up")
 	run(t, "ip", "-n", h.ns, "addr", "add", h.addr+"/24", "dev", "eth0")
@@ -184,6 +186,12 @@ MaxSessions 50
 MaxStartups 50
 Subsystem sftp internal-sftp
 `, 0o644)
+	// A plain root shell: this machine's ~/.bashrc may do slow things
+	// (version managers) that sshd's shell would run for every command.
+	if err := os.MkdirAll(filepath.Join(h.upper, "root"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(h.upper, "root/.bashrc"), "# throwaway test host (deploy/ansible): nothing to set up\n", 0o644)
 	if err := os.MkdirAll(filepath.Join(h.upper, "usr/local/sbin"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -266,9 +274,20 @@ func (l *lab) close() {
 		_ = l.svc.Close()
 	}
 	for _, h := range l.hosts {
+		// What sshd started for the playbooks and outlived it (a session
+		// whose client is gone, an async task): in this host's namespace,
+		// so started by this test.
+		out, _ := exec.Command("ip", "netns", "pids", h.ns).Output()
+		for _, f := range strings.Fields(string(out)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
 		if out, err := exec.Command("ip", "netns", "del", h.ns).CombinedOutput(); err != nil {
 			l.t.Errorf("ip netns del %s: %v %s", h.ns, err, out)
 		}
+		// The namespace goes once nothing holds it; its veth with it, or now.
+		_ = exec.Command("ip", "link", "del", h.veth).Run()
 	}
 	if out, err := exec.Command("ip", "link", "del", l.bridge).CombinedOutput(); err != nil {
 		l.t.Errorf("ip link del %s: %v %s", l.bridge, err, out)
@@ -447,8 +466,19 @@ func (h *host) start(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// LimitNOFILE, but no more than this process's hard limit: raising it
+	// takes CAP_SYS_RESOURCE, which a test machine may not grant.
+	nofile, err := strconv.ParseUint(uf.nofile, 10, 64)
+	if err != nil {
+		return "", fmt.Errorf("%s: LimitNOFILE=%s", name, uf.nofile)
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Max < nofile {
+		nofile = lim.Max
+	}
+	n := strconv.FormatUint(nofile, 10)
 	args := []string{"-t", strconv.Itoa(h.sshd.Process.Pid), "-m", "-n", "-r", "-w", "--",
-		"prlimit", "--nofile=" + uf.nofile + ":" + uf.nofile, "--",
+		"prlimit", "--nofile=" + n + ":" + n, "--",
 		"setpriv", "--reuid=" + uid, "--regid=" + gid, "--clear-groups", "--",
 		"env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	args = append(append(args, uf.env...), uf.execStart...)
