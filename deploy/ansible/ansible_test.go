@@ -130,8 +130,12 @@ func TestCluster(t *testing.T) {
 	if err := lg.Start(); err != nil {
 		t.Fatal(err)
 	}
-	lgDone := make(chan error, 1)
-	go func() { lgDone <- lg.Wait() }()
+	var lgErr error
+	lgDone := make(chan struct{})
+	go func() {
+		lgErr = lg.Wait()
+		close(lgDone)
+	}()
 	t.Cleanup(func() {
 		select {
 		case <-lgDone:
@@ -160,9 +164,9 @@ func TestCluster(t *testing.T) {
 
 	_ = lg.Process.Signal(syscall.SIGINT)
 	select {
-	case err := <-lgDone:
-		if err != nil {
-			t.Errorf("loadgen: %v\n%s", err, tail(lgLog.Name()))
+	case <-lgDone:
+		if lgErr != nil {
+			t.Errorf("loadgen: %v\n%s", lgErr, tail(lgLog.Name()))
 		}
 	case <-time.After(2 * time.Minute):
 		t.Fatalf("loadgen did not stop within 2m of SIGINT:\n%s", tail(lgLog.Name()))
