@@ -62,7 +62,7 @@ test-race:
 test-ansible: test-deps
 	@if [ "$$(id -u)" != 0 ]; then \
 		echo "make: test-ansible must run as root: it creates network namespaces (10.213.0.0/24), overlay mounts and sshd hosts" >&2; exit 1; fi
-	$(GO) test -count=1 -timeout 15m -v ./deploy/ansible
+	$(GO) test -count=1 -timeout 20m -v ./deploy/ansible
 
 # Allocation counts are meaningless under -race (sync.Pool drops items at
 # random), so the zero-allocation checks run once more without it.
