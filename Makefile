@@ -12,7 +12,7 @@ FUZZTIME ?= 10s
 # waits for dpkg's lock instead of failing at once.
 APT_GET  := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
-.PHONY: all build run demo test test-deps test-race test-ansible test-alloc fuzz fuzz-smoke bench bench-deps scale chaos lint clean
+.PHONY: all build run demo test test-deps test-race test-ansible test-alloc test-c test-c-deps fuzz fuzz-smoke bench bench-deps scale chaos lint clean
 
 all: build
 
@@ -30,14 +30,16 @@ demo: build
 
 ## test: lint, the whole suite under -race (with the one-minute chaos run,
 ## tools/chaos TestChaosMinute), the playbooks against throwaway hosts
-## (test-ansible), the allocation checks, and a short run of every fuzz
-## target
-test: test-deps lint test-race test-ansible test-alloc fuzz-smoke
+## (test-ansible), the allocation checks, a short run of every fuzz
+## target, and the C client's tests (test-c)
+test: test-deps lint test-c test-race test-ansible test-alloc fuzz-smoke
 
 # deploy/ansible's test runs the playbooks over SSH against throwaway hosts
 # (network namespaces, overlays of /, sshd) and applies nftables rules
 # inside them: Debian's ansible, ansible-lint, openssh-server and nftables.
-# apt-get needs root, which the test needs anyway.
+# apt-get needs root, which the test needs anyway. deploy/prometheus's test
+# runs Debian's prometheus and promtool (the binary only, on loopback: the
+# package's own service is not used); anyone else is told what to install.
 ANSIBLE_PKGS := ansible ansible-lint openssh-server nftables
 test-deps:
 	@missing=$$(for p in $(ANSIBLE_PKGS); do \
@@ -50,10 +52,19 @@ test-deps:
 		$(APT_GET) install -y --no-install-recommends $$missing > /dev/null || \
 		{ $(APT_GET) update > /dev/null && $(APT_GET) install -y --no-install-recommends $$missing > /dev/null; }; \
 	fi
+	@command -v prometheus > /dev/null && command -v promtool > /dev/null || [ "$$(id -u)" = 0 ] || { \
+		echo "make: prometheus or promtool not found; the deploy/prometheus test needs them." >&2; \
+		echo "make: install Debian's prometheus package (sudo apt-get install prometheus), or run make test as root to have it installed." >&2; \
+		exit 1; }
+	@command -v prometheus > /dev/null && command -v promtool > /dev/null || { echo "make: installing prometheus"; \
+		$(APT_GET) install -y --no-install-recommends prometheus > /dev/null || \
+		{ $(APT_GET) update > /dev/null && $(APT_GET) install -y --no-install-recommends prometheus > /dev/null; }; }
 
 # Every package but deploy/ansible, which test-ansible runs (as root).
+# SWITCHYARD_REQUIRE_PROMETHEUS: without prometheus the deploy/prometheus
+# test fails here instead of skipping (test-deps installed it).
 test-race:
-	$(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/deploy/ansible$$')
+	SWITCHYARD_REQUIRE_PROMETHEUS=1 $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/deploy/ansible$$')
 
 ## test-ansible: site.yml twice (the second run must change nothing) and
 ## rolling-upgrade.yml under loadgen --verify, over SSH against three
@@ -63,6 +74,42 @@ test-ansible: test-deps
 	@if [ "$$(id -u)" != 0 ]; then \
 		echo "make: test-ansible must run as root: it creates network namespaces (10.213.0.0/24), overlay mounts and sshd hosts" >&2; exit 1; fi
 	$(GO) test -count=1 -timeout 20m -v ./deploy/ansible
+
+## test-c: the C client (client/c): its unit tests, the example device and
+## the scenarios against real gateways, built by client/c/ctest with gcc
+## (-std=c99 -Wall -Wextra -Werror, ASan + UBSan); then its frame and map
+## decoders fuzzed with clang's libFuzzer for FUZZ_C_SECONDS each.
+FUZZ_C_SECONDS ?= 10
+C_FUZZ_FLAGS := -std=c99 -Wall -Wextra -Werror -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+test-c: test-c-deps
+	SWITCHYARD_REQUIRE_CC=1 $(GO) test -count=1 ./client/c/ctest
+	@set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; mkdir "$$d/seeds" "$$d/frame" "$$d/map"; \
+		clang -std=c99 -Wall -Wextra -Werror -O1 -o "$$d/unit" client/c/test/unit.c client/c/switchyard.c; \
+		"$$d/unit" protocol/testdata/vectors.txt --seeds "$$d/seeds"; \
+		for t in frame map; do \
+			clang $(C_FUZZ_FLAGS) -o "$$d/fuzz_$$t" client/c/fuzz/fuzz_$$t.c client/c/switchyard.c; \
+			echo "fuzz client/c $$t decoder for $(FUZZ_C_SECONDS)s"; \
+			if ! "$$d/fuzz_$$t" -max_total_time=$(FUZZ_C_SECONDS) -timeout=10 -print_final_stats=1 \
+				"$$d/$$t" "$$d/seeds" > "$$d/$$t.log" 2>&1; then \
+				tail -n 60 "$$d/$$t.log"; echo "make: fuzz_$$t failed (log tail above; the input is saved as ./crash-*)"; exit 1; fi; \
+			grep -E '^(Done|stat::number_of_executed_units)' "$$d/$$t.log"; \
+		done
+
+# gcc builds and runs the C client's tests; clang with its libFuzzer
+# runtime (libclang-rt-dev) fuzzes it. Installed when missing (apt-get
+# needs root, as in CI); elsewhere a missing one fails and names them.
+test-c-deps:
+	@missing=""; \
+		command -v gcc > /dev/null || missing="$$missing gcc"; \
+		command -v clang > /dev/null || missing="$$missing clang libclang-rt-dev"; \
+		if command -v clang > /dev/null && ! printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' | \
+			clang -x c -fsanitize=fuzzer,address,undefined -o /dev/null - > /dev/null 2>&1; then missing="$$missing libclang-rt-dev"; fi; \
+		if [ -n "$$missing" ]; then \
+			if [ "$$(id -u)" != 0 ]; then echo "make: test-c needs Debian's$$missing: run apt-get install$$missing as root"; exit 1; fi; \
+			echo "make: installing$$missing"; \
+			$(APT_GET) install -y --no-install-recommends $$missing > /dev/null || \
+			{ $(APT_GET) update > /dev/null && $(APT_GET) install -y --no-install-recommends $$missing > /dev/null; }; \
+		fi
 
 # Allocation counts are meaningless under -race (sync.Pool drops items at
 # random), so the zero-allocation checks run once more without it.

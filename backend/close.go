@@ -23,9 +23,10 @@ func (srv *Server) Close(ctx context.Context) error {
 }
 
 func (srv *Server) shutdown(ctx context.Context) error {
+	srv.serving.Store(false)
 	srv.gmu.Lock()
 	srv.stopping = true
-	ln := srv.ln
+	ln, adm := srv.ln, srv.admin
 	srv.gmu.Unlock()
 	srv.mu.Lock()
 	srv.closed = true
@@ -57,6 +58,11 @@ func (srv *Server) shutdown(ctx context.Context) error {
 		errs = append(errs, ctx.Err())
 	}
 	srv.workWG.Wait()
+	if adm != nil {
+		// Last: /metrics and /readyz answer through the drain and close.
+		_ = adm.Shutdown(ctx)
+		adm.Close()
+	}
 	srv.mainWG.Wait()
 	srv.log.Info("backend closed")
 	return errors.Join(errs...)

@@ -28,6 +28,7 @@ const (
 	DefaultCheckpoint   = time.Second            // a changed session's state goes to its gateway this often
 	DefaultMaxCkpt      = 64 << 10               // largest checkpoint sent (encoded bytes)
 	DefaultJoinWarning  = 10 * time.Second       // a shard not in the cluster this long after Start says so (WARN)
+	DefaultAdminListen  = "-"                    // no admin listener unless asked for
 	minKeyLen           = 16                     // shortest cluster key accepted
 	maxWorkers          = 4096                   // more handler goroutines than this is a mistake
 	minResumeWindow     = time.Millisecond       // below this a session could expire before its Close
@@ -124,6 +125,18 @@ type Config struct {
 	Gossip *cluster.Config
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
+	// AdminListen is the address of the shard's admin HTTP listener:
+	// /metrics (docs/operations.md "Metrics"), /healthz and /readyz
+	// (admin.go). Port 0 picks a free port and Server.AdminAddr reports
+	// it. Default "-": no admin listener (`switchyard backend` turns it
+	// on, at 127.0.0.1:7680).
+	AdminListen string
+	// AdminToken, when not empty, is the bearer token /metrics wants;
+	// /healthz and /readyz answer without it, as the gateway's do.
+	AdminToken string
+	// Version and Commit label switchyard_build_info (the binary sets
+	// them from its build); empty is allowed.
+	Version, Commit string
 	// JoinWarning: with Gossip, a shard still outside the cluster this
 	// long after Start began logs a WARN naming the likely cause (no seed
 	// reachable, or seeds that answer but do not let it in: a wrong key),
@@ -146,6 +159,9 @@ func (cfg Config) provision() Config {
 	}
 	if cfg.Link == "" {
 		cfg.Link = DefaultLink
+	}
+	if cfg.AdminListen == "" {
+		cfg.AdminListen = DefaultAdminListen
 	}
 	cfg.Labels = maps.Clone(cfg.Labels) // the caller's map stays the caller's
 	dur(&cfg.ResumeWindow, DefaultResumeWindow)

@@ -42,8 +42,18 @@
 // checkpoints.mu.
 //
 // Goroutines owned by a Server: the accept loop, the janitor (expires
-// detached sessions), the checkpointer, Config.Workers handler workers, and per link a
-// reader and a writer. Close waits for all of them.
+// detached sessions), the checkpointer, Config.Workers handler workers, per link a
+// reader and a writer, and with Config.AdminListen the admin listener
+// (admin.go: /metrics, /healthz, /readyz; closed last, so that a drain
+// can be watched). Close waits for all of them.
+//
+// Metrics (metrics.go): Stats is where the counters live; /metrics writes
+// every field of it as a series at each scrape, beside the handler's
+// call counts and latency histograms (docs/operations.md "Metrics").
+//
+// Tracing (trace.go): a gateway's trace request (internal/trace) arrives
+// with the forwarded calls; the worker then logs the traced device's
+// events, checking one atomic per event while no trace is active.
 //
 // Cluster hooks: Config.Announcer publishes the shard in gossip, and
 // Config.Forwarder carries Push and Kick to the shard that owns a device;

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/cluster"
+	"github.com/switchyard-gw/switchyard/internal/trace"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -367,6 +368,8 @@ func (g *gossip) serveMessages(done <-chan struct{}) {
 				g.onForward(&f, m.From, time.Now())
 			case forwardDrain:
 				g.srv.requestDrain(m.From)
+			case trace.Kind:
+				g.srv.startTrace(m.Payload, m.From)
 			default:
 				g.srv.stats.dropMalformed.Add(1)
 			}

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/internal/trace"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
@@ -44,10 +46,15 @@ type Server struct {
 	mainWG   sync.WaitGroup
 
 	keys      atomic.Pointer[[][]byte] // link keys (keys.go)
+	metrics   *shardMetrics
+	serving   atomic.Bool // announced active: joined, taking sessions (/readyz)
+	adminLn   net.Listener
+	admin     *http.Server
 	ln        net.Listener
 	startOnce sync.Once
 	closeOnce sync.Once
 	closeErr  error
+	trace     trace.Table // devices traced here (trace.go)
 }
 
 // New validates cfg, fills in the defaults and returns a server that has
@@ -69,6 +76,7 @@ func New(cfg Config) (*Server, error) {
 		links:    make(map[*link]struct{}),
 	}
 	srv.keys.Store(&cfg.ClusterKeys)
+	srv.metrics = newShardMetrics(srv)
 	if cfg.Gossip != nil && cfg.Announcer == nil && cfg.Forwarder == nil {
 		g, err := newGossip(srv, *cfg.Gossip)
 		if err != nil {
@@ -100,6 +108,12 @@ func (srv *Server) start(ctx context.Context) error {
 		return ErrClosed
 	}
 	srv.ln = ln
+	if err := srv.startAdminLocked(); err != nil {
+		srv.ln = nil
+		srv.gmu.Unlock()
+		ln.Close()
+		return err
+	}
 	srv.gmu.Unlock()
 	for range srv.cfg.Workers {
 		srv.spawn(&srv.workWG, srv.worker)
@@ -109,8 +123,12 @@ func (srv *Server) start(ctx context.Context) error {
 		srv.spawn(&srv.mainWG, srv.checkpointer)
 	}
 	srv.spawn(&srv.linkWG, srv.acceptLoop)
-	srv.log.Info("backend started", "link", ln.Addr().String(), "workers", srv.cfg.Workers)
-	return srv.announce(ctx, StateActive)
+	srv.log.Info("backend started", "link", ln.Addr().String(), "admin", srv.AdminAddr(), "workers", srv.cfg.Workers)
+	if err := srv.announce(ctx, StateActive); err != nil {
+		return err
+	}
+	srv.serving.Store(true)
+	return nil
 }
 
 // spawn starts f on a goroutine counted in wg, unless shutdown began.

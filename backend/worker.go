@@ -148,6 +148,9 @@ func (srv *Server) run(s *Session) {
 }
 
 func (srv *Server) handle(s *Session, ev *event) {
+	if srv.trace.Any() { // the one cost of tracing when it is off
+		defer srv.traceEvent(s, ev)
+	}
 	switch ev.kind {
 	case evUp:
 		srv.up(s, ev)
@@ -164,7 +167,9 @@ func (srv *Server) handle(s *Session, ev *event) {
 		s.mu.Unlock()
 		if run {
 			srv.stats.sessionsClosed.Add(1)
+			start := time.Now()
 			srv.cfg.Handler.OnClose(s, ev.text)
+			srv.metrics.called(iClose, start)
 		}
 	}
 }
@@ -185,7 +190,10 @@ func (srv *Server) up(s *Session, ev *event) {
 	case ended:
 		return
 	case !ev.reliable:
-		if srv.cfg.Handler.OnMessage(s, ev.payload, false) != nil {
+		start := time.Now()
+		err := srv.cfg.Handler.OnMessage(s, ev.payload, false)
+		srv.metrics.called(iMessage, start)
+		if err != nil {
 			srv.stats.handlerErrors.Add(1)
 			return
 		}
@@ -203,7 +211,9 @@ func (srv *Server) up(s *Session, ev *event) {
 		s.replaying.Store(true)
 		srv.stats.replayed.Add(1)
 	}
+	start := time.Now()
 	err := srv.cfg.Handler.OnMessage(s, ev.payload, true)
+	srv.metrics.called(iMessage, start)
 	s.seq.Store(0)
 	if replay {
 		s.replaying.Store(false)
@@ -245,7 +255,11 @@ func (srv *Server) openEvent(s *Session, ev *event) {
 	}
 	ev.reason = reason // Opened tells the gateway what the shard did
 	s.mu.Unlock()
-	if err := srv.cfg.Handler.OnOpen(s, reason, ev.payload); err != nil {
+	start := time.Now()
+	err := srv.cfg.Handler.OnOpen(s, reason, ev.payload)
+	srv.metrics.called(iOpen, start)
+	if err != nil {
+		srv.metrics.openErrors.Add(1)
 		srv.refuseOpened(s, ev.epoch, err)
 		return
 	}

@@ -77,6 +77,11 @@ type Meta struct {
 	State State
 	// Version is the software version, for canary rules and upgrades.
 	Version string
+	// Admin is host:port of a gateway's admin API, for the other gateways
+	// to ask it about a device (`switchyard ctl session`); empty when it
+	// has none. A host left unspecified (0.0.0.0, [::]) means the
+	// member's gossip address.
+	Admin string
 	// Labels are free-form tags (canary selection and the like). They are
 	// what usually makes metadata too large: keep them short.
 	Labels map[string]string
@@ -90,6 +95,7 @@ const (
 	keyState   = "t"
 	keyVersion = "v"
 	keyLabels  = "l"
+	keyAdmin   = "a"
 )
 
 // Clone returns a deep copy of m (Labels is a new map).
@@ -102,7 +108,7 @@ func (m Meta) Clone() Meta {
 // Labels are equal).
 func (m Meta) Equal(o Meta) bool {
 	return m.Role == o.Role && m.Shard == o.Shard && m.Link == o.Link &&
-		m.State == o.State && m.Version == o.Version && maps.Equal(m.Labels, o.Labels)
+		m.State == o.State && m.Version == o.Version && m.Admin == o.Admin && maps.Equal(m.Labels, o.Labels)
 }
 
 // Validate checks what the local node may announce: a known role and
@@ -141,6 +147,7 @@ func EncodeMeta(m Meta) ([]byte, error) {
 		{keyState, m.State != 0, func() error { return enc.EncodeUint(uint64(m.State)) }},
 		{keyVersion, m.Version != "", func() error { return enc.EncodeString(m.Version) }},
 		{keyLabels, len(m.Labels) > 0, func() error { return encodeLabels(enc, m.Labels) }},
+		{keyAdmin, m.Admin != "", func() error { return enc.EncodeString(m.Admin) }},
 	}
 	n := 0
 	for _, f := range fields {
@@ -243,6 +250,8 @@ func decodeMetaField(d *msgpack.Decoder, r *bytes.Reader, m *Meta, key string) e
 		m.Version, err = decodeStr(d, r)
 	case keyLabels:
 		m.Labels, err = decodeLabels(d, r)
+	case keyAdmin:
+		m.Admin, err = decodeStr(d, r)
 	default:
 		err = d.Skip()
 	}

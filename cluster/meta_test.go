@@ -13,6 +13,7 @@ func sampleMetas() []Meta {
 	return []Meta{
 		{},
 		{Role: RoleGateway, Link: "10.0.0.1:7500", Version: "1.2.3"},
+		{Role: RoleGateway, Link: "10.0.0.1:7500", Admin: "10.0.0.1:7501"},
 		{Role: RoleBackend, Shard: "a", Link: "127.0.0.1:7600", State: StateDraining, Version: "v0.1.0-dev",
 			Labels: map[string]string{"canary": "true", "zone": "eu-1", "": "x"}},
 		{Role: Role(9), State: State(7)},

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/switchyard-gw/switchyard/cluster"
+	"github.com/switchyard-gw/switchyard/internal/admin"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
@@ -91,6 +91,9 @@ func (g *Gateway) apiRoutes() map[string]route {
 		"/api/v1/drain":                  {http.MethodPost: g.drainSelf},
 		"/api/v1/shards/{name}/drain":    {http.MethodPost: g.drainShard},
 		"/api/v1/reload":                 {http.MethodPost: g.reload},
+		"/api/v1/trace":                  {http.MethodPost: g.startTrace},
+		"/api/v1/devices/{device}":       {http.MethodGet: g.deviceLookup},
+		"/api/v1/disconnects":            {http.MethodGet: g.disconnectList},
 	}
 }
 
@@ -151,17 +154,8 @@ func (g *Gateway) whenUp(h http.Handler) http.Handler {
 
 // authorized requires the bearer token when one is configured.
 func (g *Gateway) authorized(h http.Handler) http.Handler {
-	if g.cfg.AdminToken == "" {
-		return h
-	}
-	want := []byte("Bearer " + g.cfg.AdminToken)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
-			return
-		}
-		h.ServeHTTP(w, r)
+	return admin.Bearer(g.cfg.AdminToken, h, func(w http.ResponseWriter) {
+		writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 	})
 }
 
@@ -244,15 +238,34 @@ type SessionInfo struct {
 	UpLast      uint32 `json:"up_last"`
 	DownSeq     uint32 `json:"down_seq"`
 	OutboxBytes int    `json:"outbox_bytes"`
+	// Since is when the attached connection was accepted.
+	Since time.Time `json:"since,omitzero"`
+	// Shard, Rule and Epoch: where the session lives on the backend (the
+	// binding of the attached connection); empty with the embedded echo.
+	Shard string `json:"shard,omitempty"`
+	Rule  string `json:"rule,omitempty"`
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 func (s *session) info() SessionInfo {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	info := SessionInfo{Device: s.device, Session: s.idString(), Attached: s.conn != nil,
+	c := s.conn
+	info := SessionInfo{Device: s.device, Session: s.idString(), Attached: c != nil,
 		UpLast: s.upLast, DownSeq: s.downSeq, OutboxBytes: s.outbox.size()}
-	if s.conn != nil {
-		info.Remote = s.conn.nc.RemoteAddr().String()
+	if c != nil {
+		info.Remote = c.remote()
+		info.Since = time.Unix(0, c.acceptNs).UTC()
+	}
+	s.mu.Unlock()
+	if c != nil && c.bind != nil {
+		// The binding is read under the device's lock, taken once the
+		// session's is released (the handler nests them the other way:
+		// pmu, then the session's mu). The connection may have closed
+		// meanwhile: the answer is then its last placement.
+		c.Lock()
+		w := c.bind.Where()
+		c.Unlock()
+		info.Shard, info.Rule, info.Epoch = w.Shard, w.Rule, w.Epoch
 	}
 	return info
 }

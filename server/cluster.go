@@ -1,13 +1,18 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/switchyard-gw/switchyard/cluster"
+	"github.com/switchyard-gw/switchyard/internal/admin"
 	"github.com/switchyard-gw/switchyard/router"
 )
 
@@ -36,7 +41,8 @@ type gossip struct {
 // joinCluster starts the gateway's gossip node and its ring watcher.
 func (g *Gateway) joinCluster(ctx context.Context) error {
 	ccfg := *g.cfg.Cluster
-	ccfg.Meta = cluster.Meta{Role: cluster.RoleGateway, Link: g.Addr().String(), Version: g.cfg.Version}
+	ccfg.Meta = cluster.Meta{Role: cluster.RoleGateway, Link: g.Addr().String(), Version: g.cfg.Version,
+		Admin: g.AdminAddr()}
 	if ccfg.Logger == nil {
 		ccfg.Logger = g.cfg.Logger
 	}
@@ -78,6 +84,11 @@ func (gs *gossip) watch(ctx context.Context, g *Gateway) {
 				g.remote.RedialDown(ActiveShards(gs.node))
 				g.remote.BringBack(time.Now())
 			}
+		case m, ok := <-gs.node.Messages():
+			if !ok {
+				return
+			}
+			g.onMessage(m)
 		case ev, ok := <-gs.node.Events():
 			if !ok {
 				return
@@ -177,4 +188,42 @@ func (g *Gateway) GossipAddr() string {
 		return ""
 	}
 	return g.gossip.node.Addr()
+}
+
+// writeClusterMetrics writes, at each scrape of a gateway in a cluster,
+// what gossip and the ring look like from here: members by role and
+// state (a member gone from gossip counts as "gone" while it is still
+// listed), the ring's size and its fingerprint. Two gateways whose
+// switchyard_ring_info fingerprints differ place devices differently: a
+// ring disagreement to alert on.
+func (g *Gateway) writeClusterMetrics(w io.Writer) {
+	if !g.adm.up.Load() || g.gossip == nil || g.ring == nil {
+		return // not in a cluster, or not started: gossip is set by Start
+	}
+	type key struct{ role, state string }
+	count := map[key]int{}
+	for _, role := range []cluster.Role{cluster.RoleGateway, cluster.RoleBackend} {
+		for _, st := range []string{"active", "draining", "gone"} {
+			count[key{role.String(), st}] = 0 // present at 0, so that alerts see the series
+		}
+	}
+	for _, m := range g.gossip.node.Members() {
+		st := m.Meta.State.String()
+		if !m.Alive {
+			st = "gone"
+		}
+		count[key{m.Meta.Role.String(), st}]++
+	}
+	keys := make([]key, 0, len(count))
+	for k := range count {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b key) int { return cmp.Or(cmp.Compare(a.role, b.role), cmp.Compare(a.state, b.state)) })
+	for _, k := range keys {
+		metrics.WriteGaugeUint64(w, `switchyard_cluster_members{role="`+admin.Escape(k.role)+`",state="`+admin.Escape(k.state)+`"}`,
+			uint64(count[k]))
+	}
+	r := g.ring.Ring()
+	metrics.WriteGaugeUint64(w, "switchyard_ring_shards", uint64(r.Len()))
+	metrics.WriteGaugeUint64(w, fmt.Sprintf(`switchyard_ring_info{fingerprint="%016x"}`, r.Fingerprint()), 1)
 }

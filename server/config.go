@@ -26,6 +26,8 @@ const (
 	DefaultAcceptBurst      = 5000                        // new connections at once, whole gateway
 	DefaultMaxOutbound      = 256 << 10                   // bytes queued for a device beyond its socket buffer
 	DefaultMaxOutbox        = 1 << 20                     // bytes of unacknowledged reliable downstream DATA per session
+	DefaultDisconnectRing   = 4096                        // recent disconnects kept (GET /api/v1/disconnects)
+	MaxDisconnectRing       = 1 << 20                     // largest DisconnectRing accepted
 	DefaultResumeWindow     = 5 * time.Minute             // a detached session waits this long for a resume
 	DefaultResumeTokenTTL   = 24 * time.Hour              // lifetime of a resume token
 	DefaultDrainTimeout     = 15 * time.Second            // Close without a context deadline drains this long
@@ -94,6 +96,9 @@ type Config struct {
 	// MaxOutbox bounds a session's unacknowledged reliable downstream bytes;
 	// beyond it the device is a slow consumer and is closed.
 	MaxOutbox int
+	// DisconnectRing is how many recent disconnects the gateway keeps
+	// for GET /api/v1/disconnects and `ctl session` (about 100 bytes each).
+	DisconnectRing int
 	// ResumeWindow is how long a session survives its connection.
 	ResumeWindow time.Duration
 	// ResumeTokenTTL is how long a resume token stays valid.
@@ -222,7 +227,7 @@ func (cfg Config) provision() Config {
 	}{
 		{&cfg.MaxFrame, protocol.DefaultMaxFrame}, {&cfg.MaxConns, DefaultMaxConns},
 		{&cfg.RateBurst, DefaultRateBurst}, {&cfg.AcceptBurst, DefaultAcceptBurst},
-		{&cfg.MaxOutbound, DefaultMaxOutbound}, {&cfg.MaxOutbox, DefaultMaxOutbox},
+		{&cfg.MaxOutbound, DefaultMaxOutbound}, {&cfg.MaxOutbox, DefaultMaxOutbox}, {&cfg.DisconnectRing, DefaultDisconnectRing},
 		{&cfg.MoveBuffer, DefaultMoveBuffer},
 		{&cfg.CheckpointBuffer, DefaultCheckpointBuffer}, {&cfg.MaxLinkQueue, DefaultMaxLinkQueue},
 	}
@@ -260,6 +265,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.MaxOutbound < cfg.MaxFrame+protocol.HeaderSize {
 		errs = append(errs, fmt.Errorf("max outbound %d: want at least one frame (%d)", cfg.MaxOutbound, cfg.MaxFrame+protocol.HeaderSize))
+	}
+	if cfg.DisconnectRing < 1 || cfg.DisconnectRing > MaxDisconnectRing {
+		errs = append(errs, fmt.Errorf("disconnect ring %d: want 1..%d", cfg.DisconnectRing, MaxDisconnectRing))
 	}
 	if cfg.MaxOutbox < cfg.MaxFrame {
 		errs = append(errs, fmt.Errorf("max outbox %d: want at least max frame", cfg.MaxOutbox))

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,7 @@ type conn struct {
 	goaway   atomic.Bool     // GOAWAY sent; dl is the close deadline
 	opening  atomic.Bool     // HELLO passed, waiting for the backend to bind the session
 	ready    atomic.Bool     // handshake done
+	st       atomic.Uint32   // connState, for switchyard_connections_by_state (enter)
 	released atomic.Bool     // closed; the handler state is to be released (releaseIfIdle)
 
 	// pmu serializes frame handling: the handler holds it for a batch; the
@@ -66,9 +68,8 @@ type conn struct {
 	closing   bool    // last frame queued; nothing more is written
 	closed    bool    // netpoll closed the fd; never touch it again
 	inBacklog bool
-	reason    string // why the gateway closed the connection; "" = the peer did
-	framesOut int    // frames queued since the last count (countSentLocked)
-	bytesOut  int    // bytes written since the last count
+	reason    string               // why the gateway closed the connection; "" = the peer did
+	sent      [nHotKinds]sentCount // frames of the hot kinds queued since the last count (countSentLocked)
 }
 
 // onPrepare runs on the poller for each accepted connection: admission,
@@ -81,6 +82,7 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 	}
 	nc.AddCloseCallback(c.onClosed)
 	g.metrics.conns.Add(1)
+	g.metrics.connStates[stHandshake].Add(1)
 	g.metrics.accepted.Inc()
 	switch {
 	case g.draining.Load():
@@ -91,6 +93,7 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 		c.refuse("too many connections")
 	case !g.acceptLimit.allow(g.wheel.Now()):
 		g.metrics.rejectAcceptRate.Inc()
+		g.metrics.rateLimitAccept.Inc()
 		c.refuse("accept rate exceeded")
 	default:
 		g.wheel.Schedule(&c.dl, g.live.Load().handshakeTimeout)
@@ -102,22 +105,23 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 // and before netpoll closes the fd, on the poller or on whichever goroutine
 // called nc.Close (possibly a link reader inside Opened, holding pmu).
 func (c *conn) onClosed(netpoll.Connection) error {
+	g := c.g
 	c.wmu.Lock()
 	c.closed = true
 	c.releaseOutLocked()
-	reason := c.reason
-	c.countSentLocked()
-	c.wmu.Unlock()
-	g := c.g
-	g.wheel.Cancel(&c.dl)
-	if reason == "" {
-		reason = reasonPeer
+	if c.reason == "" {
+		c.reason = reasonPeer
 		if g.forcing.Load() {
-			reason = reasonShutdown
+			c.reason = reasonShutdown
 		}
 	}
+	reason := c.reason // kept for releaseIfIdle's record of the disconnect
+	c.countSentLocked()
+	c.wmu.Unlock()
+	g.wheel.Cancel(&c.dl)
 	g.metrics.disconnect(reason)
 	g.metrics.conns.Add(-1)
+	c.enter(stClosed)
 	c.released.Store(true)
 	c.releaseIfIdle()
 	return nil
@@ -141,6 +145,10 @@ func (c *conn) releaseIfIdle() {
 	}
 	c.releaseDone = true
 	if c.sess != nil {
+		c.wmu.Lock()
+		reason := c.reason
+		c.wmu.Unlock()
+		c.noteDisconnect(c.sess.device, reason)
 		c.g.backend.Closed(c)
 		c.g.sessions.detach(c.sess, c)
 	}
@@ -190,11 +198,15 @@ func (c *conn) fail(code int, msg string) {
 	}
 	c.appendLocked(protocol.TypeError, 0, 0, errorPayload(code, msg))
 	c.closing = true
-	c.reason = reasonFor(code, c.ready.Load())
+	ready := c.ready.Load()
+	c.reason = reasonFor(code, ready)
 	why := c.flushLocked()
 	pending := c.out != nil
 	c.wmu.Unlock()
 	c.g.metrics.errorSent(code)
+	if !ready {
+		c.g.metrics.handshakeResult(strconv.Itoa(code))
+	}
 	switch {
 	case why != "":
 		c.shut(why)
@@ -246,4 +258,30 @@ func (c *conn) failErr(err error) {
 		return
 	}
 	c.fail(protocol.CodeInternal, "internal error")
+}
+
+// sentCount is a connection's count of the frames of one kind it queued
+// since its last flush, and their bytes; 32 bits each keep conn small
+// (a flush empties them long before they wrap).
+type sentCount struct{ frames, bytes uint32 }
+
+// enter moves the connection to state st and keeps
+// switchyard_connections_by_state: a connection only moves forward, and
+// a closed one stays closed (Opened may complete a handshake after the
+// close began).
+func (c *conn) enter(st connState) {
+	m := c.g.metrics
+	for {
+		old := connState(c.st.Load())
+		if old >= st {
+			return
+		}
+		if c.st.CompareAndSwap(uint32(old), uint32(st)) {
+			m.connStates[old].Add(-1)
+			if st != stClosed {
+				m.connStates[st].Add(1)
+			}
+			return
+		}
+	}
 }

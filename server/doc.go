@@ -41,8 +41,15 @@
 //   - reliable upstream DATA is accepted once and in order per session
 //     (duplicates are re-ACKed, gaps dropped) and ACKed only after the
 //     backend accepted it;
-//   - nothing is allocated per frame on the DATA path (TestEchoPathZeroAlloc);
-//   - every drop and every disconnect is counted with a reason (metrics.go).
+//   - nothing is allocated per frame on the DATA path (TestEchoPathZeroAlloc,
+//     TestBatchPathZeroAlloc);
+//   - every drop and every disconnect is counted with a reason (metrics.go);
+//     frames are counted by type per input batch (and per flush for those
+//     sent), never with a shared atomic per DATA, ACK, PING or PONG;
+//     connections and sessions are counted by state (conn.enter,
+//     sessionTable). Series per shard or about the cluster are written at
+//     each scrape (remote.Backend's writer, writeClusterMetrics); none has
+//     a per-device label.
 //
 // Configuration: Config is fixed at New, except the settings Reload may
 // change (reload.go: rates, admission, auth secrets, cluster keys,
@@ -52,8 +59,15 @@
 // serialised by reloadMu. Refused devices are logged at a bounded rate
 // (refusals.go).
 //
+// Fault location (trace.go, locate.go): per-device tracing spread by a
+// cluster message (internal/trace; one atomic load per inbound frame
+// while off), a bounded ring of recent disconnects, and a device lookup
+// that asks the other gateways' admin APIs (docs/operations.md,
+// "Finding one device's trouble").
+//
 // Lock order: session table shard → session.mu → conn.wmu; and conn.pmu
 // (the shard side's Device.Lock) → the shard side's move table → conn.wmu.
+// The trace table's and the disconnect ring's locks are leaves.
 // No lock is shared by all connections on the frame path.
 //
 // Goroutines owned by a Gateway: the wheel sweeper, netpoll's Serve loop and

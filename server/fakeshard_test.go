@@ -177,3 +177,19 @@ func (s *fakeShard) next(t *testing.T, k protocol.LinkKind) fakeEnv {
 		}
 	}
 }
+
+// openOn connects device id to g, whose directory places it on s, and
+// has s answer the Open: the device is past WELCOME when it returns,
+// with the Open envelope s received.
+func openOn(t *testing.T, g *Gateway, s *fakeShard, id string) (*dev, fakeEnv) {
+	t.Helper()
+	d := dial(t, g)
+	hello, _ := protocol.EncodeHello(&protocol.Hello{V: 1, ID: id})
+	d.send(protocol.TypeHello, 0, 0, hello)
+	open := s.next(t, protocol.LinkOpen)
+	open.l.opened(open.e.Session)
+	if f := d.read(); f.Type != protocol.TypeWelcome {
+		t.Fatalf("want WELCOME, got %v %s", f.Type, errText(f))
+	}
+	return d, open
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cloudwego/netpoll"
 	"github.com/switchyard-gw/switchyard/internal/timewheel"
+	"github.com/switchyard-gw/switchyard/internal/trace"
 	"github.com/switchyard-gw/switchyard/router"
 	"github.com/switchyard-gw/switchyard/server/remote"
 )
@@ -67,6 +68,9 @@ type Gateway struct {
 	admin   *http.Server
 	adm     adminState // admin.go
 
+	trace       trace.Table     // devices traced here (trace.go)
+	disconnects *disconnectRing // recent disconnects (trace.go)
+
 	draining atomic.Bool
 	forcing  atomic.Bool // Close is closing what is left
 	started  atomic.Bool
@@ -94,12 +98,13 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "gateway"),
-		metrics: newGatewayMetrics(),
+		metrics: newGatewayMetrics(cfg.Version, cfg.Commit),
 		backend: echoBackend{maxOutbox: cfg.MaxOutbox},
 		idle:    3 * cfg.Heartbeat,
 		closed:  make(chan struct{}),
 	}
 	g.refusals = newRefusalLog(g.log, refusalLines, time.Now)
+	g.disconnects = newDisconnectRing(cfg.DisconnectRing)
 	if cfg.LevelVar != nil {
 		cfg.LevelVar.Set(cfg.LogLevel)
 	}
@@ -125,6 +130,7 @@ func New(cfg Config) (*Gateway, error) {
 		g.backend = r
 	}
 	g.adm.init(g.metrics.set)
+	g.metrics.set.RegisterMetricsWriter(g.writeClusterMetrics)
 	g.adm.configHash.Store(&cfg.ConfigHash)
 	g.wheel = timewheel.New(0, 0, g.retryBacklog)
 	g.sessions = newSessionTable(g)

@@ -77,8 +77,9 @@ func TestAdminEndpoints(t *testing.T) {
 		t.Fatalf("metrics without token: %d", code)
 	}
 	code, body := get("/metrics", "s3cret")
-	for _, want := range []string{"switchyard_connections 1", "switchyard_frames_received_total 2", "switchyard_frames_sent_total 2",
-		`switchyard_handshake_duration_seconds_bucket{le=`, `switchyard_disconnects_total{reason="peer"} 0`} {
+	for _, want := range []string{"switchyard_connections 1", `switchyard_frames_received_total{type="HELLO"} 1`,
+		`switchyard_frames_received_total{type="DATA"} 1`, `switchyard_frames_sent_total{type="WELCOME"} 1`,
+		`switchyard_frames_sent_total{type="DATA"} 1`, `switchyard_handshake_duration_seconds_bucket{le=`, `switchyard_disconnects_total{reason="peer"} 0`} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Fatalf("metrics %d lacks %q:\n%s", code, want, body)
 		}

@@ -24,20 +24,25 @@ func (c *conn) handshake(f *protocol.Frame) {
 	}
 	now := time.Now()
 	lv := g.live.Load()
+	if g.trace.Any() {
+		g.traceEvent(h.ID, "HELLO", "remote", c.remote(), "resume", len(h.Resume) > 0, "last", h.Last,
+			"accepted_ago", time.Duration(now.UnixNano()-c.acceptNs))
+	}
 	if len(lv.authSecrets) > 0 {
 		if err := protocol.VerifyToken(lv.authSecrets, h.ID, h.Token, now); err != nil {
-			c.refused(protocol.CodeUnauthorized, h.ID, "authentication failed")
+			c.refusedHello(protocol.CodeUnauthorized, h.ID, "authentication failed")
 			return
 		}
 	}
 	if g.draining.Load() {
-		c.refused(protocol.CodeUnavailable, h.ID, "gateway draining")
+		c.refusedHello(protocol.CodeUnavailable, h.ID, "gateway draining")
 		return
 	}
 	if c.peerClosed() {
 		// Nobody would read the WELCOME, and attaching would take the
 		// device's session from the connection it has now.
 		g.metrics.handshakesAbandoned.Inc()
+		g.metrics.handshakeResult(handshakeAbandoned)
 		c.shut(reasonPeer)
 		return
 	}
@@ -53,12 +58,16 @@ func (c *conn) handshake(f *protocol.Frame) {
 	}
 	s, resumed, prev := g.sessions.attach(c, h.ID, resumeID, g.remote != nil)
 	if prev != nil && prev != c {
+		if g.trace.Any() {
+			g.traceEvent(h.ID, "takeover: the new connection takes the session", "remote", c.remote())
+		}
 		g.metrics.takeovers.Inc()
 		prev.refused(protocol.CodeConflict, h.ID, "session taken over")
 	}
 	c.sess = s
 	c.rl.reset(g)
 	c.opening.Store(true)
+	c.enter(stOpening)
 	g.backend.Open(c, &h, resumed)
 }
 
@@ -75,12 +84,32 @@ func (c *conn) openDone(resumed bool, last uint32) {
 	c.welcome(resumed, last, now)
 	c.opening.Store(false)
 	c.ready.Store(true)
+	c.enter(stReady)
 	g.wheel.Schedule(&c.dl, g.idle)
 	g.metrics.handshakes.Inc()
 	if resumed {
 		g.metrics.resumed.Inc()
+		g.metrics.handshakeResult(handshakeResumed)
+	} else {
+		g.metrics.handshakeResult(handshakeOK)
 	}
 	g.metrics.handshakeDuration.Update(float64(now.UnixNano()-c.acceptNs) / 1e9)
+	if g.trace.Any() {
+		w := c.bind.Where()
+		g.traceEvent(c.sess.device, "WELCOME", "resumed", resumed, "last", last, "session", c.sess.idString(),
+			"shard", w.Shard, "rule", w.Rule, "epoch", w.Epoch)
+	}
+}
+
+// refusedHello refuses a HELLO before any session was attached: the
+// device is known, so the refusal goes into the ring of disconnects with
+// the reason the close will count.
+func (c *conn) refusedHello(code int, device, msg string) {
+	if c.g.trace.Any() {
+		c.g.traceEvent(device, "ERROR", "code", code, "message", msg, "remote", c.remote())
+	}
+	c.refused(code, device, msg)
+	c.noteDisconnect(device, reasonFor(code, false))
 }
 
 // welcome queues WELCOME.

@@ -80,6 +80,66 @@ func TestEchoPathZeroAlloc(t *testing.T) {
 
 const DefaultMaxFrameForTest = protocol.DefaultMaxFrame
 
+// TestBatchPathZeroAlloc: the handler's per-batch accounting (frames and
+// bytes by type, the batch histograms) and the per-flush sent counts
+// allocate nothing.
+func TestBatchPathZeroAlloc(t *testing.T) {
+	c, peer := hotConn(t)
+	buf := make([]byte, 64<<10)
+	in := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, 64))
+	ping := protocol.AppendFrame(nil, protocol.TypePing, 0, 0, nil)
+	allocs := testing.AllocsPerRun(2000, func() {
+		bt := batch{start: time.Now()}
+		for _, p := range [][]byte{in, in, ping} {
+			f, _, _ := protocol.Decode(p, DefaultMaxFrameForTest)
+			c.frame(&f, &bt)
+		}
+		c.flush()
+		bt.count(c.g)
+		drain(peer, buf)
+	})
+	if allocs != 0 {
+		t.Fatalf("batch path allocates %.2f per iteration, want 0", allocs)
+	}
+	if got := c.g.metrics.framesIn[kindPing].Get(); got < 2000 {
+		t.Fatalf("%d PINGs counted, want at least 2000", got)
+	}
+}
+
+// BenchmarkBatchPath measures the frame path as the handler runs it:
+// per frame c.frame (the batch's counts by type, then handle), and per 16
+// frames the flush and the batch's accounting (counters by type, the
+// batch histograms). docs/benchmarks.md "Metrics on the frame path".
+func BenchmarkBatchPath(b *testing.B) {
+	for _, size := range []int{64, 1024} {
+		b.Run(itoa(size), func(b *testing.B) {
+			c, peer := hotConn(b)
+			batchLoop(b, c, peer, size)
+		})
+	}
+}
+
+// batchLoop drives c's frame path with DATA frames of size bytes, in
+// batches of 16, until b is done.
+func batchLoop(b *testing.B, c *conn, peer, size int) {
+	buf := make([]byte, 64<<10)
+	in := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, size))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(in)))
+	bt := batch{start: time.Now()}
+	i := 0
+	for b.Loop() {
+		f, _, _ := protocol.Decode(in, DefaultMaxFrameForTest)
+		c.frame(&f, &bt)
+		if i++; i%16 == 0 {
+			c.flush()
+			bt.count(c.g)
+			bt = batch{start: time.Now()}
+			drain(peer, buf)
+		}
+	}
+}
+
 // BenchmarkEchoPath measures the gateway's own work per echoed frame
 // (decode, route, encode, one write per 16 frames), without netpoll.
 func BenchmarkEchoPath(b *testing.B) {

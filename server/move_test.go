@@ -37,14 +37,7 @@ func TestMoveFailureReleasesSession(t *testing.T) {
 	dir.set(s1)
 	g := startGateway(t, Config{Backends: dir, LinkKeys: [][]byte{fakeShardKey}})
 
-	d := dial(t, g)
-	hello, _ := protocol.EncodeHello(&protocol.Hello{V: 1, ID: "dev"})
-	d.send(protocol.TypeHello, 0, 0, hello)
-	open := s1.next(t, protocol.LinkOpen)
-	open.l.opened(open.e.Session)
-	if f := d.read(); f.Type != protocol.TypeWelcome {
-		t.Fatalf("want WELCOME, got %v %s", f.Type, errText(f))
-	}
+	d, open := openOn(t, g, s1, "dev")
 
 	dir.set(s2)
 	g.Rebalance()
@@ -67,5 +60,73 @@ func TestMoveFailureReleasesSession(t *testing.T) {
 	})
 	if got := metric(g, `switchyard_session_moves_total{result="snapshot"}`); got != 1 {
 		t.Fatalf(`switchyard_session_moves_total{result="snapshot"} = %v, want 1`, got)
+	}
+}
+
+// causeDir is a switchDir that also says which shards it places on
+// (remote.ShardSet) and can name a canary rule.
+type causeDir struct {
+	switchDir
+	gone string // a shard no longer placed on
+	rule string
+}
+
+func (d *causeDir) Owner(id string, tags map[string]string) (Placement, error) {
+	p, err := d.switchDir.Owner(id, tags)
+	d.mu.Lock()
+	p.Rule = d.rule
+	d.mu.Unlock()
+	return p, err
+}
+
+func (d *causeDir) HasShard(name string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return name != d.gone
+}
+
+// TestMoveCauses: a move is counted by its cause when it starts, and its
+// duration by cause when it ends on the new shard: the old shard left the
+// placement (leave), the placement changed with the shard still there
+// (join), a canary rule now places the device (canary).
+func TestMoveCauses(t *testing.T) {
+	tests := []struct {
+		cause string
+		move  func(d *causeDir, to *fakeShard)
+	}{
+		{"leave", func(d *causeDir, to *fakeShard) { d.gone = "s1"; d.shard, d.addr = to.name, to.addr() }},
+		{"join", func(d *causeDir, to *fakeShard) { d.shard, d.addr = to.name, to.addr() }},
+		{"canary", func(d *causeDir, to *fakeShard) { d.rule = "r1"; d.shard, d.addr = to.name, to.addr() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.cause, func(t *testing.T) {
+			s1 := startFakeShard(t, "s1", false)
+			s2 := startFakeShard(t, "s2", false)
+			dir := &causeDir{}
+			dir.set(s1)
+			g := startGateway(t, Config{Backends: dir, LinkKeys: [][]byte{fakeShardKey}})
+			openOn(t, g, s1, "dev")
+
+			dir.mu.Lock()
+			tt.move(dir, s2)
+			dir.mu.Unlock()
+			g.Rebalance()
+			snap := s1.next(t, protocol.LinkSnapshot)
+			waitMetric(t, g, `switchyard_session_moves_started_total{cause="`+tt.cause+`"}`, 1)
+			waitMetric(t, g, `switchyard_sessions_by_state{state="moving"}`, 1)
+			ext, _ := protocol.Marshal(&protocol.SessionState{})
+			snap.l.send(&protocol.Envelope{Kind: protocol.LinkState, Session: snap.e.Session, Epoch: snap.e.Epoch, Ext: ext})
+			mig := s2.next(t, protocol.LinkOpen)
+			opened, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Reason: "migrated"})
+			mig.l.send(&protocol.Envelope{Kind: protocol.LinkOpened, Session: mig.e.Session, Epoch: mig.e.Epoch, Ext: opened})
+			waitMetric(t, g, `switchyard_session_moves_total{result="ok"}`, 1)
+			waitMetric(t, g, `switchyard_session_move_duration_seconds_count{cause="`+tt.cause+`"}`, 1)
+			waitMetric(t, g, `switchyard_sessions_by_state{state="moving"}`, 0)
+			for _, other := range tests {
+				if other.cause != tt.cause && metric(g, `switchyard_session_moves_started_total{cause="`+other.cause+`"}`) != 0 {
+					t.Fatalf("move counted as %s too", other.cause)
+				}
+			}
+		})
 	}
 }

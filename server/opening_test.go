@@ -29,7 +29,7 @@ func TestCloseWhileOpening(t *testing.T) {
 func closeWhileOpening(t *testing.T, g *Gateway, s *fakeShard, round int) {
 	t.Helper()
 	const devices = 24
-	framesBefore := g.metrics.framesIn.Get()
+	framesBefore := g.metrics.framesReceived()
 	// HELLO and ~60 KB of DATA in one write: all of it is held while the
 	// shard binds the session, and replayed by opened.
 	var burst []byte
@@ -50,7 +50,7 @@ func closeWhileOpening(t *testing.T, g *Gateway, s *fakeShard, round int) {
 	}
 	// Let the gateway take in each device's whole burst before answering.
 	waitFor(t, "bursts read", func() bool {
-		return g.metrics.framesIn.Get()-framesBefore >= uint64(devices*(1+len(burst)/protocol.HeaderSize))
+		return g.metrics.framesReceived()-framesBefore >= uint64(devices*(1+len(burst)/protocol.HeaderSize))
 	})
 
 	start := make(chan struct{})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/http"
 	"reflect"
 	"slices"
@@ -140,7 +141,7 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	failed, err := g.applyReload(&next, rep.Changed)
 	rep.Changed = slices.DeleteFunc(rep.Changed, func(name string) bool { return slices.Contains(failed, name) })
 	if err != nil {
-		return rep, g.reloadDone(rep, resultError, err)
+		return rep, g.reloadDone(rep, resultError, &partialReload{err})
 	}
 	return rep, g.reloadDone(rep, resultOK, nil)
 }
@@ -160,6 +161,14 @@ func (g *Gateway) Reread(ctx context.Context) (ReloadReport, error) {
 	}
 	return g.Reload(next)
 }
+
+// partialReload is the error of a reload that passed validation but could
+// not install every change: the report's Changed were applied all the same,
+// so it is not "nothing changed" (the API answers it apart).
+type partialReload struct{ err error }
+
+func (e *partialReload) Error() string { return e.err.Error() }
+func (e *partialReload) Unwrap() error { return e.err }
 
 // Reload results, the label of switchyard_config_reloads_total.
 const (
@@ -319,19 +328,35 @@ func empty(v reflect.Value) bool {
 	return false
 }
 
-// reload is POST /api/v1/reload: Reread, answered 200 with the report or
-// 422 with {"error": ...} (switchyard ctl reload reads exactly this).
+// reload is POST /api/v1/reload: Reread, answered 200 with the report;
+// 422 with {"error": ...} when the configuration was refused (nothing
+// changed); 500 with the error and the report when it was applied except
+// what failed (switchyard ctl reload reads exactly this).
 func (g *Gateway) reload(w http.ResponseWriter, r *http.Request) {
 	rep, err := g.Reread(r.Context())
-	if err != nil {
-		writeError(w, http.StatusUnprocessableEntity, err.Error())
-		return
-	}
 	if rep.Changed == nil {
 		rep.Changed = []string{}
 	}
 	if rep.RestartRequired == nil {
 		rep.RestartRequired = []string{}
 	}
-	writeJSON(w, rep)
+	var partial *partialReload
+	switch {
+	case errors.As(err, &partial):
+		writeJSONStatus(w, http.StatusInternalServerError, ReloadFailure{
+			Error:        fmt.Sprintf("%v; applied all the same: %s", err, strings.Join(rep.Changed, ", ")),
+			ReloadReport: rep})
+	case err != nil:
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+	default:
+		writeJSON(w, rep)
+	}
+}
+
+// ReloadFailure is the 500 answer of POST /api/v1/reload: the
+// configuration passed validation, Changed were applied, and Error says
+// what could not be (that setting keeps its running value).
+type ReloadFailure struct {
+	Error string `json:"error"`
+	ReloadReport
 }

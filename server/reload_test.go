@@ -281,6 +281,34 @@ func TestReloadKeysError(t *testing.T) {
 	}
 }
 
+// TestReloadEndpointPartial: a reload through the API that passed
+// validation but could not install a change (gossip keys on a gateway
+// whose gossip started without encryption) is answered 500 with what was
+// applied all the same, not 422 "refused", which would tell the operator
+// that nothing changed while the rate did.
+func TestReloadEndpointPartial(t *testing.T) {
+	cfg := freePorts(Config{LinkKeys: [][]byte{fakeShardKey}, AdminToken: "tok",
+		Cluster: &ClusterConfig{Name: "gw-partial", Bind: "127.0.0.1:0", Timing: cluster.FastTiming()}})
+	next := cfg
+	c := *cfg.Cluster
+	c.Keys = [][]byte{testGossipKey}
+	next.Cluster, next.Rate = &c, 7
+	cfg.Reloader = func(context.Context) (Config, error) { return next, nil }
+	g := startGateway(t, cfg)
+	code, body := api(t, g, http.MethodPost, "/api/v1/reload", "tok", "")
+	var got ReloadFailure
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		t.Fatalf("%d %s: %v", code, body, err)
+	}
+	if code != http.StatusInternalServerError || !slices.Equal(got.Changed, []string{"rate"}) ||
+		!strings.Contains(got.Error, "without encryption") || !strings.Contains(got.Error, "applied all the same: rate") {
+		t.Fatalf("%d %s: want 500 with the error and changed [rate]", code, body)
+	}
+	if g.running.Rate != 7 {
+		t.Fatalf("rate %v: the rest of the reload was not applied", g.running.Rate)
+	}
+}
+
 // TestReloadCanary: canary rules reload live (SetRules), the admin API
 // shows the reloaded configuration's hash, and a bad rule set is refused
 // with the running rules kept.

@@ -124,6 +124,10 @@ func TestTimeouts(t *testing.T) {
 		d := dial(t, g)
 		d.write(rawHeader(100, protocol.TypeHello, 0, 0))
 		d.expectError(408, true)
+		// Both timed out before a HELLO: handshake results, not idle closes.
+		waitFor(t, "408 handshake results", func() bool {
+			return metric(g, `switchyard_handshake_results_total{result="408"}`) == 2
+		})
 	})
 	t.Run("idle after 3 hb", func(t *testing.T) {
 		d := dial(t, g)
@@ -228,6 +232,11 @@ func TestRateLimit(t *testing.T) {
 	// The next burst is over the rate: 429, connection kept.
 	d.write(batch[:len(batch)/10])
 	d.expectError(429, false)
+	// One hit for the episode, a drop for each frame over the rate.
+	if hits, drops := metric(g, `switchyard_rate_limit_hits_total{limit="device"}`),
+		metric(g, `switchyard_frames_dropped_total{reason="rate_limit"}`); hits != 1 || drops < 2 {
+		t.Fatalf("rate limit: %v hits, %v frames dropped; want 1 hit, several drops", hits, drops)
+	}
 	// Excess that persists closes it.
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {

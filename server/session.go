@@ -70,6 +70,9 @@ func (t *sessionTable) attach(c *conn, device string, resumeID *[16]byte, adopt 
 			old.conn = c
 			old.mu.Unlock()
 			t.g.wheel.Cancel(&old.expiry)
+			if prev == nil {
+				t.g.metrics.attached.Add(1)
+			}
 			return old, true, prev
 		}
 		old.conn = nil // fenced: its connection can no longer act on it
@@ -87,6 +90,9 @@ func (t *sessionTable) attach(c *conn, device string, resumeID *[16]byte, adopt 
 		_, _ = rand.Read(s.id[:])
 	}
 	sh.m[device] = s
+	if prev == nil {
+		t.g.metrics.attached.Add(1) // else the session taken over was attached
+	}
 	return s, resumed, prev
 }
 
@@ -99,6 +105,7 @@ func (t *sessionTable) detach(s *session, c *conn) {
 	}
 	s.mu.Unlock()
 	if mine {
+		t.g.metrics.attached.Add(-1)
 		t.g.wheel.Schedule(&s.expiry, t.g.live.Load().resumeWindow)
 	}
 }

@@ -39,7 +39,19 @@ func (c *conn) appendLocked(t protocol.Type, flags protocol.Flags, seq uint32, p
 		c.out = outPool.Get().(*[]byte)
 	}
 	*c.out = protocol.AppendFrame(*c.out, t, flags, seq, payload)
-	c.framesOut++
+	if c.g.trace.Any() { // the one cost of tracing when it is off
+		c.traceOut(t, flags, seq, len(payload))
+	}
+	k, size := sentKind[t], protocol.FrameSize(len(payload))
+	if k < nHotKinds {
+		c.sent[k].frames++
+		c.sent[k].bytes += uint32(size)
+		return
+	}
+	if m := c.g.metrics; m.framesOut[k] != nil { // nil: a type the gateway never sends
+		m.framesOut[k].Inc()
+		m.bytesOut[k].Add(size)
+	}
 }
 
 // writable reports whether frames may still be queued. The caller holds wmu.
@@ -56,7 +68,6 @@ func (c *conn) flushLocked() string {
 	for len(buf) > 0 {
 		n, err := syscall.Write(c.fd, buf)
 		if n > 0 {
-			c.bytesOut += n
 			buf = buf[n:]
 		}
 		if err == syscall.EINTR {
@@ -88,16 +99,15 @@ func (c *conn) flushLocked() string {
 	return ""
 }
 
-// countSentLocked moves the connection's sent-frame counts into the shared
-// counters: once per flush, not once per frame.
+// countSentLocked moves the connection's counts of frames queued (of the
+// hot kinds) into the shared counters: once per flush, not once per frame.
 func (c *conn) countSentLocked() {
-	if c.framesOut > 0 {
-		c.g.metrics.framesOut.Add(c.framesOut)
-		c.framesOut = 0
-	}
-	if c.bytesOut > 0 {
-		c.g.metrics.bytesOut.Add(c.bytesOut)
-		c.bytesOut = 0
+	for k := range c.sent {
+		if n := c.sent[k].frames; n > 0 {
+			c.g.metrics.framesOut[k].Add(int(n))
+			c.g.metrics.bytesOut[k].Add(int(c.sent[k].bytes))
+			c.sent[k] = sentCount{}
+		}
 	}
 }
 

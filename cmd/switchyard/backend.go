@@ -59,6 +59,7 @@ func runBackend(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	levels.Set(level)
 	log := newLogger(stderr, bc.LogFormat, levels)
 	cfg.Logger = log
+	cfg.Commit = commitID()
 	srv, err := backend.New(cfg)
 	if err != nil {
 		return err
@@ -67,7 +68,7 @@ func runBackend(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	log.Info("switchyard backend started", "version", version, "commit", commitID(), "app", bc.App, "shard", bc.Shard,
-		"link", srv.Addr(), "gossip", bc.Cluster.Bind, "seeds", bc.Cluster.Seeds, "link_timeout", bc.LinkTimeout,
+		"link", srv.Addr(), "admin", srv.AdminAddr(), "gossip", bc.Cluster.Bind, "seeds", bc.Cluster.Seeds, "link_timeout", bc.LinkTimeout,
 		"log_level", bc.LogLevel)
 	running := shardState{cfg: bc, keys: cfg.ClusterKeys}
 serve:

@@ -75,7 +75,18 @@ func ctlCommands() map[string]ctlCommand {
 			after := fs.String("after", "", "start after this device `id` (the next page)")
 			return func(c *ctl, _ []string) error { return c.sessions(*limit, *after) }
 		}},
-		"session": {args: "DEVICE", nargs: 1, help: "one device's session", flags: noFlags((*ctl).session)},
+		"session": {args: "DEVICE", nargs: 1, help: "where a device is in the cluster: gateway, shard, epoch, since, last disconnect", flags: noFlags((*ctl).session)},
+		"trace": {args: "DEVICE", nargs: 1, help: "log one device's events, frame headers and placement on every gateway and shard for a while",
+			flags: func(fs *flag.FlagSet) func(*ctl, []string) error {
+				d := fs.Duration("for", time.Minute, "how long the trace lasts (at most 1h)")
+				return func(c *ctl, args []string) error { return c.trace(args[0], *d) }
+			}},
+		"disconnects": {help: "this gateway's recent disconnects, newest first",
+			flags: func(fs *flag.FlagSet) func(*ctl, []string) error {
+				device := fs.String("device", "", "only this device `id`")
+				limit := fs.Int("limit", 100, "at most this many")
+				return func(c *ctl, _ []string) error { return c.disconnects(*device, *limit) }
+			}},
 		"kick": {args: "DEVICE", nargs: 1, help: "close a device's connection with ERROR (409: it does not come back; 503: it retries)",
 			flags: func(fs *flag.FlagSet) func(*ctl, []string) error {
 				code := fs.Int("code", 409, "ERROR code the device gets: 409 or 503")
@@ -390,12 +401,71 @@ func sessionRow(s server.SessionInfo) []string {
 		strconv.FormatUint(uint64(s.UpLast), 10), strconv.FormatUint(uint64(s.DownSeq), 10), strconv.Itoa(s.OutboxBytes)}
 }
 
+// session asks the gateway where the device is in the whole cluster (it
+// asks the other gateways) and prints one line per field.
 func (c *ctl) session(args []string) error {
-	var s server.SessionInfo
-	if err := c.call(http.MethodGet, "/api/v1/sessions/"+url.PathEscape(args[0]), nil, &s); err != nil {
+	var l server.DeviceLocation
+	if err := c.call(http.MethodGet, "/api/v1/devices/"+url.PathEscape(args[0]), nil, &l); err != nil {
 		return err
 	}
-	c.table([][]string{{"DEVICE", "SESSION", "ATTACHED", "REMOTE", "UP LAST", "DOWN SEQ", "OUTBOX BYTES"}, sessionRow(s)})
+	rows := [][]string{{"device", l.Device}}
+	if l.Gateway == "" {
+		rows = append(rows, []string{"gateway", "- (no gateway holds a session for it)"})
+	} else {
+		since := "-"
+		if !l.Since.IsZero() {
+			since = l.Since.Format(time.RFC3339) + " (" + time.Since(l.Since).Round(time.Second).String() + " ago)"
+		}
+		rows = append(rows, []string{"gateway", l.Gateway}, []string{"attached", strconv.FormatBool(l.Attached)},
+			[]string{"remote", dash(l.Remote)}, []string{"session", dash(l.Session)},
+			[]string{"shard", dash(l.Shard)}, []string{"rule", dash(l.Rule)},
+			[]string{"epoch", strconv.FormatUint(l.Epoch, 10)}, []string{"since", since})
+	}
+	last := "-"
+	if d := l.LastDisconnect; d != nil {
+		last = fmt.Sprintf("%s at %s on %s (from %s, connected %.1fs)", d.Reason, d.At.Format(time.RFC3339), d.Gateway, dash(d.Remote), d.Seconds)
+	}
+	rows = append(rows, []string{"last disconnect", last})
+	for _, g := range l.Gateways {
+		if g.Error != "" {
+			rows = append(rows, []string{"unanswered", g.Gateway + ": " + g.Error})
+		}
+	}
+	c.table(rows)
+	return nil
+}
+
+func (c *ctl) trace(device string, d time.Duration) error {
+	var r server.TraceResult
+	if err := c.call(http.MethodPost, "/api/v1/trace", server.TraceRequest{Device: device, For: d.String()}, &r); err != nil {
+		return err
+	}
+	c.say("trace %s: device %s traced until %s on %d members (%s)", r.ID, r.Device, r.Until.Format(time.RFC3339),
+		len(r.Members), strings.Join(r.Members, ", "))
+	for m, e := range r.Failed {
+		c.say("not reached: %s: %s", m, e)
+	}
+	if len(r.Failed) > 0 {
+		return fmt.Errorf("the trace did not reach %d members", len(r.Failed))
+	}
+	return nil
+}
+
+func (c *ctl) disconnects(device string, limit int) error {
+	var ds []server.Disconnect
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	if device != "" {
+		q.Set("device", device)
+	}
+	if err := c.call(http.MethodGet, "/api/v1/disconnects?"+q.Encode(), nil, &ds); err != nil {
+		return err
+	}
+	rows := [][]string{{"AT", "DEVICE", "REASON", "REMOTE", "SECONDS", "GATEWAY"}}
+	for _, d := range ds {
+		rows = append(rows, []string{d.At.Format(time.RFC3339Nano), d.Device, d.Reason, dash(d.Remote),
+			strconv.FormatFloat(d.Seconds, 'f', 1, 64), d.Gateway})
+	}
+	c.table(rows)
 	return nil
 }
 

@@ -116,8 +116,8 @@ func TestCtlErrors(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "unauthorized (401): the admin token is missing or wrong") {
 		t.Fatalf("wrong token: exit %d %q", code, errOut)
 	}
-	code, _, errOut = ctlRun(t, "--admin", g.AdminAddr(), "session", "nobody", "--token-file", tokenFile(t, "right"))
-	if code != 1 || !strings.Contains(errOut, `404 Not Found: no session for device "nobody"`) {
+	code, _, errOut = ctlRun(t, "--admin", g.AdminAddr(), "kick", "nobody", "--token-file", tokenFile(t, "right"))
+	if code != 1 || !strings.Contains(errOut, `404 Not Found: device "nobody" is not connected`) {
 		t.Fatalf("unknown device: exit %d %q", code, errOut)
 	}
 }

@@ -39,6 +39,12 @@ func (c *Backend) BackendConfig(version string, derive KeyDeriver, apps map[stri
 	} else if keys, err = ReadSecrets(c.ClusterKeyFile); err != nil {
 		p.Addf("cluster_key_file: %v", err)
 	}
+	var token string
+	if c.AdminTokenFile != "" {
+		if token, err = readToken(c.AdminTokenFile); err != nil {
+			p.Addf("admin_token_file: %v", err)
+		}
+	}
 	gossipKeys, linkKeys := derive(keys)
 	cc := c.Cluster.cluster(gossipKeys)
 	cc.Meta = cluster.Meta{Role: cluster.RoleBackend, Shard: c.Shard, Version: version}
@@ -47,6 +53,7 @@ func (c *Backend) BackendConfig(version string, derive KeyDeriver, apps map[stri
 	}
 	cfg := backend.Config{
 		Shard: c.Shard, Link: c.Link, ClusterKeys: linkKeys, Handler: h,
+		AdminListen: c.AdminListen, AdminToken: token, Version: version,
 		ResumeWindow: c.ResumeWindow, MaxOutbox: c.MaxOutbox, MaxLinkQueue: c.MaxLinkQueue,
 		MaxMailbox: c.MaxMailbox, Workers: c.Workers, MaxLinks: c.MaxLinks,
 		AuthTimeout: c.AuthTimeout, PingInterval: c.PingInterval, LinkTimeout: c.LinkTimeout,

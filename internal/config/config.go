@@ -38,6 +38,7 @@ type Gateway struct {
 	AcceptBurst      int           `yaml:"accept_burst" reload:"live" help:"new connections at once"`
 	MaxOutbound      int           `yaml:"max_outbound" reload:"live" help:"bytes queued for a device beyond its socket buffer; beyond, a slow consumer"`
 	MaxOutbox        int           `yaml:"max_outbox" help:"bytes of unacknowledged reliable downstream DATA per session"`
+	DisconnectRing   int           `yaml:"disconnect_ring" help:"recent disconnects kept for the admin API (GET /api/v1/disconnects, ctl disconnects)"`
 	ResumeWindow     time.Duration `yaml:"resume_window" reload:"live" help:"how long a detached session waits for a resume"`
 	ResumeTokenTTL   time.Duration `yaml:"resume_token_ttl" reload:"live" help:"lifetime of a resume token"`
 	DrainTimeout     time.Duration `yaml:"drain_timeout" reload:"live" help:"how long a drain (SIGTERM) may take"`
@@ -63,6 +64,8 @@ type Backend struct {
 	App                string            `yaml:"app" help:"example app: echo, counter or rooms"`
 	Shard              string            `yaml:"shard" help:"shard name (required, unique in the cluster)"`
 	Link               string            `yaml:"link" help:"link listener address gateways connect to (port 0 picks one)"`
+	AdminListen        string            `yaml:"admin_listen" flag:"admin" help:"admin HTTP address (/metrics, /healthz, /readyz); - disables"`
+	AdminTokenFile     string            `yaml:"admin_token_file" secret:"file" help:"file holding the bearer token /metrics requires (none when empty)"`
 	ClusterKeyFile     string            `yaml:"cluster_key_file" secret:"file" reload:"live" help:"file of cluster keys, one per line (required)"`
 	ResumeWindow       time.Duration     `yaml:"resume_window" help:"how long a session whose device went away is kept for a resume"`
 	MaxOutbox          int               `yaml:"max_outbox" help:"unacknowledged reliable downstream bytes per session"`
@@ -135,6 +138,7 @@ func DefaultGateway() Gateway {
 		AcceptBurst:      server.DefaultAcceptBurst,
 		MaxOutbound:      server.DefaultMaxOutbound,
 		MaxOutbox:        server.DefaultMaxOutbox,
+		DisconnectRing:   server.DefaultDisconnectRing,
 		ResumeWindow:     server.DefaultResumeWindow,
 		ResumeTokenTTL:   server.DefaultResumeTokenTTL,
 		DrainTimeout:     server.DefaultDrainTimeout,
@@ -159,6 +163,7 @@ func DefaultBackend() Backend {
 	return Backend{
 		App:                "echo",
 		Link:               backend.DefaultLink,
+		AdminListen:        DefaultShardAdminListen,
 		ResumeWindow:       backend.DefaultResumeWindow,
 		MaxOutbox:          backend.DefaultMaxOutbox,
 		MaxLinkQueue:       backend.DefaultMaxLinkQueue,
@@ -179,6 +184,11 @@ func DefaultBackend() Backend {
 		Cluster:            defaultGossip(""),
 	}
 }
+
+// DefaultShardAdminListen is the binary's shard admin listener (the SDK's
+// default is none): beside the gateway's 7480, so that a gateway and a
+// shard run on one host out of the box.
+const DefaultShardAdminListen = "127.0.0.1:7680"
 
 // Shard drain and close, as `switchyard backend` always had them.
 const (

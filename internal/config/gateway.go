@@ -19,7 +19,7 @@ func (c *Gateway) ServerConfig(version string, derive KeyDeriver) (server.Config
 		MaxFrame: c.MaxFrame, MaxConns: c.MaxConns,
 		Rate: c.Rate, RateBurst: c.RateBurst, RateExcessClose: c.RateExcessClose,
 		AcceptRate: c.AcceptRate, AcceptBurst: c.AcceptBurst,
-		MaxOutbound: c.MaxOutbound, MaxOutbox: c.MaxOutbox,
+		MaxOutbound: c.MaxOutbound, MaxOutbox: c.MaxOutbox, DisconnectRing: c.DisconnectRing,
 		ResumeWindow: c.ResumeWindow, ResumeTokenTTL: c.ResumeTokenTTL,
 		DrainTimeout: c.DrainTimeout, GoAwayRetry: c.GoAwayRetry, Redirects: c.Redirects,
 		LinkHeartbeat: c.LinkHeartbeat, LinkTimeout: c.LinkTimeout, LinksPerShard: c.LinksPerShard,

@@ -82,7 +82,7 @@ func (g *gateway) launchShards(gatewayArgs []string, keyFile string) ([]string, 
 	seed := ports[2]
 	for i := range clusterShards {
 		argv := []string{"backend", "--app", "echo", "--shard", "s" + strconv.Itoa(i+1),
-			"--link", ports[1+2*i], "--gossip", ports[2+2*i], "--cluster-key-file", keyFile}
+			"--link", ports[1+2*i], "--admin", "-", "--gossip", ports[2+2*i], "--cluster-key-file", keyFile}
 		if i > 0 {
 			argv = append(argv, "--join", seed)
 		}

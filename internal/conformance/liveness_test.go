@@ -54,7 +54,7 @@ func testIdleTimeout(t *testing.T, m mode) {
 	g := startGateway(t, m, gwOptions{heartbeat: 1})
 	t.Run("welcome_hb_1", func(t *testing.T) {
 		if w := connect(t, g).w; w.hb != 1 {
-			t.Fatalf("WELCOME hb = %d, want 1 (--heartbeat 1)", w.hb)
+			t.Fatalf("WELCOME hb = %d, want 1 (--heartbeat 1s)", w.hb)
 		}
 	})
 	if testing.Short() {

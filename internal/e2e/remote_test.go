@@ -42,7 +42,13 @@ func gossipCfg(seeds ...string) *cluster.Config {
 // shard starts a backend shard; with gossip it joins the cluster.
 func shard(t *testing.T, name string, h backend.Handler, gossip *cluster.Config) *backend.Server {
 	t.Helper()
-	s, err := backend.New(backend.Config{Shard: name, Link: "127.0.0.1:0", ClusterKeys: [][]byte{linkKey}, Handler: h, Gossip: gossip})
+	return startShard(t, backend.Config{Shard: name, Link: "127.0.0.1:0", ClusterKeys: [][]byte{linkKey}, Handler: h, Gossip: gossip})
+}
+
+// startShard starts a backend shard with cfg until the test ends.
+func startShard(t *testing.T, cfg backend.Config) *backend.Server {
+	t.Helper()
+	s, err := backend.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -295,7 +295,7 @@ func TestProcsBackendWrongKey(t *testing.T) {
 	link, _ := freeAddr(false)
 	gossip, _ := freeAddr(true)
 	pr := &Proc{Role: "backend", Name: "wrong-key", Addr: link, Gossip: gossip, logPath: filepath.Join(p.dir, "backend-wrong-key.log")}
-	if err := p.start(pr, []string{"backend", "--shard", "wrong-key", "--link", link, "--gossip", gossip,
+	if err := p.start(pr, []string{"backend", "--shard", "wrong-key", "--link", link, "--admin", "-", "--gossip", gossip,
 		"--join", p.Gateway(0).Gossip, "--cluster-key-file", wrong}); err != nil {
 		t.Fatal(err)
 	}

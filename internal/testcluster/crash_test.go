@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -131,6 +132,16 @@ func TestProcsShardCrashKeepsSessions(t *testing.T) {
 	}
 	t.Logf("%d devices (%d on %s) answered in order through the crash; %d replies repeated",
 		len(streams), len(on), victim, repeats)
+	// Every session of the victim reopened elsewhere is a move of cause
+	// "crash" on the gateway that held it.
+	crashMoves := 0.0
+	for i := range 2 {
+		crashMoves += seriesValue(t, p.Gateway(i).Admin, `switchyard_session_moves_started_total{cause="crash"}`)
+	}
+	if crashMoves < float64(len(on)) {
+		t.Errorf(`switchyard_session_moves_started_total{cause="crash"}: %v over the gateways, want at least the %d devices of %s`,
+			crashMoves, len(on), victim)
+	}
 	for i := range 2 {
 		gw := p.Gateway(i)
 		t.Logf("%s: %s", gw.Name, scrape(t, gw.Admin, "switchyard_session_recoveries_total", "switchyard_session_moves_total", "switchyard_checkpoint_"))
@@ -142,6 +153,22 @@ func TestProcsShardCrashKeepsSessions(t *testing.T) {
 			}
 		}
 	}
+}
+
+// seriesValue returns one series' value on a /metrics page (0 when the
+// page does not have it).
+func seriesValue(t *testing.T, admin, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(scrape(t, admin, series+" "), "; ") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
 }
 
 // scrape returns the lines of a gateway's /metrics that start with one of

@@ -63,6 +63,11 @@ type Options struct {
 	// GatewayFlags and ShardFlags are extra command-line flags for the
 	// processes of NewProcs.
 	GatewayFlags, ShardFlags []string
+	// OwnDrainSettings leaves out the --drain-timeout 2s and --goaway-retry
+	// 200ms that NewProcs gives every gateway (flags win over the file, so
+	// a test that sets them in a configuration file and reloads them needs
+	// them left out).
+	OwnDrainSettings bool
 	// Logger receives the in-process members' logs; nil discards them.
 	Logger *slog.Logger
 }

@@ -81,7 +81,7 @@ type Proc struct {
 	Role    string // "backend" or "gateway"
 	Name    string // shard name, or gw<i>
 	Addr    string // gateway: device address; backend: link address
-	Admin   string // gateway: admin HTTP address
+	Admin   string // admin HTTP address (a shard's: /metrics, /healthz, /readyz)
 	Gossip  string // gossip address
 	logPath string
 
@@ -235,8 +235,10 @@ func (p *Procs) seed() string {
 }
 
 // StartShard starts a `switchyard backend` process for shard name on
-// fresh ports and returns it once its gossip port accepts.
-func (p *Procs) StartShard(name string) *Proc {
+// fresh ports, with Options.ShardFlags and then flags (e.g. --labels
+// version=2.1 for this shard only), and returns it once its gossip port
+// accepts.
+func (p *Procs) StartShard(name string, flags ...string) *Proc {
 	p.t.Helper()
 	seed := p.seed()
 	pr := p.launch(func(attempt int) (*Proc, []string, error) {
@@ -248,14 +250,18 @@ func (p *Procs) StartShard(name string) *Proc {
 		if err != nil {
 			return nil, nil, err
 		}
-		pr := &Proc{Role: "backend", Name: name, Addr: link, Gossip: gossip,
+		admin, err := freeAddr(false)
+		if err != nil {
+			return nil, nil, err
+		}
+		pr := &Proc{Role: "backend", Name: name, Addr: link, Admin: admin, Gossip: gossip,
 			logPath: filepath.Join(p.dir, fmt.Sprintf("backend-%s-%d.log", name, attempt))}
-		args := []string{"backend", "--app", p.app(), "--shard", name, "--link", link, "--gossip", gossip,
+		args := []string{"backend", "--app", p.app(), "--shard", name, "--link", link, "--admin", admin, "--gossip", gossip,
 			"--cluster-key-file", p.keyFile, "--drain-timeout", "2s"}
 		if seed != "" {
 			args = append(args, "--join", seed)
 		}
-		return pr, append(args, p.opts.ShardFlags...), nil
+		return pr, append(append(args, p.opts.ShardFlags...), flags...), nil
 	}, func(ctx context.Context, pr *Proc) error { return dialOnce(ctx, pr.Gossip) })
 	p.mu.Lock()
 	p.shards = append(p.shards, pr)
@@ -284,7 +290,10 @@ func (p *Procs) StartGateway() int {
 		pr := &Proc{Role: "gateway", Name: name, Addr: addrs[0], Admin: addrs[1], Gossip: addrs[2],
 			logPath: filepath.Join(p.dir, fmt.Sprintf("gateway-%d-%d.log", i, attempt))}
 		args := []string{"gateway", "--node", name, "--listen", pr.Addr, "--admin", pr.Admin, "--gossip", pr.Gossip,
-			"--cluster-key-file", p.keyFile, "--drain-timeout", "2s", "--goaway-retry", "200ms"}
+			"--cluster-key-file", p.keyFile}
+		if !p.opts.OwnDrainSettings {
+			args = append(args, "--drain-timeout", "2s", "--goaway-retry", "200ms")
+		}
 		if seed != "" {
 			args = append(args, "--join", seed)
 		}

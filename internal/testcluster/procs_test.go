@@ -37,14 +37,20 @@ func rawHello(t *testing.T, addr, id string) *rawDevice {
 	}
 	t.Cleanup(func() { nc.Close() })
 	d := &rawDevice{nc}
+	d.hello(t, id)
+	return d
+}
+
+// hello sends HELLO as device id and reads the WELCOME.
+func (d *rawDevice) hello(t *testing.T, id string) {
+	t.Helper()
 	p, _ := protocol.EncodeHello(&protocol.Hello{V: 1, ID: id})
-	if _, err := nc.Write(protocol.AppendFrame(nil, protocol.TypeHello, 0, 0, p)); err != nil {
+	if _, err := d.nc.Write(protocol.AppendFrame(nil, protocol.TypeHello, 0, 0, p)); err != nil {
 		t.Fatal(err)
 	}
 	if f, err := d.read(poll.Patience); err != nil || f.Type != protocol.TypeWelcome {
 		t.Fatalf("%s: want WELCOME, got %v %q %v", id, f.Type, f.Payload, err)
 	}
-	return d
 }
 
 func (d *rawDevice) read(timeout time.Duration) (protocol.Frame, error) {

@@ -20,11 +20,11 @@ import (
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
-// TestProcsReload: every reloadable key of a running `switchyard gateway`
+// TestProcsReload: reloadable keys of a running `switchyard gateway`
 // changed by SIGHUP while devices send DATA through it, each shown to
-// take effect, and not one device disconnected:
-//   - rate, rate_burst (and rate_excess_close): a device whose bursts
-//     passed gets 429;
+// take effect, and not one device disconnected (the other live keys are
+// in TestProcsReloadLive, canary in TestProcsCanary):
+//   - rate, rate_burst: a device whose bursts passed gets 429;
 //   - log_level: memberlist's debug lines appear in the log;
 //   - auth_secret_file: a device the old secret refused is admitted;
 //   - max_conns: a device beyond the new cap gets 503;

@@ -8,7 +8,10 @@
 // doubles as a coarse clock (Now) that the hot path reads instead of calling
 // time.Now per frame.
 //
-// Deadlines fire at most one tick late. Expire callbacks run on the wheel's
+// Deadlines fire within about one tick of their time: the wheel counts
+// whole ticks from the tick Schedule ran in (so up to one tick early),
+// and the sweeper runs once per tick (so late by up to a tick, more when
+// the box is starved). Expire callbacks run on the wheel's
 // goroutine without the wheel's lock held, so they may Schedule or Cancel;
 // they must not block.
 //

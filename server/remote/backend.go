@@ -75,6 +75,7 @@ func New(cfg Config) (*Backend, error) {
 		down: map[string]bool{}, lost: map[Device]lostBinding{}}
 	r.mover = newMover(r)
 	r.keys.Store(&cfg.Keys)
+	r.m.set.RegisterMetricsWriter(r.writeShards)
 	return r, nil
 }
 
@@ -217,6 +218,7 @@ func (r *Backend) Open(d Device, h *protocol.Hello, resumed bool) {
 		return
 	}
 	d.Binding().link = l
+	d.Binding().rule = p.Rule
 	l.bind(id, d)
 	if err := l.send(&protocol.Envelope{Kind: protocol.LinkOpen, Session: id, Ext: ext}); err != nil {
 		l.unbind(id, d)

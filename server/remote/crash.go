@@ -144,14 +144,15 @@ func (mv *mover) recover(dead *link, d Device) bool {
 		b.moving.Store(true)
 		mv.r.m.moving.Add(1)
 	}
+	m.cause = causeCrash // also a move whose old shard failed before its State: it goes on as a recovery
 	// The kept frames have the lower seqs: they go first.
 	m.held = append(held, m.held...)
-	m.to, m.newEpoch = to, m.epoch+1
+	m.to, m.newEpoch, m.rule = to, m.epoch+1, p.Rule
 	to.bind(id, d)
 	err = to.send(&protocol.Envelope{Kind: protocol.LinkOpen, Session: id, Epoch: m.newEpoch, Ext: ext})
 	t.mu.Unlock()
 	mv.r.m.recoveries[recoverStarted].Inc()
-	mv.r.m.movesStarted.Inc()
+	mv.r.m.movesStarted[causeCrash].Inc()
 	if err != nil {
 		mv.fail(d, moveLink, err.Error())
 		return true

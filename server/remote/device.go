@@ -85,10 +85,32 @@ type Binding struct {
 	// and again at every mover pass, so a canary rule change moves it.
 	// Set by Open and read under the device's Lock.
 	tags map[string]string
+	// rule is the canary rule that placed the session on its shard (""
+	// when none): a move to or from a rule's shards counts as "canary".
+	// Set with link, under the device's Lock.
+	rule string
 	// acked is the highest upstream seq ACKed to the device: an ACK is
 	// "every DATA through seq", so a lower one (a shard that reopened the
 	// session from a checkpoint ACKs the replayed frames again) is not
 	// passed on; a crash recovery replays the frames through it as
 	// accepted (keep.recoverOpen). Written by the binding's link reader.
 	acked atomic.Uint32
+}
+
+// Where is where a binding's session lives: the shard, the canary
+// rule that placed it there ("" when none) and the binding's epoch on
+// the shard. For the admin API and per-device tracing; the caller holds
+// the device's Lock. A binding not (yet) bound has no shard.
+type Where struct {
+	Shard string `json:"shard"`
+	Rule  string `json:"rule,omitempty"`
+	Epoch uint64 `json:"epoch"`
+}
+
+// Where returns where the binding's session lives now.
+func (b *Binding) Where() Where {
+	if b == nil || b.link == nil {
+		return Where{}
+	}
+	return Where{Shard: b.link.shard, Rule: b.rule, Epoch: b.epoch.Load()}
 }

@@ -27,13 +27,28 @@ type Placement struct {
 	Fallback bool
 }
 
+// ShardSet is implemented by a Directory that knows which shards it
+// places on now (RingDirectory: the shards of its ring). The mover asks
+// it whether a session's shard is still there, to count a move's cause.
+type ShardSet interface {
+	HasShard(name string) bool
+}
+
 // RingDirectory places devices on the shards of r's current ring, by its
 // current Placer (the canary rules).
 func RingDirectory(r *router.Router) Directory { return ringDirectory{r} }
 
 type ringDirectory struct{ r *router.Router }
 
-var _ Directory = ringDirectory{}
+var (
+	_ Directory = ringDirectory{}
+	_ ShardSet  = ringDirectory{}
+)
+
+func (d ringDirectory) HasShard(name string) bool {
+	_, ok := d.r.Ring().Shard(name)
+	return ok
+}
 
 func (d ringDirectory) Owner(deviceID string, tags map[string]string) (Placement, error) {
 	p, err := d.r.Placement(deviceID, tags)

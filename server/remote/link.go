@@ -334,12 +334,16 @@ func (l *link) dispatch(e *protocol.Envelope) {
 			}
 		}
 	case protocol.LinkDown:
-		if e.Epoch == b.epoch.Load() {
-			if k := b.keep.Load(); k != nil && e.Seq > 0 && e.Flags&protocol.FlagAckRequested != 0 {
-				k.downSent(e.Seq, e.Flags, e.Payload, l.r.cfg.KeepBuffer, l.r.m)
-			}
-			l.queueTo(d, b, protocol.TypeData, e.Flags, e.Seq, e.Payload)
+		if e.Epoch != b.epoch.Load() {
+			// Not the session's binding (a move or a recovery reopened
+			// it since): dropped, and counted like the other stale ones.
+			l.r.m.drop(dropStale)
+			return
 		}
+		if k := b.keep.Load(); k != nil && e.Seq > 0 && e.Flags&protocol.FlagAckRequested != 0 {
+			k.downSent(e.Seq, e.Flags, e.Payload, l.r.cfg.KeepBuffer, l.r.m)
+		}
+		l.queueTo(d, b, protocol.TypeData, e.Flags, e.Seq, e.Payload)
 	case protocol.LinkCheckpoint:
 		if k := b.keep.Load(); k != nil && e.Epoch == b.epoch.Load() {
 			k.checkpoint(e.Seq, e.Ext, l.r.m)

@@ -1,20 +1,37 @@
 package remote
 
 import (
-	"strings"
+	"io"
+	"maps"
+	"slices"
 	"sync/atomic"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/switchyard-gw/switchyard/internal/admin"
+	"github.com/switchyard-gw/switchyard/router"
 )
 
 // Drop reasons of the shard side, values of the reason label of
 // switchyard_frames_dropped_total (the device side counts the others in
 // the same series).
 const (
-	dropStale   = "stale"   // for an unknown session, or not the binding's (epoch, move)
+	dropStale   = "stale"   // for an unknown session, or not the binding's (epoch, move); downstream too
 	dropBackend = "backend" // the shard's link is down or its queue full (reliable ones are not ACKed)
 	dropMove    = "move"    // the session was moving and its hold buffer was full (reliable ones are not ACKed)
 )
+
+// Move causes, the cause label of switchyard_session_moves_started_total
+// and switchyard_session_move_duration_seconds.
+const (
+	causeLeave  = "leave"  // the session's shard left this gateway's ring: draining, gone or down
+	causeJoin   = "join"   // the ring gave the device to another shard (one joined, or came back)
+	causeCanary = "canary" // a canary rule placed the device, or stopped placing it, elsewhere
+	causeCrash  = "crash"  // the shard failed; the session reopens from its checkpoint (crash.go)
+)
+
+// moveBuckets resolve a move from 1 ms (two idle shards on one host) to
+// 30 s (MoveTimeout's order).
+var moveBuckets = []float64{1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
 
 // Move outcomes, the label of switchyard_session_moves_total. Every move
 // ends with exactly one.
@@ -34,8 +51,8 @@ const (
 type Metrics struct {
 	set *metrics.Set
 
-	movesStarted *metrics.Counter
-	moveDuration *metrics.PrometheusHistogram
+	movesStarted map[string]*metrics.Counter             // by cause
+	moveDuration map[string]*metrics.PrometheusHistogram // by cause, moves that ended "ok"
 	moves        map[string]*metrics.Counter
 	drops        map[string]*metrics.Counter
 	moving       atomic.Int64 // sessions moving now
@@ -74,14 +91,19 @@ func NewMetrics(set *metrics.Set) *Metrics {
 	}
 	m := &Metrics{
 		set:          set,
-		movesStarted: set.NewCounter("switchyard_session_moves_started_total"),
-		moveDuration: set.NewPrometheusHistogram("switchyard_session_move_duration_seconds"),
+		movesStarted: map[string]*metrics.Counter{},
+		moveDuration: map[string]*metrics.PrometheusHistogram{},
 		moves:        map[string]*metrics.Counter{},
 		drops: map[string]*metrics.Counter{
 			dropStale:   set.GetOrCreateCounter(`switchyard_frames_dropped_total{reason="` + dropStale + `"}`),
 			dropBackend: set.NewCounter(`switchyard_frames_dropped_total{reason="` + dropBackend + `"}`),
 			dropMove:    set.NewCounter(`switchyard_frames_dropped_total{reason="` + dropMove + `"}`),
 		},
+	}
+	for _, c := range []string{causeLeave, causeJoin, causeCanary, causeCrash} {
+		l := `{cause="` + c + `"}`
+		m.movesStarted[c] = set.NewCounter("switchyard_session_moves_started_total" + l)
+		m.moveDuration[c] = set.NewPrometheusHistogramExt("switchyard_session_move_duration_seconds"+l, moveBuckets)
 	}
 	for _, r := range []string{moveOK, moveClosed, moveSnapshot, moveNoShard, moveLink, moveRefused, moveTimeout} {
 		m.moves[r] = set.NewCounter(`switchyard_session_moves_total{result="` + r + `"}`)
@@ -99,6 +121,9 @@ func NewMetrics(set *metrics.Set) *Metrics {
 }
 
 func (m *Metrics) drop(reason string) { m.drops[reason].Inc() }
+
+// Moving is the number of sessions moving to another shard now.
+func (m *Metrics) Moving() int64 { return m.moving.Load() }
 
 // placed counts a session opened or moved onto a shard by a canary rule,
 // in switchyard_canary_placements_total{rule, result}: result "placed"
@@ -129,7 +154,7 @@ type linkMetrics struct {
 }
 
 func (m *Metrics) link(shard string) *linkMetrics {
-	l := `{shard="` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(shard) + `"}`
+	l := `{shard="` + admin.Escape(shard) + `"}`
 	c := func(name string) *metrics.Counter { return m.set.GetOrCreateCounter(name + l) }
 	return &linkMetrics{
 		sentEnvelopes: c("switchyard_link_sent_envelopes_total"),
@@ -142,4 +167,65 @@ func (m *Metrics) link(shard string) *linkMetrics {
 		timeouts:      c("switchyard_link_timeouts_total"),
 		shardDown:     c("switchyard_shard_down_total"),
 	}
+}
+
+// Circuit states, the state label of switchyard_shard_circuit_state.
+var circuitStates = []router.State{router.Closed, router.Open, router.HalfOpen}
+
+// writeShards writes, at each scrape, one gauge set per shard this
+// gateway links to (shards are few; their names are the label): the
+// bytes queued on its links, its authenticated links, whether it is down
+// (out of this gateway's ring until a link is back), and its circuit's
+// state, one series per state with 1 on the current one.
+func (r *Backend) writeShards(w io.Writer) {
+	type shardView struct {
+		links []*link
+		down  bool
+	}
+	r.mu.Lock()
+	views := make(map[string]shardView, len(r.shards))
+	for name, sl := range r.shards {
+		views[name] = shardView{links: slices.Clone(sl.links), down: r.down[name]}
+	}
+	r.mu.Unlock()
+	names := slices.Sorted(maps.Keys(views))
+	for _, name := range names {
+		v := views[name]
+		queued, up := 0, 0
+		for _, l := range v.links {
+			if l == nil {
+				continue
+			}
+			l.mu.Lock()
+			queued += len(l.out)
+			if l.up && !l.closed {
+				up++
+			}
+			l.mu.Unlock()
+		}
+		lb := `{shard="` + admin.Escape(name) + `"}`
+		metrics.WriteGaugeUint64(w, "switchyard_link_queue_bytes"+lb, uint64(queued))
+		metrics.WriteGaugeUint64(w, "switchyard_shard_links_up"+lb, uint64(up))
+		metrics.WriteGaugeUint64(w, "switchyard_shard_down"+lb, boolGauge(v.down))
+	}
+	for _, st := range r.circuits.Snapshot() {
+		// Only the shards linked to: a shard gossip reported gone
+		// (DropShard) keeps its circuit, tripped by its links' end, and
+		// would otherwise show "open" for good after a clean drain,
+		// firing SwitchyardCircuitOpen (deploy/prometheus/alerts.yml).
+		if _, linked := views[st.Shard]; !linked {
+			continue
+		}
+		for _, s := range circuitStates {
+			metrics.WriteGaugeUint64(w, `switchyard_shard_circuit_state{shard="`+admin.Escape(st.Shard)+
+				`",state="`+s.String()+`"}`, boolGauge(st.State == s))
+		}
+	}
+}
+
+func boolGauge(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }

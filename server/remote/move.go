@@ -25,6 +25,8 @@ type move struct {
 	epoch    uint64    // the old binding's epoch
 	newEpoch uint64    // proposed in the Open to the new shard
 	start    time.Time // Snapshot sent
+	cause    string    // why it moves: causeLeave, causeJoin, causeCanary, causeCrash
+	rule     string    // the canary rule of the new placement ("" when none), the binding's once it ends
 	held     []byte    // upstream DATA held meanwhile, as device frames
 	ackDown  uint32    // highest downstream ACK from the device meanwhile
 	overflow bool      // a reliable frame was dropped: later ones would be gaps and are dropped too
@@ -192,7 +194,7 @@ func (mv *mover) begin(d Device) beginResult {
 	if p.Shard == b.link.shard {
 		return beginNone
 	}
-	m := &move{from: b.link, epoch: b.epoch.Load(), start: time.Now()}
+	m := &move{from: b.link, epoch: b.epoch.Load(), start: time.Now(), cause: mv.cause(b, p)}
 	t := mv.table(d)
 	t.mu.Lock()
 	if d.Closing() {
@@ -207,8 +209,21 @@ func (mv *mover) begin(d Device) beginResult {
 		mv.take(d) // nothing was held: Lock kept the handler out
 		return beginLater
 	}
-	mv.r.m.movesStarted.Inc()
+	mv.r.m.movesStarted[m.cause].Inc()
 	return beginMoved
+}
+
+// cause says why a session bound by b moves to p (a move's cause label).
+// The Directory may know the shards it places on (ShardSet, as
+// RingDirectory does); without, a shard that left counts as "join".
+func (mv *mover) cause(b *Binding, p Placement) string {
+	if ss, ok := mv.r.dir.(ShardSet); ok && !ss.HasShard(b.link.shard) {
+		return causeLeave
+	}
+	if p.Rule != b.rule {
+		return causeCanary
+	}
+	return causeJoin
 }
 
 // hold keeps an upstream frame of a moving session; false when d is not
@@ -277,7 +292,7 @@ func (mv *mover) state(l *link, d Device, e *protocol.Envelope) {
 		t.mu.Unlock()
 		return
 	}
-	m.to, m.newEpoch = to, m.epoch+1
+	m.to, m.newEpoch, m.rule = to, m.epoch+1, p.Rule
 	to.bind(id, d)
 	err = to.send(&protocol.Envelope{Kind: protocol.LinkOpen, Session: id, Epoch: m.newEpoch, Ext: ext})
 	t.mu.Unlock()
@@ -315,6 +330,7 @@ func (mv *mover) opened(l *link, d Device, e *protocol.Envelope) bool {
 	delete(t.m, d)
 	b := d.Binding()
 	b.link = l
+	b.rule = m.rule
 	b.epoch.Store(e.Epoch)
 	b.moving.Store(false)
 	t.mu.Unlock()
@@ -331,7 +347,7 @@ func (mv *mover) opened(l *link, d Device, e *protocol.Envelope) bool {
 		_ = m.from.send(&protocol.Envelope{Kind: protocol.LinkClose, Session: id, Epoch: m.epoch, Ext: ext})
 	}
 	mv.r.m.moves[moveOK].Inc()
-	mv.r.m.moveDuration.Update(time.Since(m.start).Seconds())
+	mv.r.m.moveDuration[m.cause].Update(time.Since(m.start).Seconds())
 	return true
 }
 

@@ -148,7 +148,7 @@ func (cl *cluster) argv(m *member) []string {
 		}
 		return append(argv, strings.Fields(cl.cfg.GatewayArgs)...)
 	}
-	argv := []string{bin, "backend", "--app", "counter", "--shard", m.name, "--link", m.link,
+	argv := []string{bin, "backend", "--app", "counter", "--shard", m.name, "--link", m.link, "--admin", "-",
 		"--gossip", m.gossip, "--cluster-key-file", cl.keyFile}
 	if len(seeds) > 0 {
 		argv = append(argv, "--join", strings.Join(seeds, ","))

@@ -27,7 +27,7 @@ for i in 0 1 2; do
 	join=()
 	[ "$i" -gt 0 ] && join=(--join "$seed")
 	start "backend-$shard" "$BIN" backend --app counter --shard "$shard" \
-		--link 127.0.0.1:$((BASE + 10 + i)) --gossip 127.0.0.1:$((BASE + 100 + i)) \
+		--link 127.0.0.1:$((BASE + 10 + i)) --admin 127.0.0.1:$((BASE + 90 + i)) --gossip 127.0.0.1:$((BASE + 100 + i)) \
 		--cluster-key-file "$dir/cluster.key" --drain-timeout 2s "${join[@]}"
 done
 for i in 0 1; do

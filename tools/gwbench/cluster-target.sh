@@ -44,7 +44,7 @@ fi
 # shellcheck disable=SC2086 # BACKEND_FLAGS is a list of flags
 if command -v setpriv > /dev/null; then
 	setpriv --pdeathsig KILL -- "$bin" backend --app "${BACKEND_APP:-echo}" --shard s1 \
-		--link "$link" --gossip "$shard_gossip" --cluster-key-file "$key" ${BACKEND_FLAGS:-} &
+		--link "$link" --admin - --gossip "$shard_gossip" --cluster-key-file "$key" ${BACKEND_FLAGS:-} &
 else
 	echo "cluster-target.sh: setpriv (util-linux) not found" >&2
 	exit 1

@@ -244,7 +244,6 @@ type loadgenSecond struct {
 // the gateway counted it, and loadgen's clock starts a little after this
 // one. Each row covers the second before its T.
 func (ev *gatewayEvent) devices(rows []loadgenSecond) {
-	first, last := -1, -1
 	end := ev.AtS + gwEventWindow.Seconds()
 	if !ev.Unsettled {
 		end = ev.AtS + max(ev.ResumedS, ev.BackS, ev.ExitS) + 2
@@ -255,36 +254,30 @@ func (ev *gatewayEvent) devices(rows []loadgenSecond) {
 			in = append(in, r)
 		}
 	}
-	ev.attempts(in)
-	for i, r := range in {
+	for _, r := range in {
 		ev.DeviceDisconn += r.Disconnects
 		ev.DeviceErrors += r.Errors
-		if r.Reconnected > 0 {
-			if first < 0 {
-				first = i
-			}
-			last = i
-		}
 	}
-	if first < 0 {
-		return
+	ev.Attempts, ev.AttemptMax, ev.AttemptMean, ev.AttemptRatio, _ =
+		period(in, func(r loadgenSecond) int64 { return r.Reconnects })
+	var last int
+	ev.DeviceReconnects, ev.ReconnectMax, ev.ReconnectMean, ev.PeakRatio, last =
+		period(in, func(r loadgenSecond) int64 { return r.Reconnected })
+	for _, n := range ev.DeviceReconnects {
+		ev.ReconnectTotal += n
 	}
-	for _, r := range in[first : last+1] {
-		ev.DeviceReconnects = append(ev.DeviceReconnects, r.Reconnected)
-		ev.ReconnectTotal += r.Reconnected
-		ev.ReconnectMax = max(ev.ReconnectMax, r.Reconnected)
+	if last >= 0 {
+		ev.DeviceBackS = in[last].T - ev.AtS
 	}
-	ev.ReconnectMean = float64(ev.ReconnectTotal) / float64(len(ev.DeviceReconnects))
-	ev.PeakRatio = float64(ev.ReconnectMax) / ev.ReconnectMean
-	ev.DeviceBackS = in[last].T - ev.AtS
 }
 
-// attempts fills the connection-attempt figures from the rows in the
-// event's period.
-func (ev *gatewayEvent) attempts(in []loadgenSecond) {
+// period takes one count of the rows from the first with any to the
+// last: those counts, their most, mean and most ÷ mean, and the last
+// row's index (-1 when no row has any).
+func period(in []loadgenSecond, count func(loadgenSecond) int64) (vals []int64, most int64, mean, ratio float64, last int) {
 	first, last := -1, -1
 	for i, r := range in {
-		if r.Reconnects > 0 {
+		if count(r) > 0 {
 			if first < 0 {
 				first = i
 			}
@@ -292,16 +285,16 @@ func (ev *gatewayEvent) attempts(in []loadgenSecond) {
 		}
 	}
 	if first < 0 {
-		return
+		return nil, 0, 0, 0, -1
 	}
 	var total int64
 	for _, r := range in[first : last+1] {
-		ev.Attempts = append(ev.Attempts, r.Reconnects)
-		total += r.Reconnects
-		ev.AttemptMax = max(ev.AttemptMax, r.Reconnects)
+		vals = append(vals, count(r))
+		total += count(r)
+		most = max(most, count(r))
 	}
-	ev.AttemptMean = float64(total) / float64(len(ev.Attempts))
-	ev.AttemptRatio = float64(ev.AttemptMax) / ev.AttemptMean
+	mean = float64(total) / float64(len(vals))
+	return vals, most, mean, float64(most) / mean, last
 }
 
 // gatewayDevices fills every gateway event's device-side figures.

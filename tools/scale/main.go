@@ -445,7 +445,7 @@ func (cl *cluster) startBackend(c *config) (*proc, error) {
 	cl.mu.Unlock()
 	g := fmt.Sprintf("127.0.0.1:%d", gossip)
 	args := []string{filepath.Join(c.Bin, "switchyard"), "backend", "--app", c.App, "--shard", fmt.Sprintf("s%d", n+1),
-		"--link", fmt.Sprintf("127.0.0.1:%d", link), "--gossip", g, "--cluster-key-file", cl.keyFile}
+		"--link", fmt.Sprintf("127.0.0.1:%d", link), "--admin", "-", "--gossip", g, "--cluster-key-file", cl.keyFile}
 	if len(cl.seeds) > 0 {
 		args = append(args, "--join", cl.seeds[0])
 	}

@@ -339,6 +339,7 @@ func readMoves(pages []map[string]float64) moveReading {
 		}
 		r.Scraped++
 		for k, v := range m {
+			k = withoutCause(k)
 			switch {
 			case k == "switchyard_session_moves_started_total":
 				r.Started += v
@@ -363,6 +364,25 @@ func readMoves(pages []map[string]float64) moveReading {
 		}
 	}
 	return r
+}
+
+// withoutCause drops the cause label of the move series (summed over
+// causes here): name{cause="x"} → name, name{cause="x",le="y"} →
+// name{le="y"}.
+func withoutCause(k string) string {
+	i := strings.Index(k, `{cause="`)
+	if i < 0 {
+		return k
+	}
+	j := strings.IndexByte(k[i+8:], '"')
+	if j < 0 {
+		return k
+	}
+	rest := k[i+8+j+1:]
+	if rest == "}" {
+		return k[:i]
+	}
+	return k[:i] + "{" + strings.TrimPrefix(rest, ",")
 }
 
 // ended is the moves that ended, whatever their result.

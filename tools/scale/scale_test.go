@@ -396,3 +396,21 @@ func TestValidateGatewayEvents(t *testing.T) {
 		t.Errorf("plan %v", p)
 	}
 }
+
+// TestReadMovesSumsCauses: the move series carry a cause label; readMoves
+// sums over it (and still reads the unlabelled series of older builds).
+func TestReadMovesSumsCauses(t *testing.T) {
+	page := map[string]float64{
+		`switchyard_session_moves_started_total{cause="join"}`:                     3,
+		`switchyard_session_moves_started_total{cause="crash"}`:                    2,
+		`switchyard_session_move_duration_seconds_bucket{cause="join",le="0.01"}`:  1,
+		`switchyard_session_move_duration_seconds_bucket{cause="crash",le="0.01"}`: 2,
+		`switchyard_session_move_duration_seconds_sum{cause="join"}`:               0.5,
+		`switchyard_session_move_duration_seconds_count{cause="join"}`:             3,
+		`switchyard_session_move_duration_seconds_count{cause="crash"}`:            2,
+	}
+	r := readMoves([]map[string]float64{page, {"switchyard_session_moves_started_total": 1}})
+	if r.Started != 6 || r.Buckets[0.01] != 3 || r.DurSum != 0.5 || r.DurCount != 5 {
+		t.Fatalf("started %v, buckets %v, sum %v, count %v", r.Started, r.Buckets, r.DurSum, r.DurCount)
+	}
+}

@@ -1,0 +1,474 @@
+/*
+ * integ.c — the C client against a real gateway (switchyard gateway with
+ * the embedded echo backend). client/c/ctest (a Go test) starts the
+ * gateways and runs one scenario per process:
+ *
+ *   integ echo      ADDR          echo, reliable + ACK, downstream ACKs, takeover by resume (409)
+ *   integ resume    ADDR          manual ACKs, redelivery of unacked downstream, resend of unsent upstream
+ *   integ auth      ADDR SECRET   token made from the secret, a given token, wrong and missing (401)
+ *   integ heartbeat ADDR          (gateway --heartbeat 1) idle for 4.5 s: PINGs keep the session
+ *   integ ratelimit ADDR          (gateway --rate-burst 10) 30 reliable frames at once: ERROR 429,
+ *                                 go back and resend, every frame echoed once
+ *   integ goaway    ADDR NODE     prints "ready"; after the driver drains the gateway: GOAWAY,
+ *                                 reconnect to the redirect (WELCOME from NODE), resend
+ *
+ * Exit 0 and "ok SCENARIO" when every check held; 1 with the reason.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "../switchyard.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_LOG 64
+
+struct dev {
+    const char *name;
+    struct sy_client c;
+    uint8_t rx[16384], tx[8192], resend[16384];
+    char id[64];
+    /* what happened, from the callback */
+    int welcomes, resumed, errors, last_error, goaways, closed, disconnects;
+    uint32_t acked;
+    char goaway_reason[32];
+    size_t goaway_redirects;
+    int ndata;
+    uint32_t seqs[MAX_LOG];
+    char payloads[MAX_LOG][32];
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void fail(const char *scenario, const char *why)
+{
+    printf("FAIL %s: %s\n", scenario, why);
+    exit(1);
+}
+
+static void on_event(void *ctx, struct sy_client *c, const struct sy_event *ev)
+{
+    struct dev *d = ctx;
+    size_t n;
+    (void)c;
+    switch (ev->type) {
+    case SY_EV_WELCOME:
+        d->welcomes++;
+        d->resumed = ev->resumed;
+        break;
+    case SY_EV_DATA:
+        if (d->ndata < MAX_LOG) {
+            n = ev->data.n < 31 ? ev->data.n : 31;
+            memcpy(d->payloads[d->ndata], ev->data.p, n);
+            d->payloads[d->ndata][n] = '\0';
+            d->seqs[d->ndata++] = ev->seq;
+        }
+        break;
+    case SY_EV_ACKED:
+        d->acked = ev->seq;
+        break;
+    case SY_EV_GOAWAY:
+        d->goaways++;
+        n = ev->data.n < 31 ? ev->data.n : 31;
+        memcpy(d->goaway_reason, ev->data.p, n);
+        d->goaway_reason[n] = '\0';
+        d->goaway_redirects = ev->goaway->nredirect;
+        break;
+    case SY_EV_ERROR:
+        d->errors++;
+        d->last_error = ev->code;
+        break;
+    case SY_EV_DISCONNECT:
+        d->disconnects++;
+        break;
+    case SY_EV_CLOSED:
+        d->closed++;
+        break;
+    }
+    printf("  %s: event %d seq %u code %d\n", d->name, (int)ev->type, (unsigned)ev->seq, ev->code);
+    fflush(stdout);
+}
+
+static void dev_init(struct dev *d, const char *name, const char *addr, const char *id, int manual_ack,
+                     const char *secret, const char *token)
+{
+    struct sy_config cfg;
+    memset(d, 0, sizeof *d);
+    d->name = name;
+    snprintf(d->id, sizeof d->id, "%s", id);
+    memset(&cfg, 0, sizeof cfg);
+    cfg.addr = addr;
+    cfg.id = d->id;
+    cfg.rx_buf = d->rx;
+    cfg.rx_cap = sizeof d->rx;
+    cfg.tx_buf = d->tx;
+    cfg.tx_cap = sizeof d->tx;
+    cfg.resend_buf = d->resend;
+    cfg.resend_cap = sizeof d->resend;
+    cfg.manual_ack = manual_ack;
+    cfg.secret = (const uint8_t *)secret;
+    cfg.secret_len = secret ? strlen(secret) : 0;
+    cfg.token = token;
+    cfg.backoff_min_ms = 50;
+    cfg.backoff_max_ms = 500;
+    cfg.on_event = on_event;
+    cfg.ctx = d;
+    if (sy_init(&d->c, &cfg) != SY_OK)
+        fail(name, "sy_init");
+}
+
+/* run drives the devices' poll loop until cond holds (1) or timeout (0). */
+static int run(struct dev **ds, int n, int (*cond)(void *), void *arg, int64_t timeout)
+{
+    int64_t end = now_ms() + timeout;
+    struct pollfd p[4];
+    int i, wait;
+    while (!cond(arg)) {
+        int64_t now = now_ms();
+        if (now >= end)
+            return 0;
+        wait = 200;
+        for (i = 0; i < n; i++) {
+            int w = sy_tick(&ds[i]->c, now);
+            if (w < wait)
+                wait = w;
+            p[i].fd = sy_fd(&ds[i]->c);
+            p[i].events = sy_want_events(&ds[i]->c);
+            p[i].revents = 0;
+        }
+        if (cond(arg))
+            return 1;
+        if (poll(p, (nfds_t)n, wait) < 0)
+            return 0;
+        now = now_ms();
+        for (i = 0; i < n; i++) {
+            if (p[i].fd < 0 || p[i].fd != sy_fd(&ds[i]->c))
+                continue;
+            if (p[i].revents & (POLLIN | POLLHUP | POLLERR))
+                sy_on_readable(&ds[i]->c, now);
+            if ((p[i].revents & POLLOUT) && p[i].fd == sy_fd(&ds[i]->c))
+                sy_on_writable(&ds[i]->c, now);
+        }
+    }
+    return 1;
+}
+
+static int run1(struct dev *d, int (*cond)(void *), void *arg, int64_t timeout)
+{
+    struct dev *ds[1];
+    ds[0] = d;
+    return run(ds, 1, cond, arg, timeout);
+}
+
+/* ---- conditions ---- */
+
+static int is_ready(void *arg) { return sy_state(&((struct dev *)arg)->c) == SY_READY; }
+static int is_closed(void *arg) { return sy_state(&((struct dev *)arg)->c) == SY_CLOSED; }
+static int never(void *arg) { (void)arg; return 0; }
+
+/* has_payload: some DATA event carried the payload */
+struct want {
+    struct dev *d;
+    const char *payload;
+    uint32_t acked;
+};
+
+static int seen(struct dev *d, const char *payload)
+{
+    int i;
+    for (i = 0; i < d->ndata; i++) {
+        if (strcmp(d->payloads[i], payload) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int got_payload_and_ack(void *arg)
+{
+    struct want *w = arg;
+    return seen(w->d, w->payload) && w->d->acked >= w->acked && sy_unacked(&w->d->c) == 0;
+}
+
+static void send_or_fail(struct dev *d, const char *payload, int reliable)
+{
+    if (sy_send(&d->c, (const uint8_t *)payload, strlen(payload), reliable) < 0)
+        fail(d->name, "sy_send");
+}
+
+static void expect_echo(struct dev *d, const char *payload, uint32_t acked, const char *why)
+{
+    struct want w;
+    w.d = d;
+    w.payload = payload;
+    w.acked = acked;
+    if (!run1(d, got_payload_and_ack, &w, 20000))
+        fail(d->name, why);
+}
+
+static void start_ready(struct dev *d)
+{
+    if (sy_start(&d->c, now_ms()) != SY_OK || !run1(d, is_ready, d, 20000))
+        fail(d->name, "no WELCOME");
+}
+
+/* ---- scenarios ---- */
+
+/* echo: reliable and best-effort DATA echoed, upstream ACKs, downstream
+ * ACKs reaching the gateway (a resume with last 0 gets nothing they
+ * covered), takeover: the older connection gets 409 and stops. */
+static void scenario_echo(const char *addr)
+{
+    static struct dev a, b;
+    struct dev *both[2];
+    char id[64];
+    const uint8_t *tok;
+    uint32_t last;
+    size_t n;
+    int i;
+    snprintf(id, sizeof id, "c-echo-%ld", (long)getpid());
+    dev_init(&a, "echo-a", addr, id, 0, NULL, NULL);
+    start_ready(&a);
+    send_or_fail(&a, "r1", 1);
+    send_or_fail(&a, "r2", 1);
+    send_or_fail(&a, "b1", 0);
+    send_or_fail(&a, "r3", 1);
+    expect_echo(&a, "r3", 3, "reliable echo r3 and ACK 3");
+    if (!seen(&a, "r1") || !seen(&a, "r2") || !seen(&a, "b1") || a.ndata != 4)
+        fail("echo", "not every frame echoed once");
+    for (i = 0; i < a.ndata; i++) {
+        if (strcmp(a.payloads[i], "b1") == 0 ? a.seqs[i] != 0 : a.seqs[i] == 0)
+            fail("echo", "reliable echo without seq, or best-effort echo with one");
+    }
+    /* The ACKs for 1..3 go out before this frame on the connection: once
+     * the gateway ACKed it, it had them. */
+    send_or_fail(&a, "sync", 1);
+    expect_echo(&a, "sync", 4, "sync echo");
+    n = sy_resume_token(&a.c, &tok, &last);
+    if (n == 0 || last != 4)
+        fail("echo", "no resume token, or last != 4");
+
+    /* b takes the session over by resuming it with a's token and last 0 */
+    snprintf(id, sizeof id, "%s", a.id);
+    dev_init(&b, "echo-b", addr, id, 0, NULL, NULL);
+    if (sy_set_resume(&b.c, tok, n, 0) != SY_OK)
+        fail("echo", "sy_set_resume");
+    both[0] = &a;
+    both[1] = &b;
+    if (sy_start(&b.c, now_ms()) != SY_OK || !run(both, 2, is_ready, &b, 20000))
+        fail("echo", "b: no WELCOME");
+    if (!b.resumed || strcmp(sy_session(&a.c), sy_session(&b.c)) != 0)
+        fail("echo", "b did not resume a's session");
+    if (!run(both, 2, is_closed, &a, 20000) || sy_last_code(&a.c) != SY_CODE_CONFLICT || a.closed != 1)
+        fail("echo", "a did not get 409 and stop");
+    send_or_fail(&b, "after", 1); /* the resumed session continues at seq 5 */
+    expect_echo(&b, "after", 5, "b: echo after takeover");
+    for (i = 0; i < b.ndata; i++) {
+        if (b.seqs[i] != 0 && b.seqs[i] <= 3)
+            fail("echo", "b got frames a had ACKed: downstream ACKs did not reach the gateway");
+    }
+    sy_stop(&b.c);
+    printf("ok echo\n");
+}
+
+static int redelivered(void *arg)
+{
+    struct dev *d = arg;
+    return d->ndata >= 6 + 5 && d->acked >= 8 && sy_unacked(&d->c) == 0;
+}
+
+/* resume: manual ACKs; the connection drops with 4..6 unACKed downstream
+ * and 7..8 never written; the resumed session redelivers 4..6 and the
+ * client resends 7..8. */
+static void scenario_resume(const char *addr)
+{
+    static struct dev a;
+    char id[64], session[64];
+    static const char *want[5] = {"r4", "r5", "sync", "r7", "r8"};
+    int i;
+    snprintf(id, sizeof id, "c-resume-%ld", (long)getpid());
+    dev_init(&a, "resume", addr, id, 1, NULL, NULL);
+    start_ready(&a);
+    snprintf(session, sizeof session, "%s", sy_session(&a.c));
+    send_or_fail(&a, "r1", 1);
+    send_or_fail(&a, "r2", 1);
+    send_or_fail(&a, "r3", 1);
+    send_or_fail(&a, "r4", 1);
+    send_or_fail(&a, "r5", 1);
+    expect_echo(&a, "r5", 5, "echo r5");
+    sy_ack(&a.c, 3);
+    send_or_fail(&a, "sync", 1); /* after ACK 3 on the wire */
+    expect_echo(&a, "sync", 6, "sync echo");
+    if (a.ndata != 6)
+        fail("resume", "want 6 echoes before the drop");
+    send_or_fail(&a, "r7", 1);
+    send_or_fail(&a, "r8", 1);
+    if (sy_unacked(&a.c) != 2)
+        fail("resume", "r7 r8 not kept");
+    sy_disconnect(&a.c, now_ms()); /* drops the unsent r7 r8 with the connection */
+    if (!run1(&a, redelivered, &a, 20000))
+        fail("resume", "no redelivery of 4..6 and echo of 7..8");
+    if (a.welcomes != 2 || !a.resumed || strcmp(session, sy_session(&a.c)) != 0)
+        fail("resume", "not resumed into the same session");
+    for (i = 0; i < 5; i++) {
+        if (a.seqs[6 + i] != (uint32_t)(4 + i) || strcmp(a.payloads[6 + i], want[i]) != 0) {
+            printf("  got seq %u %s at %d\n", (unsigned)a.seqs[6 + i], a.payloads[6 + i], 6 + i);
+            fail("resume", "redelivery out of order or missing");
+        }
+    }
+    sy_ack(&a.c, 8);
+    sy_stop(&a.c);
+    printf("ok resume\n");
+}
+
+static void scenario_auth(const char *addr, const char *secret)
+{
+    static struct dev a, b, c, d;
+    static const char *wrong = "not-the-secret";
+    char id[64], token[SY_TOKEN_MAX];
+    snprintf(id, sizeof id, "c-auth-%ld", (long)getpid());
+    dev_init(&a, "auth-secret", addr, id, 0, secret, NULL);
+    start_ready(&a);
+    send_or_fail(&a, "authed", 1);
+    expect_echo(&a, "authed", 1, "echo with token");
+    sy_stop(&a.c);
+
+    snprintf(id, sizeof id, "c-auth-token-%ld", (long)getpid());
+    if (sy_make_token(token, sizeof token, (const uint8_t *)secret, strlen(secret), id, (int64_t)time(NULL) + 60) < 0)
+        fail("auth", "sy_make_token");
+    dev_init(&b, "auth-token", addr, id, 0, NULL, token);
+    start_ready(&b);
+    sy_stop(&b.c);
+
+    snprintf(id, sizeof id, "c-auth-wrong-%ld", (long)getpid());
+    dev_init(&c, "auth-wrong", addr, id, 0, wrong, NULL);
+    if (sy_start(&c.c, now_ms()) != SY_OK || !run1(&c, is_closed, &c, 20000) || c.last_error != 401 || c.welcomes != 0)
+        fail("auth", "wrong secret: no 401");
+
+    snprintf(id, sizeof id, "c-auth-none-%ld", (long)getpid());
+    dev_init(&d, "auth-none", addr, id, 0, NULL, NULL);
+    if (sy_start(&d.c, now_ms()) != SY_OK || !run1(&d, is_closed, &d, 20000) || sy_last_code(&d.c) != 401)
+        fail("auth", "no token: no 401");
+    printf("ok auth\n");
+}
+
+static void scenario_heartbeat(const char *addr)
+{
+    static struct dev a;
+    char id[64];
+    snprintf(id, sizeof id, "c-hb-%ld", (long)getpid());
+    dev_init(&a, "heartbeat", addr, id, 0, NULL, NULL);
+    start_ready(&a);
+    run1(&a, never, NULL, 4500); /* 1.5 × the gateway's idle close (3 × hb 1 s) */
+    if (a.welcomes != 1 || a.disconnects != 0 || sy_state(&a.c) != SY_READY)
+        fail("heartbeat", "the idle session was closed");
+    send_or_fail(&a, "alive", 1);
+    expect_echo(&a, "alive", 1, "echo after idling");
+    sy_stop(&a.c);
+    printf("ok heartbeat\n");
+}
+
+static int all_echoed(void *arg)
+{
+    struct dev *d = arg;
+    return d->ndata >= 30 && sy_unacked(&d->c) == 0;
+}
+
+/* ratelimit: frames the gateway dropped with ERROR 429 are resent (go
+ * back to the last ACK a second later) until every one is through. */
+static void scenario_ratelimit(const char *addr)
+{
+    static struct dev a;
+    char id[64], p[16];
+    int i, j;
+    snprintf(id, sizeof id, "c-rate-%ld", (long)getpid());
+    dev_init(&a, "ratelimit", addr, id, 0, NULL, NULL);
+    start_ready(&a);
+    for (i = 1; i <= 30; i++) {
+        snprintf(p, sizeof p, "m%d", i);
+        send_or_fail(&a, p, 1);
+    }
+    if (!run1(&a, all_echoed, &a, 30000))
+        fail("ratelimit", "not every frame echoed after the 429s");
+    if (a.errors == 0 || a.last_error != SY_CODE_RATE_LIMITED)
+        fail("ratelimit", "no ERROR 429: the gateway's limit was not reached");
+    for (i = 0; i < a.ndata; i++) {
+        snprintf(p, sizeof p, "m%d", i + 1);
+        if (a.seqs[i] != (uint32_t)(i + 1) || strcmp(a.payloads[i], p) != 0)
+            fail("ratelimit", "echoes out of order or twice");
+        for (j = 0; j < i; j++) {
+            if (a.seqs[j] == a.seqs[i])
+                fail("ratelimit", "an echo delivered twice");
+        }
+    }
+    sy_stop(&a.c);
+    printf("ok ratelimit\n");
+}
+
+static int goaway_done(void *arg)
+{
+    struct dev *d = arg;
+    return d->goaways > 0 && d->welcomes >= 2 && sy_state(&d->c) == SY_READY;
+}
+
+static void scenario_goaway(const char *addr, const char *node)
+{
+    static struct dev a;
+    char id[64];
+    snprintf(id, sizeof id, "c-goaway-%ld", (long)getpid());
+    dev_init(&a, "goaway", addr, id, 0, NULL, NULL);
+    start_ready(&a);
+    send_or_fail(&a, "before", 1);
+    expect_echo(&a, "before", 1, "echo before the drain");
+    printf("ready\n");
+    fflush(stdout);
+    if (!run1(&a, goaway_done, &a, 30000))
+        fail("goaway", "no GOAWAY and reconnect");
+    if (strcmp(a.goaway_reason, "draining") != 0 || a.goaway_redirects != 1)
+        fail("goaway", "GOAWAY without reason draining and one redirect");
+    if (strcmp(sy_node(&a.c), node) != 0)
+        fail("goaway", "did not reconnect to the redirect");
+    send_or_fail(&a, "after", 1);
+    {
+        struct want w;
+        w.d = &a;
+        w.payload = "after";
+        w.acked = 1;
+        if (!run1(&a, got_payload_and_ack, &w, 20000))
+            fail("goaway", "no echo through the redirect");
+    }
+    sy_stop(&a.c);
+    printf("ok goaway\n");
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc >= 3 && strcmp(argv[1], "echo") == 0)
+        scenario_echo(argv[2]);
+    else if (argc >= 3 && strcmp(argv[1], "resume") == 0)
+        scenario_resume(argv[2]);
+    else if (argc >= 4 && strcmp(argv[1], "auth") == 0)
+        scenario_auth(argv[2], argv[3]);
+    else if (argc >= 3 && strcmp(argv[1], "heartbeat") == 0)
+        scenario_heartbeat(argv[2]);
+    else if (argc >= 3 && strcmp(argv[1], "ratelimit") == 0)
+        scenario_ratelimit(argv[2]);
+    else if (argc >= 4 && strcmp(argv[1], "goaway") == 0)
+        scenario_goaway(argv[2], argv[3]);
+    else {
+        fprintf(stderr, "usage: %s echo|resume|heartbeat|ratelimit ADDR | auth ADDR SECRET | goaway ADDR NODE\n", argv[0]);
+        return 2;
+    }
+    return 0;
+}
