@@ -339,6 +339,15 @@ func (a *ansible) unitLogs() string {
 	return b.String()
 }
 
+func httpStatus(url string) int {
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
@@ -453,9 +462,14 @@ func checkHosts(t *testing.T, l *lab, a *ansible) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		secrets := []string{"cluster.keys"}
+		secrets := []string{"cluster.keys", "admin.token"}
 		if h.pid("switchyard-gateway") != 0 {
-			secrets = append(secrets, "admin.token", "auth.secrets")
+			secrets = append(secrets, "auth.secrets")
+		}
+		// Every shard serves /metrics on its address (Prometheus on
+		// another host), behind the token.
+		if code := httpStatus("http://" + h.addr + ":7680/metrics"); code != http.StatusUnauthorized {
+			t.Errorf("%s: shard /metrics without the token: %d, want 401", h.name, code)
 		}
 		for _, s := range secrets {
 			fi, err := os.Stat(filepath.Join(h.upper, "etc/switchyard", s))
@@ -619,6 +633,8 @@ func TestMillionSessionValues(t *testing.T) {
 		},
 		"backend.yaml": {
 			"link: 10.0.0.11:7600\n",
+			"admin_listen: 10.0.0.11:7680\n",
+			"admin_token_file: /etc/switchyard/admin.token\n",
 			"bind: 10.0.0.11:7947\n",
 		},
 	} {
