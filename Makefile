@@ -12,7 +12,7 @@ FUZZTIME ?= 10s
 # waits for dpkg's lock instead of failing at once.
 APT_GET  := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
-.PHONY: all build run demo test test-deps test-race test-alloc test-c test-c-deps fuzz fuzz-smoke bench bench-deps scale chaos lint clean
+.PHONY: all build run demo test test-deps test-race test-ansible test-alloc test-c test-c-deps fuzz fuzz-smoke bench bench-deps scale chaos lint clean
 
 all: build
 
@@ -29,23 +29,29 @@ demo: build
 	tools/demo/demo.sh
 
 ## test: lint, the whole suite under -race (with the one-minute chaos run,
-## tools/chaos TestChaosMinute), the allocation checks, a short run of
-## every fuzz target, and the C client's tests (test-c)
-test: test-deps lint test-c test-race test-alloc fuzz-smoke
+## tools/chaos TestChaosMinute), the playbooks against throwaway hosts
+## (test-ansible), the allocation checks, a short run of every fuzz
+## target, and the C client's tests (test-c)
+test: test-deps lint test-c test-race test-ansible test-alloc fuzz-smoke
 
-# The deploy/ansible tests run the real playbook (render mode): Debian's
-# ansible-core; deploy/prometheus's test runs Debian's prometheus and
-# promtool (the binary only, on loopback: the package's own service is not
-# used). apt-get needs root, which CI has; anyone else is told what to
-# install instead of failing inside apt-get.
+# deploy/ansible's test runs the playbooks over SSH against throwaway hosts
+# (network namespaces, overlays of /, sshd) and applies nftables rules
+# inside them: Debian's ansible, ansible-lint, openssh-server and nftables.
+# apt-get needs root, which the test needs anyway. deploy/prometheus's test
+# runs Debian's prometheus and promtool (the binary only, on loopback: the
+# package's own service is not used); anyone else is told what to install.
+ANSIBLE_PKGS := ansible ansible-lint openssh-server nftables
 test-deps:
-	@command -v ansible-playbook > /dev/null || [ "$$(id -u)" = 0 ] || { \
-		echo "make: ansible-playbook not found; the deploy/ansible tests need it." >&2; \
-		echo "make: install ansible-core (Debian/Ubuntu: sudo apt-get install ansible-core; elsewhere: pipx install ansible-core), or run make test as root to have it installed." >&2; \
-		exit 1; }
-	@command -v ansible-playbook > /dev/null || { echo "make: installing ansible-core"; \
-		$(APT_GET) install -y --no-install-recommends ansible-core > /dev/null || \
-		{ $(APT_GET) update > /dev/null && $(APT_GET) install -y --no-install-recommends ansible-core > /dev/null; }; }
+	@missing=$$(for p in $(ANSIBLE_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "make: deploy/ansible's test needs the Debian packages:" $$missing >&2; \
+			echo "make: run as root (make installs them) or: sudo apt-get install" $$missing >&2; exit 1; fi; \
+		echo "make: installing" $$missing; \
+		$(APT_GET) install -y --no-install-recommends $$missing > /dev/null || \
+		{ $(APT_GET) update > /dev/null && $(APT_GET) install -y --no-install-recommends $$missing > /dev/null; }; \
+	fi
 	@command -v prometheus > /dev/null && command -v promtool > /dev/null || [ "$$(id -u)" = 0 ] || { \
 		echo "make: prometheus or promtool not found; the deploy/prometheus test needs them." >&2; \
 		echo "make: install Debian's prometheus package (sudo apt-get install prometheus), or run make test as root to have it installed." >&2; \
@@ -54,10 +60,20 @@ test-deps:
 		$(APT_GET) install -y --no-install-recommends prometheus > /dev/null || \
 		{ $(APT_GET) update > /dev/null && $(APT_GET) install -y --no-install-recommends prometheus > /dev/null; }; }
 
+# Every package but deploy/ansible, which test-ansible runs (as root).
 # SWITCHYARD_REQUIRE_PROMETHEUS: without prometheus the deploy/prometheus
 # test fails here instead of skipping (test-deps installed it).
 test-race:
-	SWITCHYARD_REQUIRE_PROMETHEUS=1 $(GO) test -race -count=1 -timeout 15m ./...
+	SWITCHYARD_REQUIRE_PROMETHEUS=1 $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/deploy/ansible$$')
+
+## test-ansible: site.yml twice (the second run must change nothing) and
+## rolling-upgrade.yml under loadgen --verify, over SSH against three
+## throwaway hosts; ansible-lint --profile production. Root only: it
+## creates network namespaces, overlay mounts and sshd hosts.
+test-ansible: test-deps
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "make: test-ansible must run as root: it creates network namespaces (10.213.0.0/24), overlay mounts and sshd hosts" >&2; exit 1; fi
+	$(GO) test -count=1 -timeout 20m -v ./deploy/ansible
 
 ## test-c: the C client (client/c): its unit tests, the example device and
 ## the scenarios against real gateways, built by client/c/ctest with gcc
