@@ -340,15 +340,23 @@ func (g *gossip) reply(to string, id uint64, err error) {
 }
 
 // serveMessages handles the forwarded calls and the replies to this
-// shard's own, and retries the calls waiting for their session.
+// shard's own, and retries the calls waiting for their session. Its retry
+// timer runs only while calls wait (g.retries is this goroutine's), so an
+// idle shard does not wake 100 times a second.
 func (g *gossip) serveMessages(done <-chan struct{}) {
-	t := time.NewTicker(forwardRetryTick)
+	t := time.NewTimer(forwardRetryTick)
 	defer t.Stop()
+	armed := true
 	for {
+		if !armed && len(g.retries) > 0 {
+			t.Reset(forwardRetryTick)
+			armed = true
+		}
 		select {
 		case <-done:
 			return
 		case now := <-t.C:
+			armed = false
 			if len(g.retries) > 0 {
 				g.retryForwards(now)
 			}

@@ -169,10 +169,13 @@ func (g *Gateway) addBacklog(c *conn) {
 	g.backlog = append(g.backlog, c)
 	g.backlogMu.Unlock()
 	g.metrics.backlog.Add(1)
+	g.wheel.Wake() // it retries on its ticks, and may be asleep
 }
 
-// retryBacklog runs on the wheel goroutine once per tick.
-func (g *Gateway) retryBacklog() {
+// retryBacklog runs on the wheel goroutine on each tick while it has work;
+// it reports whether connections are left in the backlog (the wheel keeps
+// ticking for them).
+func (g *Gateway) retryBacklog() bool {
 	g.backlogMu.Lock()
 	list := g.backlog
 	g.backlog = g.spare[:0]
@@ -192,4 +195,8 @@ func (g *Gateway) retryBacklog() {
 		}
 	}
 	g.spare = list[:0]
+	g.backlogMu.Lock()
+	more := len(g.backlog) > 0
+	g.backlogMu.Unlock()
+	return more
 }

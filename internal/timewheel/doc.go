@@ -1,4 +1,4 @@
-// Package timewheel is a hashed timing wheel: one goroutine, one ticker,
+// Package timewheel is a hashed timing wheel: one goroutine, one timer,
 // any number of deadlines, no timer per deadline.
 //
 // The gateway keeps every per-connection deadline (handshake, idle, GOAWAY
@@ -14,6 +14,15 @@
 // the box is starved). Expire callbacks run on the wheel's
 // goroutine without the wheel's lock held, so they may Schedule or Cancel;
 // they must not block.
+//
+// The sweeper sleeps when nothing needs it: when the next deadline is more
+// than two ticks away, the tick callback has no work left and nothing woke
+// it in the last second, it sleeps until that deadline's slot (or until
+// woken, when the wheel is empty). Schedule of an earlier deadline, Now and
+// Wake wake it; while it sleeps Now reads the real clock instead. An idle
+// gateway's wheel therefore costs no wakeups, where a 10 ms ticker cost 100
+// a second in every idle gateway (issue 11: 55 idle gateways took 0.35
+// cores); one with sessions has deadlines in every slot and ticks as before.
 //
 // Goroutines: Start starts exactly one (the sweeper); Stop waits for it.
 package timewheel

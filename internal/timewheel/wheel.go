@@ -1,6 +1,7 @@
 package timewheel
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,21 +37,35 @@ type Wheel struct {
 	tick  time.Duration
 	epoch time.Time
 
-	mu    sync.Mutex
-	slots []Entry // sentinel heads of circular lists
-	cur   int64   // last tick swept
-	now   atomic.Int64
+	mu     sync.Mutex
+	slots  []Entry // sentinel heads of circular lists
+	cur    int64   // last tick swept
+	wakeAt int64   // while asleep: the tick the sweeper's timer is set for (under mu)
+	now    atomic.Int64
 
-	onTick  func()
+	// asleep is set while the sweeper sleeps past the next tick (see run);
+	// Now then reads the real clock and wakes it.
+	asleep atomic.Bool
+	wake   chan struct{} // cap 1: pokes a sleeping sweeper
+
+	onTick  func() bool
 	stop    chan struct{}
 	done    chan struct{}
 	started atomic.Bool
 }
 
+// awakeTicks is how long the sweeper stays awake after something woke it:
+// a gateway with traffic reads Now per frame, and waking on every read
+// would cost more than the ticks it saves (1 s at the default tick).
+const awakeTicks = 100
+
 // New returns a stopped wheel with the given tick (0 = DefaultTick) and slot
 // count (0 = DefaultSlots, rounded up to a power of two). onTick, if not nil,
-// runs on the wheel goroutine once per tick after deadlines fired.
-func New(tick time.Duration, slots int, onTick func()) *Wheel {
+// runs on the wheel goroutine after deadlines fired, on every tick the
+// sweeper is awake; it returns whether it has work left for the next tick
+// (the sweeper does not sleep while it has). Whoever gives onTick new work
+// while the wheel may sleep calls Wake.
+func New(tick time.Duration, slots int, onTick func() bool) *Wheel {
 	if tick <= 0 {
 		tick = DefaultTick
 	}
@@ -62,7 +77,7 @@ func New(tick time.Duration, slots int, onTick func()) *Wheel {
 		n <<= 1
 	}
 	w := &Wheel{tick: tick, epoch: time.Now(), slots: make([]Entry, n), onTick: onTick,
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	for i := range w.slots {
 		w.slots[i].prev, w.slots[i].next = &w.slots[i], &w.slots[i]
 	}
@@ -72,9 +87,47 @@ func New(tick time.Duration, slots int, onTick func()) *Wheel {
 // Tick returns the wheel's resolution.
 func (w *Wheel) Tick() time.Duration { return w.tick }
 
-// Now is the coarse clock: ticks since the wheel was made. It advances once
-// per tick and is cheap enough to read per frame.
-func (w *Wheel) Now() int64 { return w.now.Load() }
+// Now is the coarse clock: ticks since the wheel was made. While the sweeper
+// is awake it advances once per tick and costs two atomic loads, cheap
+// enough to read per frame; while it sleeps, Now reads the real clock and
+// wakes it.
+func (w *Wheel) Now() int64 {
+	if w.asleep.Load() {
+		w.Wake()
+	}
+	return w.now.Load()
+}
+
+// Wake makes a sleeping sweeper tick again (for awakeTicks at least). It is
+// cheap when the sweeper is awake.
+func (w *Wheel) Wake() {
+	if !w.asleep.Load() {
+		return
+	}
+	// The clock first, then asleep: whoever sees the sweeper awake reads a
+	// current Now, not the one from before it slept.
+	w.advanceNow(int64(time.Since(w.epoch) / w.tick))
+	if w.asleep.CompareAndSwap(true, false) {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// advanceNow moves the coarse clock forward to t (never back: the sweeper
+// and Wake both set it).
+func (w *Wheel) advanceNow(t int64) {
+	for {
+		old := w.now.Load()
+		if old >= t || w.now.CompareAndSwap(old, t) {
+			return
+		}
+	}
+}
+
+// Asleep reports whether the sweeper sleeps past the next tick.
+func (w *Wheel) Asleep() bool { return w.asleep.Load() }
 
 // Ticks converts d to a whole number of ticks, rounding up.
 func (w *Wheel) Ticks(d time.Duration) int64 { return int64((d + w.tick - 1) / w.tick) }
@@ -122,7 +175,11 @@ func (w *Wheel) ScheduleAt(e *Entry, at int64) {
 	head.prev.next = e
 	head.prev = e
 	e.linked = true
+	early := w.asleep.Load() && at < w.wakeAt
 	w.mu.Unlock()
+	if early {
+		w.Wake()
+	}
 }
 
 // Cancel disarms e. It is a no-op when e is not scheduled.
@@ -140,28 +197,86 @@ func unlink(e *Entry) {
 	e.prev, e.next, e.linked = nil, nil, false
 }
 
+// run is the sweeper. It ticks while anything is due soon, onTick has
+// work, or something woke it in the last awakeTicks; otherwise it sleeps
+// until the first slot that holds an entry comes round, or until woken
+// (Schedule of an earlier deadline, Now, Wake). An idle gateway's wheel
+// therefore costs no wakeups at all, and one with sessions ticks as before.
 func (w *Wheel) run() {
 	defer close(w.done)
-	t := time.NewTicker(w.tick)
+	t := time.NewTimer(w.tick)
 	defer t.Stop()
 	var due []*Entry
+	awakeUntil := int64(awakeTicks)
 	for {
 		select {
 		case <-w.stop:
 			return
-		case now := <-t.C:
-			target := int64(now.Sub(w.epoch) / w.tick)
-			w.now.Store(target)
-			due = w.advance(target, due[:0])
-			for i, e := range due {
-				due[i] = nil
-				e.Owner.Expire(e)
-			}
-			if w.onTick != nil {
-				w.onTick()
-			}
+		case <-w.wake:
+			// Woken early: sweep what is due now and stay awake a while.
+			t.Stop()
+			awakeUntil = int64(time.Since(w.epoch)/w.tick) + awakeTicks
+		case <-t.C:
+		}
+		target := int64(time.Since(w.epoch) / w.tick)
+		w.advanceNow(target) // before endSleep: see Wake
+		w.endSleep()
+		due = w.advance(target, due[:0])
+		for i, e := range due {
+			due[i] = nil
+			e.Owner.Expire(e)
+		}
+		busy := w.onTick != nil && w.onTick()
+		sleep := int64(1)
+		if !busy && target >= awakeUntil {
+			sleep = w.trySleep(target)
+		}
+		if sleep > 0 {
+			// Wake at the start of the tick the sleep ends in (the ticker
+			// this replaces fired on tick boundaries too).
+			t.Reset(time.Until(w.epoch.Add(time.Duration(target+sleep) * w.tick)))
 		}
 	}
+}
+
+// endSleep clears the sleep state after the sweeper's timer fired or it
+// was woken.
+func (w *Wheel) endSleep() {
+	w.mu.Lock()
+	w.wakeAt = 0
+	w.asleep.Store(false)
+	w.mu.Unlock()
+}
+
+// trySleep decides how many ticks the sweeper may sleep after tick now: 1
+// when an entry sits in one of the next two slots (it is ticking anyway),
+// else until the first slot holding an entry comes round (entries a lap or
+// more out sit in earlier slots and are found there), or 0 (until woken)
+// when the wheel is empty: Schedule wakes it for anything earlier than
+// wakeAt. When it sleeps it sets asleep, under mu so that a concurrent
+// Schedule sees wakeAt.
+func (w *Wheel) trySleep(now int64) int64 {
+	w.mu.Lock() // advance just swept up to now: w.cur == now
+	defer w.mu.Unlock()
+	n := int64(len(w.slots))
+	d := int64(0)
+	for i := int64(1); i <= n; i++ {
+		head := &w.slots[(w.cur+i)&(n-1)]
+		if head.next != head {
+			d = i
+			break
+		}
+	}
+	switch {
+	case d > 0 && d <= 2:
+		return 1
+	case d == 0:
+		w.wakeAt = math.MaxInt64
+	default:
+		w.wakeAt = now + d
+	}
+	w.asleep.Store(true)
+	return d
 }
 
 // advance sweeps every slot up to tick target and unlinks the due entries.

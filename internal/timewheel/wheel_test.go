@@ -1,7 +1,10 @@
 package timewheel
 
 import (
+	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,5 +132,111 @@ func BenchmarkScheduleCancel(b *testing.B) {
 	for b.Loop() {
 		w.Schedule(e, time.Second)
 		w.Cancel(e)
+	}
+}
+
+// counter counts onTick calls and hands out work: while work is set, onTick
+// reports more work and the wheel must keep ticking.
+type counter struct {
+	ticks atomic.Int64
+	work  atomic.Int64 // ticks of work left
+}
+
+func (c *counter) onTick() bool {
+	c.ticks.Add(1)
+	return c.work.Add(-1) > 0
+}
+
+// An idle wheel sleeps: no sweeps, no onTick, and yet its clock and its
+// deadlines stay right.
+func TestIdleWheelSleeps(t *testing.T) {
+	const tick = time.Millisecond
+	c := &counter{}
+	w := New(tick, 64, c.onTick)
+	w.Start()
+	defer w.Stop()
+	poll.Until(t, poll.Patience, func() error {
+		if !w.Asleep() {
+			return errors.New("the idle wheel never went to sleep")
+		}
+		return nil
+	})
+	asleep := c.ticks.Load()
+	time.Sleep(50 * tick) // what an awake wheel would tick through
+	if n := c.ticks.Load() - asleep; n != 0 {
+		t.Fatalf("the sleeping wheel ticked %d times", n)
+	}
+
+	// Now reads the real clock while asleep (and wakes the wheel): it is
+	// never behind the ticks since the epoch.
+	before := int64(time.Since(w.epoch) / tick)
+	if now := w.Now(); now < before {
+		t.Fatalf("Now = %d while asleep, the clock says at least %d", now, before)
+	}
+	poll.Until(t, poll.Patience, func() error {
+		if !w.Asleep() {
+			return errors.New("the wheel Now woke never slept again")
+		}
+		return nil
+	})
+
+	// A deadline scheduled into the sleep fires.
+	r := &rec{fired: map[*Entry]time.Time{}}
+	e := &Entry{Owner: r}
+	w.Schedule(e, 5*tick)
+	poll.Until(t, poll.Patience, func() error {
+		if _, ok := r.get(e); !ok {
+			return errors.New("the entry scheduled while the wheel slept never fired")
+		}
+		return nil
+	})
+
+	// Wake gives onTick its ticks back; it keeps the wheel awake while it
+	// reports work.
+	poll.Until(t, poll.Patience, func() error {
+		if !w.Asleep() {
+			return errors.New("the wheel never slept again")
+		}
+		return nil
+	})
+	c.work.Store(20)
+	from := c.ticks.Load()
+	w.Wake()
+	poll.Until(t, poll.Patience, func() error {
+		if n := c.ticks.Load() - from; n < 20 {
+			return fmt.Errorf("onTick ran %d times after Wake, want its 20 ticks of work", n)
+		}
+		return nil
+	})
+}
+
+// A far deadline lets the wheel sleep until the deadline's slot, not past
+// it: it fires, and the wheel does not tick on the way.
+func TestWheelSleepsUntilTheNextDeadline(t *testing.T) {
+	const tick = time.Millisecond
+	c := &counter{}
+	w := New(tick, 1024, c.onTick)
+	w.Start()
+	defer w.Stop()
+	poll.Until(t, poll.Patience, func() error {
+		if !w.Asleep() {
+			return errors.New("the idle wheel never went to sleep")
+		}
+		return nil
+	})
+	r := &rec{fired: map[*Entry]time.Time{}}
+	e := &Entry{Owner: r}
+	from := c.ticks.Load()
+	w.Schedule(e, 300*tick) // wakes the wheel: earlier than its planned lap
+	poll.Until(t, poll.Patience, func() error {
+		if _, ok := r.get(e); !ok {
+			return errors.New("the far entry never fired")
+		}
+		return nil
+	})
+	// Awake for awakeTicks after the Schedule woke it, then asleep until
+	// the entry's slot: far fewer sweeps than the 300 ticks it waited.
+	if n := c.ticks.Load() - from; n >= 300 {
+		t.Fatalf("the wheel ticked %d times waiting 300 ticks for one deadline", n)
 	}
 }

@@ -43,6 +43,7 @@ func (r *Backend) awaitShard(dead *link, d Device) bool {
 	r.lostMu.Lock()
 	r.lost[d] = lostBinding{dead: dead, until: time.Now().Add(r.cfg.LinkTimeout)}
 	r.lostMu.Unlock()
+	r.mover.poke() // it expires the binding if the shard's fate takes too long
 	return true
 }
 
@@ -143,6 +144,7 @@ func (mv *mover) recover(dead *link, d Device) bool {
 		t.m[d] = m
 		b.moving.Store(true)
 		mv.r.m.moving.Add(1)
+		defer mv.poke() // it expires the recovery if it takes too long
 	}
 	m.cause = causeCrash // also a move whose old shard failed before its State: it goes on as a recovery
 	// The kept frames have the lower seqs: they go first.

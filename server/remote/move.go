@@ -43,14 +43,15 @@ type mover struct {
 	rate    float64 // moves started per second
 	buffer  int     // MoveBuffer
 	timeout time.Duration
-	wake    chan struct{}
+	wake    chan struct{} // a ring change: start a pass
+	work    chan struct{} // a move or a lost binding began elsewhere: tick again
 	tables  [moveShards]moveTable
 }
 
 func newMover(r *Backend) *mover {
 	cfg := &r.cfg
 	mv := &mover{r: r, rate: cfg.MoveRate, buffer: cfg.MoveBuffer, timeout: cfg.MoveTimeout,
-		wake: make(chan struct{}, 1)}
+		wake: make(chan struct{}, 1), work: make(chan struct{}, 1)}
 	for i := range mv.tables {
 		mv.tables[i].m = map[Device]*move{}
 	}
@@ -62,6 +63,15 @@ func newMover(r *Backend) *mover {
 func (mv *mover) rebalance() {
 	select {
 	case mv.wake <- struct{}{}:
+	default:
+	}
+}
+
+// poke wakes a mover that stopped ticking: a move or a lost binding now
+// waits for its expiry.
+func (mv *mover) poke() {
+	select {
+	case mv.work <- struct{}{}:
 	default:
 	}
 }
@@ -103,21 +113,29 @@ type pass struct {
 
 // run is the mover goroutine: passes paced by a token bucket of MoveRate
 // per second (a burst of a tenth of a second), and the expiry of slow
-// moves.
+// moves and lost bindings. It ticks only while it has any of those; an
+// idle gateway's mover waits for a ring change or a poke instead of
+// waking 100 times a second.
 func (mv *mover) run(ctx context.Context) {
-	t := time.NewTicker(moveTick)
+	t := time.NewTimer(moveTick)
 	defer t.Stop()
 	var p *pass
 	var rescan time.Time
 	burst := max(mv.rate/10, 1)
 	tokens, last := burst, time.Now()
+	ticking := true
 	for {
+		var now time.Time
 		select {
 		case <-ctx.Done():
 			return
 		case <-mv.wake:
 			p = mv.newPass()
-		case now := <-t.C:
+		case <-mv.work:
+		case now = <-t.C:
+			ticking = false
+		}
+		if !now.IsZero() {
 			tokens = min(tokens+mv.rate*now.Sub(last).Seconds(), burst)
 			last = now
 			mv.expire(now)
@@ -125,20 +143,34 @@ func (mv *mover) run(ctx context.Context) {
 			if p == nil && !rescan.IsZero() && now.After(rescan) {
 				p, rescan = mv.newPass(), time.Time{}
 			}
-			if p == nil {
-				continue
-			}
-			tokens = mv.step(p, tokens)
-			if p.next == len(p.devices) {
-				mv.r.log.Info("sessions moving to their new shards", "started", p.started,
-					"still_opening", p.skipped, "sessions", len(p.devices), "took", time.Since(p.begun))
-				if p.skipped > 0 {
-					rescan = now.Add(moveRescan)
+			if p != nil {
+				tokens = mv.step(p, tokens)
+				if p.next == len(p.devices) {
+					mv.r.log.Info("sessions moving to their new shards", "started", p.started,
+						"still_opening", p.skipped, "sessions", len(p.devices), "took", time.Since(p.begun))
+					if p.skipped > 0 {
+						rescan = now.Add(moveRescan)
+					}
+					p = nil
 				}
-				p = nil
 			}
 		}
+		if !ticking && (p != nil || !rescan.IsZero() || mv.pending()) {
+			t.Reset(moveTick)
+			ticking = true
+		}
 	}
+}
+
+// pending reports whether moves or lost bindings wait for their expiry.
+func (mv *mover) pending() bool {
+	if mv.r.m.moving.Load() > 0 {
+		return true
+	}
+	mv.r.lostMu.Lock()
+	n := len(mv.r.lost)
+	mv.r.lostMu.Unlock()
+	return n > 0
 }
 
 func (mv *mover) newPass() *pass {
