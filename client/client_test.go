@@ -778,3 +778,36 @@ func TestResendAfterTimeout(t *testing.T) {
 		t.Fatalf("want a timeout go-back on the same connection: %+v", st)
 	}
 }
+
+// An overloaded gateway's retry hint (retry_ms in ERROR 503) holds the
+// next attempt back at least half the hint, however short the backoff.
+func TestRetryHintHonoured(t *testing.T) {
+	g := clienttest.NewGateway(t, nil)
+	c, gc, _ := connect(t, g, testConfig(g.Addr()), welcome("s"))
+	gc.Close() // the connection dies: the client reconnects
+	gc = g.Accept()
+	if _, err := gc.ReadHello(); err != nil {
+		t.Fatal(err)
+	}
+	const hint = 1200 * time.Millisecond
+	if err := gc.WriteMap(protocol.TypeError, &protocol.ErrorMsg{Code: protocol.CodeUnavailable,
+		Message: "gateway overloaded", RetryMS: int(hint / time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	refused := time.Now()
+	gc.Close()
+	gc = g.Accept()
+	if el := time.Since(refused); el < hint/2 {
+		t.Fatalf("the client came back %v after a 503 with retry_ms %v, want at least half of it", el, hint)
+	}
+	if _, err := gc.ReadHello(); err != nil {
+		t.Fatal(err)
+	}
+	if err := gc.Welcome(welcome("s")); err != nil {
+		t.Fatal(err)
+	}
+	send(t, c, "after", true)
+	if f := readData(t, gc); string(f.Payload) != "after" {
+		t.Fatalf("DATA %q", f.Payload)
+	}
+}

@@ -154,5 +154,5 @@ func decodeError(p []byte) error {
 	if err := protocol.Unmarshal(p, &m); err != nil || m.Code == 0 {
 		return &Error{Code: protocol.CodeInternal, Message: "unreadable ERROR frame"}
 	}
-	return &Error{Code: m.Code, Message: m.Message}
+	return &Error{Code: m.Code, Message: m.Message, Retry: time.Duration(max(m.RetryMS, 0)) * time.Millisecond}
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
 )
@@ -13,6 +14,10 @@ import (
 type Error struct {
 	Code    int    // protocol error code, e.g. 401, 409, 503
 	Message string // the gateway's message
+	// Retry is the gateway's retry hint (retry_ms, on a 503 from an
+	// overloaded gateway): a reconnect waits a random time between half of
+	// it and all of it, or its own backoff if that is longer. 0: no hint.
+	Retry time.Duration
 }
 
 func (e *Error) Error() string {

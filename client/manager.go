@@ -1,6 +1,7 @@
 package client
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -271,6 +272,9 @@ func (c *Client) reconnect(old *conn) *conn {
 		wait = bo.next()
 		addr := targets[attempt%len(targets)]
 		cn, w, err := c.handshake(c.ctx, addr)
+		if hint := retryHint(err); hint > 0 {
+			wait = max(wait, hint/2+jitter(hint/2))
+		}
 		switch {
 		case c.ctx.Err() != nil:
 			return nil
@@ -287,6 +291,15 @@ func (c *Client) reconnect(old *conn) *conn {
 		c.attach(cn, w)
 		return cn
 	}
+}
+
+// retryHint is the retry_ms of the gateway's ERROR in err, or 0.
+func retryHint(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Retry
+	}
+	return 0
 }
 
 // reconnectTargets is the order in which a reconnect tries gateways:

@@ -41,6 +41,10 @@ type GoAway struct {
 type ErrorMsg struct {
 	Code    int    `msgpack:"code"`
 	Message string `msgpack:"message"`
+	// RetryMS, an extension of PROTOCOL.md's ERROR map (whose unknown keys
+	// clients ignore), is set on a 503 from an overloaded gateway: the
+	// device should not come back sooner than about this (docs/protocol.md).
+	RetryMS int `msgpack:"retry_ms,omitempty"`
 }
 
 // Errors of HELLO decoding, all 400 except the size (413), which is checked

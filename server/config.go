@@ -24,6 +24,7 @@ const (
 	DefaultRateExcessClose  = 3 * time.Second             // a device over its rate this long is closed
 	DefaultAcceptRate       = 50000                       // new connections/s, whole gateway
 	DefaultAcceptBurst      = 5000                        // new connections at once, whole gateway
+	DefaultShedLag          = time.Second                 // accept-to-first-read lag past which new connections are shed
 	DefaultMaxOutbound      = 256 << 10                   // bytes queued for a device beyond its socket buffer
 	DefaultMaxOutbox        = 1 << 20                     // bytes of unacknowledged reliable downstream DATA per session
 	DefaultDisconnectRing   = 4096                        // recent disconnects kept (GET /api/v1/disconnects)
@@ -45,7 +46,7 @@ const (
 // with the embedded echo backend on DefaultListen.
 //
 // A running gateway takes a new Config with Reload, which applies Rate,
-// RateBurst, RateExcessClose, AcceptRate, AcceptBurst, MaxConns,
+// RateBurst, RateExcessClose, AcceptRate, AcceptBurst, ShedLag, MaxConns,
 // MaxOutbound, HandshakeTimeout, ResumeWindow, ResumeTokenTTL,
 // DrainTimeout, GoAwayRetry, Redirects, AuthSecrets, ClusterKeys,
 // LinkKeys, Cluster.Keys and LogLevel, and reports any other change as
@@ -90,6 +91,13 @@ type Config struct {
 	// gateway; beyond them a connection gets 503. AcceptRate < 0 disables.
 	AcceptRate  float64
 	AcceptBurst int
+	// ShedLag: when new connections wait longer than this between accept
+	// and their first read (a moving average), the gateway is behind on
+	// handshakes, and it refuses new connections with 503 and a retry hint
+	// (retry_ms in the ERROR) until it catches up, instead of accepting
+	// them into a queue they would time out in (shed.go). Default
+	// DefaultShedLag; < 0 disables.
+	ShedLag time.Duration
 	// MaxOutbound bounds the bytes queued for one device that its socket
 	// would not take; beyond it the device is a slow consumer and is closed.
 	MaxOutbound int
@@ -213,6 +221,7 @@ func (cfg Config) provision() Config {
 	}
 	def(&cfg.Heartbeat, DefaultHeartbeat)
 	def(&cfg.HandshakeTimeout, DefaultHandshakeTimeout)
+	def(&cfg.ShedLag, DefaultShedLag)
 	def(&cfg.RateExcessClose, DefaultRateExcessClose)
 	def(&cfg.ResumeWindow, DefaultResumeWindow)
 	def(&cfg.ResumeTokenTTL, DefaultResumeTokenTTL)

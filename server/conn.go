@@ -61,6 +61,7 @@ type conn struct {
 	ackPending  uint32 // highest upstream reliable seq accepted, to ACK at flush
 	ackSent     uint32
 	releaseDone bool // the close was handled (releaseIfIdle): nothing may be held again
+	lagNoted    bool // the first read's accept lag went into the shedding average
 
 	// wmu
 	wmu       sync.Mutex
@@ -80,6 +81,7 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 	if f, ok := nc.(interface{ Fd() int }); ok {
 		c.fd = f.Fd()
 	}
+	c.lagNoted = true // only admitted connections measure the accept lag
 	nc.AddCloseCallback(c.onClosed)
 	g.metrics.conns.Add(1)
 	g.metrics.connStates[stHandshake].Add(1)
@@ -95,7 +97,13 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 		g.metrics.rejectAcceptRate.Inc()
 		g.metrics.rateLimitAccept.Inc()
 		c.refuse("accept rate exceeded")
+	case g.shedding():
+		g.metrics.rejectOverload.Inc()
+		c.refuseRetry("gateway overloaded", g.shedRetry())
 	default:
+		// Only a connection whose HELLO came with it measures the
+		// gateway's accept lag (shed.go).
+		c.lagNoted = !dataWaiting(c.fd)
 		g.wheel.Schedule(&c.dl, g.live.Load().handshakeTimeout)
 	}
 	return c
@@ -220,10 +228,15 @@ func (c *conn) fail(code int, msg string) {
 // refuse answers a connection the gateway will not take with ERROR 503 and
 // closes it on the wheel's next tick. Closing it inside onPrepare, before
 // netpoll has registered it, works but makes netpoll log an error for each.
-func (c *conn) refuse(msg string) {
+func (c *conn) refuse(msg string) { c.refuseRetry(msg, 0) }
+
+// refuseRetry is refuse with a retry hint: retry_ms in the ERROR, when
+// retryMS > 0.
+func (c *conn) refuseRetry(msg string, retryMS int) {
 	c.g.refusals.note(protocol.CodeUnavailable, "", c.remote(), msg)
 	c.wmu.Lock()
-	c.appendLocked(protocol.TypeError, 0, 0, errorPayload(protocol.CodeUnavailable, msg))
+	p, _ := protocol.Marshal(&protocol.ErrorMsg{Code: protocol.CodeUnavailable, Message: msg, RetryMS: retryMS})
+	c.appendLocked(protocol.TypeError, 0, 0, p)
 	c.closing = true
 	c.reason = reasonUnavailable
 	_ = c.flushLocked()

@@ -61,6 +61,7 @@ type Gateway struct {
 	idle        time.Duration // 3 × hb
 	idleTicks   int64
 	acceptLimit bucket
+	acceptLag   atomic.Int64 // ns, moving average of accept to first read (shed.go)
 
 	evl     netpoll.EventLoop
 	ln      net.Listener
@@ -131,6 +132,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.adm.init(g.metrics.set)
 	g.metrics.set.RegisterMetricsWriter(g.writeClusterMetrics)
+	g.metrics.set.NewGauge("switchyard_accept_lag_seconds", func() float64 { return float64(g.acceptLag.Load()) / 1e9 })
 	g.adm.configHash.Store(&cfg.ConfigHash)
 	g.wheel = timewheel.New(0, 0, g.retryBacklog)
 	g.sessions = newSessionTable(g)
@@ -157,6 +159,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 	ln, err := netpoll.CreateListener("tcp", g.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("server: listen %s: %w", g.cfg.Listen, err)
+	}
+	if err := deferAccept(ln.Fd()); err != nil {
+		g.log.Warn("TCP_DEFER_ACCEPT not set on the device listener; the accept lag includes the devices' own delay", "err", err)
 	}
 	evl, err := netpoll.NewEventLoop(g.onRequest, netpoll.WithOnPrepare(g.onPrepare))
 	if err != nil {

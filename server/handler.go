@@ -33,6 +33,10 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 	defer c.pmu.Unlock()
 	r := nc.Reader()
 	b := batch{start: time.Now()}
+	if !c.lagNoted {
+		c.lagNoted = true
+		g.noteAcceptLag(b.start.UnixNano() - c.acceptNs)
+	}
 	for r.Len() > 0 && !c.isClosing() {
 		if c.partial != nil {
 			c.continuePartial(r, &b)

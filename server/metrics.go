@@ -132,6 +132,7 @@ type gatewayMetrics struct {
 	accepted            *metrics.Counter
 	rejectMaxConns      *metrics.Counter
 	rejectAcceptRate    *metrics.Counter
+	rejectOverload      *metrics.Counter
 	rejectDraining      *metrics.Counter
 	handshakes          *metrics.Counter
 	handshakesAbandoned *metrics.Counter
@@ -169,6 +170,7 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 		accepted:            s.NewCounter("switchyard_connections_accepted_total"),
 		rejectMaxConns:      s.NewCounter(`switchyard_connections_rejected_total{reason="max_conns"}`),
 		rejectAcceptRate:    s.NewCounter(`switchyard_connections_rejected_total{reason="accept_rate"}`),
+		rejectOverload:      s.NewCounter(`switchyard_connections_rejected_total{reason="overload"}`),
 		rejectDraining:      s.NewCounter(`switchyard_connections_rejected_total{reason="draining"}`),
 		handshakes:          s.NewCounter("switchyard_handshakes_total"),
 		handshakesAbandoned: s.NewCounter("switchyard_handshakes_abandoned_total"),

@@ -24,7 +24,7 @@ import (
 //	                 g.live.Store(new live) · accept bucket · link keys · gossip keyring · log level
 //
 // What is reloadable and why (docs/configuration.md "Reload"):
-//   - Rate, RateBurst, RateExcessClose, AcceptRate, AcceptBurst, MaxConns:
+//   - Rate, RateBurst, RateExcessClose, AcceptRate, AcceptBurst, ShedLag, MaxConns:
 //     admission and policing; the token buckets keep their state and are
 //     capped at the new burst.
 //   - AuthSecrets, ClusterKeys (resume tokens), LinkKeys, Cluster.Keys
@@ -49,6 +49,7 @@ type live struct {
 	maxConns         int64
 	maxOutbound      int
 	handshakeTimeout time.Duration
+	shedLag          int64 // ns; < 0: never shed
 	resumeWindow     time.Duration
 	resumeTokenTTL   time.Duration
 	drainTimeout     time.Duration
@@ -67,6 +68,7 @@ func (g *Gateway) newLive(cfg *Config, randomKey []byte) *live {
 		maxConns:         int64(cfg.MaxConns),
 		maxOutbound:      cfg.MaxOutbound,
 		handshakeTimeout: cfg.HandshakeTimeout,
+		shedLag:          cfg.ShedLag.Nanoseconds(),
 		resumeWindow:     cfg.ResumeWindow,
 		resumeTokenTTL:   cfg.ResumeTokenTTL,
 		drainTimeout:     cfg.DrainTimeout,
@@ -235,7 +237,7 @@ func (g *Gateway) applyReload(next *Config, changed []string) (failed []string, 
 // file for why each is safe).
 var reloadable = map[string]bool{
 	"rate": true, "rate_burst": true, "rate_excess_close": true, "accept_rate": true,
-	"accept_burst": true, "max_conns": true, "max_outbound": true, "handshake_timeout": true,
+	"accept_burst": true, "shed_lag": true, "max_conns": true, "max_outbound": true, "handshake_timeout": true,
 	"resume_window": true, "resume_token_ttl": true, "drain_timeout": true, "go_away_retry": true,
 	"redirects": true, "auth_secrets": true, "cluster_keys": true, "link_keys": true,
 	"cluster.keys": true, "log_level": true, "canary": true,

@@ -279,6 +279,7 @@ func TestLimitsAndDrain(t *testing.T) {
 		devs = append(devs, d)
 	}
 	over := dial(t, g)
+	over.send(protocol.TypeHello, 0, 0, nil) // accepted once data arrives (TCP_DEFER_ACCEPT)
 	over.expectError(503, true)
 	waitFor(t, "rejected conn closed", func() bool { return g.metrics.conns.Load() == 3 })
 

@@ -18,7 +18,7 @@ func (c *Gateway) ServerConfig(version string, derive KeyDeriver) (server.Config
 		Heartbeat: c.Heartbeat, HandshakeTimeout: c.HandshakeTimeout,
 		MaxFrame: c.MaxFrame, MaxConns: c.MaxConns,
 		Rate: c.Rate, RateBurst: c.RateBurst, RateExcessClose: c.RateExcessClose,
-		AcceptRate: c.AcceptRate, AcceptBurst: c.AcceptBurst,
+		AcceptRate: c.AcceptRate, AcceptBurst: c.AcceptBurst, ShedLag: c.ShedLag,
 		MaxOutbound: c.MaxOutbound, MaxOutbox: c.MaxOutbox, DisconnectRing: c.DisconnectRing,
 		ResumeWindow: c.ResumeWindow, ResumeTokenTTL: c.ResumeTokenTTL,
 		DrainTimeout: c.DrainTimeout, GoAwayRetry: c.GoAwayRetry, Redirects: c.Redirects,

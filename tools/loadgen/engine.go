@@ -5,6 +5,7 @@ import (
 	"container/heap"
 	"encoding/binary"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/client"
 	"github.com/switchyard-gw/switchyard/protocol"
 	"golang.org/x/sys/unix"
 )
@@ -102,11 +104,12 @@ type session struct {
 	started  bool               // its first connect was made
 
 	everUp  bool
-	alt     int    // connections that failed or ended without GOAWAY: offset into --addr
-	addrStr string // this connection's gateway, for incidents
-	goaway  bool   // this connection got GOAWAY
-	errCode int    // this connection got ERROR with this code (not 429)
-	backoff time.Duration
+	alt     int           // connections that failed or ended without GOAWAY: offset into --addr
+	addrStr string        // this connection's gateway, for incidents
+	goaway  bool          // this connection got GOAWAY
+	errCode int           // this connection got ERROR with this code (not 429)
+	retryMS int           // that ERROR's retry hint (retry_ms), 0 without
+	backoff time.Duration // the ceiling of the next reconnect's random wait
 	hb      int64
 	resume  []byte
 	lastW   int64 // last write, ns since base
@@ -399,10 +402,13 @@ func (w *worker) connect(s *session, now int64) {
 	w.setWake(s, s.deadline)
 }
 
-// retry schedules a reconnection with exponential backoff. A session
-// that could not connect, or whose connection ended without a GOAWAY
-// (the gateway died, or refused it), tries the next --addr: with a
-// cluster it resumes there. After a GOAWAY it goes where that sent it.
+// retry schedules a reconnection with the Go client's backoff (client
+// package): attempt n waits a uniformly random time up to min(10 s,
+// 100 ms·2ⁿ), and after an ERROR with a retry hint at least half the hint
+// (a random time between half of it and all of it). A session that could
+// not connect, or whose connection ended without a GOAWAY (the gateway
+// died, or refused it), tries the next --addr: with a cluster it resumes
+// there. After a GOAWAY it goes where that sent it.
 func (w *worker) retry(s *session, now int64) {
 	if !s.goaway {
 		s.alt++
@@ -411,14 +417,20 @@ func (w *worker) retry(s *session, now int64) {
 	s.goaway = false
 	s.state = stIdle
 	if s.backoff == 0 {
-		s.backoff = 100 * time.Millisecond
+		s.backoff = client.DefaultReconnectMin
 	} else {
-		s.backoff = min(2*s.backoff, 2*time.Second)
+		s.backoff = min(2*s.backoff, client.DefaultReconnectMax)
+	}
+	wait := rand.N(s.backoff + 1)
+	if s.retryMS > 0 {
+		hint := time.Duration(s.retryMS) * time.Millisecond
+		wait = max(wait, hint/2+rand.N(hint/2+1))
+		s.retryMS = 0
 	}
 	if w.draining && !s.everUp {
 		return
 	}
-	w.setWake(s, now+int64(s.backoff))
+	w.setWake(s, now+int64(wait))
 }
 
 // failover is the --addr index session g tries after alt connection
@@ -625,6 +637,7 @@ func (w *worker) frame(s *session, f protocol.Frame, now int64) bool {
 		w.st.err(strconv.Itoa(m.Code))
 		if m.Code != protocol.CodeRateLimited {
 			s.errCode = max(m.Code, 1)
+			s.retryMS = m.RetryMS
 			w.drop(s, now, "")
 			return false
 		}
