@@ -160,6 +160,16 @@ func TestAuth(t *testing.T) {
 	scenario(t, "auth", g.addr, secret)
 }
 
+// TestTransport: the client over its cfg.io_* callbacks (plain TCP made
+// awkward: short reads and writes, SY_WANT_READ/SY_WANT_WRITE as a TLS
+// layer answers, an io_open that fails once) echoes, ACKs and resumes.
+func TestTransport(t *testing.T) {
+	t.Parallel()
+	cProgs(t)
+	g := startGateway(t)
+	scenario(t, "transport", g.addr)
+}
+
 // TestGoAwayRedirect: a gateway drained by SIGTERM sends GOAWAY with a
 // redirect; the C client reconnects there and its DATA flows again.
 func TestGoAwayRedirect(t *testing.T) {
