@@ -64,11 +64,16 @@ func cProgs(t *testing.T) {
 	}
 }
 
-func buildProgs() {
-	cc := os.Getenv("SWITCHYARD_CC")
-	if cc == "" {
-		cc = "gcc"
+// compiler is the C compiler: SWITCHYARD_CC, or gcc.
+func compiler() string {
+	if cc := os.Getenv("SWITCHYARD_CC"); cc != "" {
+		return cc
 	}
+	return "gcc"
+}
+
+func buildProgs() {
+	cc := compiler()
 	if _, err := exec.LookPath(cc); err != nil {
 		progs.skip = fmt.Sprintf("%s not found: install Debian's gcc (apt-get install gcc) or run make test-c as root", cc)
 		return
