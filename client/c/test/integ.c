@@ -599,22 +599,8 @@ static void scenario_transport(const char *addr)
 {
     static struct dev a;
     static struct fake_io io;
-    struct sy_config bad;
-    struct sy_client c;
     char id[64], session[64];
     snprintf(id, sizeof id, "c-transport-%ld", (long)getpid());
-
-    /* half a transport is refused */
-    memset(&bad, 0, sizeof bad);
-    bad.addr = addr;
-    bad.id = id;
-    bad.rx_buf = a.rx;
-    bad.rx_cap = sizeof a.rx;
-    bad.tx_buf = a.tx;
-    bad.tx_cap = sizeof a.tx;
-    bad.io_send = fake_send;
-    if (sy_init(&c, &bad) != SY_EINVAL)
-        fail("transport", "sy_init took io_send without io_recv");
 
     dev_init_io(&a, "transport", addr, id, 0, NULL, NULL, &io);
     the_io = &io;
