@@ -337,10 +337,8 @@ func concat(parts ...[]byte) []byte {
 // ---- HAProxy ----
 
 type haproxy struct {
-	cmd  *exec.Cmd
+	*proc
 	addr string
-	log  *syncBuffer
-	done chan struct{}
 }
 
 // haproxyConfig is the tested configuration (client/c/README.md shows it):
@@ -381,31 +379,12 @@ func startHAProxy(t *testing.T, pki *testPKI, gateway string, f tlsFront) *hapro
 		if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		h := &haproxy{addr: addr, log: &syncBuffer{}, done: make(chan struct{})}
-		h.cmd = exec.Command(haproxyPath(), "-db", "-f", cfg)
-		h.cmd.Stdout = h.log
-		h.cmd.Stderr = h.log
-		if err := h.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			_ = h.cmd.Wait()
-			close(h.done)
-		}()
-		t.Cleanup(func() {
-			_ = h.cmd.Process.Kill()
-			<-h.done
-			if t.Failed() {
-				t.Logf("haproxy:\n%s\n%s", text, h.log.String())
-			}
-		})
+		h := &haproxy{proc: startProc(t, "haproxy with\n"+text, haproxyPath(), "-db", "-f", cfg), addr: addr}
 		exited := false
 		poll.Until(t, poll.Patience, func() error {
-			select {
-			case <-h.done:
+			if h.exited() {
 				exited = true
 				return nil
-			default:
 			}
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
