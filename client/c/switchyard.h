@@ -295,7 +295,8 @@ typedef int (*sy_resolve_fn)(void *ctx, const char *host, const char *port, void
  * io_close: the connection ends (the socket is closed right after it); free
  *   or reset the per-connection state. Called once per successful io_open.
  *
- * n is at most INT_MAX. */
+ * n is at most INT_MAX. TLS libraries write with write(2), without
+ * MSG_NOSIGNAL: a caller with a transport ignores SIGPIPE. */
 typedef int (*sy_io_open_fn)(void *io_ctx, int fd, const char *host);
 typedef int (*sy_io_send_fn)(void *io_ctx, const uint8_t *p, size_t n);
 typedef int (*sy_io_recv_fn)(void *io_ctx, uint8_t *p, size_t n);
