@@ -75,9 +75,10 @@ test-ansible: test-deps
 		echo "make: test-ansible must run as root: it creates network namespaces (10.213.0.0/24), overlay mounts and sshd hosts" >&2; exit 1; fi
 	$(GO) test -count=1 -timeout 20m -v ./deploy/ansible
 
-## test-c: the C client (client/c): its unit tests, the example device and
-## the scenarios against real gateways, built by client/c/ctest with gcc
-## (-std=c99 -Wall -Wextra -Werror, ASan + UBSan); then its frame and map
+## test-c: the C client (client/c): its unit tests, the example devices and
+## the scenarios against real gateways (the TLS device through HAProxy),
+## built by client/c/ctest with gcc (-std=c99 -Wall -Wextra -Werror, ASan +
+## UBSan); the TLS example built with clang too; then its frame and map
 ## decoders fuzzed with clang's libFuzzer for FUZZ_C_SECONDS each.
 FUZZ_C_SECONDS ?= 10
 C_FUZZ_FLAGS := -std=c99 -Wall -Wextra -Werror -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
@@ -86,6 +87,7 @@ test-c: test-c-deps
 	@set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; mkdir "$$d/seeds" "$$d/frame" "$$d/map"; \
 		clang -std=c99 -Wall -Wextra -Werror -O1 -o "$$d/unit" client/c/test/unit.c client/c/switchyard.c; \
 		"$$d/unit" protocol/testdata/vectors.txt --seeds "$$d/seeds"; \
+		clang -std=c99 -Wall -Wextra -Werror -O1 -o "$$d/device_tls" client/c/examples/device_tls.c client/c/switchyard.c -lssl -lcrypto; \
 		for t in frame map; do \
 			clang $(C_FUZZ_FLAGS) -o "$$d/fuzz_$$t" client/c/fuzz/fuzz_$$t.c client/c/switchyard.c; \
 			echo "fuzz client/c $$t decoder for $(FUZZ_C_SECONDS)s"; \
@@ -96,11 +98,15 @@ test-c: test-c-deps
 		done
 
 # gcc builds and runs the C client's tests; clang with its libFuzzer
-# runtime (libclang-rt-dev) fuzzes it. Installed when missing (apt-get
-# needs root, as in CI); elsewhere a missing one fails and names them.
+# runtime (libclang-rt-dev) fuzzes it; the TLS example links OpenSSL
+# (libssl-dev) and its test puts HAProxy (haproxy) in front of a gateway.
+# Installed when missing (apt-get needs root, as in CI); elsewhere a
+# missing one fails and names them.
 test-c-deps:
 	@missing=""; \
 		command -v gcc > /dev/null || missing="$$missing gcc"; \
+		dpkg-query -W -f='$${Status}' libssl-dev 2>/dev/null | grep -q 'install ok installed' || missing="$$missing libssl-dev"; \
+		command -v haproxy > /dev/null || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
 		command -v clang > /dev/null || missing="$$missing clang libclang-rt-dev"; \
 		if command -v clang > /dev/null && ! printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' | \
 			clang -x c -fsanitize=fuzzer,address,undefined -o /dev/null - > /dev/null 2>&1; then missing="$$missing libclang-rt-dev"; fi; \

@@ -920,6 +920,10 @@ static int emit(struct sy_client *c, const struct sy_event *ev)
 
 static void conn_close(struct sy_client *c)
 {
+    if (c->io_opened && c->cfg.io_close != NULL)
+        c->cfg.io_close(c->cfg.io_ctx);
+    c->io_opened = 0;
+    c->tx_wants_read = c->rx_wants_write = c->rx_more = 0;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -935,9 +939,10 @@ static int fatal_code(int code)
            code == SY_CODE_CONFLICT || code == SY_CODE_TOO_LARGE;
 }
 
-/* lost ends the connection: DISCONNECT, then a reconnect at the GOAWAY's
- * time, after a backoff, or never (fatal ERROR codes). */
-static void lost(struct sy_client *c, int64_t now, int code, int sys_errno)
+/* lost_r ends the connection: DISCONNECT (with result, the SY_E* that
+ * ended it, or 0), then a reconnect at the GOAWAY's time, after a backoff,
+ * or never (fatal ERROR codes). */
+static void lost_r(struct sy_client *c, int64_t now, int code, int sys_errno, int result)
 {
     struct sy_event ev;
     int64_t delay;
@@ -949,6 +954,7 @@ static void lost(struct sy_client *c, int64_t now, int code, int sys_errno)
     ev.type = SY_EV_DISCONNECT;
     ev.code = code;
     ev.sys_errno = sys_errno;
+    ev.result = result;
     emit(c, &ev);
     if (c->state != SY_WAITING || c->fd >= 0)
         return; /* the callback stopped or restarted the client */
@@ -985,6 +991,21 @@ static void lost(struct sy_client *c, int64_t now, int code, int sys_errno)
     c->deadline = now + delay / 2 + (int64_t)(rnd(c) % (uint32_t)(delay / 2 + 1));
 }
 
+static void lost(struct sy_client *c, int64_t now, int code, int sys_errno)
+{
+    lost_r(c, now, code, sys_errno, 0);
+}
+
+/* lost_io ends the connection after a failed socket call or transport
+ * callback (r is SY_ESYS with errno set, or another negative code). */
+static void lost_io(struct sy_client *c, int64_t now, int r)
+{
+    if (r == SY_ESYS)
+        lost_r(c, now, 0, errno, SY_ESYS);
+    else
+        lost_r(c, now, 0, EPROTO, SY_ETRANSPORT);
+}
+
 /* queue_hello writes HELLO into the empty transmit buffer. */
 static int queue_hello(struct sy_client *c)
 {
@@ -1019,9 +1040,28 @@ static int queue_hello(struct sy_client *c)
     return SY_OK;
 }
 
+/* target_addr is the address connected to: a redirect or cfg.addr. */
+static const char *target_addr(const struct sy_client *c)
+{
+    return c->target < c->nredirect ? c->redirect[c->target] : c->cfg.addr;
+}
+
 static void connected(struct sy_client *c, int64_t now)
 {
-    int err = queue_hello(c);
+    int err;
+    if (c->cfg.io_open != NULL) {
+        char host[SY_MAX_ADDR], port[8];
+        if (split_addr(target_addr(c), host, sizeof host, port, sizeof port) != SY_OK)
+            host[0] = '\0'; /* cannot happen: open_socket split it */
+        errno = EPROTO;
+        err = c->cfg.io_open(c->cfg.io_ctx, c->fd, host);
+        if (err != SY_OK) {
+            lost_io(c, now, err == SY_ESYS ? SY_ESYS : SY_ETRANSPORT);
+            return;
+        }
+        c->io_opened = 1;
+    }
+    err = queue_hello(c);
     if (err != SY_OK) {
         conn_close(c);
         c->state = SY_CLOSED; /* a config fault: retrying cannot help */
@@ -1034,11 +1074,10 @@ static void connected(struct sy_client *c, int64_t now)
 
 static void connect_start(struct sy_client *c, int64_t now)
 {
-    const char *addr = c->target < c->nredirect ? c->redirect[c->target] : c->cfg.addr;
-    c->fd = open_socket(c, addr);
+    c->fd = open_socket(c, target_addr(c));
     if (c->fd < 0) {
         c->state = SY_CONNECTING;
-        lost(c, now, 0, errno);
+        lost_r(c, now, 0, errno, SY_ESYS);
         return;
     }
     c->state = SY_CONNECTING;
@@ -1334,22 +1373,67 @@ static int has_output(const struct sy_client *c)
            (c->resend_at == 0 && c->resend_len > 0 && c->sent_upto + 1 < c->next_seq);
 }
 
+/* io_send writes through the transport, or the socket without one: the
+ * count written (> 0), SY_WANT_WRITE, SY_WANT_READ or a failure. */
+static int io_send(struct sy_client *c, const uint8_t *p, size_t n)
+{
+    ssize_t w;
+    int r;
+    if (n > INT_MAX)
+        n = INT_MAX;
+    if (c->cfg.io_send != NULL) {
+        errno = EPROTO;
+        r = c->cfg.io_send(c->cfg.io_ctx, p, n);
+        if (r == 0 || r > (int)n) /* a transport that wrote nothing, or more than it got */
+            return SY_ETRANSPORT;
+        return r;
+    }
+    w = send(c->fd, p, n, MSG_NOSIGNAL);
+    if (w < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? SY_WANT_WRITE : SY_ESYS;
+    return w == 0 ? SY_WANT_WRITE : (int)w;
+}
+
+/* io_recv reads through the transport or the socket: a count (> 0), 0 at
+ * the peer's close, SY_WANT_READ, SY_WANT_WRITE or a failure. */
+static int io_recv(struct sy_client *c, uint8_t *p, size_t n)
+{
+    ssize_t r;
+    if (n > INT_MAX)
+        n = INT_MAX;
+    if (c->cfg.io_recv != NULL) {
+        int k;
+        errno = EPROTO;
+        k = c->cfg.io_recv(c->cfg.io_ctx, p, n);
+        return k > (int)n ? SY_ETRANSPORT : k;
+    }
+    r = recv(c->fd, p, n, 0);
+    if (r < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? SY_WANT_READ : SY_ESYS;
+    return (int)r;
+}
+
 /* flush writes until the socket or the work runs out. */
 static int flush(struct sy_client *c, int64_t now)
 {
-    ssize_t n;
+    int n;
     int rounds;
     for (rounds = 0; rounds < 64; rounds++) {
         pump(c);
         if (c->tx_len == 0)
             return SY_OK;
-        n = send(c->fd, c->cfg.tx_buf, c->tx_len, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-                return SY_OK;
-            lost(c, now, 0, errno);
-            return SY_ESYS;
+        n = io_send(c, c->cfg.tx_buf, c->tx_len);
+        if (n == SY_WANT_WRITE)
+            return SY_OK;
+        if (n == SY_WANT_READ) { /* e.g. TLS: the handshake waits for the peer */
+            c->tx_wants_read = 1;
+            return SY_OK;
         }
+        if (n < 0) {
+            lost_io(c, now, n);
+            return n == SY_ESYS ? SY_ESYS : SY_ETRANSPORT;
+        }
+        c->tx_wants_read = 0;
         memmove(c->cfg.tx_buf, c->cfg.tx_buf + n, c->tx_len - (size_t)n);
         c->tx_len -= (size_t)n;
         c->last_send = now;
@@ -1370,6 +1454,9 @@ int sy_init(struct sy_client *c, const struct sy_config *cfg)
     if (cfg->rx_buf == NULL || cfg->rx_cap < SY_HEADER_SIZE + 256 || cfg->tx_buf == NULL ||
         cfg->tx_cap < SY_HEADER_SIZE + SY_MAX_HELLO || (cfg->resend_cap > 0 && cfg->resend_buf == NULL))
         return SY_ESPACE;
+    if ((cfg->io_send == NULL) != (cfg->io_recv == NULL) ||
+        (cfg->io_send == NULL && (cfg->io_open != NULL || cfg->io_close != NULL)))
+        return SY_EINVAL; /* half a transport */
     if (cfg->resolve == NULL) { /* fail now, not in every reconnect, on a name we cannot resolve */
         struct sockaddr_storage ss;
         unsigned len = sizeof ss;
@@ -1433,41 +1520,69 @@ int sy_fd(const struct sy_client *c) { return c->fd; }
 
 short sy_want_events(const struct sy_client *c)
 {
+    short ev = POLLIN;
     if (c->fd < 0)
         return 0;
     if (c->state == SY_CONNECTING)
         return POLLOUT;
-    return (short)(POLLIN | (has_output(c) ? POLLOUT : 0));
+    /* a send that waits for the peer (SY_WANT_READ) would spin on POLLOUT */
+    if ((has_output(c) && !c->tx_wants_read) || c->rx_wants_write)
+        ev |= POLLOUT;
+    return ev;
 }
 
-int sy_on_readable(struct sy_client *c, int64_t now_ms)
+/* read_burst reads and handles what the connection has, in at most 64
+ * reads; it returns SY_OK while the connection lives. */
+static int read_burst(struct sy_client *c, int64_t now_ms)
 {
-    ssize_t n;
-    int rounds;
+    int n, rounds;
     unsigned gen = c->gen;
-    if (c->fd < 0)
-        return SY_ESTATE;
-    if (c->state == SY_CONNECTING)
-        return sy_on_writable(c, now_ms);
-    for (rounds = 0; rounds < 64 && c->fd >= 0 && gen == c->gen; rounds++) {
+    c->rx_more = c->rx_wants_write = 0;
+    for (rounds = 0; c->fd >= 0 && gen == c->gen; rounds++) {
+        if (rounds == 64) {
+            /* let the caller's other work run; bytes a transport holds
+             * decrypted do not wake poll, so sy_tick reads on */
+            c->rx_more = c->cfg.io_recv != NULL;
+            break;
+        }
         if (c->rx_len == c->cfg.rx_cap) /* cannot happen: decode refuses frames over rx_cap */
             return SY_ESPACE;
-        n = recv(c->fd, c->cfg.rx_buf + c->rx_len, c->cfg.rx_cap - c->rx_len, 0);
+        n = io_recv(c, c->cfg.rx_buf + c->rx_len, c->cfg.rx_cap - c->rx_len);
+        if (n == SY_WANT_READ)
+            break;
+        if (n == SY_WANT_WRITE) { /* e.g. TLS: the peer asked for a key update */
+            c->rx_wants_write = 1;
+            break;
+        }
         if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-                break;
-            lost(c, now_ms, 0, errno);
-            return SY_ESYS;
+            lost_io(c, now_ms, n);
+            return n == SY_ESYS ? SY_ESYS : SY_ETRANSPORT;
         }
         if (n == 0) {
             lost(c, now_ms, 0, ECONNRESET);
-            return SY_OK;
+            return SY_ESTATE;
         }
         c->rx_len += (size_t)n;
         c->last_recv = now_ms;
         process(c, now_ms);
     }
-    if (c->fd >= 0 && gen == c->gen && has_output(c))
+    return c->fd >= 0 && gen == c->gen ? SY_OK : SY_ESTATE;
+}
+
+int sy_on_readable(struct sy_client *c, int64_t now_ms)
+{
+    int r;
+    if (c->fd < 0)
+        return SY_ESTATE;
+    if (c->state == SY_CONNECTING)
+        return sy_on_writable(c, now_ms);
+    c->tx_wants_read = 0; /* a send waiting for the peer may go on now */
+    r = read_burst(c, now_ms);
+    if (r == SY_ESTATE)
+        return SY_OK; /* the connection ended (reported by an event) */
+    if (r != SY_OK)
+        return r;
+    if (has_output(c))
         return flush(c, now_ms);
     return SY_OK;
 }
@@ -1490,12 +1605,19 @@ int sy_on_writable(struct sy_client *c, int64_t now_ms)
         if (err == EINPROGRESS || err == EALREADY)
             return SY_OK;
         if (err != 0) {
-            lost(c, now_ms, 0, err);
+            lost_r(c, now_ms, 0, err, SY_ESYS);
             return SY_ESYS;
         }
         connected(c, now_ms);
         if (c->fd < 0)
-            return SY_EINVAL;
+            return c->state == SY_CLOSED ? SY_EINVAL : SY_ETRANSPORT;
+    }
+    if (c->rx_wants_write) { /* the transport's read waited for this */
+        int r = read_burst(c, now_ms);
+        if (r == SY_ESTATE)
+            return SY_OK;
+        if (r != SY_OK)
+            return r;
     }
     return flush(c, now_ms);
 }
@@ -1505,6 +1627,10 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 int sy_tick(struct sy_client *c, int64_t now)
 {
     int64_t next = now + 1000;
+    if (c->rx_more && c->fd >= 0 && read_burst(c, now) == SY_OK && has_output(c))
+        flush(c, now);
+    if (c->rx_more && c->fd >= 0)
+        return 0; /* more to read that poll cannot see */
     switch (c->state) {
     case SY_WAITING:
         if (now >= c->deadline) {
@@ -1643,6 +1769,9 @@ const char *sy_strerror(int r)
     case SY_EINVAL: return "invalid argument";
     case SY_ESYS: return "socket error";
     case SY_EAGAIN: return "transmit buffer full";
+    case SY_WANT_READ: return "transport waits to read";
+    case SY_WANT_WRITE: return "transport waits to write";
+    case SY_ETRANSPORT: return "transport failed";
     default: return "unknown result";
     }
 }

@@ -89,7 +89,11 @@ enum sy_result {
     SY_ESTATE = -8,      /* not possible in this state (e.g. best-effort send while not connected) */
     SY_EINVAL = -9,      /* bad argument (id, address, config) */
     SY_ESYS = -10,       /* a socket call failed; errno tells why */
-    SY_EAGAIN = -11      /* best-effort send: the transmit buffer is full now */
+    SY_EAGAIN = -11,     /* best-effort send: the transmit buffer is full now */
+    SY_WANT_READ = -12,  /* transport (cfg.io_*): nothing moved; retry once the socket is readable */
+    SY_WANT_WRITE = -13, /* transport (cfg.io_*): nothing moved; retry once the socket is writable */
+    SY_ETRANSPORT = -14  /* transport (cfg.io_*): failed for good on this connection (e.g. a TLS
+                            handshake or certificate verification failure) */
 };
 
 /* A view into caller or library memory; never owned. */
@@ -236,7 +240,7 @@ enum sy_event_type {
                          (to the redirects first) within retry_ms and resumes */
     SY_EV_ERROR,      /* ERROR from the gateway: code, message */
     SY_EV_DISCONNECT, /* the connection or a connect attempt ended: code (the ERROR
-                         code, or 0) and sys_errno; the client reconnects by itself */
+                         code, or 0), sys_errno and result; the client reconnects by itself */
     SY_EV_CLOSED      /* the client gave up for good (state SY_CLOSED): code */
 };
 
@@ -245,6 +249,9 @@ struct sy_event {
     uint32_t seq;
     int code;
     int sys_errno;
+    int result;              /* SY_EV_DISCONNECT: SY_ETRANSPORT when a cfg.io_* callback failed
+                                (sys_errno is then EPROTO or the errno it set), SY_ESYS for a
+                                socket call, else 0 */
     int resumed;
     struct sy_bytes data;    /* DATA payload, ERROR message, GOAWAY reason */
     const struct sy_welcome *welcome; /* SY_EV_WELCOME only */
@@ -261,6 +268,39 @@ typedef int (*sy_resolve_fn)(void *ctx, const char *host, const char *port, void
                              unsigned *socklen_inout);
 
 #define SY_MAX_ADDR 128 /* longest "host:port" kept (redirects included) */
+
+/* A transport over the connected socket, for TLS through OpenSSL, mbedTLS,
+ * wolfSSL, … (the library holds no TLS code; examples/device_tls.c is one
+ * on OpenSSL). Leave all four NULL for plain send/recv; io_send and io_recv
+ * go together, io_open and io_close are optional. Every call is for the
+ * connection io_open last accepted, on the client's thread.
+ *
+ * io_open: the TCP connect to "host:port" finished; wrap the non-blocking
+ *   socket fd (e.g. SSL_set_fd, SNI and the name to verify from host, which
+ *   is the host part of the address in use: cfg.addr or a GOAWAY redirect).
+ *   Return SY_OK or a negative code (the attempt fails and is retried with
+ *   backoff). The handshake need not finish here: io_send and io_recv drive
+ *   it (OpenSSL's SSL_write and SSL_read do).
+ * io_send: write up to n bytes of p; return the count written (> 0),
+ *   SY_WANT_WRITE or SY_WANT_READ (nothing written; the client waits for
+ *   that readiness and calls again with the same bytes at the same address,
+ *   possibly with more after them: with OpenSSL set
+ *   SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER),
+ *   or SY_ESYS (errno set) / SY_ETRANSPORT: the connection ends.
+ * io_recv: read up to n bytes into p; return the count (> 0), 0 when the
+ *   peer closed, SY_WANT_READ or SY_WANT_WRITE (nothing read now), or
+ *   SY_ESYS / SY_ETRANSPORT. The client reads until SY_WANT_READ, so bytes a
+ *   TLS layer holds decrypted (that poll cannot see) are never left behind:
+ *   if a burst is cut short, sy_tick reads on.
+ * io_close: the connection ends (the socket is closed right after it); free
+ *   or reset the per-connection state. Called once per successful io_open.
+ *
+ * n is at most INT_MAX. TLS libraries write with write(2), without
+ * MSG_NOSIGNAL: a caller with a transport ignores SIGPIPE. */
+typedef int (*sy_io_open_fn)(void *io_ctx, int fd, const char *host);
+typedef int (*sy_io_send_fn)(void *io_ctx, const uint8_t *p, size_t n);
+typedef int (*sy_io_recv_fn)(void *io_ctx, uint8_t *p, size_t n);
+typedef void (*sy_io_close_fn)(void *io_ctx);
 
 struct sy_config {
     const char *addr;  /* "host:port" of the gateway; "[v6]:port" for IPv6 */
@@ -302,6 +342,13 @@ struct sy_config {
     void *ctx;
     sy_resolve_fn resolve;
     void *resolve_ctx;
+
+    /* The transport (above); all NULL = plain TCP. */
+    sy_io_open_fn io_open;
+    sy_io_send_fn io_send;
+    sy_io_recv_fn io_recv;
+    sy_io_close_fn io_close;
+    void *io_ctx;
 };
 
 /* The client. Treat every field as private; use the functions below. */
@@ -310,6 +357,10 @@ struct sy_client {
     enum sy_state state;
     int fd;
     unsigned gen; /* bumped when a connection ends: callbacks may end it */
+    int io_opened;      /* cfg.io_open accepted this connection: io_close is due */
+    int tx_wants_read;  /* the transport's last send said SY_WANT_READ */
+    int rx_wants_write; /* the transport's last recv said SY_WANT_WRITE */
+    int rx_more;        /* a read burst was cut short with the transport maybe holding bytes */
     /* receive */
     size_t rx_len;
     uint32_t delivered; /* highest reliable downstream seq given to on_event */
@@ -357,7 +408,9 @@ void sy_stop(struct sy_client *c);
 void sy_disconnect(struct sy_client *c, int64_t now_ms);
 
 int sy_fd(const struct sy_client *c);              /* the socket, or -1 */
-short sy_want_events(const struct sy_client *c);   /* POLLIN / POLLOUT to wait for */
+/* POLLIN / POLLOUT to wait for, the transport's wishes included (a TLS
+ * write waiting for the peer's handshake asks for POLLIN, not POLLOUT). */
+short sy_want_events(const struct sy_client *c);
 int sy_on_readable(struct sy_client *c, int64_t now_ms);
 int sy_on_writable(struct sy_client *c, int64_t now_ms);
 /* sy_tick runs the timers (heartbeat, timeouts, reconnect) and returns the

@@ -64,11 +64,16 @@ func cProgs(t *testing.T) {
 	}
 }
 
-func buildProgs() {
-	cc := os.Getenv("SWITCHYARD_CC")
-	if cc == "" {
-		cc = "gcc"
+// compiler is the C compiler: SWITCHYARD_CC, or gcc.
+func compiler() string {
+	if cc := os.Getenv("SWITCHYARD_CC"); cc != "" {
+		return cc
 	}
+	return "gcc"
+}
+
+func buildProgs() {
+	cc := compiler()
 	if _, err := exec.LookPath(cc); err != nil {
 		progs.skip = fmt.Sprintf("%s not found: install Debian's gcc (apt-get install gcc) or run make test-c as root", cc)
 		return
@@ -160,6 +165,16 @@ func TestAuth(t *testing.T) {
 	scenario(t, "auth", g.addr, secret)
 }
 
+// TestTransport: the client over its cfg.io_* callbacks (plain TCP made
+// awkward: short reads and writes, SY_WANT_READ/SY_WANT_WRITE as a TLS
+// layer answers, an io_open that fails once) echoes, ACKs and resumes.
+func TestTransport(t *testing.T) {
+	t.Parallel()
+	cProgs(t)
+	g := startGateway(t)
+	scenario(t, "transport", g.addr)
+}
+
 // TestGoAwayRedirect: a gateway drained by SIGTERM sends GOAWAY with a
 // redirect; the C client reconnects there and its DATA flows again.
 func TestGoAwayRedirect(t *testing.T) {
@@ -232,12 +247,52 @@ func run(t *testing.T, cmd *exec.Cmd) string {
 	return string(out)
 }
 
-// gateway is one `switchyard gateway` process on a port it picked.
-type gateway struct {
+// proc is a child process whose output is collected; t.Cleanup kills it
+// by its PID and logs the output if the test failed.
+type proc struct {
 	cmd  *exec.Cmd
-	addr string
 	log  *syncBuffer
 	done chan struct{}
+}
+
+// startProc starts path with args; what names it in the failure log.
+func startProc(t *testing.T, what, path string, args ...string) *proc {
+	t.Helper()
+	p := &proc{log: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(path, args...)
+	p.cmd.Stdout = p.log
+	p.cmd.Stderr = p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s:\n%s", what, p.log.String())
+		}
+	})
+	return p
+}
+
+// exited: the process has ended.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// gateway is one `switchyard gateway` process on a port it picked.
+type gateway struct {
+	*proc
+	addr string
 }
 
 var listening = regexp.MustCompile(`msg="gateway listening".* devices=(\S+)`)
@@ -247,33 +302,15 @@ var listening = regexp.MustCompile(`msg="gateway listening".* devices=(\S+)`)
 func startGateway(t *testing.T, args ...string) *gateway {
 	t.Helper()
 	bin := testcluster.Binary(t)
-	g := &gateway{log: &syncBuffer{}, done: make(chan struct{})}
-	g.cmd = exec.Command(bin, append([]string{"gateway", "--listen", "127.0.0.1:0", "--admin", "-"}, args...)...)
-	g.cmd.Stdout = g.log
-	g.cmd.Stderr = g.log
-	if err := g.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		_ = g.cmd.Wait()
-		close(g.done)
-	}()
-	t.Cleanup(func() {
-		_ = g.cmd.Process.Kill()
-		<-g.done
-		if t.Failed() {
-			t.Logf("gateway %v:\n%s", args, g.log.String())
-		}
-	})
+	g := &gateway{proc: startProc(t, fmt.Sprintf("gateway %v", args), bin,
+		append([]string{"gateway", "--listen", "127.0.0.1:0", "--admin", "-"}, args...)...)}
 	poll.Until(t, poll.Patience, func() error {
 		if m := listening.FindStringSubmatch(g.log.String()); m != nil {
 			g.addr = m[1]
 			return nil
 		}
-		select {
-		case <-g.done:
+		if g.exited() {
 			t.Fatalf("gateway %v exited:\n%s", args, g.log.String())
-		default:
 		}
 		return fmt.Errorf("gateway %v not listening yet:\n%s", args, g.log.String())
 	})

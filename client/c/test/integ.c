@@ -11,6 +11,9 @@
  *                                 go back and resend, every frame echoed once
  *   integ goaway    ADDR NODE     prints "ready"; after the driver drains the gateway: GOAWAY,
  *                                 reconnect to the redirect (WELCOME from NODE), resend
+ *   integ transport ADDR          the cfg.io_* callbacks over plain TCP with short reads and
+ *                                 writes and "would block" answers (SY_WANT_READ/WRITE), a
+ *                                 failing io_open, a resume: what a TLS layer does to the client
  *
  * Exit 0 and "ok SCENARIO" when every check held; 1 with the reason.
  */
@@ -18,6 +21,7 @@
 
 #include "../switchyard.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,6 +29,12 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <sys/socket.h>
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0
+#endif
 
 #define MAX_LOG 64
 
@@ -34,7 +44,7 @@ struct dev {
     uint8_t rx[16384], tx[8192], resend[16384];
     char id[64];
     /* what happened, from the callback */
-    int welcomes, resumed, errors, last_error, goaways, closed, disconnects;
+    int welcomes, resumed, errors, last_error, goaways, closed, disconnects, last_result;
     uint32_t acked;
     char goaway_reason[32];
     size_t goaway_redirects;
@@ -90,6 +100,7 @@ static void on_event(void *ctx, struct sy_client *c, const struct sy_event *ev)
         break;
     case SY_EV_DISCONNECT:
         d->disconnects++;
+        d->last_result = ev->result;
         break;
     case SY_EV_CLOSED:
         d->closed++;
@@ -99,8 +110,12 @@ static void on_event(void *ctx, struct sy_client *c, const struct sy_event *ev)
     fflush(stdout);
 }
 
-static void dev_init(struct dev *d, const char *name, const char *addr, const char *id, int manual_ack,
-                     const char *secret, const char *token)
+struct fake_io;
+static void fake_io_config(struct sy_config *cfg, struct fake_io *io);
+
+/* dev_init_io prepares a device; io, when not NULL, is its transport. */
+static void dev_init_io(struct dev *d, const char *name, const char *addr, const char *id, int manual_ack,
+                        const char *secret, const char *token, struct fake_io *io)
 {
     struct sy_config cfg;
     memset(d, 0, sizeof *d);
@@ -124,8 +139,16 @@ static void dev_init(struct dev *d, const char *name, const char *addr, const ch
     cfg.resend_timeout_ms = 1500; /* a frame dropped without a 429 comes back soon */
     cfg.on_event = on_event;
     cfg.ctx = d;
+    if (io != NULL)
+        fake_io_config(&cfg, io);
     if (sy_init(&d->c, &cfg) != SY_OK)
         fail(name, "sy_init");
+}
+
+static void dev_init(struct dev *d, const char *name, const char *addr, const char *id, int manual_ack,
+                     const char *secret, const char *token)
+{
+    dev_init_io(d, name, addr, id, manual_ack, secret, token, NULL);
 }
 
 /* run drives the devices' poll loop until cond holds (1) or timeout (0). */
@@ -453,6 +476,212 @@ static void scenario_goaway(const char *addr, const char *node)
     printf("ok goaway\n");
 }
 
+/* ---- a transport: plain TCP through cfg.io_*, made awkward ---- */
+
+/* fake_io passes bytes through the socket at most 7 (send) or 5 (recv) at a
+ * time and answers "would block" as a TLS layer does: every other send
+ * SY_WANT_WRITE, every third recv SY_WANT_WRITE (as a TLS read that must
+ * write first), and SY_WANT_READ from send when tx_want_read is set. Like
+ * TLS it reads the socket in big gulps and holds what it read, where poll
+ * cannot see it. */
+struct fake_io {
+    int fd;
+    uint8_t in[4096];
+    size_t in_off, in_len;
+    int opens, closes, fail_opens, sends, recvs;
+    int tx_want_read;          /* the next send says SY_WANT_READ */
+    int rx_plain;              /* recv never says SY_WANT_WRITE */
+    int rx_want_write_pending; /* the last recv said SY_WANT_WRITE */
+    int rx_want_write_seen;    /* ... and sy_want_events asked for POLLOUT then */
+    char host[SY_MAX_ADDR];
+};
+
+static int fake_open(void *ctx, int fd, const char *host)
+{
+    struct fake_io *io = ctx;
+    if (io->fd >= 0)
+        fail("transport", "io_open while a connection is open");
+    snprintf(io->host, sizeof io->host, "%s", host);
+    if (io->fail_opens > 0) {
+        io->fail_opens--;
+        return SY_ETRANSPORT;
+    }
+    io->opens++;
+    io->fd = fd;
+    io->in_off = io->in_len = 0;
+    return SY_OK;
+}
+
+static void fake_close(void *ctx)
+{
+    struct fake_io *io = ctx;
+    if (io->fd < 0)
+        fail("transport", "io_close without io_open");
+    io->closes++;
+    io->fd = -1;
+    io->rx_want_write_pending = 0; /* that connection's wish and bytes end with it */
+    io->in_off = io->in_len = 0;
+}
+
+static int fake_send(void *ctx, const uint8_t *p, size_t n)
+{
+    struct fake_io *io = ctx;
+    ssize_t w;
+    if (io->fd < 0)
+        fail("transport", "io_send without io_open");
+    if (io->tx_want_read)
+        return SY_WANT_READ;
+    if (io->sends++ % 2 == 0)
+        return SY_WANT_WRITE;
+    w = send(io->fd, p, n < 7 ? n : 7, MSG_NOSIGNAL);
+    if (w < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? SY_WANT_WRITE : SY_ESYS;
+    return (int)w;
+}
+
+static int fake_recv(void *ctx, uint8_t *p, size_t n)
+{
+    struct fake_io *io = ctx;
+    ssize_t r;
+    if (io->fd < 0)
+        fail("transport", "io_recv without io_open");
+    io->rx_want_write_pending = 0;
+    if (io->recvs++ % 3 == 0 && !io->rx_plain) {
+        io->rx_want_write_pending = 1;
+        return SY_WANT_WRITE;
+    }
+    if (io->in_off == io->in_len) {
+        r = recv(io->fd, io->in, sizeof io->in, 0);
+        if (r < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? SY_WANT_READ : SY_ESYS;
+        if (r == 0)
+            return 0;
+        io->in_off = 0;
+        io->in_len = (size_t)r;
+    }
+    if (n > 5)
+        n = 5;
+    if (n > io->in_len - io->in_off)
+        n = io->in_len - io->in_off;
+    memcpy(p, io->in + io->in_off, n);
+    io->in_off += n;
+    return (int)n;
+}
+
+static void fake_io_config(struct sy_config *cfg, struct fake_io *io)
+{
+    memset(io, 0, sizeof *io);
+    io->fd = -1;
+    cfg->io_open = fake_open;
+    cfg->io_send = fake_send;
+    cfg->io_recv = fake_recv;
+    cfg->io_close = fake_close;
+    cfg->io_ctx = io;
+}
+
+static struct fake_io *the_io; /* the transport of scenario_transport's device */
+
+/* transport_ready checks, at every turn of the loop, that a recv waiting
+ * to write made the client ask for POLLOUT. */
+static int transport_ready(void *arg)
+{
+    struct dev *d = arg;
+    struct fake_io *io = the_io;
+    if (io->rx_want_write_pending && sy_fd(&d->c) >= 0) {
+        if (!(sy_want_events(&d->c) & POLLOUT))
+            fail("transport", "a recv said SY_WANT_WRITE and the client did not ask for POLLOUT");
+        io->rx_want_write_seen++;
+    }
+    return sy_state(&d->c) == SY_READY;
+}
+
+static void scenario_transport(const char *addr)
+{
+    static struct dev a;
+    static struct fake_io io;
+    char id[64], session[64];
+    snprintf(id, sizeof id, "c-transport-%ld", (long)getpid());
+
+    dev_init_io(&a, "transport", addr, id, 0, NULL, NULL, &io);
+    the_io = &io;
+    io.fail_opens = 1; /* the first connection fails in io_open (a TLS setup error) */
+    if (sy_start(&a.c, now_ms()) != SY_OK || !run1(&a, transport_ready, &a, 20000))
+        fail("transport", "no WELCOME through the transport");
+    if (a.disconnects != 1 || a.last_result != SY_ETRANSPORT)
+        fail("transport", "a failed io_open was not one DISCONNECT with result SY_ETRANSPORT");
+    if (strcmp(io.host, "127.0.0.1") != 0)
+        fail("transport", "io_open did not get the host of the address");
+    if (io.opens != 1 || io.closes != 0)
+        fail("transport", "io_open/io_close not once per connection");
+    send_or_fail(&a, "t1", 1);
+    send_or_fail(&a, "t2-through-short-writes", 1);
+    expect_echo(&a, "t2-through-short-writes", 2, "echo through the transport");
+
+    /* a send that waits to read must not ask for POLLOUT (TLS: it would
+     * spin while the peer's handshake is on the way) */
+    while (io.rx_want_write_pending) /* no read's wish for POLLOUT in the way */
+        sy_on_readable(&a.c, now_ms());
+    io.tx_want_read = 1;
+    send_or_fail(&a, "t3", 1);
+    sy_on_writable(&a.c, now_ms());
+    if (sy_want_events(&a.c) != POLLIN)
+        fail("transport", "a send waiting to read asked for POLLOUT");
+    io.tx_want_read = 0;
+    sy_on_readable(&a.c, now_ms()); /* readable (spuriously): the send goes on */
+    expect_echo(&a, "t3", 3, "echo after a send that waited to read");
+
+    /* an echo longer than 64 reads of 5 bytes (and no SY_WANT_WRITE to
+     * come back for): the rest waits in the transport, poll sees nothing,
+     * sy_tick must read on */
+    {
+        static char big[1000];
+        int64_t end = now_ms() + 20000;
+        int held = 0;
+        memset(big, 'L', sizeof big - 1);
+        io.rx_plain = 1;
+        send_or_fail(&a, big, 1);
+        big[31] = '\0'; /* the log keeps 31 bytes of a payload */
+        while (!seen(&a, big) || a.acked < 4) {
+            struct pollfd p;
+            int wait = sy_tick(&a.c, now_ms());
+            if (io.in_off < io.in_len) {
+                held++;
+                if (wait != 0)
+                    fail("transport", "sy_tick would wait in poll while the transport holds bytes");
+            }
+            if (now_ms() > end)
+                fail("transport", "no long echo");
+            p.fd = sy_fd(&a.c);
+            p.events = sy_want_events(&a.c);
+            p.revents = 0;
+            poll(&p, 1, wait);
+            if (p.revents & (POLLIN | POLLHUP | POLLERR))
+                sy_on_readable(&a.c, now_ms());
+            if ((p.revents & POLLOUT) && p.fd == sy_fd(&a.c))
+                sy_on_writable(&a.c, now_ms());
+        }
+        if (held == 0)
+            fail("transport", "the long echo never waited in the transport");
+        io.rx_plain = 0;
+    }
+
+    /* the connection drops: the session resumes through a new io_open */
+    snprintf(session, sizeof session, "%s", sy_session(&a.c));
+    sy_disconnect(&a.c, now_ms());
+    if (io.closes != 1)
+        fail("transport", "sy_disconnect did not call io_close");
+    send_or_fail(&a, "t5", 1);
+    if (!run1(&a, transport_ready, &a, 20000) || !a.resumed || strcmp(session, sy_session(&a.c)) != 0)
+        fail("transport", "no resume through the transport");
+    expect_echo(&a, "t5", 5, "echo after the resume");
+    if (io.rx_want_write_seen == 0)
+        fail("transport", "no recv said SY_WANT_WRITE while the loop looked");
+    sy_stop(&a.c);
+    if (io.opens != 2 || io.closes != 2)
+        fail("transport", "io_open/io_close not paired");
+    printf("ok transport\n");
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -469,8 +698,10 @@ int main(int argc, char **argv)
         scenario_ratelimit(argv[2]);
     else if (argc >= 4 && strcmp(argv[1], "goaway") == 0)
         scenario_goaway(argv[2], argv[3]);
+    else if (argc >= 3 && strcmp(argv[1], "transport") == 0)
+        scenario_transport(argv[2]);
     else {
-        fprintf(stderr, "usage: %s echo|resume|heartbeat|ratelimit ADDR | auth ADDR SECRET | goaway ADDR NODE\n", argv[0]);
+        fprintf(stderr, "usage: %s echo|resume|heartbeat|ratelimit|transport ADDR | auth ADDR SECRET | goaway ADDR NODE\n", argv[0]);
         return 2;
     }
     return 0;

@@ -456,6 +456,29 @@ static void on_event_none(void *ctx, struct sy_client *c, const struct sy_event 
     (void)ev;
 }
 
+static int io_open_none(void *ctx, int fd, const char *host)
+{
+    (void)ctx;
+    (void)fd;
+    (void)host;
+    return SY_OK;
+}
+static int io_send_none(void *ctx, const uint8_t *p, size_t n)
+{
+    (void)ctx;
+    (void)p;
+    (void)n;
+    return SY_WANT_WRITE;
+}
+static int io_recv_none(void *ctx, uint8_t *p, size_t n)
+{
+    (void)ctx;
+    (void)p;
+    (void)n;
+    return SY_WANT_READ;
+}
+static void io_close_none(void *ctx) { (void)ctx; }
+
 /* test_client_buffers: sy_init checks, reliable numbering and the bounded
  * resend buffer, without a connection. */
 static void test_client_buffers(void)
@@ -495,6 +518,21 @@ static void test_client_buffers(void)
     CHECK(sy_init(&c, &cfg) == SY_OK);
     cfg.tx_cap = 100;
     CHECK(sy_init(&c, &cfg) == SY_ESPACE);
+    cfg.tx_cap = sizeof tx;
+    /* a transport is io_send and io_recv, io_open and io_close optional */
+    cfg.io_send = io_send_none;
+    CHECK(sy_init(&c, &cfg) == SY_EINVAL);
+    cfg.io_recv = io_recv_none;
+    CHECK(sy_init(&c, &cfg) == SY_OK);
+    cfg.io_open = io_open_none;
+    cfg.io_close = io_close_none;
+    CHECK(sy_init(&c, &cfg) == SY_OK);
+    cfg.io_send = NULL;
+    cfg.io_recv = NULL;
+    CHECK(sy_init(&c, &cfg) == SY_EINVAL); /* io_open without a transport */
+    CHECK(strcmp(sy_strerror(SY_ETRANSPORT), "transport failed") == 0);
+    CHECK(strcmp(sy_strerror(SY_WANT_READ), "unknown result") != 0);
+    CHECK(strcmp(sy_strerror(SY_WANT_WRITE), "unknown result") != 0);
 }
 
 /* write_seeds writes each vector as a fuzz_frame seed and each map payload
