@@ -147,6 +147,17 @@ func (c *counter) onTick() bool {
 	return c.work.Add(-1) > 0
 }
 
+// untilAsleep waits for w's sweeper to go to sleep.
+func untilAsleep(t *testing.T, w *Wheel) {
+	t.Helper()
+	poll.Until(t, poll.Patience, func() error {
+		if !w.Asleep() {
+			return errors.New("the idle wheel never went to sleep")
+		}
+		return nil
+	})
+}
+
 // An idle wheel sleeps: no sweeps, no onTick, and yet its clock and its
 // deadlines stay right.
 func TestIdleWheelSleeps(t *testing.T) {
@@ -155,12 +166,7 @@ func TestIdleWheelSleeps(t *testing.T) {
 	w := New(tick, 64, c.onTick)
 	w.Start()
 	defer w.Stop()
-	poll.Until(t, poll.Patience, func() error {
-		if !w.Asleep() {
-			return errors.New("the idle wheel never went to sleep")
-		}
-		return nil
-	})
+	untilAsleep(t, w)
 	asleep := c.ticks.Load()
 	time.Sleep(50 * tick) // what an awake wheel would tick through
 	if n := c.ticks.Load() - asleep; n != 0 {
@@ -173,12 +179,7 @@ func TestIdleWheelSleeps(t *testing.T) {
 	if now := w.Now(); now < before {
 		t.Fatalf("Now = %d while asleep, the clock says at least %d", now, before)
 	}
-	poll.Until(t, poll.Patience, func() error {
-		if !w.Asleep() {
-			return errors.New("the wheel Now woke never slept again")
-		}
-		return nil
-	})
+	untilAsleep(t, w)
 
 	// A deadline scheduled into the sleep fires.
 	r := &rec{fired: map[*Entry]time.Time{}}
@@ -193,12 +194,7 @@ func TestIdleWheelSleeps(t *testing.T) {
 
 	// Wake gives onTick its ticks back; it keeps the wheel awake while it
 	// reports work.
-	poll.Until(t, poll.Patience, func() error {
-		if !w.Asleep() {
-			return errors.New("the wheel never slept again")
-		}
-		return nil
-	})
+	untilAsleep(t, w)
 	c.work.Store(20)
 	from := c.ticks.Load()
 	w.Wake()
@@ -218,12 +214,7 @@ func TestWheelSleepsUntilTheNextDeadline(t *testing.T) {
 	w := New(tick, 1024, c.onTick)
 	w.Start()
 	defer w.Stop()
-	poll.Until(t, poll.Patience, func() error {
-		if !w.Asleep() {
-			return errors.New("the idle wheel never went to sleep")
-		}
-		return nil
-	})
+	untilAsleep(t, w)
 	r := &rec{fired: map[*Entry]time.Time{}}
 	e := &Entry{Owner: r}
 	from := c.ticks.Load()
