@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
@@ -48,7 +49,7 @@ const (
 // RateBurst, RateExcessClose, AcceptRate, AcceptBurst, MaxConns,
 // MaxOutbound, HandshakeTimeout, ResumeWindow, ResumeTokenTTL,
 // DrainTimeout, GoAwayRetry, Redirects, AuthSecrets, ClusterKeys,
-// LinkKeys, Cluster.Keys and LogLevel, and reports any other change as
+// LinkKeys, Cluster.Keys, ProxyProtocolNetworks and LogLevel, and reports any other change as
 // needing a restart (reload.go).
 type Config struct {
 	// Listen is the device listener address; port 0 picks a free port.
@@ -125,6 +126,14 @@ type Config struct {
 	// Gateway.SetRules replaces them at run time. Empty: placement by the
 	// ring alone.
 	Canary []router.Rule
+	// ProxyProtocolNetworks turns the PROXY protocol on for the device
+	// listener (docs/operations.md "Behind a load balancer: PROXY
+	// protocol"): a connection from these networks (the load balancers)
+	// must begin with a PROXY header, version 1 or 2, within
+	// HandshakeTimeout, and the address in it is the device's; a
+	// connection from anywhere else is closed. Empty: off, every
+	// connection is a device.
+	ProxyProtocolNetworks []netip.Prefix
 	// Version is announced in the gossip metadata.
 	Version string
 	// Backends, when set, sends sessions to backend shards over links
@@ -299,6 +308,9 @@ func (cfg *Config) Validate() error {
 		if len(k) < minClusterKey {
 			errs = append(errs, fmt.Errorf("cluster key %d: want at least %d bytes", i, minClusterKey))
 		}
+	}
+	if err := validateProxyNetworks(cfg.ProxyProtocolNetworks); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("server: config: %w", err)

@@ -52,6 +52,10 @@ type conn struct {
 	// nil with the embedded echo.
 	bind *remote.Binding
 
+	// proxy is the PROXY protocol state (proxy.go): set at accept when
+	// the connection owes a header, nil otherwise.
+	proxy *proxyState
+
 	// handler (under pmu)
 	sess        *session
 	resumeTried bool    // HELLO carried a resume token, until the session is open
@@ -95,6 +99,7 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 		g.metrics.rejectAcceptRate.Inc()
 		g.metrics.rateLimitAccept.Inc()
 		c.refuse("accept rate exceeded")
+	case !c.proxyAdmit(): // an untrusted source with PROXY protocol on: closed (proxy.go)
 	default:
 		g.wheel.Schedule(&c.dl, g.live.Load().handshakeTimeout)
 	}
@@ -175,6 +180,8 @@ func (c *conn) Expire(*timewheel.Entry) {
 		c.nc.Close() // linger over
 	case c.goaway.Load():
 		c.shut(reasonDrain)
+	case c.owesProxy():
+		c.proxyRefuse(proxyTimeout, errProxyTimeout)
 	case c.opening.Load():
 		c.fail(protocol.CodeUnavailable, "backend did not answer in time")
 	case !c.ready.Load():

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -33,6 +34,8 @@ import (
 //   - MaxOutbound, HandshakeTimeout, ResumeWindow, ResumeTokenTTL,
 //     DrainTimeout, GoAwayRetry, Redirects: read afresh at each use
 //     (a flush, an accept, a detach, a WELCOME, a drain).
+//   - ProxyProtocolNetworks: read at each accept; a connection keeps the
+//     decision taken when it was accepted.
 //   - LogLevel, through LevelVar.
 //
 // Everything else is fixed at New: listeners, the heartbeat and MaxFrame
@@ -54,6 +57,7 @@ type live struct {
 	drainTimeout     time.Duration
 	goAwayRetry      time.Duration
 	redirects        []string
+	proxyNets        []netip.Prefix // PROXY protocol's trusted sources; empty: off
 }
 
 // newLive derives the live settings of a provisioned cfg. randomKey is the
@@ -72,6 +76,7 @@ func (g *Gateway) newLive(cfg *Config, randomKey []byte) *live {
 		drainTimeout:     cfg.DrainTimeout,
 		goAwayRetry:      cfg.GoAwayRetry,
 		redirects:        cfg.Redirects,
+		proxyNets:        cfg.ProxyProtocolNetworks,
 	}
 	if len(lv.resumeKeys) == 0 {
 		lv.resumeKeys = [][]byte{randomKey}
@@ -238,7 +243,7 @@ var reloadable = map[string]bool{
 	"accept_burst": true, "max_conns": true, "max_outbound": true, "handshake_timeout": true,
 	"resume_window": true, "resume_token_ttl": true, "drain_timeout": true, "go_away_retry": true,
 	"redirects": true, "auth_secrets": true, "cluster_keys": true, "link_keys": true,
-	"cluster.keys": true, "log_level": true, "canary": true,
+	"cluster.keys": true, "log_level": true, "canary": true, "proxy_protocol_networks": true,
 }
 
 // notCompared are the Config fields that are not settings: hooks and

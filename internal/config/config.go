@@ -44,6 +44,7 @@ type Gateway struct {
 	DrainTimeout     time.Duration `yaml:"drain_timeout" reload:"live" help:"how long a drain (SIGTERM) may take"`
 	GoAwayRetry      time.Duration `yaml:"go_away_retry" flag:"goaway-retry" reload:"live" help:"how long a device is served after GOAWAY (retry_ms)"`
 	Redirects        []string      `yaml:"redirects" flag:"redirect" reload:"live" help:"device addresses of other gateways offered in GOAWAY, comma-separated"`
+	ProxyNetworks    []string      `yaml:"proxy_protocol_networks" reload:"live" help:"load balancers' networks (CIDR, comma-separated): their connections must begin with a PROXY v1/v2 header, others are closed (empty: PROXY protocol off)"`
 	LinkHeartbeat    time.Duration `yaml:"link_heartbeat" help:"a link to a shard that read nothing this long sends a Ping"`
 	LinkTimeout      time.Duration `yaml:"link_timeout" help:"a link to a shard that read nothing this long is closed (at least 2x link_heartbeat)"`
 	LinksPerShard    int           `yaml:"links_per_shard" help:"links kept to each shard"`

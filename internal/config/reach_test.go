@@ -61,6 +61,8 @@ func changeAll(t *testing.T, cfg any, file string) {
 			v.SetFloat(v.Float() + 0.5)
 		case k.Type.Kind() == reflect.Bool:
 			v.SetBool(!v.Bool())
+		case k.Path == "proxy_protocol_networks": // CIDR, not an address
+			v.Set(reflect.ValueOf([]string{"10.0.0.0/8"}))
 		case k.Type.Kind() == reflect.Slice && k.Type.Elem().Kind() == reflect.String:
 			v.Set(reflect.ValueOf([]string{"127.0.0.1:2"}))
 		case k.Type.Kind() == reflect.Slice: // a list of structures (file only)
