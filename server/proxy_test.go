@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -161,6 +162,33 @@ func TestProxyHeaders(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestProxyAddressLoggedAndTraced: the header's address is the one the
+// refusal log and a device's trace show; a refused source is logged with
+// its socket's address (it sent no header to trust).
+func TestProxyAddressLoggedAndTraced(t *testing.T) {
+	var buf syncBuffer
+	g := startGateway(t, Config{ProxyProtocolNetworks: loopbackOnly, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err := g.trace.Start("traced", "t1", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	first := dial(t, g)
+	first.write(append(proxyV2("198.51.100.9:40003", "127.0.0.1:7400", -1), helloBytes(t, "traced")...))
+	first.welcomed()
+	second := dial(t, g)
+	second.write(append(proxyV2("198.51.100.10:40004", "127.0.0.1:7400", -1), helloBytes(t, "traced")...))
+	second.welcomed()
+	first.expectError(protocol.CodeConflict, true)
+	untrusted := dialFrom(t, g, "127.0.0.2")
+	untrusted.expectSilentClose()
+	waitFor(t, "the log lines", func() bool {
+		s := buf.String()
+		return logHas(s, `msg="trace: HELLO"`, "device=traced", "remote=198.51.100.9:40003") &&
+			logHas(s, `msg="trace: HELLO"`, "device=traced", "remote=198.51.100.10:40004") &&
+			logHas(s, `msg="device refused"`, "code=409", "device=traced", "remote=198.51.100.9:40003") &&
+			logHas(s, `msg="device refused"`, "code=0", "remote=127.0.0.2:", "proxy_protocol_networks")
+	})
 }
 
 // TestProxyHeaderSplit: a header that arrives in two pieces, split at
@@ -340,6 +368,22 @@ func TestProxyReload(t *testing.T) {
 	old.send(protocol.TypePing, 0, 0, []byte("still"))
 	if f := old.read(); f.Type != protocol.TypePong {
 		t.Fatalf("connection accepted before the reload: %v", f.Type)
+	}
+}
+
+// TestProxyOffByDefault: without trusted networks a PROXY header is not
+// read: it is the start of a frame whose length is far too large (413),
+// as docs/operations.md warns for a balancer turned on before its
+// gateways.
+func TestProxyOffByDefault(t *testing.T) {
+	g := startGateway(t, Config{})
+	for _, h := range [][]byte{proxyV2("198.51.100.9:40003", "127.0.0.1:7400", -1), []byte("PROXY UNKNOWN\r\n")} {
+		d := dial(t, g)
+		d.write(h)
+		d.expectError(protocol.CodeTooLarge, true)
+	}
+	if n := g.metrics.proxy.headers["v2"].Get() + g.metrics.proxy.headers["local"].Get(); n != 0 {
+		t.Fatalf("%d headers read with the PROXY protocol off", n)
 	}
 }
 
