@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -142,6 +143,13 @@ type Config struct {
 	// LinkKeys authenticate the links to backend shards: the first signs,
 	// any verifies. Required with Backends.
 	LinkKeys [][]byte
+	// LinkTLS, when set, runs the links to backend shards over TLS, as
+	// its client (docs/links.md "TLS"): RootCAs verify each shard's
+	// certificate for the host of its link address; Certificates, when
+	// set, are presented to shards that require one. The LinkKeys
+	// authentication runs inside the TLS session as without it. Nil:
+	// plain TCP. Read at New (restart-only; a reload does not compare it).
+	LinkTLS *tls.Config
 	// LinkHeartbeat: every LinkHeartbeat, a link to a shard that has read
 	// nothing for half of it sends a Ping; the shard answers Pong
 	// (docs/links.md, "Liveness"), so a live shard is heard from about

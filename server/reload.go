@@ -252,6 +252,7 @@ var notCompared = map[string]bool{
 	"logger": true, "level_var": true, "reloader": true, "backends": true,
 	"cluster.logger": true, "cluster.meta": true,
 	"commit": true, "config_hash": true, // not settings; the hash is kept apart (adminState)
+	"link_tls": true, // built from files each time (its pools hold functions); restart-only, docs/configuration.md
 }
 
 // diffConfig lists the settings that differ between cur and next, split

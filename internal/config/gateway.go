@@ -35,6 +35,9 @@ func (c *Gateway) ServerConfig(version string, derive KeyDeriver) (server.Config
 	}
 	cfg.ProxyProtocolNetworks = parsePrefixes(&p, "proxy_protocol_networks", c.ProxyNetworks)
 	var err error
+	if cfg.LinkTLS, err = LinkTLS(c.LinkTLSCertFile, c.LinkTLSKeyFile, c.LinkTLSCAFile, false); err != nil {
+		p.Addf("%v", err)
+	}
 	if c.AdminTokenFile != "" {
 		if cfg.AdminToken, err = readToken(c.AdminTokenFile); err != nil {
 			p.Addf("admin_token_file: %v", err)
