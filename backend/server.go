@@ -230,7 +230,7 @@ func (srv *Server) serveLink(l *link) {
 	l.authed.Store(true)
 	srv.stats.linksAccepted.Add(1)
 	srv.stats.links.Add(1)
-	srv.log.Info("link up", "gateway", l.node, "remote", l.conn.RemoteAddr().String())
+	srv.log.Info("link up", "gateway", l.node, "remote", l.conn.RemoteAddr().String(), "tls", srv.cfg.LinkTLS != nil)
 	if !srv.spawn(&srv.linkWG, l.writeLoop) {
 		l.close(ErrClosed)
 	}

@@ -98,6 +98,7 @@ func gatewaySummary(c *config.Gateway) []any {
 		"gossip", c.Cluster.Bind, "seeds", c.Cluster.Seeds, "auth", c.AuthSecretFile != "",
 		"admin_token", c.AdminTokenFile != "", "heartbeat", c.Heartbeat, "max_conns", c.MaxConns,
 		"rate", c.Rate, "accept_rate", c.AcceptRate, "proxy_protocol_networks", c.ProxyNetworks,
+		"link_tls", c.LinkTLSCAFile != "",
 		"log_level", c.LogLevel}
 }
 
