@@ -50,8 +50,8 @@ const (
 // RateBurst, RateExcessClose, AcceptRate, AcceptBurst, MaxConns,
 // MaxOutbound, HandshakeTimeout, ResumeWindow, ResumeTokenTTL,
 // DrainTimeout, GoAwayRetry, Redirects, AuthSecrets, ClusterKeys,
-// LinkKeys, Cluster.Keys, ProxyProtocolNetworks and LogLevel, and reports any other change as
-// needing a restart (reload.go).
+// LinkKeys, Cluster.Keys, ProxyProtocolNetworks and LogLevel, and
+// reports any other change as needing a restart (reload.go).
 type Config struct {
 	// Listen is the device listener address; port 0 picks a free port.
 	Listen string

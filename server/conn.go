@@ -52,8 +52,8 @@ type conn struct {
 	// nil with the embedded echo.
 	bind *remote.Binding
 
-	// proxy is the PROXY protocol state (proxy.go): set at accept when
-	// the connection owes a header, nil otherwise.
+	// proxy is the PROXY protocol state (proxy.go): set in onPrepare when
+	// the connection owes a header (never changed after), nil otherwise.
 	proxy *proxyState
 
 	// handler (under pmu)

@@ -137,6 +137,9 @@ func (c *conn) owesProxy() bool { return c.proxy != nil && !c.proxy.done.Load() 
 // connection's frames); false when it needs more bytes (all the input was
 // taken into c.partial) or refused the connection. The caller holds pmu.
 func (c *conn) proxyHeader(r netpoll.Reader) bool {
+	if r.Len() == 0 {
+		return false
+	}
 	peek, err := r.Peek(min(r.Len(), proxyproto.MaxV2Header))
 	if err != nil {
 		return false

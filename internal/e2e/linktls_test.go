@@ -75,9 +75,9 @@ func metricValue(t *testing.T, url, series string) float64 {
 // TestLinkTLS: a gateway and a shard with link TLS on (mutual: each
 // presents a certificate the cluster's CA signed) carry a session end to
 // end. A gateway without link TLS, one that trusts another CA, and one
-// without a certificate of its own cannot link to that shard: each fails
-// with a logged cause and a counter on the side that could tell, and its
-// devices get 503.
+// without a certificate of its own cannot link to that shard, nor a TLS
+// gateway to a plain shard: each fails with a logged cause and a counter
+// on the side that could tell, and its devices get 503.
 func TestLinkTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca := testpki.New(t, dir, "cluster")
@@ -138,6 +138,22 @@ func TestLinkTLS(t *testing.T) {
 		waitFor(t, "the gateway's counter and log line", func() bool {
 			return metricValue(t, url, `switchyard_link_tls_failures_total{shard="s1"}`) >= 1 &&
 				strings.Contains(log.String(), "TLS handshake") && strings.Contains(log.String(), "certificate signed by unknown authority")
+		})
+	})
+
+	t.Run("TLS gateway against a plain shard", func(t *testing.T) {
+		plain := startShard(t, backend.Config{Shard: "s2", Link: "127.0.0.1:0", ClusterKeys: [][]byte{linkKey}, Handler: echo.Handler{}})
+		var log logBuffer
+		g := gateway(t, server.Config{Backends: staticDir{plain.Shard(), plain.Addr()}, LinkKeys: [][]byte{linkKey},
+			LinkTLS: linkTLS(t, gwCert, gwKey, ca.File, false), Logger: log.logger(), AdminListen: "127.0.0.1:0"})
+		_, err := client.Dial(ctx, client.Config{Addr: g.Addr().String(), ID: "tls-to-plain", DisableReconnect: true})
+		if !errors.Is(err, client.ErrUnavailable) {
+			t.Fatalf("dial: %v, want 503", err)
+		}
+		url := "http://" + g.AdminAddr() + "/metrics"
+		waitFor(t, "the gateway's counter and log line", func() bool {
+			return metricValue(t, url, `switchyard_link_tls_failures_total{shard="s2"}`) >= 1 &&
+				strings.Contains(log.String(), "TLS handshake")
 		})
 	})
 
