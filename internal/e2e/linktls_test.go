@@ -159,7 +159,9 @@ func TestLinkTLS(t *testing.T) {
 
 	t.Run("gateway without a certificate", func(t *testing.T) {
 		before := s.Stats().LinkTLSFailures
-		refused(t, server.Config{LinkTLS: linkTLS(t, "", "", ca.File, false)}, "no-cert")
-		waitFor(t, "the shard's counter", func() bool { return s.Stats().LinkTLSFailures > before })
+		_, log := refused(t, server.Config{LinkTLS: linkTLS(t, "", "", ca.File, false)}, "no-cert")
+		waitFor(t, "the shard's counter and the gateway's log line", func() bool {
+			return s.Stats().LinkTLSFailures > before && strings.Contains(log.String(), "certificate required")
+		})
 	})
 }
