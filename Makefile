@@ -40,13 +40,16 @@ test: test-deps lint test-c test-race test-ansible test-alloc fuzz-smoke
 # apt-get needs root, which the test needs anyway. deploy/prometheus's test
 # runs Debian's prometheus and promtool (the binary only, on loopback: the
 # package's own service is not used); anyone else is told what to install.
+# server's PROXY protocol test runs Debian's haproxy in front of a gateway
+# (the binary only, on loopback, its config in a temporary directory).
 ANSIBLE_PKGS := ansible ansible-lint openssh-server nftables
+TEST_PKGS    := $(ANSIBLE_PKGS) haproxy
 test-deps:
-	@missing=$$(for p in $(ANSIBLE_PKGS); do \
+	@missing=$$(for p in $(TEST_PKGS); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then \
-			echo "make: deploy/ansible's test needs the Debian packages:" $$missing >&2; \
+			echo "make: the tests of deploy/ansible (and server, haproxy) need the Debian packages:" $$missing >&2; \
 			echo "make: run as root (make installs them) or: sudo apt-get install" $$missing >&2; exit 1; fi; \
 		echo "make: installing" $$missing; \
 		$(APT_GET) install -y --no-install-recommends $$missing > /dev/null || \
@@ -62,9 +65,10 @@ test-deps:
 
 # Every package but deploy/ansible, which test-ansible runs (as root).
 # SWITCHYARD_REQUIRE_PROMETHEUS: without prometheus the deploy/prometheus
-# test fails here instead of skipping (test-deps installed it).
+# test fails here instead of skipping (test-deps installed it); likewise
+# SWITCHYARD_REQUIRE_HAPROXY for server's TestProxyHAProxy.
 test-race:
-	SWITCHYARD_REQUIRE_PROMETHEUS=1 $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/deploy/ansible$$')
+	SWITCHYARD_REQUIRE_PROMETHEUS=1 SWITCHYARD_REQUIRE_HAPROXY=1 $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/deploy/ansible$$')
 
 ## test-ansible: site.yml twice (the second run must change nothing) and
 ## rolling-upgrade.yml under loadgen --verify, over SSH against three

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -78,8 +79,17 @@ type Config struct {
 	// MaxLinks caps concurrent gateway links; more are closed at accept.
 	// Default DefaultMaxLinks.
 	MaxLinks int
-	// AuthTimeout bounds the link authentication. Default DefaultAuthTimeout.
+	// AuthTimeout bounds the link authentication (with LinkTLS, the TLS
+	// handshake too). Default DefaultAuthTimeout.
 	AuthTimeout time.Duration
+	// LinkTLS, when set, accepts links over TLS only, as their server
+	// (docs/links.md "TLS"): Certificates (required) is the shard's,
+	// naming its link address; with ClientCAs and ClientAuth set, the
+	// gateways must present a certificate too (mutual TLS). The
+	// ClusterKeys authentication runs inside the TLS session as without
+	// it. A connection that fails the handshake is closed and counted
+	// (Stats.LinkTLSFailures). Nil: plain TCP.
+	LinkTLS *tls.Config
 	// PingInterval: every PingInterval, a link that has read nothing for
 	// half of it sends a Ping; the gateway answers Pong (docs/links.md,
 	// "Liveness"). Default DefaultPingInterval.
@@ -213,6 +223,9 @@ func (cfg *Config) Validate() error {
 	if c.ResumeWindow < minResumeWindow || c.PingInterval < minPingInterval ||
 		c.AuthTimeout < 0 || c.WriteTimeout < 0 {
 		errs = append(errs, errors.New("resume window, ping interval, auth and write timeouts must be positive"))
+	}
+	if c.LinkTLS != nil && len(c.LinkTLS.Certificates) == 0 && c.LinkTLS.GetCertificate == nil {
+		errs = append(errs, errors.New("link TLS needs the shard's certificate"))
 	}
 	if c.JoinWarning < 0 {
 		errs = append(errs, fmt.Errorf("join warning %v: want positive", c.JoinWarning))

@@ -48,6 +48,7 @@ var statSeries = []struct {
 	{"switchyard_shard_sessions", func(s *Stats) uint64 { return uint64(max(s.Sessions, 0)) }},
 	{"switchyard_shard_links_accepted_total", func(s *Stats) uint64 { return s.LinksAccepted }},
 	{"switchyard_shard_link_auth_failures_total", func(s *Stats) uint64 { return s.AuthFailures }},
+	{"switchyard_shard_link_tls_failures_total", func(s *Stats) uint64 { return s.LinkTLSFailures }},
 	{"switchyard_shard_links_rejected_total", func(s *Stats) uint64 { return s.LinksRejected }},
 	{`switchyard_shard_links_closed_total{reason="idle"}`, func(s *Stats) uint64 { return s.LinksIdle }},
 	{`switchyard_shard_links_closed_total{reason="slow"}`, func(s *Stats) uint64 { return s.SlowLinks }},

@@ -48,7 +48,7 @@ type RunConfig struct {
 	// it. Default DefaultRunDrain.
 	DrainTimeout time.Duration
 	// Server holds the Server's other settings (limits, timeouts,
-	// checkpoints). Run sets its Shard, Link, ClusterKeys, Handler and
+	// checkpoints, LinkTLS). Run sets its Shard, Link, ClusterKeys, Handler and
 	// Logger; its Gossip, when set, is the template of the gossip config
 	// (Label, Advertise, Timing, ...) whose Bind, Seeds, Keys, Meta and
 	// Logger Run fills in.

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -184,6 +185,11 @@ func (srv *Server) acceptLoop() {
 			}
 			return
 		}
+		if srv.cfg.LinkTLS != nil {
+			// The handshake runs in the link's goroutine, on its first
+			// read, under the authentication deadline (auth.go).
+			conn = tls.Server(conn, srv.cfg.LinkTLS)
+		}
 		srv.mu.Lock()
 		full := len(srv.links) >= srv.cfg.MaxLinks || srv.closed
 		srv.nextLink++
@@ -203,6 +209,14 @@ func (srv *Server) acceptLoop() {
 // serveLink authenticates l, starts its writer and reads until it ends.
 func (srv *Server) serveLink(l *link) {
 	node, err := l.authenticate()
+	if tc, ok := l.conn.(*tls.Conn); ok && err != nil && !tc.ConnectionState().HandshakeComplete {
+		srv.stats.linkTLSFailures.Add(1)
+		srv.log.Warn("link refused: TLS handshake failed", "remote", l.conn.RemoteAddr().String(), "err", err,
+			"hint", "a gateway without link TLS (link_tls_ca_file), or a certificate another CA signed")
+		srv.dropLink(l)
+		l.close(err)
+		return
+	}
 	if err != nil {
 		srv.stats.authFailures.Add(1)
 		srv.log.Warn("link refused", "remote", l.conn.RemoteAddr().String(), "err", err)
@@ -216,7 +230,7 @@ func (srv *Server) serveLink(l *link) {
 	l.authed.Store(true)
 	srv.stats.linksAccepted.Add(1)
 	srv.stats.links.Add(1)
-	srv.log.Info("link up", "gateway", l.node, "remote", l.conn.RemoteAddr().String())
+	srv.log.Info("link up", "gateway", l.node, "remote", l.conn.RemoteAddr().String(), "tls", srv.cfg.LinkTLS != nil)
 	if !srv.spawn(&srv.linkWG, l.writeLoop) {
 		l.close(ErrClosed)
 	}

@@ -10,6 +10,7 @@ type Stats struct {
 
 	LinksAccepted       uint64 // links that passed authentication
 	AuthFailures        uint64 // links closed during authentication (bad MAC, wrong first envelope, timeout)
+	LinkTLSFailures     uint64 // links closed in the TLS handshake (LinkTLS: no TLS, or a certificate refused)
 	LinksRejected       uint64 // connections closed at accept: MaxLinks reached or server closing
 	LinksIdle           uint64 // links closed after 3 ping intervals without input
 	SlowLinks           uint64 // links closed because a frame that must not be lost found the queue full
@@ -52,14 +53,14 @@ type counters struct {
 	snapshots, upDelivered, dropStale, dropUnknown, dropFenced, dropGap         atomic.Uint64
 	drainTimeouts, pushFailed, kickFailed, forwardUndelivered, refusedMoved     atomic.Uint64
 	dropDuplicate, dropMailbox, dropLinkQueue, dropDetached, dropOutbox         atomic.Uint64
-	dropMalformed, handlerErrors                                                atomic.Uint64
+	dropMalformed, handlerErrors, linkTLSFailures                               atomic.Uint64
 	checkpoints, checkpointsTooLarge, checkpointErrors, replayed                atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
 	return Stats{
 		Links: c.links.Load(), Sessions: c.sessions.Load(),
-		LinksAccepted: c.linksAccepted.Load(), AuthFailures: c.authFailures.Load(),
+		LinksAccepted: c.linksAccepted.Load(), AuthFailures: c.authFailures.Load(), LinkTLSFailures: c.linkTLSFailures.Load(),
 		LinksRejected: c.linksRejected.Load(), LinksIdle: c.linksIdle.Load(), SlowLinks: c.slowLinks.Load(),
 		SessionsOpened: c.sessionsOpened.Load(), SessionsRefused: c.sessionsRefused.Load(),
 		SessionsClosed: c.sessionsClosed.Load(), SessionsExpired: c.sessionsExpired.Load(),

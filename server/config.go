@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
@@ -49,8 +51,8 @@ const (
 // RateBurst, RateExcessClose, AcceptRate, AcceptBurst, ShedLag, MaxConns,
 // MaxOutbound, HandshakeTimeout, ResumeWindow, ResumeTokenTTL,
 // DrainTimeout, GoAwayRetry, Redirects, AuthSecrets, ClusterKeys,
-// LinkKeys, Cluster.Keys and LogLevel, and reports any other change as
-// needing a restart (reload.go).
+// LinkKeys, Cluster.Keys, ProxyProtocolNetworks and LogLevel, and
+// reports any other change as needing a restart (reload.go).
 type Config struct {
 	// Listen is the device listener address; port 0 picks a free port.
 	Listen string
@@ -133,6 +135,14 @@ type Config struct {
 	// Gateway.SetRules replaces them at run time. Empty: placement by the
 	// ring alone.
 	Canary []router.Rule
+	// ProxyProtocolNetworks turns the PROXY protocol on for the device
+	// listener (docs/operations.md "Behind a load balancer: PROXY
+	// protocol"): a connection from these networks (the load balancers)
+	// must begin with a PROXY header, version 1 or 2, within
+	// HandshakeTimeout, and the address in it is the device's; a
+	// connection from anywhere else is closed. Empty: off, every
+	// connection is a device.
+	ProxyProtocolNetworks []netip.Prefix
 	// Version is announced in the gossip metadata.
 	Version string
 	// Backends, when set, sends sessions to backend shards over links
@@ -141,6 +151,13 @@ type Config struct {
 	// LinkKeys authenticate the links to backend shards: the first signs,
 	// any verifies. Required with Backends.
 	LinkKeys [][]byte
+	// LinkTLS, when set, runs the links to backend shards over TLS, as
+	// its client (docs/links.md "TLS"): RootCAs verify each shard's
+	// certificate for the host of its link address; Certificates, when
+	// set, are presented to shards that require one. The LinkKeys
+	// authentication runs inside the TLS session as without it. Nil:
+	// plain TCP. Read at New (restart-only; a reload does not compare it).
+	LinkTLS *tls.Config
 	// LinkHeartbeat: every LinkHeartbeat, a link to a shard that has read
 	// nothing for half of it sends a Ping; the shard answers Pong
 	// (docs/links.md, "Liveness"), so a live shard is heard from about
@@ -308,6 +325,9 @@ func (cfg *Config) Validate() error {
 		if len(k) < minClusterKey {
 			errs = append(errs, fmt.Errorf("cluster key %d: want at least %d bytes", i, minClusterKey))
 		}
+	}
+	if err := validateProxyNetworks(cfg.ProxyProtocolNetworks); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("server: config: %w", err)

@@ -52,6 +52,10 @@ type conn struct {
 	// nil with the embedded echo.
 	bind *remote.Binding
 
+	// proxy is the PROXY protocol state (proxy.go): set in onPrepare when
+	// the connection owes a header (never changed after), nil otherwise.
+	proxy *proxyState
+
 	// handler (under pmu)
 	sess        *session
 	resumeTried bool    // HELLO carried a resume token, until the session is open
@@ -97,6 +101,7 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 		g.metrics.rejectAcceptRate.Inc()
 		g.metrics.rateLimitAccept.Inc()
 		c.refuse("accept rate exceeded")
+	case !c.proxyAdmit(): // an untrusted source with PROXY protocol on: closed (proxy.go)
 	case g.shedding():
 		g.metrics.rejectOverload.Inc()
 		c.refuseRetry("gateway overloaded", g.shedRetry())
@@ -183,6 +188,8 @@ func (c *conn) Expire(*timewheel.Entry) {
 		c.nc.Close() // linger over
 	case c.goaway.Load():
 		c.shut(reasonDrain)
+	case c.owesProxy():
+		c.proxyRefuse(proxyTimeout, errProxyTimeout)
 	case c.opening.Load():
 		c.fail(protocol.CodeUnavailable, "backend did not answer in time")
 	case !c.ready.Load():

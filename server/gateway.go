@@ -224,6 +224,7 @@ func (g *Gateway) remoteConfig(dir Directory) remote.Config {
 	return remote.Config{
 		Directory:     dir,
 		Keys:          g.cfg.LinkKeys,
+		TLS:           g.cfg.LinkTLS,
 		LinksPerShard: g.cfg.LinksPerShard,
 		MaxLinkQueue:  g.cfg.MaxLinkQueue,
 		LinkHeartbeat: g.cfg.LinkHeartbeat,

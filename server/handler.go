@@ -32,6 +32,9 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 	c.pmu.Lock()
 	defer c.pmu.Unlock()
 	r := nc.Reader()
+	if c.owesProxy() && !c.proxyHeader(r) {
+		return nil // the header needs more bytes, or was refused
+	}
 	b := batch{start: time.Now()}
 	if !c.lagNoted {
 		c.lagNoted = true

@@ -128,6 +128,7 @@ const (
 type gatewayMetrics struct {
 	set    *metrics.Set
 	remote *remote.Metrics
+	proxy  *proxyMetrics // PROXY protocol headers and refusals (proxy.go)
 
 	accepted            *metrics.Counter
 	rejectMaxConns      *metrics.Counter
@@ -236,6 +237,7 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 	s.NewGauge(admin.BuildInfo(version, commit), func() float64 { return 1 })
 	s.NewGauge("switchyard_fd_limit", fdLimit)
 	m.remote = remote.NewMetrics(s)
+	m.proxy = newProxyMetrics(s, m.disconnects)
 	return m
 }
 

@@ -75,6 +75,9 @@ func (c *conn) refused(code int, device, msg string) {
 
 // remote is the device's address, or "" once netpoll no longer knows it.
 func (c *conn) remote() string {
+	if a := c.proxyRemote(); a != "" {
+		return a // behind a load balancer: the address from the PROXY header
+	}
 	if a := c.nc.RemoteAddr(); a != nil {
 		return a.String()
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -33,6 +34,8 @@ import (
 //   - MaxOutbound, HandshakeTimeout, ResumeWindow, ResumeTokenTTL,
 //     DrainTimeout, GoAwayRetry, Redirects: read afresh at each use
 //     (a flush, an accept, a detach, a WELCOME, a drain).
+//   - ProxyProtocolNetworks: read at each accept; a connection keeps the
+//     decision taken when it was accepted.
 //   - LogLevel, through LevelVar.
 //
 // Everything else is fixed at New: listeners, the heartbeat and MaxFrame
@@ -55,6 +58,7 @@ type live struct {
 	drainTimeout     time.Duration
 	goAwayRetry      time.Duration
 	redirects        []string
+	proxyNets        []netip.Prefix // PROXY protocol's trusted sources; empty: off
 }
 
 // newLive derives the live settings of a provisioned cfg. randomKey is the
@@ -74,6 +78,7 @@ func (g *Gateway) newLive(cfg *Config, randomKey []byte) *live {
 		drainTimeout:     cfg.DrainTimeout,
 		goAwayRetry:      cfg.GoAwayRetry,
 		redirects:        cfg.Redirects,
+		proxyNets:        cfg.ProxyProtocolNetworks,
 	}
 	if len(lv.resumeKeys) == 0 {
 		lv.resumeKeys = [][]byte{randomKey}
@@ -240,7 +245,7 @@ var reloadable = map[string]bool{
 	"accept_burst": true, "shed_lag": true, "max_conns": true, "max_outbound": true, "handshake_timeout": true,
 	"resume_window": true, "resume_token_ttl": true, "drain_timeout": true, "go_away_retry": true,
 	"redirects": true, "auth_secrets": true, "cluster_keys": true, "link_keys": true,
-	"cluster.keys": true, "log_level": true, "canary": true,
+	"cluster.keys": true, "log_level": true, "canary": true, "proxy_protocol_networks": true,
 }
 
 // notCompared are the Config fields that are not settings: hooks and
@@ -249,6 +254,7 @@ var notCompared = map[string]bool{
 	"logger": true, "level_var": true, "reloader": true, "backends": true,
 	"cluster.logger": true, "cluster.meta": true,
 	"commit": true, "config_hash": true, // not settings; the hash is kept apart (adminState)
+	"link_tls": true, // built from files each time (its pools hold functions); restart-only, docs/configuration.md
 }
 
 // diffConfig lists the settings that differ between cur and next, split

@@ -69,7 +69,7 @@ func runBackend(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	log.Info("switchyard backend started", "version", version, "commit", commitID(), "app", bc.App, "shard", bc.Shard,
 		"link", srv.Addr(), "admin", srv.AdminAddr(), "gossip", bc.Cluster.Bind, "seeds", bc.Cluster.Seeds, "link_timeout", bc.LinkTimeout,
-		"log_level", bc.LogLevel)
+		"link_tls", bc.LinkTLSCertFile != "", "link_tls_mutual", bc.LinkTLSCAFile != "", "log_level", bc.LogLevel)
 	running := shardState{cfg: bc, keys: cfg.ClusterKeys}
 serve:
 	for ctx.Err() == nil {

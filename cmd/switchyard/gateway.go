@@ -97,7 +97,9 @@ func gatewaySummary(c *config.Gateway) []any {
 	return []any{"listen", c.Listen, "admin", c.AdminListen, "cluster", c.Cluster.Bind != "",
 		"gossip", c.Cluster.Bind, "seeds", c.Cluster.Seeds, "auth", c.AuthSecretFile != "",
 		"admin_token", c.AdminTokenFile != "", "heartbeat", c.Heartbeat, "max_conns", c.MaxConns,
-		"rate", c.Rate, "accept_rate", c.AcceptRate, "log_level", c.LogLevel}
+		"rate", c.Rate, "accept_rate", c.AcceptRate, "proxy_protocol_networks", c.ProxyNetworks,
+		"link_tls", c.LinkTLSCAFile != "",
+		"log_level", c.LogLevel}
 }
 
 // commandLine holds the flags every server command shares besides its

@@ -17,9 +17,10 @@ var allowed = map[string][]string{
 	"internal/procstat":   {},
 	"internal/admin":      {},
 	"internal/trace":      {},
+	"internal/proxyproto": {},
 	"cluster":             {"protocol"},
 	"router":              {"protocol"},
-	"server":              {"protocol", "cluster", "router", "internal/timewheel", "server/remote", "internal/admin", "internal/trace"},
+	"server":              {"protocol", "cluster", "router", "internal/timewheel", "server/remote", "internal/admin", "internal/trace", "internal/proxyproto"},
 	"server/remote":       {"protocol", "router", "internal/admin"},
 	"backend":             {"protocol", "cluster", "router", "internal/timewheel", "internal/admin", "internal/trace"},
 	"client":              {"protocol"},
@@ -27,7 +28,7 @@ var allowed = map[string][]string{
 	"examples/echo":       {"protocol", "backend", "cluster", "router", "internal/admin", "internal/trace"},
 	"examples/counter":    {"protocol", "backend", "cluster", "router", "internal/admin", "internal/trace"},
 	"examples/rooms":      {"protocol", "backend", "cluster", "router", "internal/admin", "internal/trace"},
-	"internal/config":     {"protocol", "cluster", "router", "server", "server/remote", "backend", "internal/timewheel", "internal/admin", "internal/trace"},
+	"internal/config":     {"protocol", "cluster", "router", "server", "server/remote", "backend", "internal/timewheel", "internal/admin", "internal/trace", "internal/proxyproto"},
 }
 
 func TestImportRules(t *testing.T) {

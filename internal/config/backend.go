@@ -60,6 +60,9 @@ func (c *Backend) BackendConfig(version string, derive KeyDeriver, apps map[stri
 		WriteTimeout: c.WriteTimeout, CheckpointInterval: c.CheckpointInterval,
 		MaxCheckpoint: c.MaxCheckpoint, JoinWarning: c.JoinWarning, Labels: c.Labels, Gossip: &cc,
 	}
+	if cfg.LinkTLS, err = LinkTLS(c.LinkTLSCertFile, c.LinkTLSKeyFile, c.LinkTLSCAFile, true); err != nil {
+		p.Addf("%v", err)
+	}
 	if len(linkKeys) > 0 && c.Shard != "" && h != nil {
 		p.AddErr("", cfg.Validate())
 	}

@@ -45,6 +45,7 @@ type Gateway struct {
 	DrainTimeout     time.Duration `yaml:"drain_timeout" reload:"live" help:"how long a drain (SIGTERM) may take"`
 	GoAwayRetry      time.Duration `yaml:"go_away_retry" flag:"goaway-retry" reload:"live" help:"how long a device is served after GOAWAY (retry_ms)"`
 	Redirects        []string      `yaml:"redirects" flag:"redirect" reload:"live" help:"device addresses of other gateways offered in GOAWAY, comma-separated"`
+	ProxyNetworks    []string      `yaml:"proxy_protocol_networks" reload:"live" help:"load balancers' networks (CIDR, comma-separated): their connections must begin with a PROXY v1/v2 header, others are closed (empty: PROXY protocol off)"`
 	LinkHeartbeat    time.Duration `yaml:"link_heartbeat" help:"a link to a shard that read nothing this long sends a Ping"`
 	LinkTimeout      time.Duration `yaml:"link_timeout" help:"a link to a shard that read nothing this long is closed (at least 2x link_heartbeat)"`
 	LinksPerShard    int           `yaml:"links_per_shard" help:"links kept to each shard"`
@@ -53,6 +54,9 @@ type Gateway struct {
 	MoveBuffer       int           `yaml:"move_buffer" help:"bytes of upstream DATA held per session while it moves"`
 	MoveTimeout      time.Duration `yaml:"move_timeout" help:"a move not finished by then fails (the device gets 503)"`
 	CheckpointBuffer int           `yaml:"checkpoint_buffer" help:"bytes of frames kept per session after its last checkpoint"`
+	LinkTLSCAFile    string        `yaml:"link_tls_ca_file" help:"CA certificate (PEM) the shards' link certificates must chain to; link TLS is on when given"`
+	LinkTLSCertFile  string        `yaml:"link_tls_cert_file" help:"this gateway's link certificate (PEM), for shards that require one (mutual TLS)"`
+	LinkTLSKeyFile   string        `yaml:"link_tls_key_file" secret:"file" help:"the key (PEM) of link_tls_cert_file"`
 	LogLevel         string        `yaml:"log_level" reload:"live" help:"debug, info, warn or error"`
 	LogFormat        string        `yaml:"log_format" help:"text or json"`
 	MemProfileRate   int           `yaml:"mem_profile_rate" help:"debug: runtime.MemProfileRate (1 records every allocation; 0 keeps Go's default)"`
@@ -78,6 +82,9 @@ type Backend struct {
 	PingInterval       time.Duration     `yaml:"ping_interval" help:"a link that read nothing lately sends a Ping this often"`
 	LinkTimeout        time.Duration     `yaml:"link_timeout" help:"a link to a gateway that read nothing this long is closed (at least 2x ping_interval)"`
 	WriteTimeout       time.Duration     `yaml:"write_timeout" help:"one batched link write may take this long"`
+	LinkTLSCertFile    string            `yaml:"link_tls_cert_file" help:"this shard's link certificate (PEM), naming its link address; link TLS is on when given"`
+	LinkTLSKeyFile     string            `yaml:"link_tls_key_file" secret:"file" help:"the key (PEM) of link_tls_cert_file"`
+	LinkTLSCAFile      string            `yaml:"link_tls_ca_file" help:"CA certificate (PEM): gateways must present a link certificate it signed (mutual TLS); none: any gateway with the cluster key"`
 	CheckpointInterval time.Duration     `yaml:"checkpoint_interval" help:"a changed session's state goes to its gateway this often (negative: never)"`
 	MaxCheckpoint      int               `yaml:"max_checkpoint" help:"largest checkpoint sent, encoded bytes"`
 	DrainTimeout       time.Duration     `yaml:"drain_timeout" help:"how long a drain (SIGTERM) waits for gateways to let go of the shard's sessions"`

@@ -153,6 +153,7 @@ func TestSecretsFromFiles(t *testing.T) {
 func TestPrintLoadsBack(t *testing.T) {
 	g := DefaultGateway()
 	g.Rate, g.Redirects, g.Cluster.Seeds = 7, []string{"x:1"}, []string{"y:1"}
+	g.ProxyNetworks = []string{"10.0.0.0/8"} // lists set: an empty one prints as [] and loads back empty, not nil
 	g.Canary = []router.Rule{{Name: "v21", Match: map[string]string{"model": "x1"}, Percent: 10, Labels: map[string]string{"version": "2.1"}}}
 	out, err := Print(&g)
 	if err != nil {

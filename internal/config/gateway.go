@@ -1,6 +1,8 @@
 package config
 
 import (
+	"net/netip"
+
 	"github.com/switchyard-gw/switchyard/cluster"
 	"github.com/switchyard-gw/switchyard/server"
 )
@@ -31,7 +33,11 @@ func (c *Gateway) ServerConfig(version string, derive KeyDeriver) (server.Config
 	if c.MemProfileRate < 0 {
 		p.Addf("mem_profile_rate %d: must not be negative", c.MemProfileRate)
 	}
+	cfg.ProxyProtocolNetworks = parsePrefixes(&p, "proxy_protocol_networks", c.ProxyNetworks)
 	var err error
+	if cfg.LinkTLS, err = LinkTLS(c.LinkTLSCertFile, c.LinkTLSKeyFile, c.LinkTLSCAFile, false); err != nil {
+		p.Addf("%v", err)
+	}
 	if c.AdminTokenFile != "" {
 		if cfg.AdminToken, err = readToken(c.AdminTokenFile); err != nil {
 			p.Addf("admin_token_file: %v", err)
@@ -75,4 +81,19 @@ func (g *Gossip) cluster(keys [][]byte) cluster.Config {
 		JoinBackoff: g.JoinBackoff, JoinMaxWait: g.JoinMaxWait,
 		MessageBuffer: g.MessageBuffer, MaxMessage: g.MaxMessage, GoneRetention: g.GoneRetention,
 	}
+}
+
+// parsePrefixes parses a list of CIDR prefixes ("10.0.0.0/8"), adding a
+// problem for each that does not parse.
+func parsePrefixes(p *Problems, key string, list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range list {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			p.Addf("%s: %q: want a network in CIDR form, e.g. 10.0.0.0/8 or 192.0.2.7/32", key, s)
+			continue
+		}
+		out = append(out, pfx)
+	}
+	return out
 }

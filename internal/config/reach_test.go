@@ -1,11 +1,13 @@
 package config
 
 import (
+	"crypto/tls"
 	"reflect"
 	"testing"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/backend"
+	"github.com/switchyard-gw/switchyard/internal/testpki"
 )
 
 // Fields of server.Config, backend.Config and cluster.Config that are not
@@ -46,9 +48,12 @@ func TestEveryFieldReachable(t *testing.T) {
 func changeAll(t *testing.T, cfg any, file string) {
 	t.Helper()
 	root := reflect.ValueOf(cfg).Elem()
+	tlsFiles := linkTLSFiles(t)
 	for _, k := range Keys(cfg) {
 		v := k.field(root)
 		switch {
+		case tlsFiles[k.Path] != "": // PEM files that load
+			v.SetString(tlsFiles[k.Path])
 		case k.Secret:
 			v.SetString(file)
 		case k.Type == reflect.TypeFor[time.Duration]():
@@ -61,6 +66,8 @@ func changeAll(t *testing.T, cfg any, file string) {
 			v.SetFloat(v.Float() + 0.5)
 		case k.Type.Kind() == reflect.Bool:
 			v.SetBool(!v.Bool())
+		case k.Path == "proxy_protocol_networks": // CIDR, not an address
+			v.Set(reflect.ValueOf([]string{"10.0.0.0/8"}))
 		case k.Type.Kind() == reflect.Slice && k.Type.Elem().Kind() == reflect.String:
 			v.Set(reflect.ValueOf([]string{"127.0.0.1:2"}))
 		case k.Type.Kind() == reflect.Slice: // a list of structures (file only)
@@ -85,6 +92,12 @@ func sameFields(t *testing.T, where string, a, b reflect.Value) {
 		}
 		fa, fb := a.Field(i), b.Field(i)
 		switch {
+		case fa.Type() == reflect.TypeFor[*tls.Config]():
+			// Built from the link_tls_* files, or nil: a whole (the
+			// library's own fields are not settings of ours).
+			if fa.IsNil() == fb.IsNil() {
+				t.Errorf("%s.%s is not reachable from the configuration: no key changes it", where, f.Name)
+			}
 		case fa.Kind() == reflect.Pointer && fa.Type().Elem().Kind() == reflect.Struct:
 			if fa.IsNil() || fb.IsNil() {
 				t.Errorf("%s.%s: nil", where, f.Name)
@@ -97,4 +110,14 @@ func sameFields(t *testing.T, where string, a, b reflect.Value) {
 			t.Errorf("%s.%s is not reachable from the configuration: no key changes it", where, f.Name)
 		}
 	}
+}
+
+// linkTLSFiles are the link_tls_* keys set to a CA and a certificate it
+// signed, which both roles load.
+func linkTLSFiles(t *testing.T) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	ca := testpki.New(t, dir, "ca")
+	cert, key := ca.Issue(t, dir, "node", "127.0.0.1")
+	return map[string]string{"link_tls_cert_file": cert, "link_tls_key_file": key, "link_tls_ca_file": ca.File}
 }

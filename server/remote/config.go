@@ -2,6 +2,7 @@ package remote
 
 import (
 	"cmp"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,12 @@ type Config struct {
 	// Keys authenticate the links (docs/links.md): the first signs, any
 	// verifies. Required.
 	Keys [][]byte
+	// TLS, when set, runs every link over TLS as its client
+	// (docs/links.md "TLS"): the shard's certificate is verified against
+	// RootCAs for the host of its link address (unless ServerName is
+	// set); Certificates are presented to shards that ask. Keys
+	// authenticate inside the TLS session as without it. Nil: plain TCP.
+	TLS *tls.Config
 	// LinksPerShard is how many links the gateway keeps to each shard;
 	// sessions are spread over them by session id. Zero or less: the
 	// default, DefaultLinksPerShard.

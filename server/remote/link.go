@@ -3,11 +3,14 @@ package remote
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
@@ -87,6 +90,9 @@ func (l *link) connect(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("remote: link to %s (%s): %w", l.shard, l.addr, err)
 	}
+	if l.r.cfg.TLS != nil {
+		nc = tls.Client(nc, l.tlsConfig())
+	}
 	l.mu.Lock()
 	l.nc = nc
 	l.rd = protocol.NewLinkReader(l)
@@ -100,7 +106,18 @@ func (l *link) connect(ctx context.Context) error {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(dl)
 	}
+	if tc, ok := nc.(*tls.Conn); ok {
+		if err := tc.HandshakeContext(ctx); err != nil {
+			l.m.tlsFailures.Inc()
+			return fmt.Errorf("remote: link to %s (%s): TLS handshake (link_tls_ca_file): %w", l.shard, l.addr, err)
+		}
+	}
 	if err := l.authenticate(nc); err != nil {
+		if l.r.cfg.TLS == nil && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+			// A shard with link TLS on reads our first frame as a
+			// broken TLS record and hangs up without a word.
+			err = fmt.Errorf("%w (the shard closed the link before its challenge: does it require link TLS? then set link_tls_ca_file)", err)
+		}
 		return fmt.Errorf("remote: link to %s (%s): %w", l.shard, l.addr, err)
 	}
 	l.rd.SetLimit(protocol.MaxLinkFrame)
@@ -115,6 +132,19 @@ func (l *link) connect(ctx context.Context) error {
 	l.circ.Reset()
 	l.r.linkUp(l)
 	return nc.SetDeadline(time.Time{})
+}
+
+// tlsConfig is the link's TLS client configuration: the configured one,
+// verifying the shard's certificate for the host of its link address
+// unless it names a server itself.
+func (l *link) tlsConfig() *tls.Config {
+	cfg := l.r.cfg.TLS
+	if cfg.ServerName != "" {
+		return cfg
+	}
+	cfg = cfg.Clone()
+	cfg.ServerName, _, _ = net.SplitHostPort(l.addr)
+	return cfg
 }
 
 // authenticate runs the gateway's side of the three-step exchange.

@@ -151,6 +151,7 @@ type linkMetrics struct {
 	gone                         *metrics.Counter // links closed because gossip reported the shard gone
 	timeouts                     *metrics.Counter // links closed because the shard was silent for LinkTimeout
 	shardDown                    *metrics.Counter // the shard's last link failed: out of this gateway's ring until a link is back
+	tlsFailures                  *metrics.Counter // link TLS handshakes that failed (certificate, or a shard without TLS)
 }
 
 func (m *Metrics) link(shard string) *linkMetrics {
@@ -166,6 +167,7 @@ func (m *Metrics) link(shard string) *linkMetrics {
 		gone:          c("switchyard_link_shard_gone_total"),
 		timeouts:      c("switchyard_link_timeouts_total"),
 		shardDown:     c("switchyard_shard_down_total"),
+		tlsFailures:   c("switchyard_link_tls_failures_total"),
 	}
 }
 

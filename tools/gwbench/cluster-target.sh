@@ -23,7 +23,12 @@
 #
 # Environment: CLUSTER_KEY_FILE (default $TMPDIR/gwbench-cluster.key,
 # created with a random key if missing), BACKEND_APP (default echo),
-# BACKEND_FLAGS (extra backend flags).
+# BACKEND_FLAGS (extra backend flags), LINK_TLS_DIR (when set: the link
+# runs over mutual TLS, docs/links.md "TLS", with a CA and certificates
+# for 127.0.0.1 kept in that directory, made with openssl if missing).
+# A target sets it for itself by starting with env:
+#
+#     --target "remote-tls=env LINK_TLS_DIR=/tmp/gwbench-link-tls tools/gwbench/cluster-target.sh …"
 set -euo pipefail
 if [ $# -lt 4 ]; then
 	sed -n '2,5p' "$0" >&2
@@ -39,15 +44,41 @@ if [ ! -s "$key" ]; then
 	mv -f "$tmp" "$key" # atomic: targets started at once all read a whole key
 fi
 
+# linkPKI makes the link TLS files in $1 (made in a temporary directory
+# and renamed: targets started at once all see whole files).
+linkPKI() {
+	local dir=$1 tmp name
+	[ -s "$dir/gateway-key.pem" ] && return
+	tmp=$(mktemp -d "$dir.XXXXXX")
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+		-subj /CN=gwbench-link-ca -keyout "$tmp/ca-key.pem" -out "$tmp/ca.pem" 2> /dev/null
+	for name in shard gateway; do
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$name" \
+			-keyout "$tmp/$name-key.pem" -out "$tmp/$name.csr" 2> /dev/null
+		printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' > "$tmp/$name.ext"
+		openssl x509 -req -in "$tmp/$name.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca-key.pem" -CAcreateserial \
+			-days 30 -extfile "$tmp/$name.ext" -out "$tmp/$name.pem" 2> /dev/null
+	done
+	mv -T "$tmp" "$dir" 2> /dev/null || rm -rf "$tmp" # another target made it first
+}
+shard_tls=() gw_tls=()
+if [ -n "${LINK_TLS_DIR:-}" ]; then
+	linkPKI "$LINK_TLS_DIR"
+	shard_tls=(--link-tls-cert-file "$LINK_TLS_DIR/shard.pem" --link-tls-key-file "$LINK_TLS_DIR/shard-key.pem"
+		--link-tls-ca-file "$LINK_TLS_DIR/ca.pem")
+	gw_tls=(--link-tls-cert-file "$LINK_TLS_DIR/gateway.pem" --link-tls-key-file "$LINK_TLS_DIR/gateway-key.pem"
+		--link-tls-ca-file "$LINK_TLS_DIR/ca.pem")
+fi
+
 # Not a subshell: the shard must be a child of this process, which becomes
 # the gateway, for --pdeathsig to tie them together.
 # shellcheck disable=SC2086 # BACKEND_FLAGS is a list of flags
 if command -v setpriv > /dev/null; then
 	setpriv --pdeathsig KILL -- "$bin" backend --app "${BACKEND_APP:-echo}" --shard s1 \
-		--link "$link" --admin - --gossip "$shard_gossip" --cluster-key-file "$key" ${BACKEND_FLAGS:-} &
+		--link "$link" --admin - --gossip "$shard_gossip" --cluster-key-file "$key" "${shard_tls[@]}" ${BACKEND_FLAGS:-} &
 else
 	echo "cluster-target.sh: setpriv (util-linux) not found" >&2
 	exit 1
 fi
 
-exec "$bin" gateway --gossip "$gw_gossip" --join "$shard_gossip" --cluster-key-file "$key" "$@"
+exec "$bin" gateway --gossip "$gw_gossip" --join "$shard_gossip" --cluster-key-file "$key" "${gw_tls[@]}" "$@"
