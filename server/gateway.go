@@ -153,7 +153,6 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if g.started.Swap(true) {
 		return errors.New("server: gateway already started")
 	}
-	tuneNetpoll()
 	ln, err := netpoll.CreateListener("tcp", g.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("server: listen %s: %w", g.cfg.Listen, err)

@@ -24,6 +24,14 @@ import (
 // slow device. So the handler never leaves input behind and never waits:
 // the start of an incomplete frame is copied out (a pooled buffer, held only
 // until the frame is whole) and completed by the next call.
+//
+// netpoll has no read backpressure (v0.7: no read threshold, no way to stop
+// reading one connection): its poller keeps reading a connection's input
+// into the buffer while the handler works through it. So the handler looks
+// at what is buffered before each frame, and a device whose unread input
+// passes MaxUnread (it sends faster than the gateway handles it) is closed
+// at once with 413 (flood). What one connection can make the gateway buffer
+// is then MaxUnread plus what the poller reads between two looks.
 func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 	c, ok := ctx.(*conn)
 	if !ok {
@@ -33,7 +41,12 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 	defer c.pmu.Unlock()
 	r := nc.Reader()
 	b := batch{start: time.Now()}
+	maxUnread := g.cfg.MaxUnread
 	for r.Len() > 0 && !c.isClosing() {
+		if r.Len() > maxUnread {
+			c.flood(protocol.CodeTooLarge, reasonUnreadLimit, "unread input over max_unread, closing")
+			break
+		}
 		if c.partial != nil {
 			c.continuePartial(r, &b)
 			continue
@@ -254,22 +267,34 @@ func (c *conn) data(f *protocol.Frame) {
 // backend.
 func (c *conn) ackDownstream(seq uint32) { c.g.backend.Ack(c, seq) }
 
+// rateFloodBursts: a device that has had more than this many bursts
+// (RateBurst) of frames dropped in one excess is flooding, not merely
+// fast, and is closed at once rather than after RateExcessClose: with the
+// defaults, 16,000 frames dropped, which takes sending at about 3× the
+// rate for the whole RateExcessClose, or far faster for less.
+const rateFloodBursts = 4
+
 // rateLimited drops the frame, tells the device (at most once a second) and
-// closes it when the excess has lasted RateExcessClose.
+// closes it when the excess has lasted RateExcessClose, or at once when it
+// is a flood (rateFloodBursts).
 func (c *conn) rateLimited() {
 	g := c.g
 	g.metrics.drop(dropRateLimit)
 	now := g.wheel.Now()
 	second := g.wheel.Ticks(time.Second)
-	if now-c.rl.lastDrop > second {
+	if now-c.rl.lastDrop > second || c.rl.excessDrops == 0 {
 		c.rl.excessStart = now
-	}
-	if now-c.rl.lastDrop > second || !c.rl.dropped {
+		c.rl.excessDrops = 0
 		g.metrics.rateLimitDevice.Inc() // an excess began: once per episode; drops count the frames
 	}
-	c.rl.dropped = true
+	c.rl.excessDrops++
 	c.rl.lastDrop = now
-	if now-c.rl.excessStart >= g.live.Load().excessTicks {
+	lv := g.live.Load()
+	if float32(c.rl.excessDrops) > rateFloodBursts*lv.rateBurst {
+		c.flood(protocol.CodeRateLimited, reasonRateFlood, "far over the rate limit, closing")
+		return
+	}
+	if now-c.rl.excessStart >= lv.excessTicks {
 		c.refused(protocol.CodeRateLimited, c.sess.device, "rate limit exceeded, closing")
 		return
 	}
@@ -278,4 +303,29 @@ func (c *conn) rateLimited() {
 		c.queue(protocol.TypeError, 0, 0, errorPayload(protocol.CodeRateLimited, "rate limit exceeded"))
 		g.metrics.errorSent(protocol.CodeRateLimited)
 	}
+}
+
+// flood closes a device that sends far more than the gateway handles (its
+// unread input passed MaxUnread, or it is far over its rate): ERROR code
+// if the socket takes it now, then the close at once. Not fail's linger:
+// while a closing connection waits, netpoll keeps reading its input, which
+// is what must stop.
+func (c *conn) flood(code int, reason, msg string) {
+	device := ""
+	if c.sess != nil {
+		device = c.sess.device
+	}
+	c.g.refusals.note(code, device, c.remote(), msg)
+	c.wmu.Lock()
+	if c.writable() {
+		c.appendLocked(protocol.TypeError, 0, 0, errorPayload(code, msg))
+		_ = c.flushLocked()
+		c.g.metrics.errorSent(code)
+	}
+	if c.reason == "" {
+		c.reason = reason
+	}
+	c.closing = true
+	c.wmu.Unlock()
+	c.nc.Close()
 }

@@ -106,6 +106,8 @@ const (
 	reasonUnavailable      = "unavailable"       // 503 after the handshake started
 	reasonInternal         = "internal"          // 500
 	reasonSlowConsumer     = "slow_consumer"     // outbound queue or outbox over its bound
+	reasonUnreadLimit      = "unread_limit"      // 413: unread input over MaxUnread (a flood)
+	reasonRateFlood        = "rate_flood"        // 429: far over the rate (rateFloodBursts), closed at once
 	reasonWriteError       = "write_error"       // the socket refused a write
 	reasonDrain            = "drain"             // closed after GOAWAY
 	reasonShutdown         = "shutdown"          // forced at the end of Close
@@ -205,7 +207,7 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 	}
 	for _, r := range []string{reasonPeer, reasonBadRequest, reasonAuth, reasonHandshakeTimeout,
 		reasonIdleTimeout, reasonTakeover, reasonTooLarge, reasonRateLimit, reasonUnavailable,
-		reasonInternal, reasonSlowConsumer, reasonWriteError, reasonDrain, reasonShutdown} {
+		reasonInternal, reasonSlowConsumer, reasonUnreadLimit, reasonRateFlood, reasonWriteError, reasonDrain, reasonShutdown} {
 		m.disconnects[r] = s.NewCounter(`switchyard_disconnects_total{reason="` + r + `"}`)
 	}
 	for _, r := range []string{dropRateLimit, dropDuplicate, dropGap, dropStale} {
@@ -233,6 +235,12 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 	}
 	s.NewGauge(admin.BuildInfo(version, commit), func() float64 { return 1 })
 	s.NewGauge("switchyard_fd_limit", fdLimit)
+	s.NewGauge("switchyard_netpoll_tuned", func() float64 {
+		if NetpollTuned() {
+			return 1
+		}
+		return 0
+	})
 	m.remote = remote.NewMetrics(s)
 	return m
 }

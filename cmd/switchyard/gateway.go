@@ -60,6 +60,14 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	wire(&cfg)
+	// Before the first listener exists: netpoll's buffers and barriers are
+	// process-wide. A failure leaves netpoll working with its own defaults
+	// (more memory per connection), so it is logged, not fatal.
+	if err := server.TuneNetpoll(); err != nil {
+		log.Error("netpoll tuning not applied: memory per connection will be higher", "err", err)
+	} else {
+		log.Info("netpoll tuned")
+	}
 	g, err := server.New(cfg)
 	if err != nil {
 		return err

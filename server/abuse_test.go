@@ -1,0 +1,132 @@
+package server
+
+import (
+	"bytes"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/switchyard-gw/switchyard/internal/poll"
+	"github.com/switchyard-gw/switchyard/protocol"
+)
+
+// floodChunk is one write of a flooding device: PONG frames (42 bytes,
+// no reply, so the flood is input only).
+func floodChunk(size int) []byte {
+	var b []byte
+	for len(b) < size {
+		b = protocol.AppendFrame(b, protocol.TypePong, 0, 0, bytes.Repeat([]byte{'x'}, 32))
+	}
+	return b
+}
+
+// TestUnreadInputBounded: devices that write without end get ERROR 413
+// and are closed once their unread input passes MaxUnread, counted; a
+// quiet device on the same gateway keeps echoing; and the gateway's heap
+// grows by no more than the flooders' bounds and netpoll's overfill.
+func TestUnreadInputBounded(t *testing.T) {
+	const flooders = 4
+	// No rate limit: only the unread bound can stop these devices.
+	g := startGateway(t, Config{Rate: -1, MaxFrame: 4096})
+	bound := g.cfg.MaxUnread
+	if want := 4 * (4096 + protocol.HeaderSize); bound != want {
+		t.Fatalf("default MaxUnread %d, want %d", bound, want)
+	}
+	quiet := dial(t, g)
+	quiet.hello(protocol.Hello{ID: "quiet"})
+	echo := func(i int) {
+		t.Helper()
+		p := []byte{byte(i)}
+		quiet.send(protocol.TypeData, 0, 0, p)
+		if f := quiet.read(); f.Type != protocol.TypeData || !bytes.Equal(f.Payload, p) {
+			t.Fatalf("quiet device: %v %q", f.Type, f.Payload)
+		}
+	}
+	echo(0)
+
+	var base runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&base)
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // the heap's high-water mark during the flood
+		defer wg.Done()
+		var m runtime.MemStats
+		for {
+			runtime.ReadMemStats(&m)
+			if m.HeapAlloc > peak.Load() {
+				peak.Store(m.HeapAlloc)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+
+	chunk := floodChunk(256 << 10)
+	devs := make([]*dev, flooders)
+	for i := range devs {
+		d := dial(t, g)
+		d.hello(protocol.Hello{ID: "flooder-" + string(rune('a'+i))})
+		devs[i] = d
+		wg.Add(1)
+		go func() { // writes until the gateway closes it
+			defer wg.Done()
+			for {
+				if _, err := d.nc.Write(chunk); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	deadline := time.Now().Add(poll.Patience)
+	for i := 1; metric(g, `switchyard_disconnects_total{reason="unread_limit"}`) < flooders; i++ {
+		echo(i) // the quiet device is served throughout
+		if time.Now().After(deadline) {
+			close(stop)
+			t.Fatalf("flooders not closed for unread input (heap %d KB over the start)", (peak.Load()-min(peak.Load(), base.HeapAlloc))>>10)
+		}
+	}
+	for _, d := range devs {
+		d.expectError(protocol.CodeTooLarge, true)
+	}
+	close(stop)
+	wg.Wait()
+	echo(1)
+	if n := metric(g, `switchyard_errors_sent_total{code="413"}`); n != flooders {
+		t.Fatalf("errors_sent_total{code=413} %v, want %d", n, flooders)
+	}
+	// netpoll reads up to 8 MB at a time (its mallocMax) while a handler
+	// works: that, not MaxUnread, is the most one flooder can cost.
+	const overfill = 8 << 20
+	limit := uint64(flooders*(bound+overfill)) + 16<<20
+	grew := peak.Load() - min(peak.Load(), base.HeapAlloc)
+	t.Logf("heap grew %d KB at most during the flood of %d devices (bound %d B each, limit %d KB)", grew>>10, flooders, bound, limit>>10)
+	if grew > limit {
+		t.Fatalf("heap grew %d bytes during the flood, want under %d", grew, limit)
+	}
+}
+
+// TestRateFloodClosedAtOnce: a device far over its rate (more than
+// rateFloodBursts bursts dropped) is closed with 429 at once, not after
+// RateExcessClose, and counted.
+func TestRateFloodClosedAtOnce(t *testing.T) {
+	g := startGateway(t, Config{RateBurst: 100, Rate: 100, RateExcessClose: time.Hour, MaxUnread: 16 << 20})
+	d := dial(t, g)
+	d.hello(protocol.Hello{ID: "fast"})
+	var b []byte
+	for range 1000 { // 10 bursts at once
+		b = protocol.AppendFrame(b, protocol.TypeData, 0, 0, []byte("x"))
+	}
+	go func() { _, _ = d.nc.Write(b) }() // the test reads meanwhile
+	d.expectError(protocol.CodeRateLimited, true)
+	waitFor(t, "rate_flood counted", func() bool {
+		return metric(g, `switchyard_disconnects_total{reason="rate_flood"}`) == 1
+	})
+}
