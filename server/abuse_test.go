@@ -30,7 +30,7 @@ func TestUnreadInputBounded(t *testing.T) {
 	const flooders = 4
 	// No rate limit: only the unread bound can stop these devices.
 	g := startGateway(t, Config{Rate: -1, MaxFrame: 4096})
-	bound := g.cfg.MaxUnread
+	bound := g.maxUnread
 	if want := 4 * (4096 + protocol.HeaderSize); bound != want {
 		t.Fatalf("default MaxUnread %d, want %d", bound, want)
 	}
@@ -129,4 +129,50 @@ func TestRateFloodClosedAtOnce(t *testing.T) {
 	waitFor(t, "rate_flood counted", func() bool {
 		return metric(g, `switchyard_disconnects_total{reason="rate_flood"}`) == 1
 	})
+}
+
+// TestSlowConsumerGetsError: a device that does not read its echoes is a
+// slow consumer; the last frame it is sent is ERROR 503, after everything
+// queued, and it is counted.
+func TestSlowConsumerGetsError(t *testing.T) {
+	g := startGateway(t, Config{MaxOutbound: 128 << 10, Rate: -1, MaxUnread: 64 << 20}) // the unread bound would otherwise close it first (413)
+	d := dial(t, g)
+	d.hello(protocol.Hello{ID: "slow"})
+	frame := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, 32<<10))
+	queued := func() bool { return metric(g, `switchyard_errors_sent_total{code="503"}`) == 1 }
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Until the gateway gave up on it: input it has not read when it
+		// closes would make its kernel reset the connection, and a reset
+		// discards what this device has not read yet, the ERROR included.
+		for range 2000 {
+			if queued() {
+				return
+			}
+			if _, err := d.nc.Write(frame); err != nil {
+				return
+			}
+		}
+	}()
+	// The gateway queued its ERROR behind what the socket would not take;
+	// reading now takes all of it (within the linger), ERROR last.
+	waitFor(t, "ERROR 503 queued", queued)
+	<-done
+	for {
+		f := d.read()
+		if f.Type == protocol.TypeData {
+			continue
+		}
+		if f.Type != protocol.TypeError {
+			t.Fatalf("got %v, want DATA then ERROR", f.Type)
+		}
+		var e protocol.ErrorMsg
+		if err := protocol.Unmarshal(f.Payload, &e); err != nil || e.Code != protocol.CodeUnavailable {
+			t.Fatalf("ERROR %+v %v, want 503", e, err)
+		}
+		break
+	}
+	d.expectClosed()
+	waitFor(t, "slow consumer disconnect", func() bool { return g.metrics.disconnects[reasonSlowConsumer].Get() == 1 })
 }

@@ -264,9 +264,6 @@ func (cfg Config) provision() Config {
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = maxConnsFor(fdLimit(), cfg.LinksPerShard)
 	}
-	if cfg.MaxUnread == 0 {
-		cfg.MaxUnread = unreadFrames * (cfg.MaxFrame + protocol.HeaderSize)
-	}
 	if cfg.Rate == 0 {
 		cfg.Rate = DefaultRate
 	}
@@ -297,7 +294,7 @@ func (cfg *Config) Validate() error {
 	if cfg.MaxOutbound < cfg.MaxFrame+protocol.HeaderSize {
 		errs = append(errs, fmt.Errorf("max outbound %d: want at least one frame (%d)", cfg.MaxOutbound, cfg.MaxFrame+protocol.HeaderSize))
 	}
-	if cfg.MaxUnread < cfg.MaxFrame+protocol.HeaderSize {
+	if cfg.MaxUnread != 0 && cfg.MaxUnread < cfg.MaxFrame+protocol.HeaderSize {
 		errs = append(errs, fmt.Errorf("max unread %d: want at least one frame (%d)", cfg.MaxUnread, cfg.MaxFrame+protocol.HeaderSize))
 	}
 	if cfg.MaxDetached < 1 {
@@ -371,4 +368,14 @@ func maxConnsFor(limit float64, linksPerShard int) int {
 		return int(max(n/2, 1))
 	}
 	return int(min(n-reserve, MaxConnsCeiling))
+}
+
+// maxUnread is the MaxUnread in force: as configured, or derived from
+// MaxFrame (kept out of provision, so that a reload changing max_frame
+// does not also report max_unread).
+func (cfg *Config) maxUnread() int {
+	if cfg.MaxUnread > 0 {
+		return cfg.MaxUnread
+	}
+	return unreadFrames * (cfg.MaxFrame + protocol.HeaderSize)
 }

@@ -60,6 +60,7 @@ type Gateway struct {
 	refusals    *refusalLog
 	idle        time.Duration // 3 × hb
 	idleTicks   int64
+	maxUnread   int // cfg.maxUnread()
 	acceptLimit bucket
 
 	evl     netpoll.EventLoop
@@ -135,6 +136,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.wheel = timewheel.New(0, 0, g.retryBacklog)
 	g.sessions = newSessionTable(g)
 	g.idleTicks = g.wheel.Ticks(g.idle)
+	g.maxUnread = cfg.maxUnread()
 	g.randomKey = randomResumeKey()
 	g.live.Store(g.newLive(&g.cfg, g.randomKey))
 	g.running = g.cfg

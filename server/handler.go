@@ -41,7 +41,7 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 	defer c.pmu.Unlock()
 	r := nc.Reader()
 	b := batch{start: time.Now()}
-	maxUnread := g.cfg.MaxUnread
+	maxUnread := g.maxUnread
 	for r.Len() > 0 && !c.isClosing() {
 		if r.Len() > maxUnread {
 			c.flood(protocol.CodeTooLarge, reasonUnreadLimit, "unread input over max_unread, closing")
@@ -66,6 +66,13 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 			break
 		}
 		c.frame(&f, &b)
+		_ = r.Release()
+	}
+	if r.Len() > 0 && c.isClosing() {
+		// A closing connection's input is never handled: thrown away, so
+		// that netpoll neither keeps it nor calls the handler again for it
+		// while the ERROR lingers.
+		_ = r.Skip(r.Len())
 		_ = r.Release()
 	}
 	c.flush()
