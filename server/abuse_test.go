@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -175,4 +176,42 @@ func TestSlowConsumerGetsError(t *testing.T) {
 	}
 	d.expectClosed()
 	waitFor(t, "slow consumer disconnect", func() bool { return g.metrics.disconnects[reasonSlowConsumer].Get() == 1 })
+}
+
+// TestDetachedCapped: connect/HELLO/close churn with fresh device ids past
+// MaxDetached never holds more detached sessions than the cap; the oldest
+// are forgotten first and counted, a forgotten session's resume starts a
+// new session, and the newest still resume.
+func TestDetachedCapped(t *testing.T) {
+	const capN, churn = 8, 30
+	g := startGateway(t, Config{MaxDetached: capN})
+	tokens := make([][]byte, churn)
+	id := func(i int) string { return "churn-" + strconv.Itoa(i) }
+	for i := range churn {
+		d := dial(t, g)
+		tokens[i] = d.hello(protocol.Hello{ID: id(i)}).Resume
+		d.nc.Close()
+		want := min(i+1, capN)
+		waitFor(t, "detach "+id(i), func() bool { return g.sessions.detached() == want && g.metrics.attached.Load() == 0 })
+		if n := int(metric(g, `switchyard_sessions_by_state{state="detached"}`)); n != want {
+			t.Fatalf("after %d closes: %d detached, want %d", i+1, n, want)
+		}
+	}
+	if n := metric(g, "switchyard_detached_evicted_total"); n != churn-capN {
+		t.Fatalf("detached_evicted_total %v, want %d", n, churn-capN)
+	}
+	if n := metric(g, "switchyard_sessions"); n != capN {
+		t.Fatalf("sessions %v, want %d", n, capN)
+	}
+	resume := func(i int) bool {
+		d := dial(t, g)
+		defer d.nc.Close()
+		return d.hello(protocol.Hello{ID: id(i), Resume: tokens[i]}).Resumed
+	}
+	if resume(0) {
+		t.Fatal("the oldest detached session (evicted) resumed")
+	}
+	if !resume(churn - 1) {
+		t.Fatal("the newest detached session did not resume")
+	}
 }

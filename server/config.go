@@ -29,7 +29,6 @@ const (
 	DefaultDisconnectRing   = 4096                        // recent disconnects kept (GET /api/v1/disconnects)
 	MaxDisconnectRing       = 1 << 20                     // largest DisconnectRing accepted
 	DefaultResumeWindow     = 5 * time.Minute             // a detached session waits this long for a resume
-	DefaultMaxDetached      = 100_000                     // detached sessions held for a resume (see MaxDetached)
 	unreadFrames            = 4                           // the default MaxUnread is this many largest frames
 	DefaultResumeTokenTTL   = 24 * time.Hour              // lifetime of a resume token
 	DefaultDrainTimeout     = 15 * time.Second            // Close without a context deadline drains this long
@@ -120,11 +119,14 @@ type Config struct {
 	// for a resume within ResumeWindow). A detach that would exceed it
 	// forgets the session detached the longest ago (counted in
 	// switchyard_detached_evicted_total; its device's resume then starts
-	// a new session, as after the window). Default DefaultMaxDetached:
-	// about 40 MB at the ~400 bytes a detached session keeps (its table
-	// entry and wheel entry; the outbox it holds is bounded by MaxOutbox
-	// and empty for most), a tenth of the memory budget of a gateway of
-	// 100,000 devices.
+	// a new session, as after the window; with backend shards the shard,
+	// which keeps its own copy, still decides). Default: MaxConns as set
+	// at New, so that every device of a full gateway that drops at once
+	// can resume. A detached session keeps about 340 bytes (its table
+	// entry, id and wheel entry; an outbox only while downstream DATA is
+	// unacknowledged, at most MaxOutbox), a tenth of the 3.5 KB budget of
+	// an attached one: churn with fresh ids costs at most a tenth more
+	// than a full gateway, not memory without bound.
 	MaxDetached int
 	// ResumeTokenTTL is how long a resume token stays valid.
 	ResumeTokenTTL time.Duration
@@ -250,7 +252,7 @@ func (cfg Config) provision() Config {
 		v *int
 		d int
 	}{
-		{&cfg.MaxFrame, protocol.DefaultMaxFrame}, {&cfg.MaxDetached, DefaultMaxDetached},
+		{&cfg.MaxFrame, protocol.DefaultMaxFrame},
 		{&cfg.RateBurst, DefaultRateBurst}, {&cfg.AcceptBurst, DefaultAcceptBurst},
 		{&cfg.MaxOutbound, DefaultMaxOutbound}, {&cfg.MaxOutbox, DefaultMaxOutbox}, {&cfg.DisconnectRing, DefaultDisconnectRing},
 		{&cfg.MoveBuffer, DefaultMoveBuffer},
@@ -297,8 +299,8 @@ func (cfg *Config) Validate() error {
 	if cfg.MaxUnread != 0 && cfg.MaxUnread < cfg.MaxFrame+protocol.HeaderSize {
 		errs = append(errs, fmt.Errorf("max unread %d: want at least one frame (%d)", cfg.MaxUnread, cfg.MaxFrame+protocol.HeaderSize))
 	}
-	if cfg.MaxDetached < 1 {
-		errs = append(errs, fmt.Errorf("max detached %d: want at least 1", cfg.MaxDetached))
+	if cfg.MaxDetached < 0 {
+		errs = append(errs, fmt.Errorf("max detached %d: must not be negative", cfg.MaxDetached))
 	}
 	if cfg.DisconnectRing < 1 || cfg.DisconnectRing > MaxDisconnectRing {
 		errs = append(errs, fmt.Errorf("disconnect ring %d: want 1..%d", cfg.DisconnectRing, MaxDisconnectRing))
@@ -378,4 +380,12 @@ func (cfg *Config) maxUnread() int {
 		return cfg.MaxUnread
 	}
 	return unreadFrames * (cfg.MaxFrame + protocol.HeaderSize)
+}
+
+// maxDetached is the MaxDetached in force: as configured, or MaxConns.
+func (cfg *Config) maxDetached() int {
+	if cfg.MaxDetached > 0 {
+		return cfg.MaxDetached
+	}
+	return cfg.MaxConns
 }

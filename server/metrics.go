@@ -145,6 +145,7 @@ type gatewayMetrics struct {
 	bytesIn             [nKinds]*metrics.Counter
 	bytesOut            [nKinds]*metrics.Counter
 	goaways             *metrics.Counter
+	detachedEvicted     *metrics.Counter // detached sessions forgotten over MaxDetached
 	rateLimitDevice     *metrics.Counter // a device went over its frame rate (an excess began)
 	rateLimitAccept     *metrics.Counter // a connection refused over the accept rate
 	handshakeDuration   *metrics.PrometheusHistogram
@@ -178,6 +179,7 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 		resumeRejected:      s.NewCounter("switchyard_resume_rejected_total"),
 		takeovers:           s.NewCounter("switchyard_session_takeovers_total"),
 		goaways:             s.NewCounter("switchyard_goaways_sent_total"),
+		detachedEvicted:     s.NewCounter("switchyard_detached_evicted_total"),
 		rateLimitDevice:     s.NewCounter(`switchyard_rate_limit_hits_total{limit="device"}`),
 		rateLimitAccept:     s.NewCounter(`switchyard_rate_limit_hits_total{limit="accept"}`),
 		handshakeDuration:   s.NewPrometheusHistogramExt("switchyard_handshake_duration_seconds", handshakeBuckets),

@@ -41,7 +41,7 @@ type Gateway struct {
 	MaxOutbox        int           `yaml:"max_outbox" help:"bytes of unacknowledged reliable downstream DATA per session"`
 	DisconnectRing   int           `yaml:"disconnect_ring" help:"recent disconnects kept for the admin API (GET /api/v1/disconnects, ctl disconnects)"`
 	ResumeWindow     time.Duration `yaml:"resume_window" reload:"live" help:"how long a detached session waits for a resume"`
-	MaxDetached      int           `yaml:"max_detached" help:"detached sessions held for a resume; beyond, the oldest is forgotten"`
+	MaxDetached      int           `yaml:"max_detached" help:"detached sessions held for a resume; beyond, the oldest is forgotten (0: max_conns)"`
 	ResumeTokenTTL   time.Duration `yaml:"resume_token_ttl" reload:"live" help:"lifetime of a resume token"`
 	DrainTimeout     time.Duration `yaml:"drain_timeout" reload:"live" help:"how long a drain (SIGTERM) may take"`
 	GoAwayRetry      time.Duration `yaml:"go_away_retry" flag:"goaway-retry" reload:"live" help:"how long a device is served after GOAWAY (retry_ms)"`
@@ -132,7 +132,6 @@ func DefaultGateway() Gateway {
 		Heartbeat:        server.DefaultHeartbeat,
 		HandshakeTimeout: server.DefaultHandshakeTimeout,
 		MaxFrame:         protocol.DefaultMaxFrame,
-		MaxDetached:      server.DefaultMaxDetached,
 		Rate:             server.DefaultRate,
 		RateBurst:        server.DefaultRateBurst,
 		RateExcessClose:  server.DefaultRateExcessClose,
