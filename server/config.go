@@ -290,8 +290,8 @@ func (cfg *Config) Validate() error {
 	if cfg.MaxFrame < protocol.MaxHelloPayload || cfg.MaxFrame > 16<<20 {
 		errs = append(errs, fmt.Errorf("max frame %d: want %d..%d", cfg.MaxFrame, protocol.MaxHelloPayload, 16<<20))
 	}
-	if cfg.MaxConns < 1 || cfg.RateBurst < 1 || cfg.AcceptBurst < 1 {
-		errs = append(errs, errors.New("max conns, rate burst and accept burst must be positive"))
+	if cfg.MaxConns < 0 || cfg.RateBurst < 1 || cfg.AcceptBurst < 1 {
+		errs = append(errs, errors.New("max conns must not be negative (0: from the file limit); rate burst and accept burst must be positive"))
 	}
 	if cfg.MaxOutbound < cfg.MaxFrame+protocol.HeaderSize {
 		errs = append(errs, fmt.Errorf("max outbound %d: want at least one frame (%d)", cfg.MaxOutbound, cfg.MaxFrame+protocol.HeaderSize))

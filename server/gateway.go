@@ -195,7 +195,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 		}
 	}()
 	g.adm.up.Store(true) // after every field the admin handlers read is set
-	g.log.Info("gateway listening", "devices", ln.Addr().String(), "admin", g.AdminAddr(), "node", g.cfg.Node)
+	g.log.Info("gateway listening", "devices", ln.Addr().String(), "admin", g.AdminAddr(), "node", g.cfg.Node,
+		"max_conns", g.live.Load().maxConns, "max_detached", g.sessions.maxDetached, "max_unread", g.maxUnread)
 	return nil
 }
 
