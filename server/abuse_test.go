@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -114,19 +115,47 @@ func TestUnreadInputBounded(t *testing.T) {
 	}
 }
 
-// TestRateFloodClosedAtOnce: a device far over its rate (more than
-// rateFloodBursts bursts dropped) is closed with 429 at once, not after
-// RateExcessClose, and counted.
+// TestRateFloodClosedAtOnce: a device that writes frames without end far
+// over its rate (more than floodDrops dropped in one batch of input) is
+// closed with 429 at once, not after RateExcessClose, and counted.
 func TestRateFloodClosedAtOnce(t *testing.T) {
-	g := startGateway(t, Config{RateBurst: 100, Rate: 100, RateExcessClose: time.Hour, MaxUnread: 16 << 20})
+	g := startGateway(t, Config{RateBurst: 100, Rate: 100, RateExcessClose: time.Hour, MaxUnread: 64 << 20})
 	d := dial(t, g)
 	d.hello(protocol.Hello{ID: "fast"})
-	var b []byte
-	for range 1000 { // 10 bursts at once
-		b = protocol.AppendFrame(b, protocol.TypeData, 0, 0, []byte("x"))
+	var chunk []byte
+	for len(chunk) < 64<<10 {
+		chunk = protocol.AppendFrame(chunk, protocol.TypeData, 0, 0, []byte("x"))
 	}
-	go func() { _, _ = d.nc.Write(b) }() // the test reads meanwhile
-	d.expectError(protocol.CodeRateLimited, true)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // writes until closed; the test reads meanwhile
+		defer wg.Done()
+		for {
+			if _, err := d.nc.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(poll.Patience)
+	for { // 429 notices (connection kept), then the closing one
+		if time.Now().After(deadline) {
+			t.Fatal("the flooding device was not closed")
+		}
+		f := d.read()
+		if f.Type != protocol.TypeError {
+			continue
+		}
+		var e protocol.ErrorMsg
+		if err := protocol.Unmarshal(f.Payload, &e); err != nil || e.Code != protocol.CodeRateLimited {
+			t.Fatalf("ERROR %+v %v, want 429", e, err)
+		}
+		if strings.Contains(e.Message, "closing") {
+			break
+		}
+	}
+	d.expectClosed()
+	d.nc.Close()
+	wg.Wait()
 	waitFor(t, "rate_flood counted", func() bool {
 		return metric(g, `switchyard_disconnects_total{reason="rate_flood"}`) == 1
 	})

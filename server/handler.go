@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/binary"
+	"math"
 	"sync"
 	"time"
 
@@ -42,6 +43,7 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 	r := nc.Reader()
 	b := batch{start: time.Now()}
 	maxUnread := g.maxUnread
+	c.rl.batchDrops = 0
 	for r.Len() > 0 && !c.isClosing() {
 		if r.Len() > maxUnread {
 			c.flood(protocol.CodeTooLarge, reasonUnreadLimit, "unread input over max_unread, closing")
@@ -274,12 +276,21 @@ func (c *conn) data(f *protocol.Frame) {
 // backend.
 func (c *conn) ackDownstream(seq uint32) { c.g.backend.Ack(c, seq) }
 
-// rateFloodBursts: a device that has had more than this many bursts
-// (RateBurst) of frames dropped in one excess is flooding, not merely
-// fast, and is closed at once rather than after RateExcessClose: with the
-// defaults, 16,000 frames dropped, which takes sending at about 3× the
-// rate for the whole RateExcessClose, or far faster for less.
-const rateFloodBursts = 4
+// A device that has more frames dropped over its rate in one handler call
+// (one batch of input) than floodDrops is flooding, not merely fast: it
+// wrote thousands of frames beyond its burst without waiting for anything.
+// It is closed at once rather than after RateExcessClose. The threshold is
+// rateFloodBursts bursts (16,000 frames with the defaults), at least
+// rateFloodMin (a small configured burst must not make a short burst a
+// flood), at most what batchDrops counts.
+const (
+	rateFloodBursts = 4
+	rateFloodMin    = 1024
+)
+
+func floodDrops(lv *live) uint16 {
+	return uint16(min(max(rateFloodBursts*lv.rateBurst, rateFloodMin), math.MaxUint16))
+}
 
 // rateLimited drops the frame, tells the device (at most once a second) and
 // closes it when the excess has lasted RateExcessClose, or at once when it
@@ -289,15 +300,19 @@ func (c *conn) rateLimited() {
 	g.metrics.drop(dropRateLimit)
 	now := g.wheel.Now()
 	second := g.wheel.Ticks(time.Second)
-	if now-c.rl.lastDrop > second || c.rl.excessDrops == 0 {
+	if now-c.rl.lastDrop > second {
 		c.rl.excessStart = now
-		c.rl.excessDrops = 0
+	}
+	if now-c.rl.lastDrop > second || !c.rl.dropped {
 		g.metrics.rateLimitDevice.Inc() // an excess began: once per episode; drops count the frames
 	}
-	c.rl.excessDrops++
+	c.rl.dropped = true
 	c.rl.lastDrop = now
+	if c.rl.batchDrops < math.MaxUint16 {
+		c.rl.batchDrops++
+	}
 	lv := g.live.Load()
-	if float32(c.rl.excessDrops) > rateFloodBursts*lv.rateBurst {
+	if c.rl.batchDrops >= floodDrops(lv) {
 		c.flood(protocol.CodeRateLimited, reasonRateFlood, "far over the rate limit, closing")
 		return
 	}

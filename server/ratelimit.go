@@ -6,7 +6,8 @@ import "sync"
 // is touched only by the connection's handler, so it needs no lock.
 type rateLimiter struct {
 	tokens      float32
-	excessDrops uint32 // frames dropped in the current excess; 0: none since reset (lastDrop unset)
+	dropped     bool   // a frame was dropped since reset (lastDrop is set); fits the padding after tokens
+	batchDrops  uint16 // frames dropped in the current handler call (onRequest resets it), saturating; fits the padding too
 	last        int64  // tick of the last refill
 	lastDrop    int64  // tick of the last dropped frame
 	excessStart int64  // tick the current run of drops began
