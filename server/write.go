@@ -89,7 +89,9 @@ func (c *conn) flushLocked() string {
 	// Keep the unwritten tail at the front of the buffer.
 	*c.out = append((*c.out)[:0], buf...)
 	var why string
-	if len(*c.out) > c.g.live.Load().maxOutbound {
+	if len(*c.out) > c.g.live.Load().maxOutbound && c.writable() {
+		// Once only: a closing connection's deadline is its linger, which
+		// a second shut would push back at every retry.
 		c.slowLocked()
 		why = reasonSlowConsumer
 	}
