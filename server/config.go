@@ -20,7 +20,7 @@ const (
 	DefaultAdminListen      = "127.0.0.1:7480"
 	DefaultHeartbeat        = 30 * time.Second            // hb in WELCOME; idle close after 3×
 	DefaultHandshakeTimeout = 5 * time.Second             // first frame must be a HELLO within this
-	DefaultMaxConns         = 1 << 20                     // device connections per gateway
+	MaxConnsCeiling         = 1 << 20                     // the derived max_conns never exceeds this (see maxConnsFor)
 	DefaultRate             = 2000                        // frames/s a device may send, sustained
 	DefaultRateBurst        = 4000                        // frames a device may send at once
 	DefaultRateExcessClose  = 3 * time.Second             // a device over its rate this long is closed
@@ -32,6 +32,7 @@ const (
 	DefaultDisconnectRing   = 4096                        // recent disconnects kept (GET /api/v1/disconnects)
 	MaxDisconnectRing       = 1 << 20                     // largest DisconnectRing accepted
 	DefaultResumeWindow     = 5 * time.Minute             // a detached session waits this long for a resume
+	unreadFrames            = 4                           // the default MaxUnread is this many largest frames
 	DefaultResumeTokenTTL   = 24 * time.Hour              // lifetime of a resume token
 	DefaultDrainTimeout     = 15 * time.Second            // Close without a context deadline drains this long
 	DefaultGoAwayRetry      = 2 * time.Second             // retry_ms in GOAWAY: how long a device is still served
@@ -70,8 +71,21 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// MaxFrame is the largest payload accepted (max_frame in WELCOME).
 	MaxFrame int
-	// MaxConns caps concurrent device connections; beyond it new ones get 503.
+	// MaxConns caps concurrent device connections; beyond it new ones get
+	// 503. Zero: what the process's file limit allows (RLIMIT_NOFILE, soft,
+	// read at New) minus a reserve for everything else the gateway opens
+	// (maxConnsFor), so that at the limit devices get 503 and the admin
+	// listener can still accept, instead of accept failing with EMFILE.
 	MaxConns int
+	// MaxUnread bounds the bytes of one device's input that the gateway
+	// has read from the socket and not handled yet. netpoll reads a
+	// connection's input whether or not its handler keeps up, so a device
+	// that floods could make it buffer without limit; past MaxUnread the
+	// device gets ERROR 413 and is closed at once. Default: 4 ×
+	// (MaxFrame + the frame header), 262,184 bytes with the default
+	// MaxFrame: room for several whole frames, far above what a device
+	// within its rate has waiting.
+	MaxUnread int
 	// AuthSecrets enables token auth when not empty; any secret verifies
 	// (key rotation).
 	AuthSecrets [][]byte
@@ -111,6 +125,19 @@ type Config struct {
 	DisconnectRing int
 	// ResumeWindow is how long a session survives its connection.
 	ResumeWindow time.Duration
+	// MaxDetached caps the sessions held without a connection (waiting
+	// for a resume within ResumeWindow). A detach that would exceed it
+	// forgets the session detached the longest ago (counted in
+	// switchyard_detached_evicted_total; its device's resume then starts
+	// a new session, as after the window; with backend shards the shard,
+	// which keeps its own copy, still decides). Default: MaxConns as set
+	// at New, so that every device of a full gateway that drops at once
+	// can resume. A detached session keeps about 340 bytes (its table
+	// entry, id and wheel entry; an outbox only while downstream DATA is
+	// unacknowledged, at most MaxOutbox), a tenth of the 3.5 KB budget of
+	// an attached one: churn with fresh ids costs at most a tenth more
+	// than a full gateway, not memory without bound.
+	MaxDetached int
 	// ResumeTokenTTL is how long a resume token stays valid.
 	ResumeTokenTTL time.Duration
 	// DrainTimeout bounds Close when its context has no deadline.
@@ -251,7 +278,7 @@ func (cfg Config) provision() Config {
 		v *int
 		d int
 	}{
-		{&cfg.MaxFrame, protocol.DefaultMaxFrame}, {&cfg.MaxConns, DefaultMaxConns},
+		{&cfg.MaxFrame, protocol.DefaultMaxFrame},
 		{&cfg.RateBurst, DefaultRateBurst}, {&cfg.AcceptBurst, DefaultAcceptBurst},
 		{&cfg.MaxOutbound, DefaultMaxOutbound}, {&cfg.MaxOutbox, DefaultMaxOutbox}, {&cfg.DisconnectRing, DefaultDisconnectRing},
 		{&cfg.MoveBuffer, DefaultMoveBuffer},
@@ -261,6 +288,9 @@ func (cfg Config) provision() Config {
 		if *f.v == 0 {
 			*f.v = f.d
 		}
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = maxConnsFor(fdLimit(), cfg.LinksPerShard)
 	}
 	if cfg.Rate == 0 {
 		cfg.Rate = DefaultRate
@@ -286,11 +316,17 @@ func (cfg *Config) Validate() error {
 	if cfg.MaxFrame < protocol.MaxHelloPayload || cfg.MaxFrame > 16<<20 {
 		errs = append(errs, fmt.Errorf("max frame %d: want %d..%d", cfg.MaxFrame, protocol.MaxHelloPayload, 16<<20))
 	}
-	if cfg.MaxConns < 1 || cfg.RateBurst < 1 || cfg.AcceptBurst < 1 {
-		errs = append(errs, errors.New("max conns, rate burst and accept burst must be positive"))
+	if cfg.MaxConns < 0 || cfg.RateBurst < 1 || cfg.AcceptBurst < 1 {
+		errs = append(errs, errors.New("max conns must not be negative (0: from the file limit); rate burst and accept burst must be positive"))
 	}
 	if cfg.MaxOutbound < cfg.MaxFrame+protocol.HeaderSize {
 		errs = append(errs, fmt.Errorf("max outbound %d: want at least one frame (%d)", cfg.MaxOutbound, cfg.MaxFrame+protocol.HeaderSize))
+	}
+	if cfg.MaxUnread != 0 && cfg.MaxUnread < cfg.MaxFrame+protocol.HeaderSize {
+		errs = append(errs, fmt.Errorf("max unread %d: want at least one frame (%d)", cfg.MaxUnread, cfg.MaxFrame+protocol.HeaderSize))
+	}
+	if cfg.MaxDetached < 0 {
+		errs = append(errs, fmt.Errorf("max detached %d: must not be negative", cfg.MaxDetached))
 	}
 	if cfg.DisconnectRing < 1 || cfg.DisconnectRing > MaxDisconnectRing {
 		errs = append(errs, fmt.Errorf("disconnect ring %d: want 1..%d", cfg.DisconnectRing, MaxDisconnectRing))
@@ -333,4 +369,52 @@ func (cfg *Config) Validate() error {
 		return fmt.Errorf("server: config: %w", err)
 	}
 	return nil
+}
+
+// fdReserve is the part of the file limit that the derived MaxConns leaves
+// to everything but device connections: fdReserveBase for the listeners,
+// the admin API's connections (scrapes, probes, ctl), gossip, the
+// process's own files and the refused connections still being closed,
+// and links to fdReserveShards shards.
+const (
+	fdReserveBase   = 64
+	fdReserveShards = 32
+)
+
+// maxConnsFor is the default MaxConns for a file limit: the limit minus
+// fdReserveBase + fdReserveShards × linksPerShard (128 with the default 2
+// links per shard: 19,872 of 20,000), at most MaxConnsCeiling; half the
+// limit when the reserve would take more than that (a tiny limit), and
+// MaxConnsCeiling when the limit is unknown.
+func maxConnsFor(limit float64, linksPerShard int) int {
+	if limit <= 0 {
+		return MaxConnsCeiling
+	}
+	if linksPerShard <= 0 {
+		linksPerShard = DefaultLinksPerShard
+	}
+	n := int64(limit)
+	reserve := int64(fdReserveBase + fdReserveShards*linksPerShard)
+	if n <= 2*reserve {
+		return int(max(n/2, 1))
+	}
+	return int(min(n-reserve, MaxConnsCeiling))
+}
+
+// maxUnread is the MaxUnread in force: as configured, or derived from
+// MaxFrame (kept out of provision, so that a reload changing max_frame
+// does not also report max_unread).
+func (cfg *Config) maxUnread() int {
+	if cfg.MaxUnread > 0 {
+		return cfg.MaxUnread
+	}
+	return unreadFrames * (cfg.MaxFrame + protocol.HeaderSize)
+}
+
+// maxDetached is the MaxDetached in force: as configured, or MaxConns.
+func (cfg *Config) maxDetached() int {
+	if cfg.MaxDetached > 0 {
+		return cfg.MaxDetached
+	}
+	return cfg.MaxConns
 }

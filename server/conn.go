@@ -252,14 +252,22 @@ func (c *conn) refuseRetry(msg string, retryMS int) {
 	c.g.wheel.Schedule(&c.dl, 0)
 }
 
-// shut closes the connection for reason (the first reason given wins).
+// shut closes the connection for reason (the first reason given wins). A
+// slow consumer with bytes still queued (its ERROR last, slowLocked) is
+// closed by the wheel instead: by retryBacklog once they are written, or
+// at the linger deadline.
 func (c *conn) shut(reason string) {
 	c.wmu.Lock()
 	if c.reason == "" {
 		c.reason = reason
 	}
 	c.closing = true
+	linger := reason == reasonSlowConsumer && c.out != nil && !c.closed
 	c.wmu.Unlock()
+	if linger {
+		c.g.wheel.Schedule(&c.dl, closeLinger)
+		return
+	}
 	c.nc.Close()
 }
 

@@ -20,8 +20,9 @@
 //
 //	accept ─▶ onPrepare: admission (draining, max conns, accept rate → 503),
 //	          close callback, handshake deadline in the wheel
-//	input  ─▶ onRequest: every whole frame → handle → Release; replies are
-//	          queued and written with one syscall per batch (write.go)
+//	input  ─▶ onRequest: unread input over MaxUnread → 413 and close; every
+//	          whole frame → handle → Release; replies are queued and
+//	          written with one syscall per batch (write.go)
 //	HELLO  ─▶ handshake: 400/413, then 401; attach the session (takeover 409
 //	          to the previous connection, resume by token); WELCOME;
 //	          redeliver unacknowledged reliable downstream DATA
@@ -50,6 +51,24 @@
 //     sessionTable). Series per shard or about the cluster are written at
 //     each scrape (remote.Backend's writer, writeClusterMetrics); none has
 //     a per-device label.
+//
+// Bounds under abuse (docs/operations.md "Overload and abuse"): a
+// connection's unread input (MaxUnread, 413: netpoll reads whether or not
+// the handler keeps up), a flood far over the rate (429 at once), the
+// outbound queue (MaxOutbound: a slow consumer gets 503 last), the
+// connections (MaxConns, by default from the file limit: 503 at accept,
+// with a reserve so that the admin listener still accepts) and the
+// detached sessions (MaxDetached, oldest forgotten first).
+//
+// netpoll tuning: TuneNetpoll (netpoll_tune.go) sets netpoll's
+// process-wide buffers (Configure BufferSize and LinkBufferCap, 256 bytes)
+// and replaces its write-barrier pool with single-slot barriers, about
+// halving an idle connection's memory. It changes netpoll for every user
+// in the process, so a Gateway never calls it: programs that run gateways
+// call it once before the first Start (cmd/switchyard, the test
+// harnesses). It returns Configure's error, or one saying the barrier's
+// layout changed (a netpoll upgrade: TestNetpollTuned fails too); the
+// gauge switchyard_netpoll_tuned says whether it took.
 //
 // Configuration: Config is fixed at New, except the settings Reload may
 // change (reload.go: rates, admission, auth secrets, cluster keys,

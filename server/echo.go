@@ -88,7 +88,7 @@ func (e echoBackend) Data(d remote.Device, f protocol.Frame) {
 		return
 	case s.outbox.size()+len(f.Payload)+outboxEntryHeader > e.maxOutbox:
 		s.mu.Unlock()
-		c.shut(reasonSlowConsumer)
+		c.slowConsumer()
 		return
 	}
 	s.upLast = f.Seq

@@ -60,6 +60,7 @@ type Gateway struct {
 	refusals    *refusalLog
 	idle        time.Duration // 3 × hb
 	idleTicks   int64
+	maxUnread   int // cfg.maxUnread()
 	acceptLimit bucket
 	acceptLag   atomic.Int64 // ns, moving average of accept to first read (shed.go)
 
@@ -137,6 +138,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.wheel = timewheel.New(0, 0, g.retryBacklog)
 	g.sessions = newSessionTable(g)
 	g.idleTicks = g.wheel.Ticks(g.idle)
+	g.maxUnread = cfg.maxUnread()
 	g.randomKey = randomResumeKey()
 	g.live.Store(g.newLive(&g.cfg, g.randomKey))
 	g.running = g.cfg
@@ -155,7 +157,6 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if g.started.Swap(true) {
 		return errors.New("server: gateway already started")
 	}
-	tuneNetpoll()
 	ln, err := netpoll.CreateListener("tcp", g.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("server: listen %s: %w", g.cfg.Listen, err)
@@ -199,7 +200,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 		}
 	}()
 	g.adm.up.Store(true) // after every field the admin handlers read is set
-	g.log.Info("gateway listening", "devices", ln.Addr().String(), "admin", g.AdminAddr(), "node", g.cfg.Node)
+	g.log.Info("gateway listening", "devices", ln.Addr().String(), "admin", g.AdminAddr(), "node", g.cfg.Node,
+		"max_conns", g.live.Load().maxConns, "max_detached", g.sessions.maxDetached, "max_unread", g.maxUnread)
 	return nil
 }
 

@@ -14,6 +14,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// As cmd/switchyard does: the tests see the buffers production runs with.
+	if err := TuneNetpoll(); err != nil {
+		panic(err)
+	}
 	// netpoll's poller can also be caught inside its epoll_wait syscall.
 	leakcheck.Main(m, nil, append(leakcheck.Netpoll, goleak.IgnoreTopFunction("syscall.Syscall6"))...)
 }
@@ -45,11 +49,10 @@ func TestEchoBestEffortAndReliable(t *testing.T) {
 }
 
 // TestNetpollTuned fails when a netpoll upgrade moved the internals that
-// tuneNetpoll trims (see netpoll_tune.go).
+// TuneNetpoll trims (see netpoll_tune.go).
 func TestNetpollTuned(t *testing.T) {
-	tuneNetpoll()
-	if !barrierOK {
-		t.Fatal("netpoll's write barrier pool was not tuned: its layout changed")
+	if err := TuneNetpoll(); err != nil || !NetpollTuned() {
+		t.Fatalf("TuneNetpoll: %v (tuned %v)", err, NetpollTuned())
 	}
 	b := reflect.ValueOf(netpollBarrierPool.New()).Elem()
 	if n := b.FieldByName("bs").Len(); n != barrierSlots {

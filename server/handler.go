@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/binary"
+	"math"
 	"sync"
 	"time"
 
@@ -24,6 +25,14 @@ import (
 // slow device. So the handler never leaves input behind and never waits:
 // the start of an incomplete frame is copied out (a pooled buffer, held only
 // until the frame is whole) and completed by the next call.
+//
+// netpoll has no read backpressure (v0.7: no read threshold, no way to stop
+// reading one connection): its poller keeps reading a connection's input
+// into the buffer while the handler works through it. So the handler looks
+// at what is buffered before each frame, and a device whose unread input
+// passes MaxUnread (it sends faster than the gateway handles it) is closed
+// at once with 413 (flood). What one connection can make the gateway buffer
+// is then MaxUnread plus what the poller reads between two looks.
 func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 	c, ok := ctx.(*conn)
 	if !ok {
@@ -40,7 +49,13 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 		c.lagNoted = true
 		g.noteAcceptLag(b.start.UnixNano() - c.acceptNs)
 	}
+	maxUnread := g.maxUnread
+	c.rl.batchDrops = 0
 	for r.Len() > 0 && !c.isClosing() {
+		if r.Len() > maxUnread {
+			c.flood(protocol.CodeTooLarge, reasonUnreadLimit, "unread input over max_unread, closing")
+			break
+		}
 		if c.partial != nil {
 			c.continuePartial(r, &b)
 			continue
@@ -60,6 +75,13 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 			break
 		}
 		c.frame(&f, &b)
+		_ = r.Release()
+	}
+	if r.Len() > 0 && c.isClosing() {
+		// A closing connection's input is never handled: thrown away, so
+		// that netpoll neither keeps it nor calls the handler again for it
+		// while the ERROR lingers.
+		_ = r.Skip(r.Len())
 		_ = r.Release()
 	}
 	c.flush()
@@ -261,8 +283,25 @@ func (c *conn) data(f *protocol.Frame) {
 // backend.
 func (c *conn) ackDownstream(seq uint32) { c.g.backend.Ack(c, seq) }
 
+// A device that has more frames dropped over its rate in one handler call
+// (one batch of input) than floodDrops is flooding, not merely fast: it
+// wrote thousands of frames beyond its burst without waiting for anything.
+// It is closed at once rather than after RateExcessClose. The threshold is
+// rateFloodBursts bursts (16,000 frames with the defaults), at least
+// rateFloodMin (a small configured burst must not make a short burst a
+// flood), at most what batchDrops counts.
+const (
+	rateFloodBursts = 4
+	rateFloodMin    = 1024
+)
+
+func floodDrops(lv *live) uint16 {
+	return uint16(min(max(rateFloodBursts*lv.rateBurst, rateFloodMin), math.MaxUint16))
+}
+
 // rateLimited drops the frame, tells the device (at most once a second) and
-// closes it when the excess has lasted RateExcessClose.
+// closes it when the excess has lasted RateExcessClose, or at once when it
+// is a flood (rateFloodBursts).
 func (c *conn) rateLimited() {
 	g := c.g
 	g.metrics.drop(dropRateLimit)
@@ -276,7 +315,15 @@ func (c *conn) rateLimited() {
 	}
 	c.rl.dropped = true
 	c.rl.lastDrop = now
-	if now-c.rl.excessStart >= g.live.Load().excessTicks {
+	if c.rl.batchDrops < math.MaxUint16 {
+		c.rl.batchDrops++
+	}
+	lv := g.live.Load()
+	if c.rl.batchDrops >= floodDrops(lv) {
+		c.flood(protocol.CodeRateLimited, reasonRateFlood, "far over the rate limit, closing")
+		return
+	}
+	if now-c.rl.excessStart >= lv.excessTicks {
 		c.refused(protocol.CodeRateLimited, c.sess.device, "rate limit exceeded, closing")
 		return
 	}
@@ -285,4 +332,29 @@ func (c *conn) rateLimited() {
 		c.queue(protocol.TypeError, 0, 0, errorPayload(protocol.CodeRateLimited, "rate limit exceeded"))
 		g.metrics.errorSent(protocol.CodeRateLimited)
 	}
+}
+
+// flood closes a device that sends far more than the gateway handles (its
+// unread input passed MaxUnread, or it is far over its rate): ERROR code
+// if the socket takes it now, then the close at once. Not fail's linger:
+// while a closing connection waits, netpoll keeps reading its input, which
+// is what must stop.
+func (c *conn) flood(code int, reason, msg string) {
+	device := ""
+	if c.sess != nil {
+		device = c.sess.device
+	}
+	c.g.refusals.note(code, device, c.remote(), msg)
+	c.wmu.Lock()
+	if c.writable() {
+		c.appendLocked(protocol.TypeError, 0, 0, errorPayload(code, msg))
+		_ = c.flushLocked()
+		c.g.metrics.errorSent(code)
+	}
+	if c.reason == "" {
+		c.reason = reason
+	}
+	c.closing = true
+	c.wmu.Unlock()
+	c.nc.Close()
 }

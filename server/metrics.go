@@ -106,6 +106,8 @@ const (
 	reasonUnavailable      = "unavailable"       // 503 after the handshake started
 	reasonInternal         = "internal"          // 500
 	reasonSlowConsumer     = "slow_consumer"     // outbound queue or outbox over its bound
+	reasonUnreadLimit      = "unread_limit"      // 413: unread input over MaxUnread (a flood)
+	reasonRateFlood        = "rate_flood"        // 429: far over the rate (rateFloodBursts), closed at once
 	reasonWriteError       = "write_error"       // the socket refused a write
 	reasonDrain            = "drain"             // closed after GOAWAY
 	reasonShutdown         = "shutdown"          // forced at the end of Close
@@ -145,6 +147,7 @@ type gatewayMetrics struct {
 	bytesIn             [nKinds]*metrics.Counter
 	bytesOut            [nKinds]*metrics.Counter
 	goaways             *metrics.Counter
+	detachedEvicted     *metrics.Counter // detached sessions forgotten over MaxDetached
 	rateLimitDevice     *metrics.Counter // a device went over its frame rate (an excess began)
 	rateLimitAccept     *metrics.Counter // a connection refused over the accept rate
 	handshakeDuration   *metrics.PrometheusHistogram
@@ -179,6 +182,7 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 		resumeRejected:      s.NewCounter("switchyard_resume_rejected_total"),
 		takeovers:           s.NewCounter("switchyard_session_takeovers_total"),
 		goaways:             s.NewCounter("switchyard_goaways_sent_total"),
+		detachedEvicted:     s.NewCounter("switchyard_detached_evicted_total"),
 		rateLimitDevice:     s.NewCounter(`switchyard_rate_limit_hits_total{limit="device"}`),
 		rateLimitAccept:     s.NewCounter(`switchyard_rate_limit_hits_total{limit="accept"}`),
 		handshakeDuration:   s.NewPrometheusHistogramExt("switchyard_handshake_duration_seconds", handshakeBuckets),
@@ -208,7 +212,7 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 	}
 	for _, r := range []string{reasonPeer, reasonBadRequest, reasonAuth, reasonHandshakeTimeout,
 		reasonIdleTimeout, reasonTakeover, reasonTooLarge, reasonRateLimit, reasonUnavailable,
-		reasonInternal, reasonSlowConsumer, reasonWriteError, reasonDrain, reasonShutdown} {
+		reasonInternal, reasonSlowConsumer, reasonUnreadLimit, reasonRateFlood, reasonWriteError, reasonDrain, reasonShutdown} {
 		m.disconnects[r] = s.NewCounter(`switchyard_disconnects_total{reason="` + r + `"}`)
 	}
 	for _, r := range []string{dropRateLimit, dropDuplicate, dropGap, dropStale} {
@@ -236,6 +240,12 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 	}
 	s.NewGauge(admin.BuildInfo(version, commit), func() float64 { return 1 })
 	s.NewGauge("switchyard_fd_limit", fdLimit)
+	s.NewGauge("switchyard_netpoll_tuned", func() float64 {
+		if NetpollTuned() {
+			return 1
+		}
+		return 0
+	})
 	m.remote = remote.NewMetrics(s)
 	m.proxy = newProxyMetrics(s, m.disconnects)
 	return m

@@ -1,8 +1,11 @@
 package server
 
 import (
+	"errors"
+	"fmt"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -22,9 +25,10 @@ import (
 // netpoll user in the process keeps working, only with less batching.
 //
 // The barrier's type is not exported; it is reached by reflection and its
-// fields are checked by name and type. If a netpoll upgrade changes them, the
-// tuning is skipped and TestNetpollTuned fails, rather than anything
-// breaking at run time. The version is pinned in go.mod.
+// fields are checked by name and type. If a netpoll upgrade changes them,
+// the barrier is left alone, TuneNetpoll returns an error and
+// TestNetpollTuned fails, rather than anything breaking at run time. The
+// version is pinned in go.mod.
 
 //go:linkname netpollBarrierPool github.com/cloudwego/netpoll.barrierPool
 var netpollBarrierPool sync.Pool
@@ -34,19 +38,44 @@ const barrierSlots = 1
 
 var (
 	tuneOnce    sync.Once
-	barrierOK   bool // the barrier pool was tuned
+	tuneErr     error
+	tuned       atomic.Bool // TuneNetpoll succeeded: switchyard_netpoll_tuned
 	barrierType reflect.Type
 )
 
-// tuneNetpoll applies the process-wide netpoll settings once, before the
-// first listener exists.
-func tuneNetpoll() {
+// errBarrierLayout is TuneNetpoll's error when netpoll's write barrier is
+// not the type this file knows (a netpoll upgrade changed it).
+var errBarrierLayout = errors.New("server: netpoll tuning: the write barrier's layout changed (netpoll upgraded?): not tuned")
+
+// TuneNetpoll applies the gateway's process-wide netpoll settings: input
+// buffers that start at 256 bytes (netpoll.Configure BufferSize and
+// netpoll.LinkBufferCap) and single-slot write barriers (see above). They
+// roughly halve an idle connection's memory (docs/benchmarks.md) and
+// change netpoll for every user of it in the process, so a Gateway never
+// applies them by itself: a program that runs gateways calls TuneNetpoll
+// once, before the first Gateway starts (cmd/switchyard does). The first
+// call does the work; later calls return its result. The error is
+// netpoll.Configure's, or errBarrierLayout when the barrier could not be
+// tuned; the buffer settings are applied either way.
+func TuneNetpoll() error {
 	tuneOnce.Do(func() {
 		netpoll.LinkBufferCap = linkBufferCap
-		_ = netpoll.Configure(netpoll.Config{BufferSize: inputBufferSize})
-		barrierOK = tuneBarrierPool()
+		err := netpoll.Configure(netpoll.Config{BufferSize: inputBufferSize})
+		if err != nil {
+			err = fmt.Errorf("server: netpoll tuning: %w", err)
+		}
+		if !tuneBarrierPool() {
+			err = errors.Join(err, errBarrierLayout)
+		}
+		tuneErr = err
+		tuned.Store(err == nil)
 	})
+	return tuneErr
 }
+
+// NetpollTuned reports whether TuneNetpoll ran and succeeded (the gauge
+// switchyard_netpoll_tuned).
+func NetpollTuned() bool { return tuned.Load() }
 
 func tuneBarrierPool() bool {
 	if netpollBarrierPool.New == nil {

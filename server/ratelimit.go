@@ -6,11 +6,12 @@ import "sync"
 // is touched only by the connection's handler, so it needs no lock.
 type rateLimiter struct {
 	tokens      float32
-	dropped     bool  // a frame was dropped since reset (lastDrop is set); fits the padding after tokens
-	last        int64 // tick of the last refill
-	lastDrop    int64 // tick of the last dropped frame
-	excessStart int64 // tick the current run of drops began
-	lastNotice  int64 // tick of the last ERROR 429 sent
+	dropped     bool   // a frame was dropped since reset (lastDrop is set); fits the padding after tokens
+	batchDrops  uint16 // frames dropped in the current handler call (onRequest resets it), saturating; fits the padding too
+	last        int64  // tick of the last refill
+	lastDrop    int64  // tick of the last dropped frame
+	excessStart int64  // tick the current run of drops began
+	lastNotice  int64  // tick of the last ERROR 429 sent
 }
 
 func (r *rateLimiter) reset(g *Gateway) {

@@ -250,7 +250,7 @@ func TestRateLimit(t *testing.T) {
 }
 
 func TestSlowConsumer(t *testing.T) {
-	g := startGateway(t, Config{MaxOutbound: 128 << 10, Rate: -1})
+	g := startGateway(t, Config{MaxOutbound: 128 << 10, Rate: -1, MaxUnread: 64 << 20}) // the unread bound would otherwise close it first (413)
 	d := dial(t, g)
 	d.hello(protocol.Hello{ID: "slow"})
 	// Never read: echoes pile up in the socket, then in the outbound queue.

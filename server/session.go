@@ -23,6 +23,8 @@ type session struct {
 	upLast  uint32 // highest reliable upstream seq accepted (WELCOME last)
 	downSeq uint32 // last reliable downstream seq assigned
 	outbox  outbox // reliable downstream frames the device has not ACKed
+
+	dprev, dnext *session // in the table's detached list (under its detMu); nil when not
 }
 
 func (s *session) idString() string { return base64.RawURLEncoding.EncodeToString(s.id[:]) }
@@ -33,6 +35,15 @@ type sessionTable struct {
 	g      *Gateway
 	seed   maphash.Seed
 	shards [64]tableShard
+
+	// The detached sessions, oldest detach first, for MaxDetached. detMu
+	// is a leaf: it is taken with a session's mu held or alone, never
+	// before a shard's mu; it is off the frame path (detach, resume,
+	// expiry only).
+	detMu       sync.Mutex
+	det         session // the list's sentinel: det.dnext is the oldest
+	detN        int
+	maxDetached int
 }
 
 type tableShard struct {
@@ -41,10 +52,11 @@ type tableShard struct {
 }
 
 func newSessionTable(g *Gateway) *sessionTable {
-	t := &sessionTable{g: g, seed: maphash.MakeSeed()}
+	t := &sessionTable{g: g, seed: maphash.MakeSeed(), maxDetached: g.cfg.maxDetached()}
 	for i := range t.shards {
 		t.shards[i].m = make(map[string]*session)
 	}
+	t.det.dprev, t.det.dnext = &t.det, &t.det
 	return t
 }
 
@@ -68,6 +80,7 @@ func (t *sessionTable) attach(c *conn, device string, resumeID *[16]byte, adopt 
 		prev = old.conn
 		if resumeID != nil && old.id == *resumeID {
 			old.conn = c
+			t.undetach(old)
 			old.mu.Unlock()
 			t.g.wheel.Cancel(&old.expiry)
 			if prev == nil {
@@ -77,6 +90,7 @@ func (t *sessionTable) attach(c *conn, device string, resumeID *[16]byte, adopt 
 		}
 		old.conn = nil // fenced: its connection can no longer act on it
 		old.outbox.release()
+		t.undetach(old)
 		old.mu.Unlock()
 		t.g.wheel.Cancel(&old.expiry)
 	} else {
@@ -96,24 +110,80 @@ func (t *sessionTable) attach(c *conn, device string, resumeID *[16]byte, adopt 
 	return s, resumed, prev
 }
 
-// detach unbinds c from s and starts the resume window.
+// detach unbinds c from s and starts the resume window. When that makes
+// more than MaxDetached sessions detached, the one detached the longest
+// ago is forgotten.
 func (t *sessionTable) detach(s *session, c *conn) {
 	s.mu.Lock()
 	mine := s.conn == c
+	var oldest *session
 	if mine {
 		s.conn = nil
+		oldest = t.addDetached(s)
 	}
 	s.mu.Unlock()
 	if mine {
 		t.g.metrics.attached.Add(-1)
 		t.g.wheel.Schedule(&s.expiry, t.g.live.Load().resumeWindow)
 	}
+	if oldest != nil && t.forget(oldest) {
+		t.g.wheel.Cancel(&oldest.expiry)
+		t.g.metrics.detachedEvicted.Inc()
+	}
+}
+
+// addDetached appends s (whose mu is held) to the detached list and takes
+// the oldest off it when the list is over its cap; the caller forgets that
+// one (after releasing s.mu: forget takes a shard's lock).
+func (t *sessionTable) addDetached(s *session) (oldest *session) {
+	t.detMu.Lock()
+	defer t.detMu.Unlock()
+	if s.dnext != nil {
+		return nil
+	}
+	s.dprev, s.dnext = t.det.dprev, &t.det
+	t.det.dprev.dnext = s
+	t.det.dprev = s
+	t.detN++
+	if t.detN <= t.maxDetached {
+		return nil
+	}
+	oldest = t.det.dnext
+	t.unlinkLocked(oldest)
+	return oldest
+}
+
+// undetach takes s (whose mu is held) off the detached list, if it is on it.
+func (t *sessionTable) undetach(s *session) {
+	t.detMu.Lock()
+	if s.dnext != nil {
+		t.unlinkLocked(s)
+	}
+	t.detMu.Unlock()
+}
+
+func (t *sessionTable) unlinkLocked(s *session) {
+	s.dprev.dnext = s.dnext
+	s.dnext.dprev = s.dprev
+	s.dprev, s.dnext = nil, nil
+	t.detN--
+}
+
+// detached is how many sessions are detached now.
+func (t *sessionTable) detached() int {
+	t.detMu.Lock()
+	defer t.detMu.Unlock()
+	return t.detN
 }
 
 // Expire implements timewheel.Expirer: the resume window ended without a
 // resume, so the session is forgotten.
-func (s *session) Expire(*timewheel.Entry) {
-	t := s.table
+func (s *session) Expire(*timewheel.Entry) { s.table.forget(s) }
+
+// forget removes s from the table if it is still there without a
+// connection (a resume may have taken it meanwhile), and reports whether
+// it did.
+func (t *sessionTable) forget(s *session) bool {
 	sh := t.shard(s.device)
 	sh.mu.Lock()
 	s.mu.Lock()
@@ -121,12 +191,14 @@ func (s *session) Expire(*timewheel.Entry) {
 	if gone {
 		delete(sh.m, s.device)
 		s.outbox.release()
+		t.undetach(s)
 	}
 	s.mu.Unlock()
 	sh.mu.Unlock()
 	if gone {
 		t.g.metrics.sessions.Add(-1)
 	}
+	return gone
 }
 
 // get returns device's session, if any.

@@ -88,15 +88,46 @@ func (c *conn) flushLocked() string {
 	}
 	// Keep the unwritten tail at the front of the buffer.
 	*c.out = append((*c.out)[:0], buf...)
-	if len(*c.out) > c.g.live.Load().maxOutbound {
-		c.releaseOutLocked()
-		return reasonSlowConsumer
+	var why string
+	if len(*c.out) > c.g.live.Load().maxOutbound && c.writable() {
+		// Once only: a closing connection's deadline is its linger, which
+		// a second shut would push back at every retry.
+		c.slowLocked()
+		why = reasonSlowConsumer
 	}
 	if !c.inBacklog {
 		c.inBacklog = true
 		c.g.addBacklog(c)
 	}
-	return ""
+	return why
+}
+
+// slowLocked ends a slow consumer, a device that does not read what it is
+// sent: ERROR 503 is queued after what is waiting (the socket may hold the
+// start of a queued frame, so nothing queued can be dropped) and the
+// connection closes once the socket took it, or closeLinger later (shut).
+// What is queued stays bounded: MaxOutbound and one ERROR. The caller holds
+// wmu.
+func (c *conn) slowLocked() {
+	if !c.writable() {
+		return
+	}
+	c.appendLocked(protocol.TypeError, 0, 0, errorPayload(protocol.CodeUnavailable, "slow consumer, closing"))
+	c.closing = true
+	if c.reason == "" {
+		c.reason = reasonSlowConsumer
+	}
+	c.g.metrics.errorSent(protocol.CodeUnavailable)
+}
+
+// slowConsumer ends a slow consumer from outside the write path (its
+// session's outbox is over MaxOutbox).
+func (c *conn) slowConsumer() {
+	c.wmu.Lock()
+	c.slowLocked()
+	_ = c.flushLocked()
+	c.wmu.Unlock()
+	c.shut(reasonSlowConsumer)
 }
 
 // countSentLocked moves the connection's counts of frames queued (of the

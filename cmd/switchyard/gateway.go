@@ -60,6 +60,16 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	wire(&cfg)
+	// Before New: the default max_conns is derived from the file limit.
+	raiseFileLimit(log)
+	// Before the first listener exists: netpoll's buffers and barriers are
+	// process-wide. A failure leaves netpoll working with its own defaults
+	// (more memory per connection), so it is logged, not fatal.
+	if err := server.TuneNetpoll(); err != nil {
+		log.Error("netpoll tuning not applied: memory per connection will be higher", "err", err)
+	} else {
+		log.Info("netpoll tuned")
+	}
 	g, err := server.New(cfg)
 	if err != nil {
 		return err
@@ -158,4 +168,26 @@ func newLogger(w io.Writer, format string, level slog.Leveler) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// raiseFileLimit raises the soft limit on open files to the hard limit
+// (Go does so at start-up since 1.19; done again here so that the log says
+// what the gateway runs with, whatever built it) and logs both: the
+// default max_conns is the soft limit minus a reserve (server.Config
+// MaxConns).
+func raiseFileLimit(log *slog.Logger) {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		log.Warn("cannot read the open files limit", "err", err)
+		return
+	}
+	soft := r.Cur
+	if r.Cur < r.Max {
+		r.Cur = r.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+			log.Warn("cannot raise the open files limit", "soft", soft, "hard", r.Max, "err", err)
+			return
+		}
+	}
+	log.Info("open files limit", "soft", soft, "raised_to", r.Cur, "hard", r.Max)
 }

@@ -28,7 +28,8 @@ type Gateway struct {
 	Heartbeat        time.Duration `yaml:"heartbeat" help:"heartbeat interval, whole seconds (idle close after 3x)"`
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout" reload:"live" help:"time allowed for the first frame (HELLO)"`
 	MaxFrame         int           `yaml:"max_frame" help:"largest DATA payload in bytes"`
-	MaxConns         int           `yaml:"max_conns" reload:"live" help:"maximum device connections"`
+	MaxConns         int           `yaml:"max_conns" reload:"live" help:"maximum device connections (0: the file limit minus a reserve)"`
+	MaxUnread        int           `yaml:"max_unread" help:"bytes of one device's input read and not yet handled; beyond, ERROR 413 and close (0: 4 x (max_frame + 10))"`
 	AuthSecretFile   string        `yaml:"auth_secret_file" secret:"file" reload:"live" help:"file of device auth secrets, one per line; auth is on when given"`
 	ClusterKeyFile   string        `yaml:"cluster_key_file" secret:"file" reload:"live" help:"file of cluster keys, one per line, at least 16 bytes each: gossip, links, resume tokens (default: a random resume key per process)"`
 	Rate             float64       `yaml:"rate" reload:"live" help:"frames/s per device, sustained (negative: unlimited)"`
@@ -41,6 +42,7 @@ type Gateway struct {
 	MaxOutbox        int           `yaml:"max_outbox" help:"bytes of unacknowledged reliable downstream DATA per session"`
 	DisconnectRing   int           `yaml:"disconnect_ring" help:"recent disconnects kept for the admin API (GET /api/v1/disconnects, ctl disconnects)"`
 	ResumeWindow     time.Duration `yaml:"resume_window" reload:"live" help:"how long a detached session waits for a resume"`
+	MaxDetached      int           `yaml:"max_detached" help:"detached sessions held for a resume; beyond, the oldest is forgotten (0: max_conns)"`
 	ResumeTokenTTL   time.Duration `yaml:"resume_token_ttl" reload:"live" help:"lifetime of a resume token"`
 	DrainTimeout     time.Duration `yaml:"drain_timeout" reload:"live" help:"how long a drain (SIGTERM) may take"`
 	GoAwayRetry      time.Duration `yaml:"go_away_retry" flag:"goaway-retry" reload:"live" help:"how long a device is served after GOAWAY (retry_ms)"`
@@ -138,7 +140,6 @@ func DefaultGateway() Gateway {
 		Heartbeat:        server.DefaultHeartbeat,
 		HandshakeTimeout: server.DefaultHandshakeTimeout,
 		MaxFrame:         protocol.DefaultMaxFrame,
-		MaxConns:         server.DefaultMaxConns,
 		Rate:             server.DefaultRate,
 		RateBurst:        server.DefaultRateBurst,
 		RateExcessClose:  server.DefaultRateExcessClose,

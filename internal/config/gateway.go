@@ -18,7 +18,7 @@ func (c *Gateway) ServerConfig(version string, derive KeyDeriver) (server.Config
 	cfg := server.Config{
 		Listen: c.Listen, AdminListen: c.AdminListen, Node: c.Node,
 		Heartbeat: c.Heartbeat, HandshakeTimeout: c.HandshakeTimeout,
-		MaxFrame: c.MaxFrame, MaxConns: c.MaxConns,
+		MaxFrame: c.MaxFrame, MaxConns: c.MaxConns, MaxUnread: c.MaxUnread, MaxDetached: c.MaxDetached,
 		Rate: c.Rate, RateBurst: c.RateBurst, RateExcessClose: c.RateExcessClose,
 		AcceptRate: c.AcceptRate, AcceptBurst: c.AcceptBurst, ShedLag: c.ShedLag,
 		MaxOutbound: c.MaxOutbound, MaxOutbox: c.MaxOutbox, DisconnectRing: c.DisconnectRing,

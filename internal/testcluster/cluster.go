@@ -132,6 +132,11 @@ func (c *Cluster) StartGateway() int {
 	if c.opts.GatewayConfig != nil {
 		c.opts.GatewayConfig(i, &cfg)
 	}
+	// As the binary does, so that in-process gateways keep production's
+	// per-connection memory (the first call tunes, later ones only report).
+	if err := server.TuneNetpoll(); err != nil {
+		c.t.Fatalf("testcluster: %v", err)
+	}
 	g, err := server.New(cfg)
 	if err != nil {
 		c.t.Fatalf("testcluster: gateway %d: %v", i, err)

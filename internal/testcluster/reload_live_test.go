@@ -67,6 +67,9 @@ func TestProcsReloadLive(t *testing.T) {
 		"rate": "50", "rate_burst": "50", "rate_excess_close": "1h",
 		"handshake_timeout": "10m", "resume_window": "5m", "resume_token_ttl": "24h",
 		"drain_timeout": "1h", "go_away_retry": "5s", "max_outbound": "16777216",
+		// The max_outbound check below writes 6 MB at once: past the
+		// default max_unread (restart-only: never changed here).
+		"max_unread": "16777216",
 	}
 	cp := configuredProcs(t, Options{Gateways: 1, Shards: 1, App: "echo", OwnDrainSettings: true}, yamlOf(keys), 4*poll.Patience)
 	p, ctx, bin, tok, conf := cp.Procs, cp.ctx, cp.bin, cp.tokenFile, cp.conf

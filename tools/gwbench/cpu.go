@@ -34,6 +34,8 @@ type cpuConfig struct {
 	LateAfter time.Duration // a send this long after its due time is late
 	Drain     time.Duration // longest wait for the measured frames' echoes
 	Tick      time.Duration // at most one write per connection per Tick
+
+	Flooders int // devices flooding DATA without reading beside the measured ones (flood.go)
 }
 
 func (c *cpuConfig) flags(fs *flag.FlagSet, prefix string) {
@@ -46,6 +48,7 @@ func (c *cpuConfig) flags(fs *flag.FlagSet, prefix string) {
 	fs.DurationVar(&c.LateAfter, prefix+"late-after", 2*time.Millisecond, "open loop: a frame written this long after its scheduled time counts as a late send")
 	fs.DurationVar(&c.Tick, prefix+"rate-tick", 0, "open loop: at most one write per connection per tick; frames due meanwhile go out together at the next (their wait counts as latency). 0: a write as soon as a frame is due (Go's timers then wake about 1 ms late when the driver is idle)")
 	fs.DurationVar(&c.Drain, prefix+"drain", 2*time.Second, "open loop: after the window, how long to wait for the echoes of its frames")
+	fs.IntVar(&c.Flooders, prefix+"flooders", 0, "devices that flood 42-byte DATA without reading (reconnecting when closed) during the whole run, beside the measured connections")
 }
 
 // Histogram range in nanoseconds: 1 µs … 10 s at 3 significant digits.
@@ -73,7 +76,7 @@ func runCPU(ctx context.Context, t target, o common, c cpuConfig) (*Result, erro
 	}
 	r := newResult("cpu", t)
 	r.Params = map[string]any{"conns": c.Conns, "window": c.Window, "payload": c.Payload,
-		"duration_s": c.Duration.Seconds(), "warmup_s": c.Warmup.Seconds()}
+		"duration_s": c.Duration.Seconds(), "warmup_s": c.Warmup.Seconds(), "flooders": c.Flooders}
 	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
 		return nil, errors.New("gwbench: cpu --rate must be a finite number >= 0")
 	}
@@ -87,6 +90,8 @@ func runCPU(ctx context.Context, t target, o common, c cpuConfig) (*Result, erro
 	if err != nil {
 		return nil, err
 	}
+	fl := startFlood(ctx, t, o, c.Flooders)
+	defer fl.end(r)
 	hists := make([]*hdrhistogram.Histogram, len(conns))
 	var wg sync.WaitGroup
 	for i, conn := range conns {
