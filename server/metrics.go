@@ -1,6 +1,7 @@
 package server
 
 import (
+	rtmetrics "runtime/metrics"
 	"strconv"
 	"sync/atomic"
 
@@ -240,6 +241,7 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 	}
 	s.NewGauge(admin.BuildInfo(version, commit), func() float64 { return 1 })
 	s.NewGauge("switchyard_fd_limit", fdLimit)
+	s.NewGauge("switchyard_gogc", gogc)
 	s.NewGauge("switchyard_netpoll_tuned", func() float64 {
 		if NetpollTuned() {
 			return 1
@@ -346,4 +348,15 @@ func reasonFor(code int, established bool) string {
 		return reasonUnavailable
 	}
 	return reasonInternal
+}
+
+// gogc is the collector's GOGC in force (GOGC, debug.SetGCPercent), from
+// runtime/metrics: the gateway's binary sets its own unless GOGC is set.
+func gogc() float64 {
+	s := []rtmetrics.Sample{{Name: "/gc/gogc:percent"}}
+	rtmetrics.Read(s)
+	if s[0].Value.Kind() != rtmetrics.KindUint64 {
+		return 0
+	}
+	return float64(s[0].Value.Uint64())
 }

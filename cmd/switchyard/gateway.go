@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/switchyard-gw/switchyard/internal/config"
@@ -70,6 +71,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	} else {
 		log.Info("netpoll tuned")
 	}
+	gcPolicy(log)
 	g, err := server.New(cfg)
 	if err != nil {
 		return err
@@ -92,6 +94,26 @@ serve:
 		log.Warn("drain incomplete", "err", err)
 	}
 	return nil
+}
+
+// gatewayGOGC is the collector's target the gateway runs with unless GOGC
+// is set. Its steady-state garbage is netpoll's (a closure and a task per
+// read event) and sits in the heap until the next collection: with Go's
+// 100 the heap of a gateway reading heartbeats grows to twice its live
+// sessions between collections. At 50 an idle authenticated session after
+// traffic cost 2,932 B of RSS against 3,307 B at 100 (−11 %), for about
+// 2 % more CPU per echoed frame (docs/benchmarks.md "GC policy").
+const gatewayGOGC = 50
+
+// gcPolicy applies gatewayGOGC unless the operator set GOGC, and logs
+// which is in force.
+func gcPolicy(log *slog.Logger) {
+	if v := os.Getenv("GOGC"); v != "" {
+		log.Info("GC policy from the environment", "GOGC", v)
+		return
+	}
+	debug.SetGCPercent(gatewayGOGC)
+	log.Info("GC policy", "GOGC", gatewayGOGC)
 }
 
 // wireNext gives a reloaded config the running one's logger, level and

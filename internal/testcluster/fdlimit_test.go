@@ -64,6 +64,9 @@ func TestFileLimitMaxConns(t *testing.T) {
 	if _, body := metrics(); !strings.Contains(body, "\nswitchyard_netpoll_tuned 1\n") {
 		t.Errorf("the binary did not tune netpoll (switchyard_netpoll_tuned):\n%s", logTail())
 	}
+	if _, body := metrics(); !strings.Contains(body, "\nswitchyard_gogc 50\n") {
+		t.Errorf("the binary did not apply its GC policy (switchyard_gogc 50):\n%s", logTail())
+	}
 
 	var refused bool
 	for i := 0; i < nofile && !refused; i++ {
