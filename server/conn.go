@@ -52,6 +52,9 @@ type conn struct {
 	// nil with the embedded echo.
 	bind *remote.Binding
 
+	// tls is the connection's TLS (tls.go); nil on a plain listener.
+	tls *tlsConn
+
 	// handler (under pmu)
 	sess        *session
 	resumeTried bool    // HELLO carried a resume token, until the session is open
@@ -79,6 +82,9 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 	c.dl.Owner = c
 	if f, ok := nc.(interface{ Fd() int }); ok {
 		c.fd = f.Fd()
+	}
+	if g.tls != nil {
+		c.tls = newTLSConn(c, g.tls)
 	}
 	nc.AddCloseCallback(c.onClosed)
 	g.metrics.conns.Add(1)
@@ -118,6 +124,9 @@ func (c *conn) onClosed(netpoll.Connection) error {
 	reason := c.reason // kept for releaseIfIdle's record of the disconnect
 	c.countSentLocked()
 	c.wmu.Unlock()
+	if c.tls != nil {
+		c.tls.close()
+	}
 	g.wheel.Cancel(&c.dl)
 	g.metrics.disconnect(reason)
 	g.metrics.conns.Add(-1)
@@ -178,6 +187,9 @@ func (c *conn) Expire(*timewheel.Entry) {
 	case c.opening.Load():
 		c.fail(protocol.CodeUnavailable, "backend did not answer in time")
 	case !c.ready.Load():
+		if c.tls != nil && !c.tls.established.Load() {
+			c.tls.markTimeout()
+		}
 		c.fail(protocol.CodeTimeout, "handshake timeout")
 	default:
 		if at := c.lastRecv.Load() + g.idleTicks; at > g.wheel.Now() {

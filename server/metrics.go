@@ -109,6 +109,7 @@ const (
 	reasonWriteError       = "write_error"       // the socket refused a write
 	reasonDrain            = "drain"             // closed after GOAWAY
 	reasonShutdown         = "shutdown"          // forced at the end of Close
+	reasonTLS              = "tls"               // TLS handshake failed, or a record did not decrypt
 )
 
 // Drop reasons of the device side, the label of
@@ -205,7 +206,7 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 	}
 	for _, r := range []string{reasonPeer, reasonBadRequest, reasonAuth, reasonHandshakeTimeout,
 		reasonIdleTimeout, reasonTakeover, reasonTooLarge, reasonRateLimit, reasonUnavailable,
-		reasonInternal, reasonSlowConsumer, reasonWriteError, reasonDrain, reasonShutdown} {
+		reasonInternal, reasonSlowConsumer, reasonWriteError, reasonDrain, reasonShutdown, reasonTLS} {
 		m.disconnects[r] = s.NewCounter(`switchyard_disconnects_total{reason="` + r + `"}`)
 	}
 	for _, r := range []string{dropRateLimit, dropDuplicate, dropGap, dropStale} {
