@@ -130,7 +130,7 @@ func New(cfg Config) (*Gateway, error) {
 		g.remote = r
 		g.backend = r
 	}
-	front, err := newTLSFront(&cfg, g.metrics.set)
+	front, err := newTLSFront(&cfg, g.metrics.tls)
 	if err != nil {
 		return nil, err
 	}

@@ -129,6 +129,7 @@ const (
 type gatewayMetrics struct {
 	set    *metrics.Set
 	remote *remote.Metrics
+	tls    *tlsMetrics // tls.go
 
 	accepted            *metrics.Counter
 	rejectMaxConns      *metrics.Counter
@@ -235,6 +236,7 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 	s.NewGauge(admin.BuildInfo(version, commit), func() float64 { return 1 })
 	s.NewGauge("switchyard_fd_limit", fdLimit)
 	m.remote = remote.NewMetrics(s)
+	m.tls = newTLSMetrics(s)
 	return m
 }
 

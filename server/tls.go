@@ -142,8 +142,8 @@ func (cfg *Config) validateTLS() []error {
 		errs = append(errs, fmt.Errorf("tls client cert device id %q: want %s, %s or %s",
 			cfg.TLSClientCertDeviceID, CertDeviceCN, CertDeviceSANDNS, CertDeviceSANURI))
 	}
-	if cfg.TLSHandshakeWorkers < 1 || cfg.TLSHandshakeQueue < 1 {
-		errs = append(errs, errors.New("tls handshake workers and queue must be positive"))
+	if cfg.TLSHandshakeWorkers < 0 || cfg.TLSHandshakeQueue < 0 {
+		errs = append(errs, errors.New("tls handshake workers and queue must not be negative"))
 	}
 	return errs
 }
@@ -155,16 +155,33 @@ type tlsFront struct {
 	base    *tls.Config // hands each handshake the settings in force
 	queue   chan *conn
 	stop    chan struct{}
-	waiting atomic.Int64 // connections queued for a worker
+	*tlsMetrics
+}
 
+// tlsMetrics are the TLS series, registered whether or not the listener
+// speaks TLS (a dashboard finds them at zero).
+type tlsMetrics struct {
+	waiting     atomic.Int64 // connections queued for a worker
 	results     map[string]*metrics.Counter
 	duration    *metrics.PrometheusHistogram
 	certRejects *metrics.Counter
 }
 
-// newTLSFront loads cfg's files and registers the TLS series; nil when
-// cfg has no certificate.
-func newTLSFront(cfg *Config, s *metrics.Set) (*tlsFront, error) {
+func newTLSMetrics(s *metrics.Set) *tlsMetrics {
+	m := &tlsMetrics{
+		results:     map[string]*metrics.Counter{},
+		duration:    s.NewPrometheusHistogramExt("switchyard_tls_handshake_duration_seconds", handshakeBuckets),
+		certRejects: s.NewCounter("switchyard_tls_client_cert_rejections_total"),
+	}
+	for _, r := range tlsResults {
+		m.results[r] = s.NewCounter(`switchyard_tls_handshakes_total{result="` + r + `"}`)
+	}
+	s.NewGauge("switchyard_tls_handshake_queue", func() float64 { return float64(m.waiting.Load()) })
+	return m
+}
+
+// newTLSFront loads cfg's files; nil when cfg has no certificate.
+func newTLSFront(cfg *Config, m *tlsMetrics) (*tlsFront, error) {
 	if cfg.TLSCertFile == "" {
 		return nil, nil
 	}
@@ -173,20 +190,14 @@ func newTLSFront(cfg *Config, s *metrics.Set) (*tlsFront, error) {
 		return nil, err
 	}
 	f := &tlsFront{
-		queue:       make(chan *conn, cfg.TLSHandshakeQueue),
-		stop:        make(chan struct{}),
-		results:     map[string]*metrics.Counter{},
-		duration:    s.NewPrometheusHistogramExt("switchyard_tls_handshake_duration_seconds", handshakeBuckets),
-		certRejects: s.NewCounter("switchyard_tls_client_cert_rejections_total"),
+		queue:      make(chan *conn, cfg.TLSHandshakeQueue),
+		stop:       make(chan struct{}),
+		tlsMetrics: m,
 	}
 	f.cur.Store(st)
 	f.base = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 		return f.cur.Load().conf, nil
 	}}
-	for _, r := range tlsResults {
-		f.results[r] = s.NewCounter(`switchyard_tls_handshakes_total{result="` + r + `"}`)
-	}
-	s.NewGauge("switchyard_tls_handshake_queue", func() float64 { return float64(f.waiting.Load()) })
 	return f, nil
 }
 
