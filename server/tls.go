@@ -151,10 +151,10 @@ func (cfg *Config) validateTLS() []error {
 // tlsFront is the gateway's TLS: the settings in force and the
 // handshake pool.
 type tlsFront struct {
-	cur     atomic.Pointer[tlsSettings]
-	base    *tls.Config // hands each handshake the settings in force
-	queue   chan *conn
-	stop    chan struct{}
+	cur   atomic.Pointer[tlsSettings]
+	base  *tls.Config // hands each handshake the settings in force
+	queue chan *conn
+	stop  chan struct{}
 	*tlsMetrics
 }
 
