@@ -344,6 +344,7 @@ func (c *conn) tlsHandshake() {
 	if st := t.tc.ConnectionState(); len(st.PeerCertificates) > 0 {
 		t.leaf = st.PeerCertificates[0]
 	}
+	trimTLS(t.tc, 0) // the handshake's buffers (tls_trim.go)
 	t.mu.Lock()
 	t.established.Store(true)
 	t.hs = nil
@@ -401,6 +402,7 @@ func (c *conn) tlsRead(b *batch) {
 	}
 	*buf = p[:0]
 	plainPool.Put(buf)
+	trimTLS(t.tc, tlsKeepInput)
 	var ne net.Error
 	switch {
 	case err == nil, errors.As(err, &ne) && ne.Temporary():

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -20,6 +21,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/switchyard-gw/switchyard/protocol"
 )
@@ -469,5 +471,35 @@ func TestTLSConfigValidate(t *testing.T) {
 	}
 	if _, err := New(Config{TLSCertFile: "/nonexistent.pem", TLSKeyFile: "/nonexistent.pem"}); err == nil {
 		t.Error("missing certificate file: no error")
+	}
+}
+
+// TestTLSTrimmed: crypto/tls's read buffers are found (a Go release that
+// moved them fails here, see tls_trim.go), and an idle TLS session keeps
+// neither the handshake's buffers nor a large record's.
+func TestTLSTrimmed(t *testing.T) {
+	if !tlsFields.ok {
+		t.Fatal("crypto/tls's rawInput, input and hand were not found: its layout changed (tls_trim.go)")
+	}
+	g, pki := tlsGateway(t, Config{})
+	d := mustDialTLS(t, g, clientTLS(pki))
+	d.hello(protocol.Hello{ID: "trim"})
+	big := make([]byte, 16<<10)
+	d.send(protocol.TypeData, 0, 0, big)
+	if f := d.read(); len(f.Payload) != len(big) {
+		t.Fatalf("echo of %d bytes", len(f.Payload))
+	}
+	conns := g.sessions.conns()
+	if len(conns) != 1 {
+		t.Fatalf("%d connections", len(conns))
+	}
+	c := conns[0]
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	p := unsafe.Pointer(c.tls.tc)
+	raw := (*bytes.Buffer)(unsafe.Add(p, tlsFields.rawInput))
+	hand := (*bytes.Buffer)(unsafe.Add(p, tlsFields.hand))
+	if raw.Cap() > tlsKeepInput || hand.Cap() != 0 {
+		t.Fatalf("idle TLS session keeps rawInput %d B, hand %d B", raw.Cap(), hand.Cap())
 	}
 }

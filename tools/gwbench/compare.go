@@ -229,7 +229,7 @@ func waitReady(ctx context.Context, s *server, o common, timeout time.Duration) 
 		default:
 		}
 		var c net.Conn
-		if c, err = net.DialTimeout("tcp", s.addr, time.Second); err == nil {
+		if c, err = o.dial(ctx, 0, s.addr); err == nil {
 			c.SetDeadline(time.Now().Add(2 * time.Second))
 			err = handshake(c, &buf, "gwb-ready", o.auth.token("gwb-ready"))
 			c.Close()
