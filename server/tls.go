@@ -489,10 +489,11 @@ func (t *tlsConn) close() {
 // No client certificate (the listener does not ask for one): nothing to
 // check.
 func (t *tlsConn) certDevice(f *tlsFront, id string) bool {
-	if t.leaf == nil {
+	mode := f.cur.Load().certMode
+	if t.leaf == nil || mode == "" { // no client CA (any more: a reload removed it)
 		return true
 	}
-	switch f.cur.Load().certMode {
+	switch mode {
 	case CertDeviceSANDNS:
 		return slices.Contains(t.leaf.DNSNames, id)
 	case CertDeviceSANURI:
