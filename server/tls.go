@@ -297,8 +297,12 @@ func (c *conn) tlsBuffer(r netpoll.Reader) {
 	t.mu.Lock()
 	over := len(t.in)+len(p) > maxTLSHandshakeInput
 	if !over {
+		// The handshake may have completed since established was read:
+		// the bytes then wait for the worker's read, which follows.
 		t.in = append(t.in, p...)
-		t.hs.Signal()
+		if t.hs != nil {
+			t.hs.Signal()
+		}
 	}
 	first := !t.queued
 	t.queued = true
