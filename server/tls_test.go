@@ -161,19 +161,7 @@ func TestTLSEcho(t *testing.T) {
 	if f := d.read(); f.Type != protocol.TypeData || string(f.Payload) != "hi" {
 		t.Fatalf("echo %+v", f)
 	}
-	d.send(protocol.TypeData, protocol.FlagAckRequested, 1, []byte("r1"))
-	var gotEcho, gotAck bool
-	for !gotEcho || !gotAck {
-		f := d.read()
-		switch {
-		case f.Type == protocol.TypeData && f.Seq == 1 && string(f.Payload) == "r1":
-			gotEcho = true
-		case f.Type == protocol.TypeAck && f.Seq == 1:
-			gotAck = true
-		default:
-			t.Fatalf("unexpected %+v", f)
-		}
-	}
+	d.reliableEcho(1, "r1")
 	if tlsResult(g, tlsOK) != 1 || metric(g, "switchyard_tls_handshake_duration_seconds_count") != 1 {
 		t.Fatalf("ok %v, timed %v", tlsResult(g, tlsOK), metric(g, "switchyard_tls_handshake_duration_seconds_count"))
 	}
