@@ -162,6 +162,7 @@ type tlsFront struct {
 // speaks TLS (a dashboard finds them at zero).
 type tlsMetrics struct {
 	waiting     atomic.Int64 // connections queued for a worker
+	busy        atomic.Int64 // workers in a handshake
 	results     map[string]*metrics.Counter
 	duration    *metrics.PrometheusHistogram
 	certRejects *metrics.Counter
@@ -177,6 +178,7 @@ func newTLSMetrics(s *metrics.Set) *tlsMetrics {
 		m.results[r] = s.NewCounter(`switchyard_tls_handshakes_total{result="` + r + `"}`)
 	}
 	s.NewGauge("switchyard_tls_handshake_queue", func() float64 { return float64(m.waiting.Load()) })
+	s.NewGauge("switchyard_tls_handshake_workers_busy", func() float64 { return float64(m.busy.Load()) })
 	return m
 }
 
@@ -228,7 +230,9 @@ func (g *Gateway) tlsWorker() {
 			return
 		case c := <-g.tls.queue:
 			g.tls.waiting.Add(-1)
+			g.tls.busy.Add(1)
 			c.tlsHandshake()
+			g.tls.busy.Add(-1)
 		}
 	}
 }

@@ -491,3 +491,30 @@ func TestTLSTrimmed(t *testing.T) {
 		t.Fatalf("idle TLS session keeps rawInput %d B, hand %d B", raw.Cap(), hand.Cap())
 	}
 }
+
+// TestTLSHandshakeQueueBound: with every worker in a handshake and the
+// queue full, a new connection's handshake is refused and counted; the
+// ones waiting are closed at their deadline, not before.
+func TestTLSHandshakeQueueBound(t *testing.T) {
+	g, pki := tlsGateway(t, Config{TLSHandshakeWorkers: 1, TLSHandshakeQueue: 1, HandshakeTimeout: 2 * time.Second})
+	rec := &recordConn{}
+	_ = tls.Client(rec, clientTLS(pki)).Handshake()
+	half := rec.buf[:len(rec.buf)/2] // a ClientHello that never completes
+	stalled := func() *dev {
+		d := dial(t, g)
+		d.write(half)
+		return d
+	}
+	first := stalled()
+	waitMetric(t, g, "switchyard_tls_handshake_workers_busy", 1)
+	second := stalled()
+	waitMetric(t, g, "switchyard_tls_handshake_queue", 1)
+	third := stalled()
+	third.expectClosed()
+	waitMetric(t, g, `switchyard_tls_handshakes_total{result="queue_full"}`, 1)
+	first.expectClosed()
+	second.expectClosed()
+	waitMetric(t, g, `switchyard_tls_handshakes_total{result="timeout"}`, 2)
+	waitMetric(t, g, "switchyard_tls_handshake_queue", 0)
+	waitMetric(t, g, "switchyard_tls_handshake_workers_busy", 0)
+}
