@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,6 +58,14 @@ type Config struct {
 	TokenTTL time.Duration
 	// Tags are the device attributes sent in HELLO (at most 16).
 	Tags map[string]string
+	// TLS, when set, makes the client speak TLS to the gateway (its
+	// native TLS, or a TLS-terminating proxy in front of it): the TLS
+	// handshake runs within HandshakeTimeout, before HELLO. An empty
+	// ServerName is taken from the host of the address dialled. Present a
+	// client certificate (Certificates) when the gateway asks for one:
+	// its name must then be the device id. Not modified by the client.
+	// Default: plain TCP.
+	TLS *tls.Config
 	// DialTimeout bounds the TCP connect. Default DefaultDialTimeout.
 	DialTimeout time.Duration
 	// HandshakeTimeout bounds the wait from HELLO to WELCOME.

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"sync"
@@ -92,6 +93,9 @@ func (c *Client) handshake(ctx context.Context, addr string) (*conn, protocol.We
 	if err != nil {
 		return nil, protocol.Welcome{}, fmt.Errorf("client: dial %s: %w", addr, err)
 	}
+	if c.cfg.TLS != nil {
+		nc = tls.Client(nc, tlsFor(c.cfg.TLS, addr))
+	}
 	cn := newConn(nc, addr, c.cfg.MaxRecvPayload)
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
 	w, err := c.exchangeHello(cn)
@@ -106,6 +110,17 @@ func (c *Client) handshake(ctx context.Context, addr string) (*conn, protocol.We
 		return nil, protocol.Welcome{}, fmt.Errorf("client: handshake with %s: %w", addr, err)
 	}
 	return cn, w, nil
+}
+
+// tlsFor is conf for a connection to addr: with the server name of
+// addr's host when conf names none (a fallback is another host).
+func tlsFor(conf *tls.Config, addr string) *tls.Config {
+	if conf.ServerName != "" || conf.InsecureSkipVerify {
+		return conf
+	}
+	conf = conf.Clone()
+	conf.ServerName, _, _ = net.SplitHostPort(addr)
+	return conf
 }
 
 // exchangeHello writes HELLO on cn and reads the answer.

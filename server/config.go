@@ -16,33 +16,34 @@ import (
 
 // Defaults. Every Config field left at its zero value takes one of these.
 const (
-	DefaultListen           = "127.0.0.1:7400"
-	DefaultAdminListen      = "127.0.0.1:7480"
-	DefaultHeartbeat        = 30 * time.Second            // hb in WELCOME; idle close after 3×
-	DefaultHandshakeTimeout = 5 * time.Second             // first frame must be a HELLO within this
-	MaxConnsCeiling         = 1 << 20                     // the derived max_conns never exceeds this (see maxConnsFor)
-	DefaultRate             = 2000                        // frames/s a device may send, sustained
-	DefaultRateBurst        = 4000                        // frames a device may send at once
-	DefaultRateExcessClose  = 3 * time.Second             // a device over its rate this long is closed
-	DefaultAcceptRate       = 50000                       // new connections/s, whole gateway
-	DefaultAcceptBurst      = 5000                        // new connections at once, whole gateway
-	DefaultShedLag          = time.Second                 // accept-to-first-read lag past which new connections are shed
-	DefaultMaxOutbound      = 256 << 10                   // bytes queued for a device beyond its socket buffer
-	DefaultMaxOutbox        = 1 << 20                     // bytes of unacknowledged reliable downstream DATA per session
-	DefaultDisconnectRing   = 4096                        // recent disconnects kept (GET /api/v1/disconnects)
-	MaxDisconnectRing       = 1 << 20                     // largest DisconnectRing accepted
-	DefaultResumeWindow     = 5 * time.Minute             // a detached session waits this long for a resume
-	unreadFrames            = 4                           // the default MaxUnread is this many largest frames
-	DefaultResumeTokenTTL   = 24 * time.Hour              // lifetime of a resume token
-	DefaultDrainTimeout     = 15 * time.Second            // Close without a context deadline drains this long
-	DefaultGoAwayRetry      = 2 * time.Second             // retry_ms in GOAWAY: how long a device is still served
-	DefaultMoveRate         = remote.DefaultMoveRate      // sessions/s a gateway starts moving after a ring change: 10,000 in about 1 s
-	DefaultMoveBuffer       = remote.DefaultMoveBuffer    // bytes of upstream DATA held per session while it moves
-	DefaultCheckpointBuffer = remote.DefaultKeepBuffer    // bytes of frames kept per session after its last checkpoint
-	DefaultMoveTimeout      = remote.DefaultMoveTimeout   // a move not finished by then fails (the device gets 503 and resumes)
-	DefaultLinkHeartbeat    = remote.DefaultLinkHeartbeat // a link to a shard that read nothing this long sends a Ping
-	DefaultLinkTimeout      = remote.DefaultLinkTimeout   // a link to a shard that read nothing this long is closed
-	minClusterKey           = 16                          // shortest resume-token key accepted
+	DefaultListen            = "127.0.0.1:7400"
+	DefaultAdminListen       = "127.0.0.1:7480"
+	DefaultHeartbeat         = 30 * time.Second            // hb in WELCOME; idle close after 3×
+	DefaultHandshakeTimeout  = 5 * time.Second             // first frame must be a HELLO within this
+	MaxConnsCeiling          = 1 << 20                     // the derived max_conns never exceeds this (see maxConnsFor)
+	DefaultRate              = 2000                        // frames/s a device may send, sustained
+	DefaultRateBurst         = 4000                        // frames a device may send at once
+	DefaultRateExcessClose   = 3 * time.Second             // a device over its rate this long is closed
+	DefaultAcceptRate        = 50000                       // new connections/s, whole gateway
+	DefaultAcceptBurst       = 5000                        // new connections at once, whole gateway
+	DefaultShedLag           = time.Second                 // accept-to-first-read lag past which new connections are shed
+	DefaultMaxOutbound       = 256 << 10                   // bytes queued for a device beyond its socket buffer
+	DefaultMaxOutbox         = 1 << 20                     // bytes of unacknowledged reliable downstream DATA per session
+	DefaultDisconnectRing    = 4096                        // recent disconnects kept (GET /api/v1/disconnects)
+	MaxDisconnectRing        = 1 << 20                     // largest DisconnectRing accepted
+	DefaultResumeWindow      = 5 * time.Minute             // a detached session waits this long for a resume
+	unreadFrames             = 4                           // the default MaxUnread is this many largest frames
+	DefaultResumeTokenTTL    = 24 * time.Hour              // lifetime of a resume token
+	DefaultDrainTimeout      = 15 * time.Second            // Close without a context deadline drains this long
+	DefaultGoAwayRetry       = 2 * time.Second             // retry_ms in GOAWAY: how long a device is still served
+	DefaultMoveRate          = remote.DefaultMoveRate      // sessions/s a gateway starts moving after a ring change: 10,000 in about 1 s
+	DefaultMoveBuffer        = remote.DefaultMoveBuffer    // bytes of upstream DATA held per session while it moves
+	DefaultCheckpointBuffer  = remote.DefaultKeepBuffer    // bytes of frames kept per session after its last checkpoint
+	DefaultMoveTimeout       = remote.DefaultMoveTimeout   // a move not finished by then fails (the device gets 503 and resumes)
+	DefaultLinkHeartbeat     = remote.DefaultLinkHeartbeat // a link to a shard that read nothing this long sends a Ping
+	DefaultLinkTimeout       = remote.DefaultLinkTimeout   // a link to a shard that read nothing this long is closed
+	minClusterKey            = 16                          // shortest resume-token key accepted
+	DefaultTLSHandshakeQueue = 4096                        // connections waiting for a TLS handshake worker
 )
 
 // Config configures a Gateway. The zero value is a working single gateway
@@ -52,8 +53,9 @@ const (
 // RateBurst, RateExcessClose, AcceptRate, AcceptBurst, ShedLag, MaxConns,
 // MaxOutbound, HandshakeTimeout, ResumeWindow, ResumeTokenTTL,
 // DrainTimeout, GoAwayRetry, Redirects, AuthSecrets, ClusterKeys,
-// LinkKeys, Cluster.Keys, ProxyProtocolNetworks and LogLevel, and
-// reports any other change as needing a restart (reload.go).
+// LinkKeys, Cluster.Keys, ProxyProtocolNetworks, LogLevel and the TLS
+// files and mapping (TLS itself on or off needs a restart), and reports
+// any other change as needing a restart (reload.go).
 type Config struct {
 	// Listen is the device listener address; port 0 picks a free port.
 	Listen string
@@ -225,6 +227,27 @@ type Config struct {
 	// MaxLinkQueue bounds the bytes queued on one link to a shard; a send
 	// beyond it opens the shard's circuit. Default DefaultMaxLinkQueue.
 	MaxLinkQueue int
+	// TLSCertFile and TLSKeyFile (PEM, both or neither) make the device
+	// listener TLS-only (docs/tls.md). A reload re-reads them (and
+	// TLSClientCAFile): new handshakes use the new certificate, sessions
+	// already up keep theirs; a file that does not load fails the reload
+	// and the running certificate stays.
+	TLSCertFile string
+	TLSKeyFile  string
+	// TLSClientCAFile, with TLSCertFile: devices must present a client
+	// certificate signed by one of its CAs (PEM), and the HELLO's device id
+	// must be the certificate's (TLSClientCertDeviceID), else 401.
+	TLSClientCAFile string
+	// TLSClientCertDeviceID says where a client certificate names its
+	// device: CertDeviceCN (default), CertDeviceSANDNS or CertDeviceSANURI.
+	TLSClientCertDeviceID string
+	// TLSHandshakeWorkers is the size of the pool running TLS handshakes
+	// (records are handled on the event loop). Default 4 × GOMAXPROCS.
+	TLSHandshakeWorkers int
+	// TLSHandshakeQueue bounds the connections waiting for a handshake
+	// worker; beyond, a new connection is closed and counted. Default
+	// DefaultTLSHandshakeQueue.
+	TLSHandshakeQueue int
 	// Logger receives the gateway's logs; nil discards them.
 	Logger *slog.Logger
 	// Commit is the source revision the binary was built from, shown by
@@ -283,6 +306,7 @@ func (cfg Config) provision() Config {
 		{&cfg.MaxOutbound, DefaultMaxOutbound}, {&cfg.MaxOutbox, DefaultMaxOutbox}, {&cfg.DisconnectRing, DefaultDisconnectRing},
 		{&cfg.MoveBuffer, DefaultMoveBuffer},
 		{&cfg.CheckpointBuffer, DefaultCheckpointBuffer}, {&cfg.MaxLinkQueue, DefaultMaxLinkQueue},
+		{&cfg.TLSHandshakeWorkers, defaultTLSHandshakeWorkers()}, {&cfg.TLSHandshakeQueue, DefaultTLSHandshakeQueue},
 	}
 	for _, f := range ints {
 		if *f.v == 0 {
@@ -303,6 +327,9 @@ func (cfg Config) provision() Config {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TLSClientCAFile != "" && cfg.TLSClientCertDeviceID == "" {
+		cfg.TLSClientCertDeviceID = CertDeviceCN
 	}
 	return cfg
 }
@@ -365,6 +392,7 @@ func (cfg *Config) Validate() error {
 	if err := validateProxyNetworks(cfg.ProxyProtocolNetworks); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, cfg.validateTLS()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("server: config: %w", err)
 	}

@@ -55,6 +55,8 @@ type conn struct {
 	// proxy is the PROXY protocol state (proxy.go): set in onPrepare when
 	// the connection owes a header (never changed after), nil otherwise.
 	proxy *proxyState
+	// tls is the connection's TLS (tls.go); nil on a plain listener.
+	tls *tlsConn
 
 	// handler (under pmu)
 	sess        *session
@@ -86,6 +88,9 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 		c.fd = f.Fd()
 	}
 	c.lagNoted = true // only admitted connections measure the accept lag
+	if g.tls != nil {
+		c.tls = newTLSConn(c, g.tls)
+	}
 	nc.AddCloseCallback(c.onClosed)
 	g.metrics.conns.Add(1)
 	g.metrics.connStates[stHandshake].Add(1)
@@ -131,6 +136,9 @@ func (c *conn) onClosed(netpoll.Connection) error {
 	reason := c.reason // kept for releaseIfIdle's record of the disconnect
 	c.countSentLocked()
 	c.wmu.Unlock()
+	if c.tls != nil {
+		c.tls.close()
+	}
 	g.wheel.Cancel(&c.dl)
 	g.metrics.disconnect(reason)
 	g.metrics.conns.Add(-1)
@@ -193,6 +201,9 @@ func (c *conn) Expire(*timewheel.Entry) {
 	case c.opening.Load():
 		c.fail(protocol.CodeUnavailable, "backend did not answer in time")
 	case !c.ready.Load():
+		if c.tls != nil && !c.tls.established.Load() {
+			c.tls.markTimeout()
+		}
 		c.fail(protocol.CodeTimeout, "handshake timeout")
 	default:
 		if at := c.lastRecv.Load() + g.idleTicks; at > g.wheel.Now() {

@@ -78,6 +78,16 @@
 // serialised by reloadMu. Refused devices are logged at a bounded rate
 // (refusals.go).
 //
+// Native TLS (tls.go, tls_trim.go; docs/tls.md): with TLSCertFile each
+// conn carries a crypto/tls Conn over an in-memory pipe. The handshake runs
+// on a bounded pool (TLSHandshakeWorkers) whose reads block until
+// onRequest feeds the pipe; after it, records are decrypted in onRequest
+// into the same frame loop (frames, through the frameInput interface) and
+// each flush seals the plaintext queued in c.out. Nothing runs per idle
+// TLS connection. Lock order there: conn.wmu → crypto/tls's write lock →
+// tlsConn.mu; the handshake worker takes conn.pmu only after the
+// handshake, to read what followed it.
+//
 // Fault location (trace.go, locate.go): per-device tracing spread by a
 // cluster message (internal/trace; one atomic load per inbound frame
 // while off), a bounded ring of recent disconnects, and a device lookup
@@ -90,7 +100,8 @@
 // No lock is shared by all connections on the frame path.
 //
 // Goroutines owned by a Gateway: the wheel sweeper, netpoll's Serve loop and
-// the admin HTTP server; with Cluster the ring watcher; with backend shards
+// the admin HTTP server; with TLSCertFile the TLS handshake workers; with
+// Cluster the ring watcher; with backend shards
 // the remote.Backend's (the mover, a reader and a writer per link). Close
 // waits for all of them.
 package server

@@ -54,6 +54,7 @@ func (g *Gateway) Close(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	g.shutdownLoop(sctx)
+	g.stopTLS()
 	if g.remote != nil {
 		g.remote.Close()
 	}

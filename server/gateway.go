@@ -52,6 +52,7 @@ type Gateway struct {
 	rulesMu  sync.Mutex      // serialises SetRules
 	rules    []router.Rule   // the canary rules in force; under rulesMu
 	gossip   *gossip         // with Cluster, once started
+	tls      *tlsFront       // with TLSCertFile: the device listener's TLS (tls.go)
 
 	live        atomic.Pointer[live] // the reloadable settings (reload.go)
 	reloadMu    sync.Mutex           // one Reload at a time; guards running
@@ -131,6 +132,11 @@ func New(cfg Config) (*Gateway, error) {
 		g.remote = r
 		g.backend = r
 	}
+	front, err := newTLSFront(&cfg, g.metrics.tls)
+	if err != nil {
+		return nil, err
+	}
+	g.tls = front
 	g.adm.init(g.metrics.set)
 	g.metrics.set.RegisterMetricsWriter(g.writeClusterMetrics)
 	g.metrics.set.NewGauge("switchyard_accept_lag_seconds", func() float64 { return float64(g.acceptLag.Load()) / 1e9 })
@@ -190,6 +196,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 		}
 	}
 	g.wheel.Start()
+	g.startTLS()
 	g.wg.Add(1)
 	g.serveDone = make(chan struct{})
 	go func() {

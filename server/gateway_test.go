@@ -33,17 +33,24 @@ func TestEchoBestEffortAndReliable(t *testing.T) {
 	if f := d.read(); f.Type != protocol.TypeData || f.Flags != 0 || f.Seq != 0 || string(f.Payload) != "hi" {
 		t.Fatalf("echo %+v", f)
 	}
-	d.send(protocol.TypeData, protocol.FlagAckRequested, 1, []byte("r1"))
+	d.reliableEcho(1, "r1")
+}
+
+// reliableEcho sends reliable DATA seq and waits for both its echo and
+// its ACK, in either order.
+func (d *dev) reliableEcho(seq uint32, payload string) {
+	d.t.Helper()
+	d.send(protocol.TypeData, protocol.FlagAckRequested, seq, []byte(payload))
 	var gotEcho, gotAck bool
 	for !gotEcho || !gotAck {
 		f := d.read()
 		switch {
-		case f.Type == protocol.TypeData && f.Seq == 1 && f.Flags == protocol.FlagAckRequested && bytes.Equal(f.Payload, []byte("r1")):
+		case f.Type == protocol.TypeData && f.Seq == seq && f.Flags == protocol.FlagAckRequested && bytes.Equal(f.Payload, []byte(payload)):
 			gotEcho = true
-		case f.Type == protocol.TypeAck && f.Seq == 1:
+		case f.Type == protocol.TypeAck && f.Seq == seq:
 			gotAck = true
 		default:
-			t.Fatalf("unexpected %+v", f)
+			d.t.Fatalf("unexpected %+v", f)
 		}
 	}
 }

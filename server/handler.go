@@ -49,15 +49,45 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 		c.lagNoted = true
 		g.noteAcceptLag(b.start.UnixNano() - c.acceptNs)
 	}
-	maxUnread := g.maxUnread
 	c.rl.batchDrops = 0
+	if c.tls != nil {
+		c.tlsInput(r, &b)
+	} else {
+		c.frames(r, &b)
+	}
+	if r.Len() > 0 && c.isClosing() {
+		// A closing connection's input is never handled: thrown away, so
+		// that netpoll neither keeps it nor calls the handler again for it
+		// while the ERROR lingers.
+		_ = r.Skip(r.Len())
+		_ = r.Release()
+	}
+	c.flush()
+	b.count(g)
+	return nil
+}
+
+// frameInput is what the frame loop reads: netpoll's input, or the
+// plaintext of a TLS connection (tls.go).
+type frameInput interface {
+	protocol.Reader
+	Release() error
+}
+
+// frames handles every whole frame of r and keeps the start of an
+// incomplete one (c.partial). The caller holds pmu. More than max_unread
+// buffered (the poller reads on while the handler works) closes the
+// connection: with TLS that bounds the plaintext of what was read.
+func (c *conn) frames(r frameInput, b *batch) {
+	g := c.g
+	maxUnread := g.maxUnread
 	for r.Len() > 0 && !c.isClosing() {
 		if r.Len() > maxUnread {
 			c.flood(protocol.CodeTooLarge, reasonUnreadLimit, "unread input over max_unread, closing")
 			break
 		}
 		if c.partial != nil {
-			c.continuePartial(r, &b)
+			c.continuePartial(r, b)
 			continue
 		}
 		whole, err := frameBuffered(r, g.cfg.MaxFrame)
@@ -74,19 +104,9 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 			c.failErr(err)
 			break
 		}
-		c.frame(&f, &b)
+		c.frame(&f, b)
 		_ = r.Release()
 	}
-	if r.Len() > 0 && c.isClosing() {
-		// A closing connection's input is never handled: thrown away, so
-		// that netpoll neither keeps it nor calls the handler again for it
-		// while the ERROR lingers.
-		_ = r.Skip(r.Len())
-		_ = r.Release()
-	}
-	c.flush()
-	b.count(g)
-	return nil
 }
 
 // batch accounts for one call of the handler: counters are added to the
@@ -131,7 +151,7 @@ func (c *conn) frame(f *protocol.Frame, b *batch) {
 
 // frameBuffered reports whether r holds a whole frame. An invalid length
 // field is an error as soon as its 4 bytes are there.
-func frameBuffered(r netpoll.Reader, maxPayload int) (bool, error) {
+func frameBuffered(r frameInput, maxPayload int) (bool, error) {
 	if r.Len() < protocol.LengthSize {
 		return false, nil
 	}
@@ -151,7 +171,7 @@ var partialPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return
 
 // startPartial moves everything buffered (the start of one frame) out of
 // netpoll's buffer.
-func (c *conn) startPartial(r netpoll.Reader) {
+func (c *conn) startPartial(r frameInput) {
 	p, err := r.Next(r.Len())
 	if err != nil {
 		return
@@ -164,7 +184,7 @@ func (c *conn) startPartial(r netpoll.Reader) {
 
 // continuePartial appends what the incomplete frame still needs and, once
 // it is whole, handles it.
-func (c *conn) continuePartial(r netpoll.Reader, b *batch) {
+func (c *conn) continuePartial(r frameInput, b *batch) {
 	buf := *c.partial
 	want := protocol.LengthSize
 	if len(buf) >= protocol.LengthSize {

@@ -28,6 +28,11 @@ func (c *conn) handshake(f *protocol.Frame) {
 		g.traceEvent(h.ID, "HELLO", "remote", c.remote(), "resume", len(h.Resume) > 0, "last", h.Last,
 			"accepted_ago", time.Duration(now.UnixNano()-c.acceptNs))
 	}
+	if c.tls != nil && !c.tls.certDevice(g.tls, h.ID) {
+		g.tls.certRejects.Inc()
+		c.refusedHello(protocol.CodeUnauthorized, h.ID, "device id does not match the client certificate")
+		return
+	}
 	if len(lv.authSecrets) > 0 {
 		if err := protocol.VerifyToken(lv.authSecrets, h.ID, h.Token, now); err != nil {
 			c.refusedHello(protocol.CodeUnauthorized, h.ID, "authentication failed")

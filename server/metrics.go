@@ -112,6 +112,7 @@ const (
 	reasonWriteError       = "write_error"       // the socket refused a write
 	reasonDrain            = "drain"             // closed after GOAWAY
 	reasonShutdown         = "shutdown"          // forced at the end of Close
+	reasonTLS              = "tls"               // TLS handshake failed, or a record did not decrypt
 )
 
 // Drop reasons of the device side, the label of
@@ -132,6 +133,7 @@ type gatewayMetrics struct {
 	set    *metrics.Set
 	remote *remote.Metrics
 	proxy  *proxyMetrics // PROXY protocol headers and refusals (proxy.go)
+	tls    *tlsMetrics   // tls.go
 
 	accepted            *metrics.Counter
 	rejectMaxConns      *metrics.Counter
@@ -213,7 +215,7 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 	}
 	for _, r := range []string{reasonPeer, reasonBadRequest, reasonAuth, reasonHandshakeTimeout,
 		reasonIdleTimeout, reasonTakeover, reasonTooLarge, reasonRateLimit, reasonUnavailable,
-		reasonInternal, reasonSlowConsumer, reasonUnreadLimit, reasonRateFlood, reasonWriteError, reasonDrain, reasonShutdown} {
+		reasonInternal, reasonSlowConsumer, reasonUnreadLimit, reasonRateFlood, reasonWriteError, reasonDrain, reasonShutdown, reasonTLS} {
 		m.disconnects[r] = s.NewCounter(`switchyard_disconnects_total{reason="` + r + `"}`)
 	}
 	for _, r := range []string{dropRateLimit, dropDuplicate, dropGap, dropStale} {
@@ -250,6 +252,7 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 	})
 	m.remote = remote.NewMetrics(s)
 	m.proxy = newProxyMetrics(s, m.disconnects)
+	m.tls = newTLSMetrics(s)
 	return m
 }
 

@@ -37,6 +37,10 @@ import (
 //   - ProxyProtocolNetworks: read at each accept; a connection keeps the
 //     decision taken when it was accepted.
 //   - LogLevel, through LevelVar.
+//   - TLSCertFile, TLSKeyFile, TLSClientCAFile, TLSClientCertDeviceID: the
+//     files are re-read at every reload (same paths, new contents) and
+//     new handshakes take them (tls.go); turning TLS on or off needs a
+//     restart.
 //
 // Everything else is fixed at New: listeners, the heartbeat and MaxFrame
 // (promised to connected devices in WELCOME), MaxOutbox and the shard
@@ -143,8 +147,20 @@ func (g *Gateway) Reload(next Config) (ReloadReport, error) {
 	if err := next.Validate(); err != nil {
 		return ReloadReport{}, g.reloadDone(ReloadReport{}, resultInvalid, err)
 	}
+	st, err := g.reloadTLS(&next)
+	if err != nil {
+		return ReloadReport{}, g.reloadDone(ReloadReport{}, resultInvalid, err)
+	}
 	g.adm.configHash.Store(&next.ConfigHash)
 	rep := diffConfig(&g.running, &next)
+	if (g.tls == nil) != (next.TLSCertFile == "") {
+		// TLS on or off changes what the listener speaks: a restart.
+		rep = restartOnly(rep, tlsKeys)
+	}
+	if st != nil {
+		g.tls.cur.Store(st)
+		g.log.Info("tls certificate loaded", "file", next.TLSCertFile, "serial", st.serial)
+	}
 	failed, err := g.applyReload(&next, rep.Changed)
 	rep.Changed = slices.DeleteFunc(rep.Changed, func(name string) bool { return slices.Contains(failed, name) })
 	if err != nil {
@@ -246,6 +262,22 @@ var reloadable = map[string]bool{
 	"resume_window": true, "resume_token_ttl": true, "drain_timeout": true, "go_away_retry": true,
 	"redirects": true, "auth_secrets": true, "cluster_keys": true, "link_keys": true,
 	"cluster.keys": true, "log_level": true, "canary": true, "proxy_protocol_networks": true,
+	"tls_cert_file": true, "tls_key_file": true, "tls_client_ca_file": true, "tls_client_cert_device_id": true,
+}
+
+// tlsKeys are the reloadable TLS settings, which need a restart when they
+// turn TLS on or off.
+var tlsKeys = []string{"tls_cert_file", "tls_key_file", "tls_client_ca_file", "tls_client_cert_device_id"}
+
+// restartOnly moves names from rep.Changed to rep.RestartRequired.
+func restartOnly(rep ReloadReport, names []string) ReloadReport {
+	for _, n := range names {
+		if slices.Contains(rep.Changed, n) {
+			rep.Changed = slices.DeleteFunc(rep.Changed, func(s string) bool { return s == n })
+			rep.RestartRequired = append(rep.RestartRequired, n)
+		}
+	}
+	return rep
 }
 
 // notCompared are the Config fields that are not settings: hooks and

@@ -61,6 +61,9 @@ func (c *conn) writable() bool { return !c.closed && !c.closing }
 // reason when the connection must be closed (the caller closes it after
 // releasing wmu).
 func (c *conn) flushLocked() string {
+	if c.tls != nil && !c.closed {
+		c.tls.sealLocked()
+	}
 	if c.out == nil || c.closed {
 		return ""
 	}
@@ -88,6 +91,9 @@ func (c *conn) flushLocked() string {
 	}
 	// Keep the unwritten tail at the front of the buffer.
 	*c.out = append((*c.out)[:0], buf...)
+	if c.tls != nil {
+		c.tls.sealed = len(*c.out)
+	}
 	var why string
 	if len(*c.out) > c.g.live.Load().maxOutbound && c.writable() {
 		// Once only: a closing connection's deadline is its linger, which
@@ -145,6 +151,9 @@ func (c *conn) countSentLocked() {
 func (c *conn) releaseOutLocked() {
 	if c.out == nil {
 		return
+	}
+	if c.tls != nil {
+		c.tls.sealed = 0
 	}
 	if cap(*c.out) <= 4*outBufSize {
 		*c.out = (*c.out)[:0]

@@ -21,49 +21,55 @@ import (
 
 // Gateway is the configuration of `switchyard gateway`.
 type Gateway struct {
-	Listen           string        `yaml:"listen" help:"device listener address (port 0 picks one)"`
-	AdminListen      string        `yaml:"admin_listen" flag:"admin" help:"admin HTTP address; - disables"`
-	AdminTokenFile   string        `yaml:"admin_token_file" secret:"file" help:"file holding the bearer token the admin API requires (none when empty)"`
-	Node             string        `yaml:"node" help:"node name sent in WELCOME (default: host name)"`
-	Heartbeat        time.Duration `yaml:"heartbeat" help:"heartbeat interval, whole seconds (idle close after 3x)"`
-	HandshakeTimeout time.Duration `yaml:"handshake_timeout" reload:"live" help:"time allowed for the first frame (HELLO)"`
-	MaxFrame         int           `yaml:"max_frame" help:"largest DATA payload in bytes"`
-	MaxConns         int           `yaml:"max_conns" reload:"live" help:"maximum device connections (0: the file limit minus a reserve)"`
-	MaxUnread        int           `yaml:"max_unread" help:"bytes of one device's input read and not yet handled; beyond, ERROR 413 and close (0: 4 x (max_frame + 10))"`
-	AuthSecretFile   string        `yaml:"auth_secret_file" secret:"file" reload:"live" help:"file of device auth secrets, one per line; auth is on when given"`
-	ClusterKeyFile   string        `yaml:"cluster_key_file" secret:"file" reload:"live" help:"file of cluster keys, one per line, at least 16 bytes each: gossip, links, resume tokens (default: a random resume key per process)"`
-	Rate             float64       `yaml:"rate" reload:"live" help:"frames/s per device, sustained (negative: unlimited)"`
-	RateBurst        int           `yaml:"rate_burst" reload:"live" help:"frames per device at once"`
-	RateExcessClose  time.Duration `yaml:"rate_excess_close" reload:"live" help:"a device over its rate this long is closed with 429"`
-	AcceptRate       float64       `yaml:"accept_rate" reload:"live" help:"new connections/s for the gateway (negative: unlimited)"`
-	AcceptBurst      int           `yaml:"accept_burst" reload:"live" help:"new connections at once"`
-	ShedLag          time.Duration `yaml:"shed_lag" reload:"live" help:"accept-to-first-read lag (moving average) past which new connections get 503 with a retry hint (negative: never shed)"`
-	MaxOutbound      int           `yaml:"max_outbound" reload:"live" help:"bytes queued for a device beyond its socket buffer; beyond, a slow consumer"`
-	MaxOutbox        int           `yaml:"max_outbox" help:"bytes of unacknowledged reliable downstream DATA per session"`
-	DisconnectRing   int           `yaml:"disconnect_ring" help:"recent disconnects kept for the admin API (GET /api/v1/disconnects, ctl disconnects)"`
-	ResumeWindow     time.Duration `yaml:"resume_window" reload:"live" help:"how long a detached session waits for a resume"`
-	MaxDetached      int           `yaml:"max_detached" help:"detached sessions held for a resume; beyond, the oldest is forgotten (0: max_conns)"`
-	ResumeTokenTTL   time.Duration `yaml:"resume_token_ttl" reload:"live" help:"lifetime of a resume token"`
-	DrainTimeout     time.Duration `yaml:"drain_timeout" reload:"live" help:"how long a drain (SIGTERM) may take"`
-	GoAwayRetry      time.Duration `yaml:"go_away_retry" flag:"goaway-retry" reload:"live" help:"how long a device is served after GOAWAY (retry_ms)"`
-	Redirects        []string      `yaml:"redirects" flag:"redirect" reload:"live" help:"device addresses of other gateways offered in GOAWAY, comma-separated"`
-	ProxyNetworks    []string      `yaml:"proxy_protocol_networks" reload:"live" help:"load balancers' networks (CIDR, comma-separated): their connections must begin with a PROXY v1/v2 header, others are closed (empty: PROXY protocol off)"`
-	LinkHeartbeat    time.Duration `yaml:"link_heartbeat" help:"a link to a shard that read nothing this long sends a Ping"`
-	LinkTimeout      time.Duration `yaml:"link_timeout" help:"a link to a shard that read nothing this long is closed (at least 2x link_heartbeat)"`
-	LinksPerShard    int           `yaml:"links_per_shard" help:"links kept to each shard"`
-	MaxLinkQueue     int           `yaml:"max_link_queue" help:"bytes queued on one link to a shard; beyond, the shard's circuit opens"`
-	MoveRate         float64       `yaml:"move_rate" help:"sessions/s moved after a ring change"`
-	MoveBuffer       int           `yaml:"move_buffer" help:"bytes of upstream DATA held per session while it moves"`
-	MoveTimeout      time.Duration `yaml:"move_timeout" help:"a move not finished by then fails (the device gets 503)"`
-	CheckpointBuffer int           `yaml:"checkpoint_buffer" help:"bytes of frames kept per session after its last checkpoint"`
-	LinkTLSCAFile    string        `yaml:"link_tls_ca_file" help:"CA certificate (PEM) the shards' link certificates must chain to; link TLS is on when given"`
-	LinkTLSCertFile  string        `yaml:"link_tls_cert_file" help:"this gateway's link certificate (PEM), for shards that require one (mutual TLS)"`
-	LinkTLSKeyFile   string        `yaml:"link_tls_key_file" secret:"file" help:"the key (PEM) of link_tls_cert_file"`
-	LogLevel         string        `yaml:"log_level" reload:"live" help:"debug, info, warn or error"`
-	LogFormat        string        `yaml:"log_format" help:"text or json"`
-	MemProfileRate   int           `yaml:"mem_profile_rate" help:"debug: runtime.MemProfileRate (1 records every allocation; 0 keeps Go's default)"`
-	Cluster          Gossip        `yaml:"cluster"`
-	Canary           []router.Rule `yaml:"canary" reload:"live" help:"canary rules (file only): a list of {name, match, percent, labels}; docs/operations.md \"Canary roll-out\""`
+	Listen                string        `yaml:"listen" help:"device listener address (port 0 picks one)"`
+	AdminListen           string        `yaml:"admin_listen" flag:"admin" help:"admin HTTP address; - disables"`
+	AdminTokenFile        string        `yaml:"admin_token_file" secret:"file" help:"file holding the bearer token the admin API requires (none when empty)"`
+	Node                  string        `yaml:"node" help:"node name sent in WELCOME (default: host name)"`
+	Heartbeat             time.Duration `yaml:"heartbeat" help:"heartbeat interval, whole seconds (idle close after 3x)"`
+	HandshakeTimeout      time.Duration `yaml:"handshake_timeout" reload:"live" help:"time allowed for the first frame (HELLO)"`
+	MaxFrame              int           `yaml:"max_frame" help:"largest DATA payload in bytes"`
+	MaxConns              int           `yaml:"max_conns" reload:"live" help:"maximum device connections (0: the file limit minus a reserve)"`
+	MaxUnread             int           `yaml:"max_unread" help:"bytes of one device's input read and not yet handled; beyond, ERROR 413 and close (0: 4 x (max_frame + 10))"`
+	AuthSecretFile        string        `yaml:"auth_secret_file" secret:"file" reload:"live" help:"file of device auth secrets, one per line; auth is on when given"`
+	ClusterKeyFile        string        `yaml:"cluster_key_file" secret:"file" reload:"live" help:"file of cluster keys, one per line, at least 16 bytes each: gossip, links, resume tokens (default: a random resume key per process)"`
+	TLSCertFile           string        `yaml:"tls_cert_file" reload:"live" help:"PEM certificate (chain) of the device listener; with tls_key_file the listener is TLS-only; re-read at every reload"`
+	TLSKeyFile            string        `yaml:"tls_key_file" secret:"file" reload:"live" help:"PEM private key of tls_cert_file; re-read at every reload"`
+	TLSClientCAFile       string        `yaml:"tls_client_ca_file" reload:"live" help:"PEM CAs of device certificates: devices must present one, and the HELLO's device id must be the certificate's (else 401); re-read at every reload"`
+	TLSClientCertDeviceID string        `yaml:"tls_client_cert_device_id" reload:"live" help:"where a client certificate names its device: cn, san-dns or san-uri"`
+	TLSHandshakeWorkers   int           `yaml:"tls_handshake_workers" help:"goroutines running TLS handshakes (0: 4 x GOMAXPROCS)"`
+	TLSHandshakeQueue     int           `yaml:"tls_handshake_queue" help:"connections waiting for a TLS handshake worker; beyond, a new one is closed"`
+	Rate                  float64       `yaml:"rate" reload:"live" help:"frames/s per device, sustained (negative: unlimited)"`
+	RateBurst             int           `yaml:"rate_burst" reload:"live" help:"frames per device at once"`
+	RateExcessClose       time.Duration `yaml:"rate_excess_close" reload:"live" help:"a device over its rate this long is closed with 429"`
+	AcceptRate            float64       `yaml:"accept_rate" reload:"live" help:"new connections/s for the gateway (negative: unlimited)"`
+	AcceptBurst           int           `yaml:"accept_burst" reload:"live" help:"new connections at once"`
+	ShedLag               time.Duration `yaml:"shed_lag" reload:"live" help:"accept-to-first-read lag (moving average) past which new connections get 503 with a retry hint (negative: never shed)"`
+	MaxOutbound           int           `yaml:"max_outbound" reload:"live" help:"bytes queued for a device beyond its socket buffer; beyond, a slow consumer"`
+	MaxOutbox             int           `yaml:"max_outbox" help:"bytes of unacknowledged reliable downstream DATA per session"`
+	DisconnectRing        int           `yaml:"disconnect_ring" help:"recent disconnects kept for the admin API (GET /api/v1/disconnects, ctl disconnects)"`
+	ResumeWindow          time.Duration `yaml:"resume_window" reload:"live" help:"how long a detached session waits for a resume"`
+	MaxDetached           int           `yaml:"max_detached" help:"detached sessions held for a resume; beyond, the oldest is forgotten (0: max_conns)"`
+	ResumeTokenTTL        time.Duration `yaml:"resume_token_ttl" reload:"live" help:"lifetime of a resume token"`
+	DrainTimeout          time.Duration `yaml:"drain_timeout" reload:"live" help:"how long a drain (SIGTERM) may take"`
+	GoAwayRetry           time.Duration `yaml:"go_away_retry" flag:"goaway-retry" reload:"live" help:"how long a device is served after GOAWAY (retry_ms)"`
+	Redirects             []string      `yaml:"redirects" flag:"redirect" reload:"live" help:"device addresses of other gateways offered in GOAWAY, comma-separated"`
+	ProxyNetworks         []string      `yaml:"proxy_protocol_networks" reload:"live" help:"load balancers' networks (CIDR, comma-separated): their connections must begin with a PROXY v1/v2 header, others are closed (empty: PROXY protocol off)"`
+	LinkHeartbeat         time.Duration `yaml:"link_heartbeat" help:"a link to a shard that read nothing this long sends a Ping"`
+	LinkTimeout           time.Duration `yaml:"link_timeout" help:"a link to a shard that read nothing this long is closed (at least 2x link_heartbeat)"`
+	LinksPerShard         int           `yaml:"links_per_shard" help:"links kept to each shard"`
+	MaxLinkQueue          int           `yaml:"max_link_queue" help:"bytes queued on one link to a shard; beyond, the shard's circuit opens"`
+	MoveRate              float64       `yaml:"move_rate" help:"sessions/s moved after a ring change"`
+	MoveBuffer            int           `yaml:"move_buffer" help:"bytes of upstream DATA held per session while it moves"`
+	MoveTimeout           time.Duration `yaml:"move_timeout" help:"a move not finished by then fails (the device gets 503)"`
+	CheckpointBuffer      int           `yaml:"checkpoint_buffer" help:"bytes of frames kept per session after its last checkpoint"`
+	LinkTLSCAFile         string        `yaml:"link_tls_ca_file" help:"CA certificate (PEM) the shards' link certificates must chain to; link TLS is on when given"`
+	LinkTLSCertFile       string        `yaml:"link_tls_cert_file" help:"this gateway's link certificate (PEM), for shards that require one (mutual TLS)"`
+	LinkTLSKeyFile        string        `yaml:"link_tls_key_file" secret:"file" help:"the key (PEM) of link_tls_cert_file"`
+	LogLevel              string        `yaml:"log_level" reload:"live" help:"debug, info, warn or error"`
+	LogFormat             string        `yaml:"log_format" help:"text or json"`
+	MemProfileRate        int           `yaml:"mem_profile_rate" help:"debug: runtime.MemProfileRate (1 records every allocation; 0 keeps Go's default)"`
+	Cluster               Gossip        `yaml:"cluster"`
+	Canary                []router.Rule `yaml:"canary" reload:"live" help:"canary rules (file only): a list of {name, match, percent, labels}; docs/operations.md \"Canary roll-out\""`
 }
 
 // Backend is the configuration of `switchyard backend`.
@@ -135,35 +141,37 @@ const DefaultShardLinkTimeout = 5 * time.Second
 // single gateway with the embedded echo backend on 127.0.0.1:7400.
 func DefaultGateway() Gateway {
 	return Gateway{
-		Listen:           server.DefaultListen,
-		AdminListen:      server.DefaultAdminListen,
-		Heartbeat:        server.DefaultHeartbeat,
-		HandshakeTimeout: server.DefaultHandshakeTimeout,
-		MaxFrame:         protocol.DefaultMaxFrame,
-		Rate:             server.DefaultRate,
-		RateBurst:        server.DefaultRateBurst,
-		RateExcessClose:  server.DefaultRateExcessClose,
-		AcceptRate:       server.DefaultAcceptRate,
-		AcceptBurst:      server.DefaultAcceptBurst,
-		ShedLag:          server.DefaultShedLag,
-		MaxOutbound:      server.DefaultMaxOutbound,
-		MaxOutbox:        server.DefaultMaxOutbox,
-		DisconnectRing:   server.DefaultDisconnectRing,
-		ResumeWindow:     server.DefaultResumeWindow,
-		ResumeTokenTTL:   server.DefaultResumeTokenTTL,
-		DrainTimeout:     server.DefaultDrainTimeout,
-		GoAwayRetry:      server.DefaultGoAwayRetry,
-		LinkHeartbeat:    server.DefaultLinkHeartbeat,
-		LinkTimeout:      server.DefaultLinkTimeout,
-		LinksPerShard:    server.DefaultLinksPerShard,
-		MaxLinkQueue:     server.DefaultMaxLinkQueue,
-		MoveRate:         server.DefaultMoveRate,
-		MoveBuffer:       server.DefaultMoveBuffer,
-		MoveTimeout:      server.DefaultMoveTimeout,
-		CheckpointBuffer: server.DefaultCheckpointBuffer,
-		LogLevel:         "info",
-		LogFormat:        "text",
-		Cluster:          defaultGossip(""),
+		Listen:                server.DefaultListen,
+		AdminListen:           server.DefaultAdminListen,
+		Heartbeat:             server.DefaultHeartbeat,
+		HandshakeTimeout:      server.DefaultHandshakeTimeout,
+		MaxFrame:              protocol.DefaultMaxFrame,
+		Rate:                  server.DefaultRate,
+		RateBurst:             server.DefaultRateBurst,
+		RateExcessClose:       server.DefaultRateExcessClose,
+		AcceptRate:            server.DefaultAcceptRate,
+		AcceptBurst:           server.DefaultAcceptBurst,
+		ShedLag:               server.DefaultShedLag,
+		MaxOutbound:           server.DefaultMaxOutbound,
+		MaxOutbox:             server.DefaultMaxOutbox,
+		DisconnectRing:        server.DefaultDisconnectRing,
+		ResumeWindow:          server.DefaultResumeWindow,
+		ResumeTokenTTL:        server.DefaultResumeTokenTTL,
+		DrainTimeout:          server.DefaultDrainTimeout,
+		GoAwayRetry:           server.DefaultGoAwayRetry,
+		LinkHeartbeat:         server.DefaultLinkHeartbeat,
+		LinkTimeout:           server.DefaultLinkTimeout,
+		LinksPerShard:         server.DefaultLinksPerShard,
+		MaxLinkQueue:          server.DefaultMaxLinkQueue,
+		MoveRate:              server.DefaultMoveRate,
+		MoveBuffer:            server.DefaultMoveBuffer,
+		MoveTimeout:           server.DefaultMoveTimeout,
+		CheckpointBuffer:      server.DefaultCheckpointBuffer,
+		TLSClientCertDeviceID: server.CertDeviceCN,
+		TLSHandshakeQueue:     server.DefaultTLSHandshakeQueue,
+		LogLevel:              "info",
+		LogFormat:             "text",
+		Cluster:               defaultGossip(""),
 	}
 }
 

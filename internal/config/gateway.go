@@ -28,6 +28,9 @@ func (c *Gateway) ServerConfig(version string, derive KeyDeriver) (server.Config
 		MaxLinkQueue: c.MaxLinkQueue, MoveRate: c.MoveRate, MoveBuffer: c.MoveBuffer,
 		MoveTimeout: c.MoveTimeout, CheckpointBuffer: c.CheckpointBuffer,
 		Canary: c.Canary, Version: version,
+		TLSCertFile: c.TLSCertFile, TLSKeyFile: c.TLSKeyFile, TLSClientCAFile: c.TLSClientCAFile,
+		TLSClientCertDeviceID: c.TLSClientCertDeviceID,
+		TLSHandshakeWorkers:   c.TLSHandshakeWorkers, TLSHandshakeQueue: c.TLSHandshakeQueue,
 	}
 	cfg.LogLevel = checkLog(&p, c.LogLevel, c.LogFormat)
 	if c.MemProfileRate < 0 {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,6 +45,7 @@ type compareConfig struct {
 	baseline  string
 	md        string
 	logDir    string
+	tls       string // targets the driver speaks TLS to, comma-separated
 }
 
 // runCompare starts each target on free ports, runs every scenario against
@@ -61,6 +63,7 @@ func runCompare(ctx context.Context, args []string) error {
 	fs.StringVar(&cc.baseline, "baseline", "", "target the ratios are relative to (default: the first)")
 	fs.StringVar(&cc.md, "md", "", "also write the markdown table to this file")
 	fs.StringVar(&cc.logDir, "logdir", os.TempDir(), "where the servers' stdout and stderr go")
+	fs.StringVar(&cc.tls, "tls-targets", "", "names of the targets spoken to over TLS (comma-separated; certificates not verified)")
 	o.flags(fs)
 	sc.mem.flags(fs, "mem-")
 	sc.cpu.flags(fs, "cpu-")
@@ -82,6 +85,8 @@ func runCompare(ctx context.Context, args []string) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
+				o := o
+				o.tls = o.tls || slices.Contains(strings.Split(cc.tls, ","), ts.name)
 				r, err := runManaged(ctx, ts, scen, rep, cc, o, sc)
 				if err != nil && ctx.Err() == nil {
 					fmt.Fprintf(os.Stderr, "gwbench: %s %s rep %d: %v; retrying once\n", ts.name, scen, rep, err)
@@ -224,7 +229,7 @@ func waitReady(ctx context.Context, s *server, o common, timeout time.Duration) 
 		default:
 		}
 		var c net.Conn
-		if c, err = net.DialTimeout("tcp", s.addr, time.Second); err == nil {
+		if c, err = o.dial(ctx, 0, s.addr); err == nil {
 			c.SetDeadline(time.Now().Add(2 * time.Second))
 			err = handshake(c, &buf, "gwb-ready", o.auth.token("gwb-ready"))
 			c.Close()

@@ -75,7 +75,7 @@ func runCPU(ctx context.Context, t target, o common, c cpuConfig) (*Result, erro
 		return nil, errors.New("gwbench: cpu --payload must be at least 8")
 	}
 	r := newResult("cpu", t)
-	r.Params = map[string]any{"conns": c.Conns, "window": c.Window, "payload": c.Payload,
+	r.Params = map[string]any{"tls": o.tls, "conns": c.Conns, "window": c.Window, "payload": c.Payload,
 		"duration_s": c.Duration.Seconds(), "warmup_s": c.Warmup.Seconds(), "flooders": c.Flooders}
 	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
 		return nil, errors.New("gwbench: cpu --rate must be a finite number >= 0")
@@ -208,12 +208,12 @@ func (s sample) report(r *Result, hz int64, unit string) {
 	r.Results["client_us_per_"+unit] = perUnitMicros(s.client.Total(), hz, s.units)
 }
 
-func openEchoConns(ctx context.Context, t target, o common, n int) ([]*net.TCPConn, error) {
-	conns := make([]*net.TCPConn, 0, n)
+func openEchoConns(ctx context.Context, t target, o common, n int) ([]net.Conn, error) {
+	conns := make([]net.Conn, 0, n)
 	var buf []byte
 	prefix := "gwb-cpu-" + strconv.Itoa(os.Getpid()) + "-"
 	for i := 0; i < n; i++ {
-		c, err := o.spread.dial(ctx, i, t.addr)
+		c, err := o.dial(ctx, i, t.addr)
 		if err == nil {
 			id := prefix + strconv.Itoa(i)
 			if err = handshake(c, &buf, id, o.auth.token(id)); err != nil {
@@ -233,7 +233,7 @@ func openEchoConns(ctx context.Context, t target, o common, n int) ([]*net.TCPCo
 
 // run keeps c.Window frames in flight on one connection: it reads every
 // complete frame buffered, then sends as many new frames in one write.
-func (l *echoLoad) run(conn *net.TCPConn, c cpuConfig, h *hdrhistogram.Histogram) {
+func (l *echoLoad) run(conn net.Conn, c cpuConfig, h *hdrhistogram.Histogram) {
 	r := bufio.NewReaderSize(conn, 64*1024)
 	out := make([]byte, 0, c.Window*protocol.FrameSize(c.Payload))
 	payload := make([]byte, c.Payload)

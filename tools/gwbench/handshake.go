@@ -41,7 +41,8 @@ type hsLoad struct {
 // runHandshake measures new sessions per second.
 func runHandshake(ctx context.Context, t target, o common, c handshakeConfig) (*Result, error) {
 	r := newResult("handshake", t)
-	r.Params = map[string]any{"workers": c.Workers, "duration_s": c.Duration.Seconds(),
+	c.Net = c.Net || o.tls // raw sockets speak no TLS
+	r.Params = map[string]any{"workers": c.Workers, "duration_s": c.Duration.Seconds(), "tls": o.tls,
 		"warmup_s": c.Warmup.Seconds(), "src_spread": o.spread.n, "go_net": c.Net, "reset": c.Reset}
 	dst, err := sockaddr(t.addr)
 	if err != nil {
@@ -100,7 +101,7 @@ func (l *hsLoad) worker(ctx context.Context, t target, o common, w, n int, prefi
 	var buf []byte
 	for i := 0; !l.stop.Load(); i++ {
 		start := time.Now()
-		c, err := o.spread.dial(ctx, w+i*n, t.addr)
+		c, err := o.dial(ctx, w+i*n, t.addr)
 		if err == nil {
 			c.SetDeadline(start.Add(10 * time.Second))
 			id := prefix + strconv.Itoa(i)

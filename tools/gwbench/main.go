@@ -65,12 +65,14 @@ type common struct {
 	secretFile string // HMAC secret file (first line used); empty: no token
 	spread     spread
 	auth       auth
+	tls        bool // speak TLS to the target (tls.go)
 }
 
 func (o *common) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.out, "out", "", "append each result as one JSON line to this file")
 	fs.StringVar(&o.secretFile, "auth-secret-file", "", "secret file of the target; HELLOs then carry a token made with its first line")
 	fs.IntVar(&o.spread.first, "src-first", 2, "last octet of the first source address 127.0.0.x")
+	fs.BoolVar(&o.tls, "tls", false, "speak TLS to the target (its certificate is not verified: a loopback benchmark)")
 	fs.IntVar(&o.spread.n, "src-spread", 16, "number of source addresses 127.0.0.x to spread connections over (0: kernel's choice)")
 }
 

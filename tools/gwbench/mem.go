@@ -50,7 +50,7 @@ func runMem(ctx context.Context, t target, o common, c memConfig) (*Result, erro
 		return nil, fmt.Errorf("gwbench: --per-proc %d: want 1..%d (the box allows 20,000 fds per process)", c.PerProc, maxPerProc)
 	}
 	r := newResult("mem", t)
-	r.Params = map[string]any{"n": c.N, "per_proc": c.PerProc, "concurrency": c.Concurrency,
+	r.Params = map[string]any{"tls": o.tls, "n": c.N, "per_proc": c.PerProc, "concurrency": c.Concurrency,
 		"payload": c.Payload, "warmup": c.Warmup, "settle_s": c.Settle.Seconds(), "late_s": c.Late.Seconds(),
 		"src_spread": o.spread.n}
 	if err := warmup(ctx, t, o, c); err != nil {
@@ -114,7 +114,7 @@ func warmup(ctx context.Context, t target, o common, c memConfig) error {
 	payload := make([]byte, c.Payload)
 	var buf []byte
 	for i := 0; i < c.Warmup; i++ {
-		conn, err := o.spread.dial(ctx, i, t.addr)
+		conn, err := o.dial(ctx, i, t.addr)
 		if err != nil {
 			return err
 		}
@@ -159,7 +159,7 @@ func startWorkers(t target, o common, c memConfig) ([]*worker, error) {
 			"--first", strconv.Itoa(base), "--id-prefix", "gwb-" + run + "-" + strconv.Itoa(i) + "-",
 			"--concurrency", strconv.Itoa(c.Concurrency), "--payload", strconv.Itoa(c.Payload),
 			"--src-first", strconv.Itoa(o.spread.first), "--src-spread", strconv.Itoa(o.spread.n),
-			"--auth-secret-file", o.secretFile}
+			"--auth-secret-file", o.secretFile, "--tls=" + strconv.FormatBool(o.tls)}
 		base += n
 		w := &worker{cmd: exec.Command(self, args...)}
 		w.cmd.Stderr = os.Stderr
@@ -294,7 +294,7 @@ func memWorker(args []string) error {
 }
 
 func openIdle(o common, addr string, i int, id string, payload []byte, buf *[]byte) (net.Conn, error) {
-	c, err := o.spread.dial(context.Background(), i, addr)
+	c, err := o.dial(context.Background(), i, addr)
 	if err != nil {
 		return nil, err
 	}

@@ -181,7 +181,7 @@ const maxOpenBatch = 256
 // send writes the connection's frames on schedule until stop: whenever
 // one is due, every frame due by then in one write, but at most one write
 // per tick (frames due meanwhile wait, and their wait counts as latency).
-func (l *openLoad) send(conn *net.TCPConn, c *openConn, payload int, tick time.Duration) {
+func (l *openLoad) send(conn net.Conn, c *openConn, payload int, tick time.Duration) {
 	out := make([]byte, 0, 16*protocol.FrameSize(payload))
 	p := make([]byte, payload)
 	var next, wake int64
@@ -212,7 +212,7 @@ func (l *openLoad) send(conn *net.TCPConn, c *openConn, payload int, tick time.D
 }
 
 // receive reads echoes until the connection is closed.
-func (l *openLoad) receive(conn *net.TCPConn, c *openConn) {
+func (l *openLoad) receive(conn net.Conn, c *openConn) {
 	r := bufio.NewReaderSize(conn, 64*1024)
 	var buf []byte
 	got := 0
