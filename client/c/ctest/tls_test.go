@@ -42,12 +42,16 @@ type tlsFront struct {
 	haproxyServer string
 	// clientCert: the device presents pki's client certificate.
 	clientCert bool
+	// deviceID, when set, is the id the device says HELLO with (a
+	// gateway mapping the client certificate to the device id wants the
+	// certificate's); default "c-tls-" + name.
+	deviceID string
 }
 
 // tlsFronts are the fronts tested: HAProxy terminating TLS, with and
 // without a client certificate and with the PROXY protocol v2 to the
-// gateway (the deployment docs/operations.md recommends behind a load
-// balancer).
+// gateway (a TLS-terminating load balancer), and the gateway's native TLS
+// (docs/tls.md).
 var tlsFronts = []tlsFront{
 	{name: "haproxy"},
 	{
@@ -59,7 +63,23 @@ var tlsFronts = []tlsFront{
 		name: "haproxy-proxy-v2", haproxyServer: "send-proxy-v2",
 		gatewayArgs: func(*testPKI) []string { return []string{"--proxy-protocol-networks", "127.0.0.1/32"} },
 	},
+	{
+		name: "native", native: true,
+		gatewayArgs: func(p *testPKI) []string {
+			return []string{"--tls-cert-file", p.serverCert, "--tls-key-file", p.serverKey}
+		},
+	},
+	{
+		name: "native-client-cert", native: true, clientCert: true, deviceID: tlsClientCN,
+		gatewayArgs: func(p *testPKI) []string {
+			return []string{"--tls-cert-file", p.serverCert, "--tls-key-file", p.serverKey, "--tls-client-ca-file", p.ca}
+		},
+	},
 }
+
+// tlsClientCN is the common name of pki's client certificate: the device
+// id a gateway mapping certificates by CN (its default) accepts with it.
+const tlsClientCN = "c-tls-device"
 
 // tlsServerName is the gateway's name in its certificate; the device
 // sends it as SNI and verifies it (it connects to 127.0.0.1).
@@ -97,7 +117,11 @@ func TestTLSDevice(t *testing.T) {
 				devArgs = append(devArgs, "--cert", pki.clientCert, "--key", pki.clientKey)
 			}
 			t.Run("resume", func(t *testing.T) {
-				tlsResume(t, target, append(devArgs, "--ca", pki.ca), "c-tls-"+f.name)
+				id := f.deviceID
+				if id == "" {
+					id = "c-tls-" + f.name
+				}
+				tlsResume(t, target, append(devArgs, "--ca", pki.ca), id)
 			})
 			t.Run("wrong-ca", func(t *testing.T) {
 				tlsWrongCA(t, target, append(devArgs, "--ca", pki.wrongCA), "c-tls-bad-"+f.name)
@@ -266,7 +290,7 @@ func newPKI(t *testing.T) *testPKI {
 		c.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
 		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	})
-	_, cliKey, cliPEM := makeCert(t, "c-tls-device", caCert, caKey, func(c *x509.Certificate) {
+	_, cliKey, cliPEM := makeCert(t, tlsClientCN, caCert, caKey, func(c *x509.Certificate) {
 		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	})
 	srvKeyPEM, cliKeyPEM := keyPEM(t, srvKey), keyPEM(t, cliKey)
