@@ -47,6 +47,11 @@ type engine struct {
 	// stop, set on SIGINT or SIGTERM, ends the load early: the workers
 	// drain (--drain) and the run reports as at its planned end.
 	stop atomic.Bool
+	// storms counts SIGUSR1s: each makes every worker cut all its
+	// connections at once (a reset, as when a gateway or the network
+	// dies) and reconnect them with the client's backoff: a reconnect
+	// storm (tools/scale --storm-after).
+	storms atomic.Int32
 }
 
 func (e *engine) now() int64 { return int64(time.Since(e.base)) }
@@ -157,6 +162,7 @@ type worker struct {
 	idx      int
 	epfd     int
 	byFD     map[int]*session
+	storms   int32 // e.storms already acted on
 	all      []*session
 	timers   timerHeap
 	st       *Stats
@@ -205,6 +211,12 @@ func (w *worker) loop() {
 			if t.s.wake == t.at {
 				t.s.wake = -1
 				w.tick(t.s, now)
+			}
+		}
+		if n := w.e.storms.Load(); n != w.storms {
+			w.storms = n
+			if !w.draining {
+				w.storm(now)
 			}
 		}
 		if !w.draining && (now >= w.endAt || w.e.stop.Load()) {
@@ -477,6 +489,22 @@ func (w *worker) drop(s *session, now int64, why string) {
 	}
 	s.wake = -1
 	w.retry(s, now)
+}
+
+// storm cuts every connection of the worker at once with a reset and
+// schedules each reconnection as after any lost connection (retry: the
+// next --addr, the client's backoff, so the first attempt within
+// 100 ms).
+func (w *worker) storm(now int64) {
+	var cut []*session
+	for _, s := range w.byFD {
+		cut = append(cut, s)
+	}
+	for _, s := range cut {
+		_ = unix.SetsockoptLinger(s.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		w.drop(s, now, causeStorm)
+	}
+	w.st.add(cStormCuts, int64(len(cut)))
 }
 
 // addrString formats a gateway address.

@@ -30,6 +30,7 @@ const (
 	causeGoAway = "goaway" // after a GOAWAY (the device follows it)
 	causeEOF    = "eof"    // the gateway closed it without GOAWAY or ERROR
 	causeReset  = "reset"  // connection reset without GOAWAY or ERROR
+	causeStorm  = "storm"  // cut by loadgen itself on SIGUSR1 (a reconnect storm)
 	// Otherwise: "error_<code>" after an ERROR frame, "timeout" (connect
 	// or handshake), "bad_frame", or another errno's name.
 )

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"github.com/switchyard-gw/switchyard/internal/poll"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +13,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -798,4 +802,74 @@ func dropOnceGateway(c net.Conn) {
 		next++
 		return protocol.AppendFrame(out, protocol.TypeAck, 0, f.Seq, nil), false
 	})
+}
+
+// TestStorm: SIGUSR1 cuts every connection at once; each session comes
+// back and resumes, and the cuts are counted as a storm, not as lost
+// connections of the gateway's making.
+func TestStorm(t *testing.T) {
+	var hellos, resumes atomic.Int32
+	ln := listen(t, func(c net.Conn) {
+		defer c.Close()
+		fr := protocol.NewFrameReader(c, protocol.DefaultMaxFrame)
+		for {
+			f, err := fr.NextFrame()
+			if err != nil {
+				return
+			}
+			var out []byte
+			switch f.Type {
+			case protocol.TypeHello:
+				h, err := protocol.DecodeHello(f.Payload)
+				if err != nil {
+					return
+				}
+				resumed := len(h.Resume) > 0
+				if resumed {
+					resumes.Add(1)
+				}
+				hellos.Add(1)
+				p, _ := protocol.Marshal(&protocol.Welcome{Session: "s-" + h.ID, Resume: []byte("r"), Resumed: resumed, HB: 30, MaxFrame: protocol.DefaultMaxFrame})
+				out = protocol.AppendFrame(out, protocol.TypeWelcome, 0, 0, p)
+			case protocol.TypePing:
+				out = protocol.AppendFrame(out, protocol.TypePong, 0, 0, f.Payload)
+			}
+			if _, err := c.Write(out); err != nil {
+				return
+			}
+		}
+	})
+	var out bytes.Buffer
+	done := make(chan int)
+	go func() {
+		done <- realMain([]string{"--addr", ln.Addr().String(), "--sessions", "4", "--ramp", "0", "--idle",
+			"--duration", "1h", "--heartbeat", "100ms", "--quiet", "--drain", "1s"}, &out, io.Discard)
+	}()
+	// Every session up means loadgen listens for its signals already.
+	poll.Until(t, poll.Patience, func() error {
+		if n := hellos.Load(); n < 4 {
+			return fmt.Errorf("%d of 4 sessions up", n)
+		}
+		return nil
+	})
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, poll.Patience, func() error {
+		if n := resumes.Load(); n < 4 {
+			return fmt.Errorf("%d of 4 sessions resumed after the storm", n)
+		}
+		return nil
+	})
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	code := <-done
+	var sum summary
+	if err := json.Unmarshal(out.Bytes(), &sum); err != nil || code != 0 {
+		t.Fatalf("exit %d, %v: %s", code, err, out.Bytes())
+	}
+	if sum.Counters[cStormCuts] != 4 || sum.Counters[cReconnected] != 4 {
+		t.Errorf("storm cuts %d, reconnected %d, want 4 each", sum.Counters[cStormCuts], sum.Counters[cReconnected])
+	}
 }

@@ -71,7 +71,10 @@ processes (automatically), which report to this one over a pipe.
 
 A progress line goes to stderr every second; a JSON summary to stdout (or
 --json FILE) at the end. SIGINT or SIGTERM ends the load early: the
-sessions drain (--drain) and the summary is written as at the planned end. Exit status: 0 ok, 1 --verify found a violation
+sessions drain (--drain) and the summary is written as at the planned end.
+SIGUSR1 cuts every connection at once (a reset) and lets each session
+reconnect with the client's backoff: a reconnect storm (counted as
+storm_cuts; the sessions resume). Exit status: 0 ok, 1 --verify found a violation
 (or no session came up), 2 bad usage.
 
 Flags:
@@ -295,13 +298,21 @@ func run(cfg *config, stderr io.Writer) (*summary, error) {
 // listening. (With children, runChildren forwards the signal to them.)
 func stopOnSignal(e *engine) func() {
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGUSR1)
 	fin := make(chan struct{})
 	go func() {
-		select {
-		case <-sig:
-			e.stop.Store(true)
-		case <-fin:
+		for {
+			select {
+			case s := <-sig:
+				if s == syscall.SIGUSR1 {
+					e.storms.Add(1) // a reconnect storm (engine.storm)
+					continue
+				}
+				e.stop.Store(true)
+				return
+			case <-fin:
+				return
+			}
 		}
 	}()
 	return func() {
@@ -379,16 +390,26 @@ func runChildren(cfg *config, shares []share, base time.Time, a *agg, stderr io.
 	}
 	// Forward an interrupt to the children (by pid) and let them finish.
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGUSR1)
 	defer signal.Stop(sig)
 	fin := make(chan struct{})
 	go func() {
-		select {
-		case <-sig:
-			for _, c := range cmds {
-				c.Process.Signal(syscall.SIGTERM)
+		for {
+			select {
+			case s := <-sig:
+				fwd := syscall.SIGTERM
+				if s == syscall.SIGUSR1 {
+					fwd = syscall.SIGUSR1 // a storm: every child's devices at once
+				}
+				for _, c := range cmds {
+					c.Process.Signal(fwd)
+				}
+				if fwd == syscall.SIGTERM {
+					return
+				}
+			case <-fin:
+				return
 			}
-		case <-fin:
 		}
 	}()
 	wg.Wait()

@@ -27,6 +27,7 @@ const (
 	cReconnects   = "reconnects"    // connection attempts after the first
 	cReconnected  = "reconnected"   // WELCOME again for a session that was up (resumed or not)
 	cGoAway       = "goaway"        // GOAWAY received
+	cStormCuts    = "storm_cuts"    // connections cut on SIGUSR1 (a reconnect storm)
 	cResumeFailed = "resume_failed" // a reconnect that did not resume its session
 	cUpLost       = "up_lost"
 	cUpDup        = "up_dup"
