@@ -37,8 +37,8 @@ const (
 
 // gatewayEvent is what one gateway drain or kill did.
 type gatewayEvent struct {
-	Kind    string  `json:"kind"`    // "gateway-drain" or "gateway-kill"
-	Gateway string  `json:"gateway"` // the process drained or killed
+	Kind    string  `json:"kind"`    // "gateway-drain", "gateway-kill" or "storm"
+	Gateway string  `json:"gateway"` // the process drained or killed ("all" in a storm)
 	AtS     float64 `json:"at_s"`    // seconds after loadgen started
 	// Held is the gateway's switchyard_sessions just before the event.
 	Held float64 `json:"held"`
@@ -54,6 +54,13 @@ type gatewayEvent struct {
 	ResumeRejected float64 `json:"resume_rejected"` // switchyard_resume_rejected_total: resumes answered as new sessions
 	Disconnects    float64 `json:"disconnects"`     // switchyard_disconnects_total, all reasons
 	Unavailable    float64 `json:"unavailable"`     // switchyard_errors_sent_total{code="503"}
+	// Shed is switchyard_connections_rejected_total{reason="overload"}:
+	// connections refused at accept with a retry hint because the gateway
+	// was behind on handshakes; HandshakeTimeouts is
+	// switchyard_handshake_results_total{result="408"}: connections
+	// accepted and not handshaken in time (a storm's target is none).
+	Shed              float64 `json:"shed"`
+	HandshakeTimeouts float64 `json:"handshake_timeouts"`
 	// Dropped is switchyard_frames_dropped_total by reason.
 	Dropped map[string]float64 `json:"dropped,omitempty"`
 	// Their backend links (switchyard_backend_links) before the event and
@@ -103,6 +110,8 @@ type gwReading struct {
 	unavailable float64
 	links       float64
 	abandoned   float64            // every gateway's, the lost one's too
+	shed        float64            // the others' connections shed (overload)
+	hsTimeouts  float64            // the others' handshake timeouts (408)
 	dropped     map[string]float64 // the others' frames dropped, by reason
 }
 
@@ -119,6 +128,8 @@ func readGateways(pages []map[string]float64, lost int) gwReading {
 		r.resumed += m["switchyard_sessions_resumed_total"]
 		r.rejected += m["switchyard_resume_rejected_total"]
 		r.unavailable += m[`switchyard_errors_sent_total{code="503"}`]
+		r.shed += m[`switchyard_connections_rejected_total{reason="overload"}`]
+		r.hsTimeouts += m[`switchyard_handshake_results_total{result="408"}`]
 		r.links += m["switchyard_backend_links"]
 		for k, v := range m {
 			if strings.HasPrefix(k, "switchyard_disconnects_total") {
@@ -143,23 +154,37 @@ func (cl *cluster) lostGateway() int {
 }
 
 // runGatewayEvent drains or kills the last gateway still running and
-// follows its devices until they are all back on the others.
+// follows its devices until they are all back on the others; a storm
+// cuts every device's connection at once (loadgen's SIGUSR1) and follows
+// them until every session resumed, on any gateway.
 func (cl *cluster) runGatewayEvent(ctx context.Context, c *config, kind string, start time.Time) gatewayEvent {
 	ev := gatewayEvent{Kind: kind}
-	lost := cl.lostGateway()
-	if lost < 0 {
-		ev.Gateway, ev.Unsettled = "none left", true
-		return ev
+	storm := kind == "storm"
+	lost := -1 // a storm loses no gateway: every gateway is "the others"
+	var g *proc
+	if !storm {
+		if lost = cl.lostGateway(); lost < 0 {
+			ev.Gateway, ev.Unsettled = "none left", true
+			return ev
+		}
+		g = cl.gateways[lost]
 	}
-	g := cl.gateways[lost]
 	base := readGateways(cl.gatewayPages(), lost)
 	t0 := time.Now()
-	sig := syscall.SIGTERM
-	if kind == "gateway-kill" {
-		sig = syscall.SIGKILL
+	switch kind {
+	case "storm":
+		base.held = base.sessions
+		cl.loadgen.cmd.Process.Signal(syscall.SIGUSR1)
+		ev.Gateway = "all"
+	case "gateway-kill":
+		g.cmd.Process.Signal(syscall.SIGKILL)
+	default:
+		g.cmd.Process.Signal(syscall.SIGTERM)
 	}
-	g.cmd.Process.Signal(sig)
-	ev.Gateway, ev.AtS, ev.Held = g.name, t0.Sub(start).Seconds(), base.held
+	if g != nil {
+		ev.Gateway = g.name
+	}
+	ev.AtS, ev.Held = t0.Sub(start).Seconds(), base.held
 	ev.AbandonedBefore = base.abandoned
 	lastGoAways := base.goaways
 	ev.LinksBefore, ev.LinksMin = base.links, base.links
@@ -182,7 +207,7 @@ func (cl *cluster) runGatewayEvent(ctx context.Context, c *config, kind string, 
 		if ev.BackS == 0 && r.sessions >= float64(c.Sessions) {
 			ev.BackS = el.Seconds()
 		}
-		if ev.ResumedS > 0 && ev.BackS > 0 && g.exited() {
+		if ev.ResumedS > 0 && ev.BackS > 0 && (storm || g.exited()) {
 			break
 		}
 		if el > gwEventWindow || ctx.Err() != nil {
@@ -194,11 +219,12 @@ func (cl *cluster) runGatewayEvent(ctx context.Context, c *config, kind string, 
 		case <-ctx.Done():
 		}
 	}
-	if g.exited() {
+	if g != nil && g.exited() {
 		ev.ExitS = g.ended.Sub(t0).Seconds()
 	}
 	ev.Resumed, ev.ResumeRejected, ev.Disconnects = r.resumed-base.resumed, r.rejected-base.rejected, r.disconnect-base.disconnect
 	ev.Unavailable = r.unavailable - base.unavailable
+	ev.Shed, ev.HandshakeTimeouts = r.shed-base.shed, r.hsTimeouts-base.hsTimeouts
 	// The lost gateway's page is gone after it exits: count the others'.
 	ev.Abandoned = max(0, r.abandoned-base.abandoned)
 	for k, v := range r.dropped {
@@ -322,6 +348,9 @@ func (s *summary) gatewayVerdict(c *config) []error {
 		if ev.ResumeRejected > 0 {
 			errs = append(errs, fmt.Errorf("%s: %.0f resumes answered as new sessions", name, ev.ResumeRejected))
 		}
+		if ev.Kind == "storm" && ev.HandshakeTimeouts > 0 {
+			errs = append(errs, fmt.Errorf("%s: %.0f handshake timeouts (408) on the gateways (target: none; the gateways shed %.0f)", name, ev.HandshakeTimeouts, ev.Shed))
+		}
 		if ev.Kind == "gateway-drain" && ev.PeakRatio > c.PeakTarget {
 			errs = append(errs, fmt.Errorf("%s: %d devices back in one second, %.2f × the mean %.0f/s (target %g ×)",
 				name, ev.ReconnectMax, ev.PeakRatio, ev.ReconnectMean, c.PeakTarget))
@@ -330,13 +359,18 @@ func (s *summary) gatewayVerdict(c *config) []error {
 	if want := c.gatewayEvents(); len(s.GatewayEvents) < want {
 		errs = append(errs, fmt.Errorf("%d of %d gateway events ran", len(s.GatewayEvents), want))
 	}
+	if c.StormAfter > 0 && s.Loadgen != nil && s.Loadgen.Errors["timeout"] > 0 {
+		// loadgen gives a connection attempt up after 10 s without its
+		// WELCOME: a device of a storm that waited that long
+		errs = append(errs, fmt.Errorf("storm: %d connection attempts given up (loadgen's 10 s connect and handshake deadline)", s.Loadgen.Errors["timeout"]))
+	}
 	return errs
 }
 
 // gatewayEvents is how many gateway events the flags plan.
 func (c *config) gatewayEvents() int {
 	n := 0
-	for _, d := range []time.Duration{c.GwDrainAfter, c.GwKillAfter} {
+	for _, d := range []time.Duration{c.GwDrainAfter, c.GwKillAfter, c.StormAfter} {
 		if d > 0 {
 			n++
 		}
@@ -349,11 +383,13 @@ func (c *config) gatewayEvents() int {
 // may try it once more before the next address.
 var expectedErrors = map[string]bool{"eof": true, "conn_reset": true, "conn_refused": true, "broken_pipe": true}
 
-// unexpectedErrors are loadgen's errors other than expectedErrors.
-func unexpectedErrors(errs map[string]int64) map[string]int64 {
+// unexpectedErrors are loadgen's errors other than expectedErrors; in a
+// storm (shed) also other than ERROR 503, the gateways shedding what they
+// cannot handshake in time.
+func unexpectedErrors(errs map[string]int64, shed bool) map[string]int64 {
 	out := map[string]int64{}
 	for k, v := range errs {
-		if !expectedErrors[k] {
+		if !expectedErrors[k] && !(shed && k == "503") {
 			out[k] = v
 		}
 	}
@@ -365,8 +401,8 @@ func (s *summary) gatewayText(b *strings.Builder) {
 	for _, ev := range s.GatewayEvents {
 		fmt.Fprintf(b, "  %s of %s at t=%.1f s, holding %.0f sessions: resumed on the others after %.2f s, sessions back after %.2f s, process exited after %.2f s\n",
 			ev.Kind, ev.Gateway, ev.AtS, ev.Held, ev.ResumedS, ev.BackS, ev.ExitS)
-		fmt.Fprintf(b, "    others: %.0f resumes, %.0f resumes as new sessions, %.0f disconnects, %.0f ERROR 503 sent, frames dropped %v, backend links %.0f → fewest %.0f; resumes per second %v; GOAWAYs per second %v\n",
-			ev.Resumed, ev.ResumeRejected, ev.Disconnects, ev.Unavailable, ev.Dropped, ev.LinksBefore, ev.LinksMin, ints(ev.GatewayResumes), ints(ev.GoAways))
+		fmt.Fprintf(b, "    others: %.0f resumes, %.0f resumes as new sessions, %.0f disconnects, %.0f ERROR 503 sent (%.0f shed with a retry hint), %.0f handshake timeouts, frames dropped %v, backend links %.0f → fewest %.0f; resumes per second %v; GOAWAYs per second %v\n",
+			ev.Resumed, ev.ResumeRejected, ev.Disconnects, ev.Unavailable, ev.Shed, ev.HandshakeTimeouts, ev.Dropped, ev.LinksBefore, ev.LinksMin, ints(ev.GatewayResumes), ints(ev.GoAways))
 		fmt.Fprintf(b, "    devices: back per second %v (total %d, mean %.0f/s, max %d, max/mean %.2f), last back within %.1f s; %d disconnects, %d errors\n",
 			ev.DeviceReconnects, ev.ReconnectTotal, ev.ReconnectMean, ev.ReconnectMax, ev.PeakRatio, ev.DeviceBackS, ev.DeviceDisconn, ev.DeviceErrors)
 		fmt.Fprintf(b, "    devices: connection attempts per second %v (mean %.0f/s, max %d, max/mean %.2f); stale HELLOs dropped %.0f before the event, %.0f during it\n",

@@ -112,6 +112,7 @@ type config struct {
 	// Losing a gateway (issue 7, point 4); see gateways.go.
 	GwDrainAfter time.Duration `json:"drain_gateway_after,omitempty"`
 	GwKillAfter  time.Duration `json:"kill_gateway_after,omitempty"`
+	StormAfter   time.Duration `json:"storm_after,omitempty"`
 	PeakTarget   float64       `json:"reconnect_peak_target,omitempty"`
 }
 
@@ -140,6 +141,7 @@ func main() {
 	fs.DurationVar(&c.AddAfter, "add-shard-after", 0, "this long after every session is up, start one more shard (a join: the sessions it now owns move) and measure the moves (0: no join)")
 	fs.DurationVar(&c.MoveTarget, "move-target", 2*time.Second, "with --drain-shard-after, --kill-shard-after or --add-shard-after, the run fails unless each event's moves all ended within this long of it")
 	fs.DurationVar(&c.GwDrainAfter, "drain-gateway-after", 0, "this long after every session is up, SIGTERM the last gateway (it drains: GOAWAY to its devices, which resume on the others) and measure until they are all back (0: no gateway drain)")
+	fs.DurationVar(&c.StormAfter, "storm-after", 0, "this long after every session is up, every device's connection is cut at once (loadgen SIGUSR1) and reconnects with the client's backoff: a reconnect storm, measured until every session resumed; the run fails on any handshake timeout (408) or connection attempt given up (0: no storm)")
 	fs.DurationVar(&c.GwKillAfter, "kill-gateway-after", 0, "this long after every session is up, SIGKILL the last gateway still running (its devices reconnect to the others and resume) and measure until they are all back (0: no gateway kill)")
 	fs.Float64Var(&c.PeakTarget, "reconnect-peak-target", 2, "with --drain-gateway-after, the run fails when the most devices back in one second exceed this many times their mean over the reconnect period")
 	fs.Parse(os.Args[1:])

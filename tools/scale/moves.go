@@ -52,16 +52,16 @@ func (c *config) validate() error {
 	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
 		errs = append(errs, errors.New("--rate must be finite and >= 0"))
 	}
-	if c.DrainAfter < 0 || c.KillAfter < 0 || c.AddAfter < 0 || c.MoveTarget < 0 || c.GwDrainAfter < 0 || c.GwKillAfter < 0 {
-		errs = append(errs, errors.New("--drain-shard-after, --kill-shard-after, --add-shard-after, --move-target, --drain-gateway-after and --kill-gateway-after must be >= 0"))
+	if c.DrainAfter < 0 || c.KillAfter < 0 || c.AddAfter < 0 || c.MoveTarget < 0 || c.GwDrainAfter < 0 || c.GwKillAfter < 0 || c.StormAfter < 0 {
+		errs = append(errs, errors.New("--drain-shard-after, --kill-shard-after, --add-shard-after, --move-target, --drain-gateway-after, --kill-gateway-after and --storm-after must be >= 0"))
 	}
-	if gws := cmp.Or(c.Gateways, (c.Sessions+c.PerGateway-1)/max(c.PerGateway, 1)); c.gatewayEvents() > 0 && gws < 2 {
+	if gws := cmp.Or(c.Gateways, (c.Sessions+c.PerGateway-1)/max(c.PerGateway, 1)); max(c.GwDrainAfter, c.GwKillAfter) > 0 && gws < 2 {
 		errs = append(errs, errors.New("--drain-gateway-after and --kill-gateway-after need at least 2 gateways"))
 	}
 	if c.PeakTarget < 0 || math.IsNaN(c.PeakTarget) {
 		errs = append(errs, errors.New("--reconnect-peak-target must be >= 0"))
 	}
-	if last := max(c.GwDrainAfter, c.GwKillAfter); last > 0 && c.Hold < last+gwEventWindow {
+	if last := max(c.GwDrainAfter, c.GwKillAfter, c.StormAfter); last > 0 && c.Hold < last+gwEventWindow {
 		errs = append(errs, fmt.Errorf("--hold %v is too short for a gateway event at %v: at least %v", c.Hold, last, last+gwEventWindow))
 	}
 	if (c.DrainAfter > 0 || c.KillAfter > 0) && c.Backends < 2 {
@@ -152,6 +152,9 @@ func (c *config) plan() []planned {
 	if c.GwKillAfter > 0 {
 		p = append(p, planned{"gateway-kill", c.GwKillAfter})
 	}
+	if c.StormAfter > 0 {
+		p = append(p, planned{"storm", c.StormAfter})
+	}
 	slices.SortStableFunc(p, func(a, b planned) int { return int(a.after - b.after) })
 	return p
 }
@@ -181,7 +184,7 @@ func (cl *cluster) startEvents(ctx context.Context, c *config, start time.Time) 
 				return
 			}
 			switch p.kind {
-			case "gateway-drain", "gateway-kill":
+			case "gateway-drain", "gateway-kill", "storm":
 				gev := cl.runGatewayEvent(ctx, c, p.kind, start)
 				logGatewayEvent(gev)
 				e.gw = append(e.gw, gev)

@@ -414,3 +414,35 @@ func TestReadMovesSumsCauses(t *testing.T) {
 		t.Fatalf("started %v, buckets %v, sum %v, count %v", r.Started, r.Buckets, r.DurSum, r.DurCount)
 	}
 }
+
+// TestStormVerdict: a reconnect storm passes with the gateways shedding
+// (ERROR 503 with a retry hint) and fails on a handshake timeout (408) or
+// a connection attempt loadgen gave up.
+func TestStormVerdict(t *testing.T) {
+	c := &config{Sessions: 100, Backends: 2, StormAfter: time.Second, PeakTarget: 2}
+	good := func() *summary {
+		lg := &loadgenReport{Handshakes: 200, Disconnects: 100, Reconnects: 140, Verify: &verifyReport{OK: true},
+			Errors: map[string]int64{"503": 40}}
+		return &summary{UpAfter: 3, UnexpectedDisconnects: 100, Loadgen: lg, GatewayEvents: []gatewayEvent{
+			{Kind: "storm", Gateway: "all", Held: 100, Resumed: 100, ResumedS: 2, BackS: 0.1, Shed: 40},
+		}}
+	}
+	if err := good().verdict(c); err != nil {
+		t.Fatalf("good storm: %v", err)
+	}
+	for name, spoil := range map[string]func(*summary){
+		"handshake timeouts": func(s *summary) { s.GatewayEvents[0].HandshakeTimeouts = 1 },
+		"given up":           func(s *summary) { s.Loadgen.Errors["timeout"] = 1 },
+		"unsettled":          func(s *summary) { s.GatewayEvents[0].Unsettled = true },
+		"storm missing":      func(s *summary) { s.GatewayEvents = nil },
+	} {
+		s := good()
+		spoil(s)
+		if err := s.verdict(c); err == nil || s.Pass {
+			t.Errorf("%s: passed", name)
+		}
+	}
+	if c.plan()[0].kind != "storm" || c.gatewayEvents() != 1 {
+		t.Errorf("plan %v, gateway events %d", c.plan(), c.gatewayEvents())
+	}
+}

@@ -188,7 +188,7 @@ func (s *summary) verdict(c *config) error {
 		}
 		if e := r.Errors; len(e) != 0 && !lossy {
 			errs = append(errs, fmt.Errorf("loadgen: errors %v", e))
-		} else if e := unexpectedErrors(e); len(e) != 0 {
+		} else if e := unexpectedErrors(e, c.StormAfter > 0); len(e) != 0 {
 			errs = append(errs, fmt.Errorf("loadgen: errors %v", e))
 		}
 		if c.Rate > 0 && (r.Verify == nil || !r.Verify.OK) {
