@@ -26,7 +26,7 @@ const (
 	DefaultRateExcessClose   = 3 * time.Second             // a device over its rate this long is closed
 	DefaultAcceptRate        = 50000                       // new connections/s, whole gateway
 	DefaultAcceptBurst       = 5000                        // new connections at once, whole gateway
-	DefaultShedLag           = time.Second                 // accept-to-first-read lag past which new connections are shed
+	DefaultShedLag           = time.Second                 // expected handshake wait past which new connections are shed
 	DefaultMaxOutbound       = 256 << 10                   // bytes queued for a device beyond its socket buffer
 	DefaultMaxOutbox         = 1 << 20                     // bytes of unacknowledged reliable downstream DATA per session
 	DefaultDisconnectRing    = 4096                        // recent disconnects kept (GET /api/v1/disconnects)
@@ -109,12 +109,12 @@ type Config struct {
 	// gateway; beyond them a connection gets 503. AcceptRate < 0 disables.
 	AcceptRate  float64
 	AcceptBurst int
-	// ShedLag: when new connections wait longer than this between accept
-	// and their first read (a moving average), the gateway is behind on
-	// handshakes, and it refuses new connections with 503 and a retry hint
-	// (retry_ms in the ERROR) until it catches up, instead of accepting
-	// them into a queue they would time out in (shed.go). Default
-	// DefaultShedLag; < 0 disables.
+	// ShedLag: when a new connection would wait longer than this for its
+	// handshake (the connections waiting on the gateway over the rate it
+	// finishes them), the gateway is behind, and it refuses new
+	// connections with 503 and a retry hint (retry_ms in the ERROR) until
+	// it catches up, instead of accepting them into a queue they would
+	// time out in (shed.go). Default DefaultShedLag; < 0 disables.
 	ShedLag time.Duration
 	// MaxOutbound bounds the bytes queued for one device that its socket
 	// would not take; beyond it the device is a slow consumer and is closed.

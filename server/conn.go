@@ -40,6 +40,7 @@ type conn struct {
 	ready    atomic.Bool     // handshake done
 	st       atomic.Uint32   // connState, for switchyard_connections_by_state (enter)
 	released atomic.Bool     // closed; the handler state is to be released (releaseIfIdle)
+	waiting  atomic.Bool     // counted in the handshake backlog (shed.go)
 
 	// pmu serializes frame handling: the handler holds it for a batch; the
 	// shard side takes it (remote.Device Lock) to send WELCOME and replay
@@ -67,7 +68,7 @@ type conn struct {
 	ackPending  uint32 // highest upstream reliable seq accepted, to ACK at flush
 	ackSent     uint32
 	releaseDone bool // the close was handled (releaseIfIdle): nothing may be held again
-	lagNoted    bool // the first read's accept lag went into the shedding average
+	readOnce    bool // the handler ran once (shed.go: a connection without a whole HELLO stops waiting)
 
 	// wmu
 	wmu       sync.Mutex
@@ -87,7 +88,6 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 	if f, ok := nc.(interface{ Fd() int }); ok {
 		c.fd = f.Fd()
 	}
-	c.lagNoted = true // only admitted connections measure the accept lag
 	if g.tls != nil {
 		c.tls = newTLSConn(c, g.tls)
 	}
@@ -107,13 +107,11 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 		g.metrics.rateLimitAccept.Inc()
 		c.refuse("accept rate exceeded")
 	case !c.proxyAdmit(): // an untrusted source with PROXY protocol on: closed (proxy.go)
-	case g.shedding():
+	case g.shedding(c.acceptNs):
 		g.metrics.rejectOverload.Inc()
 		c.refuseRetry("gateway overloaded", g.shedRetry())
 	default:
-		// Only a connection whose HELLO came with it measures the
-		// gateway's accept lag (shed.go).
-		c.lagNoted = !dataWaiting(c.fd)
+		c.startWaiting() // the handshake backlog (shed.go)
 		g.wheel.Schedule(&c.dl, g.live.Load().handshakeTimeout)
 	}
 	return c
@@ -316,6 +314,9 @@ func (c *conn) enter(st connState) {
 			return
 		}
 		if c.st.CompareAndSwap(uint32(old), uint32(st)) {
+			if st >= stReady {
+				c.stopWaiting(true) // WELCOME or closed: its handshake is done
+			}
 			m.connStates[old].Add(-1)
 			if st != stClosed {
 				m.connStates[st].Add(1)

@@ -63,7 +63,7 @@ type Gateway struct {
 	idleTicks   int64
 	maxUnread   int // cfg.maxUnread()
 	acceptLimit bucket
-	acceptLag   atomic.Int64 // ns, moving average of accept to first read (shed.go)
+	shed        shedState // the handshake backlog's estimate (shed.go)
 
 	evl     netpoll.EventLoop
 	ln      net.Listener
@@ -139,7 +139,10 @@ func New(cfg Config) (*Gateway, error) {
 	g.tls = front
 	g.adm.init(g.metrics.set)
 	g.metrics.set.RegisterMetricsWriter(g.writeClusterMetrics)
-	g.metrics.set.NewGauge("switchyard_accept_lag_seconds", func() float64 { return float64(g.acceptLag.Load()) / 1e9 })
+	g.metrics.set.NewGauge("switchyard_handshakes_waiting", func() float64 { return float64(g.shed.waiting.Load()) })
+	g.metrics.set.NewGauge("switchyard_handshake_wait_seconds", func() float64 {
+		return g.shed.wait(time.Duration(g.live.Load().shedLag)).Seconds()
+	})
 	g.adm.configHash.Store(&cfg.ConfigHash)
 	g.wheel = timewheel.New(0, 0, g.retryBacklog)
 	g.sessions = newSessionTable(g)

@@ -45,15 +45,17 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 		return nil // the header needs more bytes, or was refused
 	}
 	b := batch{start: time.Now()}
-	if !c.lagNoted {
-		c.lagNoted = true
-		g.noteAcceptLag(b.start.UnixNano() - c.acceptNs)
-	}
 	c.rl.batchDrops = 0
 	if c.tls != nil {
 		c.tlsInput(r, &b)
 	} else {
 		c.frames(r, &b)
+	}
+	if !c.readOnce {
+		c.readOnce = true
+		if connState(c.st.Load()) == stHandshake {
+			c.stopWaiting(false) // no whole HELLO yet: it waits on its device (shed.go)
+		}
 	}
 	if r.Len() > 0 && c.isClosing() {
 		// A closing connection's input is never handled: thrown away, so

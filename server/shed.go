@@ -2,6 +2,9 @@ package server
 
 import (
 	"errors"
+	"math"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -10,67 +13,130 @@ import (
 // Shedding a reconnect storm.
 //
 // When a gateway dies, its devices all come back at once. A gateway that
-// accepts more connections than it can handshake before their deadline
-// makes things worse: each connection waits in the handler's queue until
-// the device or the gateway gives up on it (408), and each retry adds to
-// the queue. So the gateway watches how far behind it is, and once it is
-// too far behind it refuses new connections at once, cheaply, with 503
-// and a hint of when to come back:
+// accepts more connections than it can handshake before the devices give
+// up makes things worse: each connection waits (for the handler, then for
+// its shard to open the session) until the device or the gateway gives up
+// on it (408), and each retry adds to the queue. So the gateway estimates
+// how long a new connection would wait, and past ShedLag it refuses new
+// connections at once, cheaply, with 503 and a hint of when to come back:
 //
-//	accept ──▶ onPrepare: behind? ──yes──▶ ERROR 503 {retry_ms}, close   (switchyard_connections_rejected_total{reason="overload"})
-//	                        │ no
+//	accept ──▶ onPrepare: expected wait > shed_lag? ──yes──▶ ERROR 503 {retry_ms}, close
+//	                        │ no                              (switchyard_connections_rejected_total{reason="overload"})
 //	                        ▼
-//	           first read: lag = now − accept ──▶ acceptLag (moving average)
+//	           waiting++ ── first read, HELLO whole ──▶ opening ──▶ WELCOME or close: waiting--, departed++
+//	                        first read, HELLO not whole: waiting-- (it waits on the device, not on us)
 //
-// "Behind" is the accept-to-first-read lag of the connections whose first
-// bytes (the HELLO) were already there when they were accepted: their lag
-// is the gateway's own queueing, not the device's think time. With
-// TCP_DEFER_ACCEPT the kernel hands a connection over only once data
-// arrived (or after a second of silence), so that is nearly every real
-// device; a connection that was silent at accept adds nothing to the
-// average, so slow or silent devices cannot make the gateway shed
-// everyone else. The gateway sheds while the average is over ShedLag and at least
-// shedMinHandshaking connections are still in their handshake. The second
-// condition ends the shedding by itself: refused connections add no
-// samples, so the average stays where the storm left it until the
-// handshakes already accepted are done, and then new ones are let in and
-// bring it down.
+// The expected wait is Little's law: the connections waiting on the
+// gateway divided by the rate at which they leave (handshakes finished per
+// second, measured over the last quarter second and smoothed). Only a
+// connection whose first bytes came with it counts as waiting (with
+// TCP_DEFER_ACCEPT the kernel hands a connection over once data arrived,
+// so that is nearly every real device), and one whose first read holds
+// no whole HELLO stops counting: slow or silent devices wait on
+// themselves and cannot make the gateway shed everyone else.
 //
-// The hint is twice the lag, clamped: the client waits a random time of
-// up to the hint (at least half of it), so the refused devices come back
-// spread over about the time the gateway needs to work through its queue.
+// The estimate reacts at once: a storm that starts from idle finds a
+// departure rate near zero, so the gateway lets in shedMinWaiting and
+// sheds the rest until the first handshakes finish and the rate is known
+// (a quarter second); then it admits what it can finish within ShedLag. The hint is
+// twice the expected wait, clamped: the client waits a random time of up
+// to the hint (at least half of it), so the refused devices come back
+// spread over about the time the gateway needs for what it accepted.
 
-// shedMinHandshaking is how many handshakes in progress still count as
-// "caught up" whatever the lag says.
-const shedMinHandshaking = 32
+// shedMinWaiting is how many connections may wait however slow the
+// gateway looks: the estimate of an idle gateway is no estimate, and an
+// ordinary burst (PROTOCOL.md: 200 connections at once from one address
+// pass untouched) must not be shed. It is also the floor of the rate
+// (shedMinWaiting per shed_lag): about a tenth of what one core
+// handshakes in a second (docs/benchmarks.md).
+const shedMinWaiting = 1024
 
-// Bounds of the retry hint.
+// Bounds of the retry hint, and how often the departure rate is sampled.
 const (
 	minShedRetry = time.Second
 	maxShedRetry = 30 * time.Second
+	shedSample   = 250 * time.Millisecond
 )
 
-// noteAcceptLag adds one connection's accept-to-first-read lag (ns) to
-// the moving average (weight 1/8). Concurrent updates may lose one
-// another's sample; the average is a load signal, not a count.
-func (g *Gateway) noteAcceptLag(lag int64) {
-	lag = max(lag, 0)
-	old := g.acceptLag.Load()
-	g.acceptLag.Store(old + (lag-old)/8)
+// shedState is the gateway's estimate of its handshake backlog.
+type shedState struct {
+	waiting  atomic.Int64 // connections waiting on the gateway (see above)
+	departed atomic.Int64 // of those, handshakes finished (WELCOME or closed)
+
+	mu     sync.Mutex   // one sampler at a time (TryLock: never waits)
+	at     atomic.Int64 // ns, start of the current sample
+	from   int64        // departed at its start (under mu)
+	rateBm atomic.Uint64
 }
 
-// shedding reports whether a new connection should be refused because
-// the gateway is behind on handshakes.
-func (g *Gateway) shedding() bool {
-	limit := g.live.Load().shedLag
-	return limit >= 0 && g.acceptLag.Load() > limit &&
-		g.metrics.connStates[stHandshake].Load() > shedMinHandshaking
+// rate is the smoothed departure rate, per second.
+func (s *shedState) rate() float64 { return math.Float64frombits(s.rateBm.Load()) }
+
+// sample folds the departures since the last sample into the rate, at
+// most once per shedSample; whoever comes first does it.
+func (s *shedState) sample(now int64) {
+	at := s.at.Load()
+	if now-at < int64(shedSample) || !s.mu.TryLock() {
+		return
+	}
+	defer s.mu.Unlock()
+	if at = s.at.Load(); now-at < int64(shedSample) {
+		return
+	}
+	d := s.departed.Load()
+	r := float64(d-s.from) / (float64(now-at) / 1e9)
+	if old := s.rate(); old > 0 && at > 0 {
+		r = (r + old) / 2
+	}
+	s.rateBm.Store(math.Float64bits(r))
+	s.from = d
+	s.at.Store(now)
+}
+
+// wait is the expected wait of a new connection: the waiting ones over
+// the departure rate (never under shedMinWaiting / shed_lag per second).
+func (s *shedState) wait(lag time.Duration) time.Duration {
+	floor := shedMinWaiting / lag.Seconds()
+	return time.Duration(float64(s.waiting.Load()) / max(s.rate(), floor) * 1e9)
+}
+
+// shedding reports whether a connection accepted at now (ns) should be
+// refused because the gateway would not finish its handshake within
+// shed_lag.
+func (g *Gateway) shedding(now int64) bool {
+	lag := time.Duration(g.live.Load().shedLag)
+	if lag <= 0 {
+		return false
+	}
+	g.shed.sample(now)
+	return g.shed.waiting.Load() >= shedMinWaiting && g.shed.wait(lag) > lag
 }
 
 // shedRetry is the retry_ms a shed connection is given.
 func (g *Gateway) shedRetry() int {
-	d := time.Duration(2 * g.acceptLag.Load())
+	d := 2 * g.shed.wait(time.Duration(g.live.Load().shedLag))
 	return int(min(max(d, minShedRetry), maxShedRetry) / time.Millisecond)
+}
+
+// startWaiting counts an admitted connection as waiting on the gateway
+// when its first bytes came with it.
+func (c *conn) startWaiting() {
+	if dataWaiting(c.fd) {
+		c.waiting.Store(true)
+		c.g.shed.waiting.Add(1)
+	}
+}
+
+// stopWaiting ends c's wait: finished is a handshake done (WELCOME, or a
+// close), which counts toward the departure rate; otherwise c waits on
+// its device now.
+func (c *conn) stopWaiting(finished bool) {
+	if c.waiting.CompareAndSwap(true, false) {
+		c.g.shed.waiting.Add(-1)
+		if finished {
+			c.g.shed.departed.Add(1)
+		}
+	}
 }
 
 // deferAcceptSeconds is how long the kernel holds a connection that sent
@@ -89,8 +155,8 @@ func deferAccept(fd int) error {
 }
 
 // dataWaiting reports whether bytes are waiting on the socket: at accept,
-// whether the device's first bytes came with the connection, so that its
-// accept lag measures the gateway (one recv with MSG_PEEK per accept).
+// whether the device's first bytes came with the connection (one recv
+// with MSG_PEEK per accepted connection).
 func dataWaiting(fd int) bool {
 	if fd <= 0 {
 		return false

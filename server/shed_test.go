@@ -1,37 +1,67 @@
 package server
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/internal/poll"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
-// A gateway behind on its handshakes refuses new connections with 503 and
-// a retry hint, and takes them again once the handshakes it accepted are
-// done. The lag is set by hand: making a real one would need a box slow
-// on cue; tools/scale measures the real thing (docs/scale.md).
-func TestShedsWhenBehind(t *testing.T) {
+// The handshake backlog counts the connections waiting on the gateway:
+// one whose first read holds no whole HELLO waits on its device and stops
+// counting, so devices that stall cannot make the gateway shed the others;
+// a finished handshake counts as a departure.
+func TestShedBacklogCountsOnlyTheGatewaysWaits(t *testing.T) {
 	g := startGateway(t, Config{})
-	// Connections in their handshake: the start of a HELLO, no more.
-	var held []*dev
-	for range shedMinHandshaking + 1 {
+	var stalled []*dev
+	const n = 64
+	for range n {
 		d := dial(t, g)
-		d.write(rawHeader(100, protocol.TypeHello, 0, 0))
-		held = append(held, d)
+		d.write(rawHeader(100, protocol.TypeHello, 0, 0)) // the start of a HELLO, no more
+		stalled = append(stalled, d)
 	}
 	waitFor(t, "connections in their handshake", func() bool {
-		return g.metrics.connStates[stHandshake].Load() == shedMinHandshaking+1
+		return g.metrics.connStates[stHandshake].Load() == n
 	})
+	poll.Until(t, poll.Patience, func() error {
+		if n := g.shed.waiting.Load(); n != 0 {
+			return fmt.Errorf("%d stalled connections still counted as waiting on the gateway", n)
+		}
+		return nil
+	})
+	before := g.shed.departed.Load()
+	for i := range 3 {
+		dial(t, g).hello(protocol.Hello{ID: fmt.Sprint("served", i)})
+	}
+	if n := g.metrics.rejectOverload.Get(); n != 0 {
+		t.Fatalf("%d devices shed beside stalled ones", n)
+	}
+	if d := g.shed.departed.Load() - before; d != 3 {
+		t.Fatalf("%d departures for 3 handshakes", d)
+	}
+	if n := g.shed.waiting.Load(); n != 0 {
+		t.Fatalf("%d connections waiting after their WELCOME", n)
+	}
+	for _, d := range stalled {
+		d.nc.Close()
+	}
+}
 
-	// Caught up: a new device is served, whatever the handshakes in flight.
-	d := dial(t, g)
-	d.hello(protocol.Hello{ID: "before"})
-
-	// Behind by 3 s: the next device is refused at once, with a hint of
-	// twice the lag.
-	g.acceptLag.Store(int64(3 * time.Second))
+// A gateway that cannot finish a new connection's handshake within
+// shed_lag refuses it at once with 503 and a retry hint, and takes
+// connections again once the estimate says it can. The backlog is set by
+// hand: a real one needs a box slow on cue; tools/scale --storm-after
+// measures the real thing (docs/scale.md).
+func TestShedsWhenBehind(t *testing.T) {
+	g := startGateway(t, Config{})
+	// 10,000 waiting, leaving at 2,000/s: a new one would wait 5 s.
+	g.shed.waiting.Store(10000)
+	g.shed.rateBm.Store(math.Float64bits(2000))
+	g.shed.at.Store(time.Now().Add(time.Hour).UnixNano()) // no sample replaces the rate
 	over := dial(t, g)
 	over.send(protocol.TypeHello, 0, 0, nil)
 	f := over.read()
@@ -39,32 +69,20 @@ func TestShedsWhenBehind(t *testing.T) {
 	if f.Type != protocol.TypeError || protocol.Unmarshal(f.Payload, &e) != nil || e.Code != protocol.CodeUnavailable {
 		t.Fatalf("a device while behind got %v %s, want ERROR 503", f.Type, errText(f))
 	}
-	if e.RetryMS != 6000 {
-		t.Fatalf("retry_ms %d, want 6000 (twice the 3 s lag)", e.RetryMS)
+	if e.RetryMS != 10000 {
+		t.Fatalf("retry_ms %d, want 10000 (twice the expected 5 s)", e.RetryMS)
 	}
 	over.expectClosed()
 	if n := metric(g, `switchyard_connections_rejected_total{reason="overload"}`); n != 1 {
 		t.Fatalf("overload rejections %v, want 1", n)
 	}
-	if lag := metric(g, "switchyard_accept_lag_seconds"); lag != 3 {
-		t.Fatalf("switchyard_accept_lag_seconds %v, want 3", lag)
+	if w := metric(g, "switchyard_handshake_wait_seconds"); w != 5 {
+		t.Fatalf("switchyard_handshake_wait_seconds %v, want 5", w)
 	}
 
-	// The handshakes it was behind on end: new devices are let in again,
-	// and their lag brings the average down.
-	for _, h := range held {
-		h.nc.Close()
-	}
-	waitFor(t, "the held handshakes gone", func() bool {
-		return g.metrics.connStates[stHandshake].Load() == 0
-	})
-	for i := range 3 {
-		d := dial(t, g)
-		d.hello(protocol.Hello{ID: fmt.Sprint("after", i)})
-	}
-	if lag := g.acceptLag.Load(); lag >= int64(3*time.Second) {
-		t.Fatalf("accept lag still %v after three prompt handshakes", time.Duration(lag))
-	}
+	// Leaving at 100,000/s, the 10,000 are done in 0.1 s: let in.
+	g.shed.rateBm.Store(math.Float64bits(100000))
+	dial(t, g).hello(protocol.Hello{ID: "caught-up"})
 
 	// shed_lag < 0 never sheds, however far behind.
 	cfg := g.running
@@ -72,13 +90,37 @@ func TestShedsWhenBehind(t *testing.T) {
 	if _, err := g.Reload(cfg); err != nil {
 		t.Fatal(err)
 	}
-	g.acceptLag.Store(int64(time.Hour))
-	for range shedMinHandshaking + 1 {
-		d := dial(t, g)
-		d.write(rawHeader(100, protocol.TypeHello, 0, 0))
-	}
-	waitFor(t, "connections in their handshake", func() bool {
-		return g.metrics.connStates[stHandshake].Load() == shedMinHandshaking+1
-	})
+	g.shed.rateBm.Store(math.Float64bits(0.001))
 	dial(t, g).hello(protocol.Hello{ID: "never-shed"})
+	if n := metric(g, `switchyard_connections_rejected_total{reason="overload"}`); n != 1 {
+		t.Fatalf("overload rejections %v with shed_lag < 0, want still 1", n)
+	}
+}
+
+// The departure rate is measured: after a burst of handshakes the
+// estimate knows the gateway's pace, and an idle gateway's first storm
+// lets shedMinWaiting in before it sheds.
+func TestShedRateMeasured(t *testing.T) {
+	var s shedState
+	now := time.Now().UnixNano()
+	s.sample(now) // the first sample starts the window
+	s.departed.Add(500)
+	s.sample(now + int64(500*time.Millisecond))
+	if r := s.rate(); r < 999 || r > 1001 {
+		t.Fatalf("rate %v after 500 departures in 0.5 s, want 1000", r)
+	}
+	s.waiting.Store(4000) // the rate is under the floor: 1,024/s
+	if w := s.wait(time.Second); w.Round(time.Millisecond) != 3906*time.Millisecond {
+		t.Fatalf("expected wait %v for 4,000 waiting under the floor of %d/s, want 3.906s", w, shedMinWaiting)
+	}
+	var idle shedState
+	idle.waiting.Store(shedMinWaiting)
+	if w := idle.wait(time.Second); w > time.Second {
+		t.Fatalf("an idle gateway's first %d would wait %v: more than shed_lag", shedMinWaiting, w)
+	}
+	idle.waiting.Store(shedMinWaiting + 1)
+	if w := idle.wait(time.Second); w <= time.Second {
+		err := errors.New("an idle gateway lets more than shedMinWaiting in before it knows its pace")
+		t.Fatal(err, w)
+	}
 }

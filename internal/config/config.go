@@ -43,7 +43,7 @@ type Gateway struct {
 	RateExcessClose       time.Duration `yaml:"rate_excess_close" reload:"live" help:"a device over its rate this long is closed with 429"`
 	AcceptRate            float64       `yaml:"accept_rate" reload:"live" help:"new connections/s for the gateway (negative: unlimited)"`
 	AcceptBurst           int           `yaml:"accept_burst" reload:"live" help:"new connections at once"`
-	ShedLag               time.Duration `yaml:"shed_lag" reload:"live" help:"accept-to-first-read lag (moving average) past which new connections get 503 with a retry hint (negative: never shed)"`
+	ShedLag               time.Duration `yaml:"shed_lag" reload:"live" help:"expected handshake wait (connections waiting on the gateway over the rate it finishes them) past which new connections get 503 with a retry hint (negative: never shed)"`
 	MaxOutbound           int           `yaml:"max_outbound" reload:"live" help:"bytes queued for a device beyond its socket buffer; beyond, a slow consumer"`
 	MaxOutbox             int           `yaml:"max_outbox" help:"bytes of unacknowledged reliable downstream DATA per session"`
 	DisconnectRing        int           `yaml:"disconnect_ring" help:"recent disconnects kept for the admin API (GET /api/v1/disconnects, ctl disconnects)"`
