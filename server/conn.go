@@ -95,6 +95,7 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 	g.metrics.conns.Add(1)
 	g.metrics.connStates[stHandshake].Add(1)
 	g.metrics.accepted.Inc()
+	withData := c.arrived() // the accept queue's delay (shed.go)
 	switch {
 	case g.draining.Load():
 		g.metrics.rejectDraining.Inc()
@@ -111,7 +112,9 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 		g.metrics.rejectOverload.Inc()
 		c.refuseRetry("gateway overloaded", g.shedRetry())
 	default:
-		c.startWaiting() // the handshake backlog (shed.go)
+		if withData {
+			c.startWaiting() // the handshake backlog (shed.go)
+		}
 		g.wheel.Schedule(&c.dl, g.live.Load().handshakeTimeout)
 	}
 	return c

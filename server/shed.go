@@ -1,11 +1,11 @@
 package server
 
 import (
-	"errors"
 	"math"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,14 +26,19 @@ import (
 //	           waiting++ ── first read, HELLO whole ──▶ opening ──▶ WELCOME or close: waiting--, departed++
 //	                        first read, HELLO not whole: waiting-- (it waits on the device, not on us)
 //
-// The expected wait is Little's law: the connections waiting on the
-// gateway divided by the rate at which they leave (handshakes finished per
-// second, measured over the last quarter second and smoothed). Only a
-// connection whose first bytes came with it counts as waiting (with
-// TCP_DEFER_ACCEPT the kernel hands a connection over once data arrived,
-// so that is nearly every real device), and one whose first read holds
-// no whole HELLO stops counting: slow or silent devices wait on
-// themselves and cannot make the gateway shed everyone else.
+// The expected wait has two parts. Before accept, a connection waits in
+// the kernel's accept queue, which the gateway cannot see directly; but
+// TCP_INFO tells, at accept, how long ago its first bytes arrived
+// (tcpi_last_data_recv): the queue's delay right now, kept as a moving
+// average (queueAge). After accept it waits for the handler and its shard:
+// Little's law, the connections waiting on the gateway divided by the
+// rate at which they leave (handshakes finished per second, measured over
+// the last quarter second and smoothed). Only a connection whose first
+// bytes came with it counts (with TCP_DEFER_ACCEPT the kernel hands a
+// connection over once data arrived, so that is nearly every real
+// device), and one whose first read holds no whole HELLO stops counting:
+// slow or silent devices wait on themselves and cannot make the gateway
+// shed everyone else.
 //
 // The estimate reacts at once: a storm that starts from idle finds a
 // departure rate near zero, so the gateway lets in shedMinWaiting and
@@ -62,6 +67,11 @@ const (
 type shedState struct {
 	waiting  atomic.Int64 // connections waiting on the gateway (see above)
 	departed atomic.Int64 // of those, handshakes finished (WELCOME or closed)
+
+	// queueAge is the moving average (weight 1/8) of how long the
+	// connections just accepted had been in the accept queue with their
+	// first bytes (ns).
+	queueAge atomic.Int64
 
 	mu     sync.Mutex   // one sampler at a time (TryLock: never waits)
 	at     atomic.Int64 // ns, start of the current sample
@@ -93,23 +103,41 @@ func (s *shedState) sample(now int64) {
 	s.at.Store(now)
 }
 
-// wait is the expected wait of a new connection: the waiting ones over
-// the departure rate (never under shedMinWaiting / shed_lag per second).
-func (s *shedState) wait(lag time.Duration) time.Duration {
+// backlog is the expected wait of a new connection once accepted: the
+// waiting ones over the departure rate (never under shedMinWaiting /
+// shed_lag per second).
+func (s *shedState) backlog(lag time.Duration) time.Duration {
 	floor := shedMinWaiting / lag.Seconds()
 	return time.Duration(float64(s.waiting.Load()) / max(s.rate(), floor) * 1e9)
 }
 
+// wait is the expected wait of a new connection, in the accept queue and
+// after.
+func (s *shedState) wait(lag time.Duration) time.Duration {
+	return time.Duration(s.queueAge.Load()) + s.backlog(lag)
+}
+
+// noteQueueAge folds one accepted connection's time in the accept queue
+// into the average. Concurrent updates may lose one another's sample.
+func (s *shedState) noteQueueAge(age time.Duration) {
+	old := s.queueAge.Load()
+	s.queueAge.Store(old + (int64(age)-old)/8)
+}
+
 // shedding reports whether a connection accepted at now (ns) should be
 // refused because the gateway would not finish its handshake within
-// shed_lag.
+// shed_lag: the accept queue is that far behind, or more than
+// shedMinWaiting wait on it and they would take that long.
 func (g *Gateway) shedding(now int64) bool {
 	lag := time.Duration(g.live.Load().shedLag)
 	if lag <= 0 {
 		return false
 	}
 	g.shed.sample(now)
-	return g.shed.waiting.Load() >= shedMinWaiting && g.shed.wait(lag) > lag
+	if time.Duration(g.shed.queueAge.Load()) > lag {
+		return true
+	}
+	return g.shed.waiting.Load() >= shedMinWaiting && g.shed.backlog(lag) > lag
 }
 
 // shedRetry is the retry_ms a shed connection is given.
@@ -118,13 +146,22 @@ func (g *Gateway) shedRetry() int {
 	return int(min(max(d, minShedRetry), maxShedRetry) / time.Millisecond)
 }
 
-// startWaiting counts an admitted connection as waiting on the gateway
-// when its first bytes came with it.
-func (c *conn) startWaiting() {
-	if dataWaiting(c.fd) {
-		c.waiting.Store(true)
-		c.g.shed.waiting.Add(1)
+// arrived is called at accept, before admission: a connection whose first
+// bytes came with it adds its time in the accept queue to the average,
+// and reports true (it will count as waiting if admitted).
+func (c *conn) arrived() bool {
+	age, data := queued(c.fd)
+	if data {
+		c.g.shed.noteQueueAge(age)
 	}
+	return data
+}
+
+// startWaiting counts an admitted connection as waiting on the gateway
+// (its first bytes came with it: arrived).
+func (c *conn) startWaiting() {
+	c.waiting.Store(true)
+	c.g.shed.waiting.Add(1)
 }
 
 // stopWaiting ends c's wait: finished is a handshake done (WELCOME, or a
@@ -154,18 +191,20 @@ func deferAccept(fd int) error {
 	return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAcceptSeconds)
 }
 
-// dataWaiting reports whether bytes are waiting on the socket: at accept,
-// whether the device's first bytes came with the connection (one recv
-// with MSG_PEEK per accepted connection).
-func dataWaiting(fd int) bool {
+// queued reads a just-accepted socket's TCP_INFO (one getsockopt, into a
+// stack buffer: no allocation): whether the device's first bytes came
+// with it, and how long ago the last of them arrived, which is how long
+// they waited in the accept queue.
+func queued(fd int) (age time.Duration, data bool) {
 	if fd <= 0 {
-		return false
+		return 0, false
 	}
-	var b [1]byte
-	for {
-		n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		if !errors.Is(err, unix.EINTR) {
-			return err == nil && n > 0
-		}
+	var ti unix.TCPInfo
+	n := uint32(unsafe.Sizeof(ti))
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
+		uintptr(unsafe.Pointer(&ti)), uintptr(unsafe.Pointer(&n)), 0)
+	if e != 0 || ti.Bytes_received == 0 {
+		return 0, false
 	}
+	return time.Duration(ti.Last_data_recv) * time.Millisecond, true
 }
