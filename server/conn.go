@@ -12,6 +12,7 @@ import (
 	"github.com/switchyard-gw/switchyard/internal/timewheel"
 	"github.com/switchyard-gw/switchyard/protocol"
 	"github.com/switchyard-gw/switchyard/server/remote"
+	"golang.org/x/sys/unix"
 )
 
 // closeLinger bounds how long a connection that was sent its last ERROR waits
@@ -116,8 +117,32 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 			c.startWaiting() // the handshake backlog (shed.go)
 		}
 		g.wheel.Schedule(&c.dl, g.live.Load().handshakeTimeout)
+		return c
 	}
+	c.closeRefused()
 	return c
+}
+
+// closeRefused closes a connection refused at accept, here, inside
+// onPrepare: netpoll then never registers it (it checks after OnPrepare
+// returns). Closing it from anywhere else (the wheel) could race that
+// registration and leave netpoll registering a closed connection: a nil
+// dereference in netpoll that took gateways down during a reconnect storm
+// (docs/scale.md). Its ERROR, if any, went out with one write (a new
+// socket's buffer takes it); what the device sent is read away first, so
+// that the close sends FIN, not the RST that unread data would cause and
+// that could destroy the ERROR at the device before it was read.
+func (c *conn) closeRefused() {
+	if c.fd > 0 {
+		var scratch [512]byte
+		for range 32 { // a HELLO is at most 4 KB; a flood is not ours to read
+			n, _, err := unix.Recvfrom(c.fd, scratch[:], unix.MSG_DONTWAIT)
+			if n <= 0 || err != nil {
+				break
+			}
+		}
+	}
+	c.nc.Close()
 }
 
 // onClosed is the netpoll close callback. It runs after the handler finished
@@ -261,7 +286,6 @@ func (c *conn) refuseRetry(msg string, retryMS int) {
 	_ = c.flushLocked()
 	c.wmu.Unlock()
 	c.g.metrics.errorSent(protocol.CodeUnavailable)
-	c.g.wheel.Schedule(&c.dl, 0)
 }
 
 // shut closes the connection for reason (the first reason given wins). A

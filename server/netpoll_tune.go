@@ -1,8 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -49,7 +52,9 @@ var errBarrierLayout = errors.New("server: netpoll tuning: the write barrier's l
 
 // TuneNetpoll applies the gateway's process-wide netpoll settings: input
 // buffers that start at 256 bytes (netpoll.Configure BufferSize and
-// netpoll.LinkBufferCap) and single-slot write barriers (see above). They
+// netpoll.LinkBufferCap), single-slot write barriers (see above), and
+// netpoll's log without its false alarm for a connection closed inside
+// OnPrepare (netpollLog). They
 // roughly halve an idle connection's memory (docs/benchmarks.md) and
 // change netpoll for every user of it in the process, so a Gateway never
 // applies them by itself: a program that runs gateways calls TuneNetpoll
@@ -59,6 +64,7 @@ var errBarrierLayout = errors.New("server: netpoll tuning: the write barrier's l
 // tuned; the buffer settings are applied either way.
 func TuneNetpoll() error {
 	tuneOnce.Do(func() {
+		netpoll.SetLoggerOutput(netpollLog{os.Stderr})
 		netpoll.LinkBufferCap = linkBufferCap
 		err := netpoll.Configure(netpoll.Config{BufferSize: inputBufferSize})
 		if err != nil {
@@ -100,4 +106,20 @@ func tuneBarrierPool() bool {
 		return v.Interface()
 	}
 	return true
+}
+
+// netpollLog is netpoll's log output without one false alarm. The gateway
+// closes a connection it refuses at accept inside OnPrepare (closeRefused),
+// which netpoll supports (it does not register a connection closed there)
+// but logs as "closeCallback[...] detach operator failed: no such file or
+// directory" (it tries to remove from epoll the connection it never
+// added), once per refusal: a reconnect storm's refusals would flood the
+// log. Every other line goes through.
+type netpollLog struct{ w io.Writer }
+
+func (l netpollLog) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("detach operator failed: no such file or directory")) {
+		return len(p), nil
+	}
+	return l.w.Write(p)
 }

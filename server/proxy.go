@@ -108,8 +108,7 @@ func (c *conn) proxyAdmit() bool {
 	c.closing = true
 	c.reason = reasonProxy
 	c.wmu.Unlock()
-	c.g.wheel.Schedule(&c.dl, 0)
-	return false
+	return false // onPrepare closes it (closeRefused)
 }
 
 // trusted reports whether a is in one of nets (an IPv4 peer on a dual-stack

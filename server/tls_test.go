@@ -23,6 +23,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/switchyard-gw/switchyard/internal/poll"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
@@ -280,11 +281,29 @@ func TestTLSGarbageAndStall(t *testing.T) {
 	junk.expectClosed()
 	waitMetric(t, g, `switchyard_tls_handshakes_total{result="not_tls"}`, 1)
 
-	flood := dial(t, g)
-	hdr := []byte{22, 3, 1, 0xff, 0xff} // a handshake record of 64 KB, never finished
-	flood.write(append(hdr, make([]byte, 70<<10)...))
+	// A ClientHello that claims 65,535 bytes, in well-formed 16 KB
+	// records: crypto/tls waits for the rest of the message, so only the
+	// gateway's bound on handshake input can end it (on a gateway whose
+	// handshake deadline a loaded box cannot reach first).
+	big, _ := tlsGateway(t, Config{HandshakeTimeout: time.Minute})
+	flood := dial(t, big)
+	var recs []byte
+	for i := range 5 {
+		rec := make([]byte, 5+16<<10)
+		copy(rec, []byte{22, 3, 1, 0x40, 0x00})
+		if i == 0 {
+			copy(rec[5:], []byte{1, 0x00, 0xff, 0xff}) // ClientHello, 65,535 bytes
+		}
+		recs = append(recs, rec...)
+	}
+	flood.write(recs)
 	flood.expectClosed()
-	waitMetric(t, g, `switchyard_tls_handshakes_total{result="too_large"}`, 1)
+	poll.Until(t, poll.Patience, func() error {
+		if n := tlsResult(big, tlsTooLarge); n != 1 {
+			return fmt.Errorf("too_large handshake results = %v, want 1 (all: %v)", n, tlsResultsOf(big))
+		}
+		return nil
+	})
 
 	// The start of a real ClientHello, then silence.
 	rec := &recordConn{}
@@ -517,4 +536,15 @@ func TestTLSHandshakeQueueBound(t *testing.T) {
 	waitMetric(t, g, `switchyard_tls_handshakes_total{result="timeout"}`, 2)
 	waitMetric(t, g, "switchyard_tls_handshake_queue", 0)
 	waitMetric(t, g, "switchyard_tls_handshake_workers_busy", 0)
+}
+
+// tlsResultsOf is every TLS handshake result counted, for failure messages.
+func tlsResultsOf(g *Gateway) map[string]float64 {
+	out := map[string]float64{}
+	for _, r := range tlsResults {
+		if n := tlsResult(g, r); n != 0 {
+			out[r] = n
+		}
+	}
+	return out
 }
