@@ -139,6 +139,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.tls = front
 	g.adm.init(g.metrics.set)
 	g.metrics.set.RegisterMetricsWriter(g.writeClusterMetrics)
+	g.metrics.set.NewGauge("switchyard_accept_queue_seconds", func() float64 { return float64(g.shed.queueAge.Load()) / 1e9 })
 	g.metrics.set.NewGauge("switchyard_handshakes_waiting", func() float64 { return float64(g.shed.waiting.Load()) })
 	g.metrics.set.NewGauge("switchyard_handshake_wait_seconds", func() float64 {
 		return g.shed.wait(time.Duration(g.live.Load().shedLag)).Seconds()

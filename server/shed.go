@@ -26,12 +26,12 @@ import (
 //	           waiting++ ── first read, HELLO whole ──▶ opening ──▶ WELCOME or close: waiting--, departed++
 //	                        first read, HELLO not whole: waiting-- (it waits on the device, not on us)
 //
-// The expected wait has two parts. Before accept, a connection waits in
-// the kernel's accept queue, which the gateway cannot see directly; but
-// TCP_INFO tells, at accept, how long ago its first bytes arrived
-// (tcpi_last_data_recv): the queue's delay right now, kept as a moving
-// average (queueAge). After accept it waits for the handler and its shard:
-// Little's law, the connections waiting on the gateway divided by the
+// Before accept, a connection waits in the kernel's accept queue, which
+// the gateway cannot see directly; but TCP_INFO tells, at accept, how long
+// ago its first bytes arrived (tcpi_last_data_recv): the queue's delay
+// right now, kept as a moving average (queueAge) for the operator. The
+// expected wait the gateway sheds on is what follows accept, the wait for
+// the handler and the shard: Little's law, the connections waiting on the gateway divided by the
 // rate at which they leave (handshakes finished per second, measured over
 // the last quarter second and smoothed). Only a connection whose first
 // bytes came with it counts (with TCP_DEFER_ACCEPT the kernel hands a
@@ -43,10 +43,11 @@ import (
 // The estimate reacts at once: a storm that starts from idle finds a
 // departure rate near zero, so the gateway lets in shedMinWaiting and
 // sheds the rest until the first handshakes finish and the rate is known
-// (a quarter second); then it admits what it can finish within ShedLag. The hint is
-// twice the expected wait, clamped: the client waits a random time of up
-// to the hint (at least half of it), so the refused devices come back
-// spread over about the time the gateway needs for what it accepted.
+// (a quarter second); then it admits what it can finish within ShedLag.
+// The hint is the expected wait, clamped to 1–10 s: the client waits a
+// random time between half the hint and all of it, so the refused devices
+// come back spread over about the time the gateway needs for what it
+// accepted.
 
 // shedMinWaiting is how many connections may wait however slow the
 // gateway looks: the estimate of an idle gateway is no estimate, and an
@@ -59,7 +60,7 @@ const shedMinWaiting = 1024
 // Bounds of the retry hint, and how often the departure rate is sampled.
 const (
 	minShedRetry = time.Second
-	maxShedRetry = 30 * time.Second
+	maxShedRetry = 10 * time.Second // the client's own backoff ceiling
 	shedSample   = 250 * time.Millisecond
 )
 
@@ -70,7 +71,11 @@ type shedState struct {
 
 	// queueAge is the moving average (weight 1/8) of how long the
 	// connections just accepted had been in the accept queue with their
-	// first bytes (ns).
+	// first bytes (ns): switchyard_accept_queue_seconds. It is shown, not
+	// shed on: shedding on it locked gateways into refusing nearly every
+	// device of a 100,000-device storm on the 2-core test box (their
+	// retries kept the queues full, so every accepted connection had
+	// waited; docs/scale.md "Reconnect storms").
 	queueAge atomic.Int64
 
 	mu     sync.Mutex   // one sampler at a time (TryLock: never waits)
@@ -111,11 +116,8 @@ func (s *shedState) backlog(lag time.Duration) time.Duration {
 	return time.Duration(float64(s.waiting.Load()) / max(s.rate(), floor) * 1e9)
 }
 
-// wait is the expected wait of a new connection, in the accept queue and
-// after.
-func (s *shedState) wait(lag time.Duration) time.Duration {
-	return time.Duration(s.queueAge.Load()) + s.backlog(lag)
-}
+// wait is the expected wait of a new connection once accepted.
+func (s *shedState) wait(lag time.Duration) time.Duration { return s.backlog(lag) }
 
 // noteQueueAge folds one accepted connection's time in the accept queue
 // into the average. Concurrent updates may lose one another's sample.
@@ -126,23 +128,21 @@ func (s *shedState) noteQueueAge(age time.Duration) {
 
 // shedding reports whether a connection accepted at now (ns) should be
 // refused because the gateway would not finish its handshake within
-// shed_lag: the accept queue is that far behind, or more than
-// shedMinWaiting wait on it and they would take that long.
+// shed_lag: more than shedMinWaiting wait on it and they would take that
+// long. The accept queue's delay is not part of it (see queueAge).
 func (g *Gateway) shedding(now int64) bool {
 	lag := time.Duration(g.live.Load().shedLag)
 	if lag <= 0 {
 		return false
 	}
 	g.shed.sample(now)
-	if time.Duration(g.shed.queueAge.Load()) > lag {
-		return true
-	}
 	return g.shed.waiting.Load() >= shedMinWaiting && g.shed.backlog(lag) > lag
 }
 
-// shedRetry is the retry_ms a shed connection is given.
+// shedRetry is the retry_ms a shed connection is given: the expected
+// wait (the device comes back between half of it and all of it).
 func (g *Gateway) shedRetry() int {
-	d := 2 * g.shed.wait(time.Duration(g.live.Load().shedLag))
+	d := g.shed.wait(time.Duration(g.live.Load().shedLag))
 	return int(min(max(d, minShedRetry), maxShedRetry) / time.Millisecond)
 }
 
@@ -191,10 +191,17 @@ func deferAccept(fd int) error {
 	return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAcceptSeconds)
 }
 
+// tcpCloseWait is TCP_CLOSE_WAIT, the state of a socket whose peer has
+// closed (linux/tcp_states.h).
+const tcpCloseWait = 8
+
 // queued reads a just-accepted socket's TCP_INFO (one getsockopt, into a
 // stack buffer: no allocation): whether the device's first bytes came
 // with it, and how long ago the last of them arrived, which is how long
-// they waited in the accept queue.
+// they waited in the accept queue. A connection its device already gave
+// up on (it closed: CLOSE_WAIT) says nothing of the queue's delay now,
+// only of the delay it gave up at, and is dropped at its HELLO anyway
+// (peerClosed): it reads as no data.
 func queued(fd int) (age time.Duration, data bool) {
 	if fd <= 0 {
 		return 0, false
@@ -203,7 +210,7 @@ func queued(fd int) (age time.Duration, data bool) {
 	n := uint32(unsafe.Sizeof(ti))
 	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
 		uintptr(unsafe.Pointer(&ti)), uintptr(unsafe.Pointer(&n)), 0)
-	if e != 0 || ti.Bytes_received == 0 {
+	if e != 0 || ti.Bytes_received == 0 || ti.State == tcpCloseWait {
 		return 0, false
 	}
 	return time.Duration(ti.Last_data_recv) * time.Millisecond, true

@@ -70,8 +70,8 @@ func TestShedsWhenBehind(t *testing.T) {
 	if f.Type != protocol.TypeError || protocol.Unmarshal(f.Payload, &e) != nil || e.Code != protocol.CodeUnavailable {
 		t.Fatalf("a device while behind got %v %s, want ERROR 503", f.Type, errText(f))
 	}
-	if e.RetryMS < 10000 || e.RetryMS > 10100 { // plus twice the accept queue's few ms
-		t.Fatalf("retry_ms %d, want 10000 (twice the expected 5 s)", e.RetryMS)
+	if e.RetryMS < 5000 || e.RetryMS > 5050 { // plus the accept queue's few ms
+		t.Fatalf("retry_ms %d, want 5000 (the expected 5 s)", e.RetryMS)
 	}
 	over.expectClosed()
 	if n := metric(g, `switchyard_connections_rejected_total{reason="overload"}`); n != 1 {
@@ -127,8 +127,8 @@ func TestShedRateMeasured(t *testing.T) {
 }
 
 // queued reads, at accept, whether the first bytes came with the
-// connection and how long they waited in the accept queue; and a gateway
-// whose accept queue is a second behind sheds whatever waits after it.
+// connection and how long they waited in the accept queue
+// (switchyard_accept_queue_seconds).
 func TestShedAcceptQueueAge(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -176,15 +176,5 @@ func TestShedAcceptQueueAge(t *testing.T) {
 	age, data := queued(fd)
 	if !data || age < held-20*time.Millisecond { // the kernel counts in jiffies
 		t.Fatalf("queued = %v, %v after its bytes waited %v", age, data, held)
-	}
-
-	g := startGateway(t, Config{})
-	g.shed.queueAge.Store(int64(2 * time.Second))
-	g.shed.at.Store(time.Now().Add(time.Hour).UnixNano())
-	over := dial(t, g)
-	over.send(protocol.TypeHello, 0, 0, nil)
-	over.expectError(protocol.CodeUnavailable, true)
-	if n := metric(g, `switchyard_connections_rejected_total{reason="overload"}`); n < 1 {
-		t.Fatalf("overload rejections %v behind a 2 s accept queue", n)
 	}
 }
