@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
@@ -18,8 +19,18 @@ import (
 // shard, carrying every session the gateway has on that shard
 // (docs/links.md).
 //
-//	senders ──lock mu──▶ append envelope to out ──wake──▶ writer goroutine: one write per batch
+//	control senders ──lock mu──▶ append envelope to out ──wake──▶ writer goroutine: one write per batch
+//	device handlers ──lock mu──▶ append Up/DownAck to out; at the end of the handler's batch
+//	                  Flush: one non-blocking write of out from the handler itself,
+//	                  the writer goroutine only for what the socket did not take
 //	reader goroutine ◀── envelopes ── dispatch to the bound Device by session id
+//
+// The device handlers write their own batches because waking the writer
+// goroutine for each batch cost the gateway more than the write itself
+// (a futex and a scheduler round trip per batch: docs/benchmarks.md
+// "Remote echo path"). Whoever writes holds busy, so bytes leave in the
+// order they were queued; a handler never blocks on the socket: what does
+// not fit is handed to the writer goroutine (rest) with busy still held.
 //
 // Goroutines: one writer and one reader per link, owned by the Backend,
 // which waits for them on Close.
@@ -42,10 +53,31 @@ type link struct {
 	spare  []byte
 	closed bool
 	err    error
-	bound  map[protocol.SessionID]Device
 
 	queued int  // envelopes in out, counted into metrics per write
 	up     bool // authenticated
+	// busy: a handler's Flush or the writer goroutine is writing; only
+	// the holder writes to the socket. rest, with busy held, is what a
+	// Flush could not write: the writer goroutine writes it first (its
+	// whole buffer is restBuf, its envelopes restN).
+	busy    bool
+	rest    []byte
+	restBuf []byte
+	restN   int
+
+	// rc writes to the socket without blocking (Flush); nil when the
+	// link's connection has no file descriptor, e.g. wrapped in TLS: then
+	// Flush wakes the writer goroutine. Set when the link is up.
+	rc      syscall.RawConn
+	writeFn func(fd uintptr) bool // tryWrite as a value made once: no allocation per Flush
+	wbuf    []byte                // tryWrite's input and output (the busy holder's)
+	wn      int
+	werr    error
+
+	// bmu guards bound apart from mu: the reader looks up a session per
+	// envelope, and mu is taken per envelope by the device handlers.
+	bmu   sync.Mutex
+	bound map[protocol.SessionID]Device
 
 	circ  *router.Circuit // the shard's circuit
 	m     *linkMetrics
@@ -56,9 +88,11 @@ type link struct {
 }
 
 func newLink(r *Backend, shard, addr string) *link {
-	return &link{r: r, shard: shard, addr: addr, bound: make(map[protocol.SessionID]Device),
+	l := &link{r: r, shard: shard, addr: addr, bound: make(map[protocol.SessionID]Device),
 		circ: r.circuits.Get(shard), m: r.m.link(shard),
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
+	l.writeFn = l.tryWrite
+	return l
 }
 
 // run dials, authenticates, then serves the link until it fails. Envelopes
@@ -106,8 +140,12 @@ func (l *link) connect(ctx context.Context) error {
 	l.rd.SetLimit(protocol.MaxLinkFrame)
 	l.timeout = l.r.cfg.LinkTimeout
 	l.lastRead.Store(time.Now().UnixNano())
+	var rc syscall.RawConn
+	if sc, ok := nc.(syscall.Conn); ok {
+		rc, _ = sc.SyscallConn()
+	}
 	l.mu.Lock()
-	l.up = true
+	l.up, l.rc = true, rc
 	l.mu.Unlock()
 	l.r.m.links.Add(1)
 	// The shard answers: its circuit (opened by the links that failed
@@ -148,6 +186,28 @@ func (l *link) authenticate(nc net.Conn) error {
 // this link authenticating closes it, and this link failing fails what
 // waits on it.
 func (l *link) send(e *protocol.Envelope) error {
+	if err := l.admit(); err != nil {
+		return err
+	}
+	l.appendUnlock(e)
+	return nil
+}
+
+// sendBatched queues e like send but wakes nobody: the caller is a
+// device's handler, which calls flush once its batch is queued.
+func (l *link) sendBatched(e *protocol.Envelope) error {
+	if err := l.admit(); err != nil {
+		return err
+	}
+	l.out = protocol.AppendLinkFrame(l.out, e)
+	l.queued++
+	l.mu.Unlock()
+	return nil
+}
+
+// admit takes l.mu for a send, or returns why the envelope is refused
+// (with l.mu released).
+func (l *link) admit() error {
 	l.mu.Lock()
 	switch {
 	case l.closed:
@@ -163,8 +223,94 @@ func (l *link) send(e *protocol.Envelope) error {
 		l.m.dropped.Inc()
 		return errLinkFull
 	}
-	l.appendUnlock(e)
 	return nil
+}
+
+// flush writes what is queued from the calling goroutine (a device's
+// handler at the end of its batch), unless someone is writing already:
+// one write(2) that never blocks; what the socket does not take goes to
+// the writer goroutine. A link without rc, or not up yet, leaves it all
+// to the writer goroutine.
+func (l *link) flush() {
+	l.mu.Lock()
+	if l.busy || len(l.out) == 0 || l.closed {
+		l.mu.Unlock()
+		return
+	}
+	if l.rc == nil {
+		l.mu.Unlock()
+		l.wakeWriter()
+		return
+	}
+	l.busy = true
+	buf, n := l.out, l.queued
+	l.out, l.queued = l.spare[:0], 0
+	l.spare = nil
+	l.mu.Unlock()
+	l.wbuf = buf
+	err := l.rc.Write(l.writeFn)
+	w, werr := l.wn, l.werr
+	l.wbuf, l.werr = nil, nil
+	if err == nil {
+		err = werr
+	}
+	if err != nil {
+		l.fail(err)
+		return
+	}
+	if w > 0 {
+		l.circ.Success()
+		l.m.sentBytes.Add(w)
+	}
+	l.mu.Lock()
+	if w < len(buf) {
+		// The socket is full: the writer goroutine blocks on the rest,
+		// and keeps busy until it is written.
+		l.rest, l.restBuf, l.restN = buf[w:], buf, n
+		l.mu.Unlock()
+		l.wakeWriter()
+		return
+	}
+	l.busy = false
+	l.spare = buf[:0]
+	more := len(l.out) > 0
+	l.mu.Unlock()
+	l.m.sentEnvelopes.Add(n)
+	if more {
+		l.wakeWriter()
+	}
+}
+
+// tryWrite is the one write attempt of flush, on the socket's descriptor
+// (through rc, which keeps the descriptor open meanwhile): it never
+// waits for the socket to be writable.
+func (l *link) tryWrite(fd uintptr) bool {
+	l.wn, l.werr = 0, nil
+	for l.wn < len(l.wbuf) {
+		n, err := syscall.Write(int(fd), l.wbuf[l.wn:])
+		if n > 0 {
+			l.wn += n
+		}
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return true
+		case err != nil:
+			l.werr = err
+			return true
+		case n <= 0:
+			return true
+		}
+	}
+	return true
+}
+
+func (l *link) wakeWriter() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
 }
 
 // control queues a link-level envelope (Ping, Pong) past the circuit and
@@ -186,10 +332,7 @@ func (l *link) appendUnlock(e *protocol.Envelope) {
 	l.queued++
 	l.mu.Unlock()
 	if first {
-		select {
-		case l.wake <- struct{}{}:
-		default:
-		}
+		l.wakeWriter()
 	}
 }
 
@@ -213,27 +356,43 @@ func (l *link) writeLoop() {
 		case <-l.wake:
 		}
 		l.mu.Lock()
-		buf, n := l.out, l.queued
-		l.out, l.queued = l.spare[:0], 0
-		l.mu.Unlock()
-		if len(buf) > 0 {
-			if _, err := l.nc.Write(buf); err != nil {
-				l.fail(err)
-				return
-			}
-			l.circ.Success()
-			l.m.sentEnvelopes.Add(n)
-			l.m.sentBytes.Add(len(buf))
+		var buf, whole []byte
+		var n int
+		switch {
+		case l.rest != nil:
+			// A Flush handed over what the socket did not take (busy
+			// stays held: it is this goroutine's now).
+			buf, whole, n = l.rest, l.restBuf, l.restN
+			l.rest, l.restBuf, l.restN = nil, nil, 0
+		case l.busy || len(l.out) == 0:
+			// A Flush is writing, and wakes this goroutine if it leaves
+			// anything behind.
+			l.mu.Unlock()
+			continue
+		default:
+			l.busy = true
+			buf, n = l.out, l.queued
+			whole = buf
+			l.out, l.queued = l.spare[:0], 0
+			l.spare = nil
 		}
+		l.mu.Unlock()
+		if _, err := l.nc.Write(buf); err != nil {
+			l.fail(err)
+			return
+		}
+		l.circ.Success()
+		l.m.sentEnvelopes.Add(n)
+		l.m.sentBytes.Add(len(buf))
 		l.mu.Lock()
-		l.spare = buf[:0]
+		l.busy = false
+		if l.spare == nil {
+			l.spare = whole[:0]
+		}
 		more := len(l.out) > 0
 		l.mu.Unlock()
 		if more {
-			select {
-			case l.wake <- struct{}{}:
-			default:
-			}
+			l.wakeWriter()
 		}
 	}
 }
@@ -296,9 +455,9 @@ func (l *link) dispatch(e *protocol.Envelope) {
 		l.r.topics.publish(x.Topic, e.Payload)
 		return
 	}
-	l.mu.Lock()
+	l.bmu.Lock()
 	d := l.bound[e.Session]
-	l.mu.Unlock()
+	l.bmu.Unlock()
 	if d == nil {
 		l.r.m.drop(dropStale)
 		return
@@ -388,17 +547,17 @@ func (l *link) flushDirty() {
 }
 
 func (l *link) bind(sid protocol.SessionID, d Device) {
-	l.mu.Lock()
+	l.bmu.Lock()
 	l.bound[sid] = d
-	l.mu.Unlock()
+	l.bmu.Unlock()
 }
 
 func (l *link) unbind(sid protocol.SessionID, d Device) {
-	l.mu.Lock()
+	l.bmu.Lock()
 	if l.bound[sid] == d {
 		delete(l.bound, sid)
 	}
-	l.mu.Unlock()
+	l.bmu.Unlock()
 }
 
 // fail closes the link and tells every session on it: when the shard is
@@ -413,8 +572,10 @@ func (l *link) fail(err error) {
 		return
 	}
 	l.closed, l.err = true, err
+	l.bmu.Lock()
 	bound := l.bound
 	l.bound = map[protocol.SessionID]Device{}
+	l.bmu.Unlock()
 	nc, up := l.nc, l.up
 	l.mu.Unlock()
 	close(l.done)
