@@ -281,10 +281,9 @@ func (r *Backend) Ack(d Device, seq uint32) {
 	_ = b.link.sendBatched(&protocol.Envelope{Kind: protocol.LinkDownAck, Session: id, Epoch: b.epoch.Load(), Seq: seq})
 }
 
-// Flush writes out what Data and Ack queued for d's shard: the device
-// side calls it once per batch of frames (with Lock held), so a link
-// gets one write per batch, from the calling goroutine when the link is
-// idle (link.flush).
+// Flush sends what Data and Ack queued for d's shard: the device side
+// calls it once per batch of frames (with Lock held), which wakes the
+// link's writer once per batch instead of once per frame (link.go).
 func (r *Backend) Flush(d Device) {
 	if l := d.Binding().link; l != nil {
 		l.flush()

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/protocol"
@@ -19,18 +19,17 @@ import (
 // shard, carrying every session the gateway has on that shard
 // (docs/links.md).
 //
-//	control senders ──lock mu──▶ append envelope to out ──wake──▶ writer goroutine: one write per batch
-//	device handlers ──lock mu──▶ append Up/DownAck to out; at the end of the handler's batch
-//	                  Flush: one non-blocking write of out from the handler itself,
-//	                  the writer goroutine only for what the socket did not take
+//	senders ──lock mu──▶ append envelope to out ──wake──▶ writer goroutine: one write per batch
+//	device handlers ──lock mu──▶ append Up/DownAck to out; wake once, at the end of the handler's batch (flush)
 //	reader goroutine ◀── envelopes ── dispatch to the bound Device by session id
 //
-// The device handlers write their own batches because waking the writer
-// goroutine for each batch cost the gateway more than the write itself
-// (a futex and a scheduler round trip per batch: docs/benchmarks.md
-// "Remote echo path"). Whoever writes holds busy, so bytes leave in the
-// order they were queued; a handler never blocks on the socket: what does
-// not fit is handed to the writer goroutine (rest) with busy still held.
+// Link writes are batched across devices: a device's handler wakes the
+// writer once per batch of frames, not per frame, and the woken writer
+// yields once before it takes the queue, so the handlers already runnable
+// (netpoll starts them in bursts) add theirs to the same write. A write
+// to a loopback or LAN socket costs about as much as a dozen envelopes'
+// encoding and more than a device's read (docs/benchmarks.md "Remote echo
+// path: the lean path").
 //
 // Goroutines: one writer and one reader per link, owned by the Backend,
 // which waits for them on Close.
@@ -56,43 +55,24 @@ type link struct {
 
 	queued int  // envelopes in out, counted into metrics per write
 	up     bool // authenticated
-	// busy: a handler's Flush or the writer goroutine is writing; only
-	// the holder writes to the socket. rest, with busy held, is what a
-	// Flush could not write: the writer goroutine writes it first (its
-	// whole buffer is restBuf, its envelopes restN).
-	busy    bool
-	rest    []byte
-	restBuf []byte
-	restN   int
-
-	// rc writes to the socket without blocking (Flush); nil when the
-	// link's connection has no file descriptor, e.g. wrapped in TLS: then
-	// Flush wakes the writer goroutine. Set when the link is up.
-	rc      syscall.RawConn
-	writeFn func(fd uintptr) bool // tryWrite as a value made once: no allocation per Flush
-	wbuf    []byte                // tryWrite's input and output (the busy holder's)
-	wn      int
-	werr    error
-
-	// bmu guards bound apart from mu: the reader looks up a session per
-	// envelope, and mu is taken per envelope by the device handlers.
-	bmu   sync.Mutex
-	bound map[protocol.SessionID]Device
 
 	circ  *router.Circuit // the shard's circuit
 	m     *linkMetrics
 	dirty []Device // reader goroutine only: devices written to in this read batch
+
+	// bmu guards bound apart from mu: the reader looks a session up per
+	// envelope, and the device handlers take mu per envelope they send.
+	bmu   sync.Mutex
+	bound map[protocol.SessionID]Device
 
 	wake chan struct{}
 	done chan struct{} // closed when the link has failed or was closed
 }
 
 func newLink(r *Backend, shard, addr string) *link {
-	l := &link{r: r, shard: shard, addr: addr, bound: make(map[protocol.SessionID]Device),
+	return &link{r: r, shard: shard, addr: addr, bound: make(map[protocol.SessionID]Device),
 		circ: r.circuits.Get(shard), m: r.m.link(shard),
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
-	l.writeFn = l.tryWrite
-	return l
 }
 
 // run dials, authenticates, then serves the link until it fails. Envelopes
@@ -140,12 +120,8 @@ func (l *link) connect(ctx context.Context) error {
 	l.rd.SetLimit(protocol.MaxLinkFrame)
 	l.timeout = l.r.cfg.LinkTimeout
 	l.lastRead.Store(time.Now().UnixNano())
-	var rc syscall.RawConn
-	if sc, ok := nc.(syscall.Conn); ok {
-		rc, _ = sc.SyscallConn()
-	}
 	l.mu.Lock()
-	l.up, l.rc = true, rc
+	l.up = true
 	l.mu.Unlock()
 	l.r.m.links.Add(1)
 	// The shard answers: its circuit (opened by the links that failed
@@ -193,8 +169,8 @@ func (l *link) send(e *protocol.Envelope) error {
 	return nil
 }
 
-// sendBatched queues e like send but wakes nobody: the caller is a
-// device's handler, which calls flush once its batch is queued.
+// sendBatched queues e like send but does not wake the writer: the caller
+// is a device's handler, which calls flush once its batch is queued.
 func (l *link) sendBatched(e *protocol.Envelope) error {
 	if err := l.admit(); err != nil {
 		return err
@@ -226,84 +202,15 @@ func (l *link) admit() error {
 	return nil
 }
 
-// flush writes what is queued from the calling goroutine (a device's
-// handler at the end of its batch), unless someone is writing already:
-// one write(2) that never blocks; what the socket does not take goes to
-// the writer goroutine. A link without rc, or not up yet, leaves it all
-// to the writer goroutine.
+// flush wakes the writer for what sendBatched queued: once per batch of
+// a device's frames.
 func (l *link) flush() {
 	l.mu.Lock()
-	if l.busy || len(l.out) == 0 || l.closed {
-		l.mu.Unlock()
-		return
-	}
-	if l.rc == nil {
-		l.mu.Unlock()
-		l.wakeWriter()
-		return
-	}
-	l.busy = true
-	buf, n := l.out, l.queued
-	l.out, l.queued = l.spare[:0], 0
-	l.spare = nil
+	queued := len(l.out) > 0
 	l.mu.Unlock()
-	l.wbuf = buf
-	err := l.rc.Write(l.writeFn)
-	w, werr := l.wn, l.werr
-	l.wbuf, l.werr = nil, nil
-	if err == nil {
-		err = werr
-	}
-	if err != nil {
-		l.fail(err)
-		return
-	}
-	if w > 0 {
-		l.circ.Success()
-		l.m.sentBytes.Add(w)
-	}
-	l.mu.Lock()
-	if w < len(buf) {
-		// The socket is full: the writer goroutine blocks on the rest,
-		// and keeps busy until it is written.
-		l.rest, l.restBuf, l.restN = buf[w:], buf, n
-		l.mu.Unlock()
-		l.wakeWriter()
-		return
-	}
-	l.busy = false
-	l.spare = buf[:0]
-	more := len(l.out) > 0
-	l.mu.Unlock()
-	l.m.sentEnvelopes.Add(n)
-	if more {
+	if queued {
 		l.wakeWriter()
 	}
-}
-
-// tryWrite is the one write attempt of flush, on the socket's descriptor
-// (through rc, which keeps the descriptor open meanwhile): it never
-// waits for the socket to be writable.
-func (l *link) tryWrite(fd uintptr) bool {
-	l.wn, l.werr = 0, nil
-	for l.wn < len(l.wbuf) {
-		n, err := syscall.Write(int(fd), l.wbuf[l.wn:])
-		if n > 0 {
-			l.wn += n
-		}
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return true
-		case err != nil:
-			l.werr = err
-			return true
-		case n <= 0:
-			return true
-		}
-	}
-	return true
 }
 
 func (l *link) wakeWriter() {
@@ -355,40 +262,24 @@ func (l *link) writeLoop() {
 			continue
 		case <-l.wake:
 		}
+		// Let the handlers that are runnable queue their batches first:
+		// one write for all of them (see the top of this file).
+		runtime.Gosched()
 		l.mu.Lock()
-		var buf, whole []byte
-		var n int
-		switch {
-		case l.rest != nil:
-			// A Flush handed over what the socket did not take (busy
-			// stays held: it is this goroutine's now).
-			buf, whole, n = l.rest, l.restBuf, l.restN
-			l.rest, l.restBuf, l.restN = nil, nil, 0
-		case l.busy || len(l.out) == 0:
-			// A Flush is writing, and wakes this goroutine if it leaves
-			// anything behind.
-			l.mu.Unlock()
-			continue
-		default:
-			l.busy = true
-			buf, n = l.out, l.queued
-			whole = buf
-			l.out, l.queued = l.spare[:0], 0
-			l.spare = nil
-		}
+		buf, n := l.out, l.queued
+		l.out, l.queued = l.spare[:0], 0
 		l.mu.Unlock()
-		if _, err := l.nc.Write(buf); err != nil {
-			l.fail(err)
-			return
+		if len(buf) > 0 {
+			if _, err := l.nc.Write(buf); err != nil {
+				l.fail(err)
+				return
+			}
+			l.circ.Success()
+			l.m.sentEnvelopes.Add(n)
+			l.m.sentBytes.Add(len(buf))
 		}
-		l.circ.Success()
-		l.m.sentEnvelopes.Add(n)
-		l.m.sentBytes.Add(len(buf))
 		l.mu.Lock()
-		l.busy = false
-		if l.spare == nil {
-			l.spare = whole[:0]
-		}
+		l.spare = buf[:0]
 		more := len(l.out) > 0
 		l.mu.Unlock()
 		if more {
