@@ -9,7 +9,10 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/switchyard-gw/switchyard/protocol"
 	"github.com/switchyard-gw/switchyard/router"
@@ -59,6 +62,12 @@ type link struct {
 	circ  *router.Circuit // the shard's circuit
 	m     *linkMetrics
 	dirty []Device // reader goroutine only: devices written to in this read batch
+	// rc, inqFn, inq: the reader's look at the bytes waiting in the
+	// socket (moreWaiting); rc is nil when the connection has no file
+	// descriptor (e.g. wrapped in TLS). Reader goroutine only.
+	rc    syscall.RawConn
+	inqFn func(fd uintptr)
+	inq   int
 
 	// bmu guards bound apart from mu: the reader looks a session up per
 	// envelope, and the device handlers take mu per envelope they send.
@@ -120,6 +129,9 @@ func (l *link) connect(ctx context.Context) error {
 	l.rd.SetLimit(protocol.MaxLinkFrame)
 	l.timeout = l.r.cfg.LinkTimeout
 	l.lastRead.Store(time.Now().UnixNano())
+	if sc, ok := nc.(syscall.Conn); ok {
+		l.rc, _ = sc.SyscallConn()
+	}
 	l.mu.Lock()
 	l.up = true
 	l.mu.Unlock()
@@ -306,8 +318,14 @@ func (l *link) Read(p []byte) (int, error) {
 // readLoop dispatches envelopes until the link fails. The devices written
 // to are flushed, and the envelopes counted, once per read: when no whole
 // envelope is left buffered.
+//
+// When the shard has sent more meanwhile (bytes wait in the socket), the
+// devices are written after that is read too, up to maxDeferEnvelopes:
+// a device then gets its echoes in one write instead of one per read of
+// the link, and device writes are most of what the remote path costs
+// the gateway (docs/benchmarks.md "Remote echo path: the lean path").
 func (l *link) readLoop() error {
-	count := 0
+	count, deferred := 0, 0
 	for {
 		e, err := l.rd.NextEnvelope()
 		if err != nil {
@@ -317,10 +335,37 @@ func (l *link) readLoop() error {
 		count++
 		if !l.rd.Buffered() {
 			l.m.recvEnvelopes.Add(count)
+			deferred += count
 			count = 0
+			if deferred < maxDeferEnvelopes && l.moreWaiting() {
+				continue
+			}
+			deferred = 0
 			l.flushDirty()
 		}
 	}
+}
+
+// maxDeferEnvelopes bounds the envelopes whose devices wait for the next
+// read of the link (readLoop): a few reads' worth.
+const maxDeferEnvelopes = 1024
+
+// moreWaiting reports whether bytes of the shard wait in the socket
+// (one ioctl, no read: a read that finds nothing would park the reader).
+func (l *link) moreWaiting() bool {
+	if l.rc == nil {
+		return false
+	}
+	if l.inqFn == nil {
+		l.inqFn = func(fd uintptr) {
+			l.inq, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+		}
+	}
+	l.inq = 0
+	if l.rc.Control(l.inqFn) != nil {
+		return false
+	}
+	return l.inq > 0
 }
 
 // readErr counts a read deadline that expired as a heartbeat timeout.
