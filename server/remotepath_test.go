@@ -27,23 +27,14 @@ func remoteHotConn(tb testing.TB) (*conn, int) {
 	}
 	g.remote.Start("hot")
 	tb.Cleanup(g.remote.Close)
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { syscall.Close(fds[0]); syscall.Close(fds[1]) })
-	// The gateway's end is non-blocking as netpoll's are; the test's end
-	// blocks (readN), so the link goroutines get the cores and the
-	// network poller runs while it waits, bounded by a receive timeout.
-	if err := syscall.SetNonblock(fds[0], true); err != nil {
-		tb.Fatal(err)
-	}
+	// The test's end blocks (readN), so the link goroutines get the cores
+	// and the network poller runs while it waits, bounded by a receive
+	// timeout.
+	c, peer := socketConn(tb, g)
 	tv := syscall.NsecToTimeval(int64(poll.Patience))
-	if err := syscall.SetsockoptTimeval(fds[1], syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
+	if err := syscall.SetsockoptTimeval(peer, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
 		tb.Fatal(err)
 	}
-	c := &conn{g: g, fd: fds[0]}
-	c.dl.Owner = c
 	// Before the Backend's Close (cleanups run last first): a link that
 	// closes fails its bound devices, and this one has no netpoll conn.
 	tb.Cleanup(func() { g.remote.Closed(c) })
@@ -53,8 +44,8 @@ func remoteHotConn(tb testing.TB) (*conn, int) {
 	c.pmu.Unlock()
 	open := s.next(tb, protocol.LinkOpen)
 	open.l.opened(open.e.Session)
-	readN(tb, fds[1], make([]byte, 64<<10), 0)
-	return c, fds[1]
+	readN(tb, peer, make([]byte, 64<<10), 0)
+	return c, peer
 }
 
 // readN reads n bytes of frames from fd into buf (n = 0: one read, the
@@ -86,21 +77,13 @@ func readN(tb testing.TB, fd int, buf []byte, n int) {
 func TestRemotePathZeroAlloc(t *testing.T) {
 	c, peer := remoteHotConn(t)
 	buf := make([]byte, 64<<10)
-	be := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, 64))
-	rel := protocol.AppendFrame(nil, protocol.TypeData, protocol.FlagAckRequested, 0, make([]byte, 64))
+	be, rel := dataFrames(64)
 	// Per iteration the device gets two DATA echoes and one ACK.
 	want := 2*protocol.FrameSize(64) + protocol.FrameSize(0)
 	seq := uint32(0)
 	allocs := testing.AllocsPerRun(2000, func() {
-		f, _, err := protocol.Decode(be, DefaultMaxFrameForTest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.handle(&f)
 		seq++
-		f, _, _ = protocol.Decode(rel, DefaultMaxFrameForTest)
-		f.Seq = seq
-		c.handle(&f)
+		handleTwo(t, c, be, rel, seq)
 		c.flush()
 		readN(t, peer, buf, want)
 		c.ackDownstream(seq)
