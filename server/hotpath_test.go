@@ -164,9 +164,16 @@ func batchLoop(b *testing.B, c *conn, peer, size int) {
 // BenchmarkEchoPath measures the gateway's own work per echoed frame
 // (decode, route, encode, one write per 16 frames), without netpoll.
 func BenchmarkEchoPath(b *testing.B) {
+	echoBench(b, hotConn, func(_ testing.TB, fd int, buf []byte, _ int) { drain(fd, buf) })
+}
+
+// echoBench hands the conns that open makes DATA frames of 64 and 1024
+// bytes, flushes every 16 and then waits (n: the bytes of the 16
+// echoes), until b is done.
+func echoBench(b *testing.B, open func(testing.TB) (*conn, int), wait func(tb testing.TB, fd int, buf []byte, n int)) {
 	for _, size := range []int{64, 1024} {
 		b.Run(itoa(size), func(b *testing.B) {
-			c, peer := hotConn(b)
+			c, peer := open(b)
 			buf := make([]byte, 64<<10)
 			in := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, size))
 			b.ReportAllocs()
@@ -177,7 +184,7 @@ func BenchmarkEchoPath(b *testing.B) {
 				c.handle(&f)
 				if i++; i%16 == 0 {
 					c.flush()
-					drain(peer, buf)
+					wait(b, peer, buf, 16*len(in))
 				}
 			}
 		})

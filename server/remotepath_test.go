@@ -119,23 +119,4 @@ func TestRemotePathZeroAlloc(t *testing.T) {
 // handler sees them: it is a round trip per 16 frames, so ns/op includes
 // the fake shard's work and the wake-ups. docs/benchmarks.md "Remote
 // echo path".
-func BenchmarkRemotePath(b *testing.B) {
-	for _, size := range []int{64, 1024} {
-		b.Run(itoa(size), func(b *testing.B) {
-			c, peer := remoteHotConn(b)
-			buf := make([]byte, 64<<10)
-			in := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, size))
-			b.ReportAllocs()
-			b.SetBytes(int64(len(in)))
-			i := 0
-			for b.Loop() {
-				f, _, _ := protocol.Decode(in, DefaultMaxFrameForTest)
-				c.handle(&f)
-				if i++; i%16 == 0 {
-					c.flush()
-					readN(b, peer, buf, 16*len(in))
-				}
-			}
-		})
-	}
-}
+func BenchmarkRemotePath(b *testing.B) { echoBench(b, remoteHotConn, readN) }
