@@ -117,6 +117,7 @@ func TestRemotePathZeroAlloc(t *testing.T) {
 // (decode, Up envelope, the link's write, the in-process shard's echo,
 // the link's read, DATA to the device), in batches of 16 frames as the
 // handler sees them: it is a round trip per 16 frames, so ns/op includes
-// the fake shard's work and the wake-ups. docs/benchmarks.md "Remote
-// echo path".
+// the fake shard's work and the wake-ups: a latency, not the CPU per
+// frame under load (docs/benchmarks.md "Remote echo path: the lean
+// path").
 func BenchmarkRemotePath(b *testing.B) { echoBench(b, remoteHotConn, readN) }
