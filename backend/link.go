@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -183,6 +184,12 @@ func (l *link) writeLoop() {
 			continue
 		case <-l.wake:
 		}
+		// Let the session workers that are runnable (a read of the link
+		// starts them in bursts) queue theirs first: one write for all of
+		// them, not one per envelope. A link write costs more than a
+		// dozen envelopes' work (docs/benchmarks.md "Remote echo path:
+		// the lean path").
+		runtime.Gosched()
 		l.mu.Lock()
 		buf, closing := l.pending, l.closing
 		l.pending = spare[:0]

@@ -19,11 +19,16 @@ var fakeShardKey = []byte("server-test-link-key-0123456789ab")
 // gateway's links and hands every session envelope to the test. With
 // silent it authenticates and then never writes again (it does not answer
 // Pings), like a stopped process whose kernel still holds the socket.
+// With echo (startEchoShard) it answers every Up like the echo app: a
+// Down with the same payload, and for a reliable Up an UpAck and a
+// reliable Down, one write per read of the link and without allocating,
+// so that the gateway's remote path can be measured (remotepath_test.go).
 type fakeShard struct {
-	t      *testing.T
+	t      testing.TB
 	name   string
 	ln     net.Listener
 	silent bool
+	echo   bool
 	envs   chan fakeEnv // session envelopes (not Up), buffered
 
 	pings atomic.Int64 // Pings received from the gateway
@@ -42,16 +47,28 @@ type fakeEnv struct {
 type fakeLink struct {
 	nc  net.Conn
 	wmu sync.Mutex
+	out []byte // echo: the envelopes of one read, under wmu
+	// down numbers reliable echoes per session (echo; serve only).
+	down map[protocol.SessionID]uint32
 }
 
 // startFakeShard listens on a free loopback port until the test ends.
-func startFakeShard(t *testing.T, name string, silent bool) *fakeShard {
+func startFakeShard(t testing.TB, name string, silent bool) *fakeShard {
+	return newFakeShard(t, name, silent, false)
+}
+
+// startEchoShard starts a fake shard that echoes Up envelopes.
+func startEchoShard(t testing.TB, name string) *fakeShard {
+	return newFakeShard(t, name, false, true)
+}
+
+func newFakeShard(t testing.TB, name string, silent, echo bool) *fakeShard {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &fakeShard{t: t, name: name, ln: ln, silent: silent, envs: make(chan fakeEnv, 4096)}
+	s := &fakeShard{t: t, name: name, ln: ln, silent: silent, echo: echo, envs: make(chan fakeEnv, 4096)}
 	s.wg.Add(1)
 	go s.accept()
 	t.Cleanup(s.close)
@@ -117,8 +134,17 @@ func (s *fakeShard) serve(l *fakeLink) {
 				l.send(&protocol.Envelope{Kind: protocol.LinkPong})
 			}
 			continue
-		case protocol.LinkUp, protocol.LinkPong:
+		case protocol.LinkUp:
+			if s.echo {
+				l.echo(&e, !rd.Buffered())
+			}
 			continue
+		case protocol.LinkPong:
+			continue
+		case protocol.LinkDownAck:
+			if s.echo {
+				continue
+			}
 		}
 		e.Payload, e.Ext = append([]byte(nil), e.Payload...), append([]byte(nil), e.Ext...)
 		select {
@@ -136,6 +162,28 @@ func (l *fakeLink) send(e *protocol.Envelope) {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	_, _ = l.nc.Write(protocol.AppendLinkFrame(nil, e))
+}
+
+// echo queues the answer to Up e, and writes what is queued at the end
+// of a read (last).
+func (l *fakeLink) echo(e *protocol.Envelope, last bool) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	d := protocol.Envelope{Kind: protocol.LinkDown, Session: e.Session, Epoch: e.Epoch, Payload: e.Payload}
+	if e.Flags&protocol.FlagAckRequested != 0 {
+		l.out = protocol.AppendLinkFrame(l.out, &protocol.Envelope{Kind: protocol.LinkUpAck,
+			Session: e.Session, Epoch: e.Epoch, Seq: e.Seq})
+		if l.down == nil {
+			l.down = map[protocol.SessionID]uint32{}
+		}
+		l.down[e.Session]++
+		d.Seq, d.Flags = l.down[e.Session], protocol.FlagAckRequested
+	}
+	l.out = protocol.AppendLinkFrame(l.out, &d)
+	if last {
+		_, _ = l.nc.Write(l.out)
+		l.out = l.out[:0]
+	}
 }
 
 // opened answers an Open.
@@ -163,7 +211,7 @@ func (s *fakeShard) close() {
 
 // next returns the next session envelope of kind k (others are skipped),
 // failing the test after 20 s.
-func (s *fakeShard) next(t *testing.T, k protocol.LinkKind) fakeEnv {
+func (s *fakeShard) next(t testing.TB, k protocol.LinkKind) fakeEnv {
 	t.Helper()
 	deadline := time.After(poll.Patience)
 	for {

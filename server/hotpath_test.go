@@ -21,23 +21,52 @@ func hotConn(tb testing.TB) (*conn, int) {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	c, peer := socketConn(tb, g)
+	if err := syscall.SetNonblock(peer, true); err != nil {
+		tb.Fatal(err)
+	}
+	s, _, _ := g.sessions.attach(c, "hot", nil, false)
+	c.sess = s
+	c.ready.Store(true)
+	c.rl.reset(g)
+	return c, peer
+}
+
+// socketConn returns a conn of g on one end of a socketpair, non-blocking
+// as netpoll's are, and the other end (blocking) for the test.
+func socketConn(tb testing.TB, g *Gateway) (*conn, int) {
+	tb.Helper()
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { syscall.Close(fds[0]); syscall.Close(fds[1]) })
-	for _, fd := range fds {
-		if err := syscall.SetNonblock(fd, true); err != nil {
-			tb.Fatal(err)
-		}
+	if err := syscall.SetNonblock(fds[0], true); err != nil {
+		tb.Fatal(err)
 	}
 	c := &conn{g: g, fd: fds[0]}
 	c.dl.Owner = c
-	s, _, _ := g.sessions.attach(c, "hot", nil, false)
-	c.sess = s
-	c.ready.Store(true)
-	c.rl.reset(g)
 	return c, fds[1]
+}
+
+// dataFrames returns a best-effort and a reliable DATA frame (seq 0) with
+// size bytes of payload.
+func dataFrames(size int) (be, rel []byte) {
+	return protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, size)),
+		protocol.AppendFrame(nil, protocol.TypeData, protocol.FlagAckRequested, 0, make([]byte, size))
+}
+
+// handleTwo hands c a best-effort DATA (be) and a reliable one (rel)
+// numbered seq, as decoded from its input.
+func handleTwo(tb testing.TB, c *conn, be, rel []byte, seq uint32) {
+	f, _, err := protocol.Decode(be, DefaultMaxFrameForTest)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c.handle(&f)
+	f, _, _ = protocol.Decode(rel, DefaultMaxFrameForTest)
+	f.Seq = seq
+	c.handle(&f)
 }
 
 func drain(fd int, buf []byte) {
@@ -53,19 +82,11 @@ func drain(fd int, buf []byte) {
 func TestEchoPathZeroAlloc(t *testing.T) {
 	c, peer := hotConn(t)
 	buf := make([]byte, 64<<10)
-	be := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, 64))
-	rel := protocol.AppendFrame(nil, protocol.TypeData, protocol.FlagAckRequested, 0, make([]byte, 64))
+	be, rel := dataFrames(64)
 	seq := uint32(0)
 	allocs := testing.AllocsPerRun(2000, func() {
-		f, _, err := protocol.Decode(be, DefaultMaxFrameForTest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.handle(&f)
 		seq++
-		f, _, _ = protocol.Decode(rel, DefaultMaxFrameForTest)
-		f.Seq = seq
-		c.handle(&f)
+		handleTwo(t, c, be, rel, seq)
 		c.flush()
 		c.ackDownstream(seq)
 		drain(peer, buf)
@@ -143,9 +164,16 @@ func batchLoop(b *testing.B, c *conn, peer, size int) {
 // BenchmarkEchoPath measures the gateway's own work per echoed frame
 // (decode, route, encode, one write per 16 frames), without netpoll.
 func BenchmarkEchoPath(b *testing.B) {
+	echoBench(b, hotConn, func(_ testing.TB, fd int, buf []byte, _ int) { drain(fd, buf) })
+}
+
+// echoBench hands the conns that open makes DATA frames of 64 and 1024
+// bytes, flushes every 16 and then waits (n: the bytes of the 16
+// echoes), until b is done.
+func echoBench(b *testing.B, open func(testing.TB) (*conn, int), wait func(tb testing.TB, fd int, buf []byte, n int)) {
 	for _, size := range []int{64, 1024} {
 		b.Run(itoa(size), func(b *testing.B) {
-			c, peer := hotConn(b)
+			c, peer := open(b)
 			buf := make([]byte, 64<<10)
 			in := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, size))
 			b.ReportAllocs()
@@ -156,7 +184,7 @@ func BenchmarkEchoPath(b *testing.B) {
 				c.handle(&f)
 				if i++; i%16 == 0 {
 					c.flush()
-					drain(peer, buf)
+					wait(b, peer, buf, 16*len(in))
 				}
 			}
 		})

@@ -178,8 +178,12 @@ func (c *conn) send(t protocol.Type, flags protocol.Flags, seq uint32, payload [
 }
 
 // flush writes out whatever the handler queued during its batch, with the
-// pending cumulative ACK last.
+// pending cumulative ACK last; with a remote backend, first the batch's
+// envelopes to the session's shard (one link write per batch).
 func (c *conn) flush() {
+	if c.bind != nil {
+		c.g.remote.Flush(c)
+	}
 	c.wmu.Lock()
 	if c.ackPending > c.ackSent && c.writable() {
 		c.appendLocked(protocol.TypeAck, 0, c.ackPending, nil)

@@ -247,7 +247,8 @@ func (r *Backend) opened(d Device, resumed bool, last uint32, epoch uint64, ckpt
 // its shard, or holds it while the session moves. The device side calls
 // it with its Lock held, in frame order; f.Payload is valid only during
 // the call. A reliable frame is ACKed to the device when the shard's
-// UpAck arrives.
+// UpAck arrives. The envelope is queued, not written: the device side
+// calls Flush at the end of its batch.
 func (r *Backend) Data(d Device, f protocol.Frame) {
 	b := d.Binding()
 	if b.moving.Load() && r.mover.hold(d, &f) {
@@ -258,7 +259,7 @@ func (r *Backend) Data(d Device, f protocol.Frame) {
 		// Kept even if the send fails: a crash of the shard replays it.
 		k.upSent(f.Seq, f.Flags, f.Payload, r.cfg.KeepBuffer, r.m)
 	}
-	err := b.link.send(&protocol.Envelope{Kind: protocol.LinkUp, Session: id, Epoch: b.epoch.Load(),
+	err := b.link.sendBatched(&protocol.Envelope{Kind: protocol.LinkUp, Session: id, Epoch: b.epoch.Load(),
 		Seq: f.Seq, Flags: f.Flags, Payload: f.Payload})
 	if err != nil {
 		// Not ACKed: the device resends reliable DATA later.
@@ -267,7 +268,7 @@ func (r *Backend) Data(d Device, f protocol.Frame) {
 }
 
 // Ack sends the device's cumulative ACK of downstream DATA to its shard.
-// Same caller and lock as Data.
+// Same caller, lock and Flush as Data.
 func (r *Backend) Ack(d Device, seq uint32) {
 	b := d.Binding()
 	if k := b.keep.Load(); k != nil {
@@ -277,7 +278,16 @@ func (r *Backend) Ack(d Device, seq uint32) {
 		return
 	}
 	id, _ := d.Session()
-	_ = b.link.send(&protocol.Envelope{Kind: protocol.LinkDownAck, Session: id, Epoch: b.epoch.Load(), Seq: seq})
+	_ = b.link.sendBatched(&protocol.Envelope{Kind: protocol.LinkDownAck, Session: id, Epoch: b.epoch.Load(), Seq: seq})
+}
+
+// Flush sends what Data and Ack queued for d's shard: the device side
+// calls it once per batch of frames (with Lock held), which wakes the
+// link's writer once per batch instead of once per frame (link.go).
+func (r *Backend) Flush(d Device) {
+	if l := d.Binding().link; l != nil {
+		l.flush()
+	}
 }
 
 // Closed tells the shard that d's connection ended (the shard keeps the

@@ -21,6 +21,7 @@
 //	Backend.Open(d, hello, resumed)   after a good HELLO
 //	Backend.Data(d, frame)            upstream DATA
 //	Backend.Ack(d, seq)               the device's cumulative ACK
+//	Backend.Flush(d)                  at the end of each batch of frames: Data and Ack only queue
 //	Backend.Closed(d)                 once, when the connection ended
 //
 // which are the methods of the embedded echo backend too (the device side
@@ -35,11 +36,13 @@
 // # Links
 //
 //	senders ──lock mu──▶ append envelope to out ──wake──▶ writer goroutine: one write per batch
+//	device handlers: append Up/DownAck, wake once per batch (Flush)
 //	reader goroutine ◀── envelopes ── dispatch to the bound Device by session id
 //
 // A session always uses the link slot its id hashes to, so its frames stay
 // in order. A link reader queues every frame of one read for its devices
-// and flushes each device once at the end of the read.
+// and flushes each device once at the end of the read, or of the next ones
+// while more of the shard's bytes already wait in the socket (link.go).
 //
 // # Moving live sessions
 //

@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/switchyard-gw/switchyard/protocol"
 	"github.com/switchyard-gw/switchyard/router"
@@ -22,7 +25,16 @@ import (
 // (docs/links.md).
 //
 //	senders ──lock mu──▶ append envelope to out ──wake──▶ writer goroutine: one write per batch
+//	device handlers ──lock mu──▶ append Up/DownAck to out; wake once, at the end of the handler's batch (flush)
 //	reader goroutine ◀── envelopes ── dispatch to the bound Device by session id
+//
+// Link writes are batched across devices: a device's handler wakes the
+// writer once per batch of frames, not per frame, and the woken writer
+// yields once before it takes the queue, so the handlers already runnable
+// (netpoll starts them in bursts) add theirs to the same write. A write
+// to a loopback or LAN socket costs about as much as a dozen envelopes'
+// encoding and more than a device's read (docs/benchmarks.md "Remote echo
+// path: the lean path").
 //
 // Goroutines: one writer and one reader per link, owned by the Backend,
 // which waits for them on Close.
@@ -45,7 +57,6 @@ type link struct {
 	spare  []byte
 	closed bool
 	err    error
-	bound  map[protocol.SessionID]Device
 
 	queued int  // envelopes in out, counted into metrics per write
 	up     bool // authenticated
@@ -53,6 +64,17 @@ type link struct {
 	circ  *router.Circuit // the shard's circuit
 	m     *linkMetrics
 	dirty []Device // reader goroutine only: devices written to in this read batch
+	// rc, inqFn, inq: the reader's look at the bytes waiting in the
+	// socket (moreWaiting); rc is nil when the connection has no file
+	// descriptor (e.g. wrapped in TLS). Reader goroutine only.
+	rc    syscall.RawConn
+	inqFn func(fd uintptr)
+	inq   int
+
+	// bmu guards bound apart from mu: the reader looks a session up per
+	// envelope, and the device handlers take mu per envelope they send.
+	bmu   sync.Mutex
+	bound map[protocol.SessionID]Device
 
 	wake chan struct{}
 	done chan struct{} // closed when the link has failed or was closed
@@ -123,6 +145,9 @@ func (l *link) connect(ctx context.Context) error {
 	l.rd.SetLimit(protocol.MaxLinkFrame)
 	l.timeout = l.r.cfg.LinkTimeout
 	l.lastRead.Store(time.Now().UnixNano())
+	if sc, ok := nc.(syscall.Conn); ok {
+		l.rc, _ = sc.SyscallConn()
+	}
 	l.mu.Lock()
 	l.up = true
 	l.mu.Unlock()
@@ -178,6 +203,28 @@ func (l *link) authenticate(nc net.Conn) error {
 // this link authenticating closes it, and this link failing fails what
 // waits on it.
 func (l *link) send(e *protocol.Envelope) error {
+	if err := l.admit(); err != nil {
+		return err
+	}
+	l.appendUnlock(e)
+	return nil
+}
+
+// sendBatched queues e like send but does not wake the writer: the caller
+// is a device's handler, which calls flush once its batch is queued.
+func (l *link) sendBatched(e *protocol.Envelope) error {
+	if err := l.admit(); err != nil {
+		return err
+	}
+	l.out = protocol.AppendLinkFrame(l.out, e)
+	l.queued++
+	l.mu.Unlock()
+	return nil
+}
+
+// admit takes l.mu for a send, or returns why the envelope is refused
+// (with l.mu released).
+func (l *link) admit() error {
 	l.mu.Lock()
 	switch {
 	case l.closed:
@@ -193,8 +240,25 @@ func (l *link) send(e *protocol.Envelope) error {
 		l.m.dropped.Inc()
 		return errLinkFull
 	}
-	l.appendUnlock(e)
 	return nil
+}
+
+// flush wakes the writer for what sendBatched queued: once per batch of
+// a device's frames.
+func (l *link) flush() {
+	l.mu.Lock()
+	queued := len(l.out) > 0
+	l.mu.Unlock()
+	if queued {
+		l.wakeWriter()
+	}
+}
+
+func (l *link) wakeWriter() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
 }
 
 // control queues a link-level envelope (Ping, Pong) past the circuit and
@@ -216,10 +280,7 @@ func (l *link) appendUnlock(e *protocol.Envelope) {
 	l.queued++
 	l.mu.Unlock()
 	if first {
-		select {
-		case l.wake <- struct{}{}:
-		default:
-		}
+		l.wakeWriter()
 	}
 }
 
@@ -242,6 +303,9 @@ func (l *link) writeLoop() {
 			continue
 		case <-l.wake:
 		}
+		// Let the handlers that are runnable queue their batches first:
+		// one write for all of them (see the top of this file).
+		runtime.Gosched()
 		l.mu.Lock()
 		buf, n := l.out, l.queued
 		l.out, l.queued = l.spare[:0], 0
@@ -260,10 +324,7 @@ func (l *link) writeLoop() {
 		more := len(l.out) > 0
 		l.mu.Unlock()
 		if more {
-			select {
-			case l.wake <- struct{}{}:
-			default:
-			}
+			l.wakeWriter()
 		}
 	}
 }
@@ -286,8 +347,14 @@ func (l *link) Read(p []byte) (int, error) {
 // readLoop dispatches envelopes until the link fails. The devices written
 // to are flushed, and the envelopes counted, once per read: when no whole
 // envelope is left buffered.
+//
+// When the shard has sent more meanwhile (bytes wait in the socket), the
+// devices are written after that is read too, up to maxDeferEnvelopes:
+// a device then gets its echoes in one write instead of one per read of
+// the link, and device writes are most of what the remote path costs
+// the gateway (docs/benchmarks.md "Remote echo path: the lean path").
 func (l *link) readLoop() error {
-	count := 0
+	count, deferred := 0, 0
 	for {
 		e, err := l.rd.NextEnvelope()
 		if err != nil {
@@ -297,10 +364,37 @@ func (l *link) readLoop() error {
 		count++
 		if !l.rd.Buffered() {
 			l.m.recvEnvelopes.Add(count)
+			deferred += count
 			count = 0
+			if deferred < maxDeferEnvelopes && l.moreWaiting() {
+				continue
+			}
+			deferred = 0
 			l.flushDirty()
 		}
 	}
+}
+
+// maxDeferEnvelopes bounds the envelopes whose devices wait for the next
+// read of the link (readLoop): a few reads' worth.
+const maxDeferEnvelopes = 1024
+
+// moreWaiting reports whether bytes of the shard wait in the socket
+// (one ioctl, no read: a read that finds nothing would park the reader).
+func (l *link) moreWaiting() bool {
+	if l.rc == nil {
+		return false
+	}
+	if l.inqFn == nil {
+		l.inqFn = func(fd uintptr) {
+			l.inq, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+		}
+	}
+	l.inq = 0
+	if l.rc.Control(l.inqFn) != nil {
+		return false
+	}
+	return l.inq > 0
 }
 
 // readErr counts a read deadline that expired as a heartbeat timeout.
@@ -326,9 +420,9 @@ func (l *link) dispatch(e *protocol.Envelope) {
 		l.r.topics.publish(x.Topic, e.Payload)
 		return
 	}
-	l.mu.Lock()
+	l.bmu.Lock()
 	d := l.bound[e.Session]
-	l.mu.Unlock()
+	l.bmu.Unlock()
 	if d == nil {
 		l.r.m.drop(dropStale)
 		return
@@ -418,17 +512,17 @@ func (l *link) flushDirty() {
 }
 
 func (l *link) bind(sid protocol.SessionID, d Device) {
-	l.mu.Lock()
+	l.bmu.Lock()
 	l.bound[sid] = d
-	l.mu.Unlock()
+	l.bmu.Unlock()
 }
 
 func (l *link) unbind(sid protocol.SessionID, d Device) {
-	l.mu.Lock()
+	l.bmu.Lock()
 	if l.bound[sid] == d {
 		delete(l.bound, sid)
 	}
-	l.mu.Unlock()
+	l.bmu.Unlock()
 }
 
 // fail closes the link and tells every session on it: when the shard is
@@ -443,8 +537,10 @@ func (l *link) fail(err error) {
 		return
 	}
 	l.closed, l.err = true, err
+	l.bmu.Lock()
 	bound := l.bound
 	l.bound = map[protocol.SessionID]Device{}
+	l.bmu.Unlock()
 	nc, up := l.nc, l.up
 	l.mu.Unlock()
 	close(l.done)

@@ -397,6 +397,7 @@ func (mv *mover) replay(d Device, m *move) {
 	if m.ackDown > 0 {
 		mv.r.Ack(d, m.ackDown)
 	}
+	mv.r.Flush(d)
 }
 
 // refused handles Refused from the move's new shard; false when it is not
