@@ -695,6 +695,13 @@ func TestSecondsCountReconnects(t *testing.T) {
 // dropFirstConn plays a gateway that closes a new session's connection
 // right after WELCOME and keeps a resumed one, answering PINGs.
 func dropFirstConn(c net.Conn) {
+	resumingGateway(c, func(h protocol.Hello) bool { return len(h.Resume) > 0 })
+}
+
+// resumingGateway plays a gateway that answers each HELLO with WELCOME
+// (resumed when the HELLO carries a resume token) and PINGs with PONG;
+// after a WELCOME it goes on only while keep(hello) says so.
+func resumingGateway(c net.Conn, keep func(protocol.Hello) bool) {
 	defer c.Close()
 	fr := protocol.NewFrameReader(c, protocol.DefaultMaxFrame)
 	for {
@@ -711,7 +718,7 @@ func dropFirstConn(c net.Conn) {
 			}
 			resumed := len(h.Resume) > 0
 			p, _ := protocol.Marshal(&protocol.Welcome{Session: "s-" + h.ID, Resume: []byte("r"), Resumed: resumed, HB: 30, MaxFrame: protocol.DefaultMaxFrame})
-			if _, err := c.Write(protocol.AppendFrame(nil, protocol.TypeWelcome, 0, 0, p)); err != nil || !resumed {
+			if _, err := c.Write(protocol.AppendFrame(nil, protocol.TypeWelcome, 0, 0, p)); err != nil || !keep(h) {
 				return
 			}
 		case protocol.TypePing:
@@ -810,34 +817,13 @@ func dropOnceGateway(c net.Conn) {
 func TestStorm(t *testing.T) {
 	var hellos, resumes atomic.Int32
 	ln := listen(t, func(c net.Conn) {
-		defer c.Close()
-		fr := protocol.NewFrameReader(c, protocol.DefaultMaxFrame)
-		for {
-			f, err := fr.NextFrame()
-			if err != nil {
-				return
+		resumingGateway(c, func(h protocol.Hello) bool {
+			hellos.Add(1)
+			if len(h.Resume) > 0 {
+				resumes.Add(1)
 			}
-			var out []byte
-			switch f.Type {
-			case protocol.TypeHello:
-				h, err := protocol.DecodeHello(f.Payload)
-				if err != nil {
-					return
-				}
-				resumed := len(h.Resume) > 0
-				if resumed {
-					resumes.Add(1)
-				}
-				hellos.Add(1)
-				p, _ := protocol.Marshal(&protocol.Welcome{Session: "s-" + h.ID, Resume: []byte("r"), Resumed: resumed, HB: 30, MaxFrame: protocol.DefaultMaxFrame})
-				out = protocol.AppendFrame(out, protocol.TypeWelcome, 0, 0, p)
-			case protocol.TypePing:
-				out = protocol.AppendFrame(out, protocol.TypePong, 0, 0, f.Payload)
-			}
-			if _, err := c.Write(out); err != nil {
-				return
-			}
-		}
+			return true
+		})
 	})
 	var out bytes.Buffer
 	done := make(chan int)
