@@ -27,6 +27,7 @@ const (
 	DefaultAcceptRate        = 50000                       // new connections/s, whole gateway
 	DefaultAcceptBurst       = 5000                        // new connections at once, whole gateway
 	DefaultShedLag           = time.Second                 // expected handshake wait past which new connections are shed
+	DefaultAbusePenalty      = 10 * time.Second            // a source that flooded penaltyStrikes times is refused this long
 	DefaultMaxOutbound       = 256 << 10                   // bytes queued for a device beyond its socket buffer
 	DefaultMaxOutbox         = 1 << 20                     // bytes of unacknowledged reliable downstream DATA per session
 	DefaultDisconnectRing    = 4096                        // recent disconnects kept (GET /api/v1/disconnects)
@@ -50,7 +51,7 @@ const (
 // with the embedded echo backend on DefaultListen.
 //
 // A running gateway takes a new Config with Reload, which applies Rate,
-// RateBurst, RateExcessClose, AcceptRate, AcceptBurst, ShedLag, MaxConns,
+// RateBurst, RateExcessClose, AcceptRate, AcceptBurst, ShedLag, AbusePenalty, MaxConns,
 // MaxOutbound, HandshakeTimeout, ResumeWindow, ResumeTokenTTL,
 // DrainTimeout, GoAwayRetry, Redirects, AuthSecrets, ClusterKeys,
 // LinkKeys, Cluster.Keys, ProxyProtocolNetworks, LogLevel and the TLS
@@ -116,6 +117,12 @@ type Config struct {
 	// it catches up, instead of accepting them into a queue they would
 	// time out in (shed.go). Default DefaultShedLag; < 0 disables.
 	ShedLag time.Duration
+	// AbusePenalty: a source (IPv4 address or IPv6 /64) whose connections
+	// were closed for flooding three times (unread input over MaxUnread,
+	// or far over the rate) is refused at accept, with 503 and a retry
+	// hint, until this long after its last flood (penalty.go). Default
+	// DefaultAbusePenalty; < 0 disables.
+	AbusePenalty time.Duration
 	// MaxOutbound bounds the bytes queued for one device that its socket
 	// would not take; beyond it the device is a slow consumer and is closed.
 	MaxOutbound int
@@ -289,6 +296,7 @@ func (cfg Config) provision() Config {
 	def(&cfg.Heartbeat, DefaultHeartbeat)
 	def(&cfg.HandshakeTimeout, DefaultHandshakeTimeout)
 	def(&cfg.ShedLag, DefaultShedLag)
+	def(&cfg.AbusePenalty, DefaultAbusePenalty)
 	def(&cfg.RateExcessClose, DefaultRateExcessClose)
 	def(&cfg.ResumeWindow, DefaultResumeWindow)
 	def(&cfg.ResumeTokenTTL, DefaultResumeTokenTTL)

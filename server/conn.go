@@ -109,6 +109,7 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 		g.metrics.rateLimitAccept.Inc()
 		c.refuse("accept rate exceeded")
 	case !c.proxyAdmit(): // an untrusted source with PROXY protocol on: closed (proxy.go)
+	case c.penalized(): // a source that flooded (penalty.go); with PROXY on, checked after the header
 	case g.shedding(c.acceptNs):
 		g.metrics.rejectOverload.Inc()
 		c.refuseRetry("gateway overloaded", g.shedRetry())
@@ -269,9 +270,8 @@ func (c *conn) fail(code int, msg string) {
 	}
 }
 
-// refuse answers a connection the gateway will not take with ERROR 503 and
-// closes it on the wheel's next tick. Closing it inside onPrepare, before
-// netpoll has registered it, works but makes netpoll log an error for each.
+// refuse queues ERROR 503 for a connection the gateway will not take;
+// the caller closes it (closeRefused, inside onPrepare).
 func (c *conn) refuse(msg string) { c.refuseRetry(msg, 0) }
 
 // refuseRetry is refuse with a retry hint: retry_ms in the ERROR, when

@@ -63,7 +63,8 @@ type Gateway struct {
 	idleTicks   int64
 	maxUnread   int // cfg.maxUnread()
 	acceptLimit bucket
-	shed        shedState // the handshake backlog's estimate (shed.go)
+	shed        shedState  // the handshake backlog's estimate (shed.go)
+	penalty     penaltyBox // sources that flooded (penalty.go)
 
 	evl     netpoll.EventLoop
 	ln      net.Listener
@@ -140,6 +141,10 @@ func New(cfg Config) (*Gateway, error) {
 	g.adm.init(g.metrics.set)
 	g.metrics.set.RegisterMetricsWriter(g.writeClusterMetrics)
 	g.metrics.set.NewGauge("switchyard_accept_queue_seconds", func() float64 { return float64(g.shed.queueAge.Load()) / 1e9 })
+	g.metrics.set.NewGauge("switchyard_penalized_sources", func() float64 {
+		g.penalty.sweep(g.wheel.Now(), g.live.Load().penaltyTicks)
+		return float64(g.penalty.penalized.Load())
+	})
 	g.metrics.set.NewGauge("switchyard_handshakes_waiting", func() float64 { return float64(g.shed.waiting.Load()) })
 	g.metrics.set.NewGauge("switchyard_handshake_wait_seconds", func() float64 {
 		return g.shed.wait(time.Duration(g.live.Load().shedLag)).Seconds()

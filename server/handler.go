@@ -367,6 +367,7 @@ func (c *conn) flood(code int, reason, msg string) {
 		device = c.sess.device
 	}
 	c.g.refusals.note(code, device, c.remote(), msg)
+	c.strike() // penalty.go
 	c.wmu.Lock()
 	if c.writable() {
 		c.appendLocked(protocol.TypeError, 0, 0, errorPayload(code, msg))

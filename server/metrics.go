@@ -140,6 +140,8 @@ type gatewayMetrics struct {
 	rejectAcceptRate    *metrics.Counter
 	rejectOverload      *metrics.Counter
 	rejectDraining      *metrics.Counter
+	rejectPenalty       *metrics.Counter // a source that flooded (penalty.go)
+	penaltyUntracked    *metrics.Counter // a flood close not recorded: the penalty table was full
 	handshakes          *metrics.Counter
 	handshakesAbandoned *metrics.Counter
 	resumed             *metrics.Counter
@@ -179,6 +181,8 @@ func newGatewayMetrics(version, commit string) *gatewayMetrics {
 		rejectAcceptRate:    s.NewCounter(`switchyard_connections_rejected_total{reason="accept_rate"}`),
 		rejectOverload:      s.NewCounter(`switchyard_connections_rejected_total{reason="overload"}`),
 		rejectDraining:      s.NewCounter(`switchyard_connections_rejected_total{reason="draining"}`),
+		rejectPenalty:       s.NewCounter(`switchyard_connections_rejected_total{reason="penalty"}`),
+		penaltyUntracked:    s.NewCounter("switchyard_penalty_untracked_total"),
 		handshakes:          s.NewCounter("switchyard_handshakes_total"),
 		handshakesAbandoned: s.NewCounter("switchyard_handshakes_abandoned_total"),
 		resumed:             s.NewCounter("switchyard_sessions_resumed_total"),

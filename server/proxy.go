@@ -47,6 +47,7 @@ import (
 type proxyState struct {
 	done atomic.Bool // the header was read; addr is final
 	addr string      // the device's address from the header; "" = the socket's (LOCAL)
+	src  netip.Addr  // the same, for the abuse penalty (penalty.go); invalid for LOCAL
 }
 
 // Refusal reasons, the label of switchyard_proxy_refused_total.
@@ -168,6 +169,10 @@ func (c *conn) proxyHeader(r netpoll.Reader) bool {
 	_ = r.Release()
 	c.dropPartial()
 	c.proxyDone(&h)
+	if c.penalized() { // the device's own address is known only now (penalty.go)
+		c.nc.Close()
+		return false
+	}
 	return true
 }
 
@@ -179,7 +184,8 @@ func (c *conn) proxyDone(h *proxyproto.Header) {
 		if h.Version == 1 {
 			kind = "v1"
 		}
-		c.proxy.addr = netip.AddrPortFrom(h.Source.Addr().Unmap(), h.Source.Port()).String()
+		c.proxy.src = h.Source.Addr().Unmap()
+		c.proxy.addr = netip.AddrPortFrom(c.proxy.src, h.Source.Port()).String()
 	}
 	c.g.metrics.proxy.headers[kind].Inc()
 	c.proxy.done.Store(true)

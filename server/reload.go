@@ -25,7 +25,8 @@ import (
 //	                 g.live.Store(new live) · accept bucket · link keys · gossip keyring · log level
 //
 // What is reloadable and why (docs/configuration.md "Reload"):
-//   - Rate, RateBurst, RateExcessClose, AcceptRate, AcceptBurst, ShedLag, MaxConns:
+//   - Rate, RateBurst, RateExcessClose, AcceptRate, AcceptBurst, ShedLag,
+//     AbusePenalty, MaxConns:
 //     admission and policing; the token buckets keep their state and are
 //     capped at the new burst.
 //   - AuthSecrets, ClusterKeys (resume tokens), LinkKeys, Cluster.Keys
@@ -57,6 +58,7 @@ type live struct {
 	maxOutbound      int
 	handshakeTimeout time.Duration
 	shedLag          int64 // ns; < 0: never shed
+	penaltyTicks     int64 // the abuse penalty (penalty.go); 0: off
 	resumeWindow     time.Duration
 	resumeTokenTTL   time.Duration
 	drainTimeout     time.Duration
@@ -77,6 +79,7 @@ func (g *Gateway) newLive(cfg *Config, randomKey []byte) *live {
 		maxOutbound:      cfg.MaxOutbound,
 		handshakeTimeout: cfg.HandshakeTimeout,
 		shedLag:          cfg.ShedLag.Nanoseconds(),
+		penaltyTicks:     max(g.wheel.Ticks(cfg.AbusePenalty), 0),
 		resumeWindow:     cfg.ResumeWindow,
 		resumeTokenTTL:   cfg.ResumeTokenTTL,
 		drainTimeout:     cfg.DrainTimeout,
@@ -258,7 +261,7 @@ func (g *Gateway) applyReload(next *Config, changed []string) (failed []string, 
 // file for why each is safe).
 var reloadable = map[string]bool{
 	"rate": true, "rate_burst": true, "rate_excess_close": true, "accept_rate": true,
-	"accept_burst": true, "shed_lag": true, "max_conns": true, "max_outbound": true, "handshake_timeout": true,
+	"accept_burst": true, "shed_lag": true, "abuse_penalty": true, "max_conns": true, "max_outbound": true, "handshake_timeout": true,
 	"resume_window": true, "resume_token_ttl": true, "drain_timeout": true, "go_away_retry": true,
 	"redirects": true, "auth_secrets": true, "cluster_keys": true, "link_keys": true,
 	"cluster.keys": true, "log_level": true, "canary": true, "proxy_protocol_networks": true,

@@ -44,6 +44,7 @@ type Gateway struct {
 	AcceptRate            float64       `yaml:"accept_rate" reload:"live" help:"new connections/s for the gateway (negative: unlimited)"`
 	AcceptBurst           int           `yaml:"accept_burst" reload:"live" help:"new connections at once"`
 	ShedLag               time.Duration `yaml:"shed_lag" reload:"live" help:"expected handshake wait (connections waiting on the gateway over the rate it finishes them) past which new connections get 503 with a retry hint (negative: never shed)"`
+	AbusePenalty          time.Duration `yaml:"abuse_penalty" reload:"live" help:"a source (IPv4 address, IPv6 /64) whose connections were closed three times for flooding is refused at accept with 503 and a retry hint until this long after its last flood (negative: off)"`
 	MaxOutbound           int           `yaml:"max_outbound" reload:"live" help:"bytes queued for a device beyond its socket buffer; beyond, a slow consumer"`
 	MaxOutbox             int           `yaml:"max_outbox" help:"bytes of unacknowledged reliable downstream DATA per session"`
 	DisconnectRing        int           `yaml:"disconnect_ring" help:"recent disconnects kept for the admin API (GET /api/v1/disconnects, ctl disconnects)"`
@@ -152,6 +153,7 @@ func DefaultGateway() Gateway {
 		AcceptRate:            server.DefaultAcceptRate,
 		AcceptBurst:           server.DefaultAcceptBurst,
 		ShedLag:               server.DefaultShedLag,
+		AbusePenalty:          server.DefaultAbusePenalty,
 		MaxOutbound:           server.DefaultMaxOutbound,
 		MaxOutbox:             server.DefaultMaxOutbox,
 		DisconnectRing:        server.DefaultDisconnectRing,
