@@ -36,6 +36,9 @@ type cpuConfig struct {
 	Tick      time.Duration // at most one write per connection per Tick
 
 	Flooders int // devices flooding DATA without reading beside the measured ones (flood.go)
+	// FloodRetry is how long a flooder waits after a refused connection
+	// before it dials again; 0 is an attacker that never waits.
+	FloodRetry time.Duration
 }
 
 func (c *cpuConfig) flags(fs *flag.FlagSet, prefix string) {
@@ -49,6 +52,7 @@ func (c *cpuConfig) flags(fs *flag.FlagSet, prefix string) {
 	fs.DurationVar(&c.Tick, prefix+"rate-tick", 0, "open loop: at most one write per connection per tick; frames due meanwhile go out together at the next (their wait counts as latency). 0: a write as soon as a frame is due (Go's timers then wake about 1 ms late when the driver is idle)")
 	fs.DurationVar(&c.Drain, prefix+"drain", 2*time.Second, "open loop: after the window, how long to wait for the echoes of its frames")
 	fs.IntVar(&c.Flooders, prefix+"flooders", 0, "devices that flood 42-byte DATA without reading (reconnecting when closed) during the whole run, beside the measured connections")
+	fs.DurationVar(&c.FloodRetry, prefix+"flood-retry", 10*time.Millisecond, "how long a flooder waits after a refused connection before it dials again (0: at once, an attacker's hot loop)")
 }
 
 // Histogram range in nanoseconds: 1 µs … 10 s at 3 significant digits.
@@ -76,7 +80,7 @@ func runCPU(ctx context.Context, t target, o common, c cpuConfig) (*Result, erro
 	}
 	r := newResult("cpu", t)
 	r.Params = map[string]any{"tls": o.tls, "conns": c.Conns, "window": c.Window, "payload": c.Payload,
-		"duration_s": c.Duration.Seconds(), "warmup_s": c.Warmup.Seconds(), "flooders": c.Flooders}
+		"duration_s": c.Duration.Seconds(), "warmup_s": c.Warmup.Seconds(), "flooders": c.Flooders, "flood_retry_ms": c.FloodRetry.Milliseconds()}
 	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
 		return nil, errors.New("gwbench: cpu --rate must be a finite number >= 0")
 	}
@@ -90,7 +94,7 @@ func runCPU(ctx context.Context, t target, o common, c cpuConfig) (*Result, erro
 	if err != nil {
 		return nil, err
 	}
-	fl := startFlood(ctx, t, o, c.Flooders)
+	fl := startFlood(ctx, t, o, c.Flooders, c.FloodRetry)
 	defer fl.end(r)
 	hists := make([]*hdrhistogram.Histogram, len(conns))
 	var wg sync.WaitGroup

@@ -44,20 +44,21 @@ type flood struct {
 	wg       sync.WaitGroup
 }
 
-// startFlood starts n flooders against t; nil when n is 0.
-func startFlood(ctx context.Context, t target, o common, n int) *flood {
+// startFlood starts n flooders against t, each waiting retry after a
+// refused connection; nil when n is 0.
+func startFlood(ctx context.Context, t target, o common, n int, retry time.Duration) *flood {
 	if n <= 0 {
 		return nil
 	}
 	f := &flood{conns: map[int]*net.TCPConn{}}
 	for i := range n {
 		f.wg.Add(1)
-		go func() { defer f.wg.Done(); f.run(ctx, t, o, i) }()
+		go func() { defer f.wg.Done(); f.run(ctx, t, o, i, retry) }()
 	}
 	return f
 }
 
-func (f *flood) run(ctx context.Context, t target, o common, i int) {
+func (f *flood) run(ctx context.Context, t target, o common, i int, retry time.Duration) {
 	var buf []byte
 	prefix := "gwb-flood-" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(i) + "-"
 	for k := 0; !f.stop.Load() && ctx.Err() == nil; k++ {
@@ -70,7 +71,7 @@ func (f *flood) run(ctx context.Context, t target, o common, i int) {
 		}
 		if err != nil {
 			f.refused.Add(1)
-			time.Sleep(10 * time.Millisecond) // refused (accept rate, max conns): not a hot loop
+			time.Sleep(retry) // refused (accept rate, max conns, the abuse penalty)
 			continue
 		}
 		f.connects.Add(1)

@@ -257,7 +257,7 @@ func runOpen(ctx context.Context, t target, o common, c cpuConfig, r *Result) (*
 	if err != nil {
 		return nil, err
 	}
-	fl := startFlood(ctx, t, o, c.Flooders)
+	fl := startFlood(ctx, t, o, c.Flooders, c.FloodRetry)
 	defer fl.end(r)
 	l := &openLoad{echoLoad: &echoLoad{base: time.Now()}}
 	// A little slack for the goroutines to start before the first frame.
