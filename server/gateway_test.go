@@ -126,3 +126,30 @@ func TestCloseRightAfterStart(t *testing.T) {
 		}
 	}
 }
+
+// TestInputNodesStaySmall: a device that sends many small frames, one read
+// at a time, keeps netpoll's input nodes at the tuned size. Without
+// inputNodes netpoll doubles a connection's node every time one fills
+// (netpoll_tune.go): after 40 KB of PINGs its maxSize is past 8 KB.
+func TestInputNodesStaySmall(t *testing.T) {
+	g := startGateway(t, Config{Rate: -1})
+	d := dial(t, g)
+	d.hello(protocol.Hello{ID: "pinger"})
+	for range 4000 { // 10-byte PINGs, each answered before the next: one read each
+		d.send(protocol.TypePing, 0, 0, nil)
+		if f := d.read(); f.Type != protocol.TypePong {
+			t.Fatalf("got %v, want PONG", f.Type)
+		}
+	}
+	cs := g.sessions.conns()
+	if len(cs) != 1 {
+		t.Fatalf("%d connections, want 1", len(cs))
+	}
+	ms := inputNodes.maxSize(cs[0].nc)
+	if ms < 0 {
+		t.Fatal("netpoll's connection fields were not found (netpoll upgraded?): see netpoll_tune.go")
+	}
+	if ms > 2*inputBufferSize {
+		t.Fatalf("netpoll's input node size grew to %d after 40 KB of PINGs, want at most %d", ms, 2*inputBufferSize)
+	}
+}

@@ -45,6 +45,7 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 		return nil // the header needs more bytes, or was refused
 	}
 	b := batch{start: time.Now()}
+	batchLen := r.Len()
 	c.rl.batchDrops = 0
 	if c.tls != nil {
 		c.tlsInput(r, &b)
@@ -66,6 +67,7 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 	}
 	c.flush()
 	b.count(g)
+	inputNodes.afterBatch(nc, batchLen) // netpoll_tune.go
 	return nil
 }
 

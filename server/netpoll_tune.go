@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -52,7 +53,8 @@ var errBarrierLayout = errors.New("server: netpoll tuning: the write barrier's l
 
 // TuneNetpoll applies the gateway's process-wide netpoll settings: input
 // buffers that start at 256 bytes (netpoll.Configure BufferSize and
-// netpoll.LinkBufferCap), single-slot write barriers (see above), and
+// netpoll.LinkBufferCap) and stay small (inputNodes, below), single-slot
+// write barriers (see above), and
 // netpoll's log without its false alarm for a connection closed inside
 // OnPrepare (netpollLog). They
 // roughly halve an idle connection's memory (docs/benchmarks.md) and
@@ -75,6 +77,7 @@ func TuneNetpoll() error {
 		}
 		tuneErr = err
 		tuned.Store(err == nil)
+		inputNodes.on.Store(true)
 	})
 	return tuneErr
 }
@@ -122,4 +125,106 @@ func (l netpollLog) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return l.w.Write(p)
+}
+
+// netpoll's input nodes ratchet up. A connection's input buffer is a list
+// of nodes; netpoll sizes each new node by the connection's maxSize, "the
+// maximum size of data between two Release()", which it raises at every
+// Release to the bytes held from the head node to the read node. Those
+// bytes include everything ever written into the head node, read or not:
+// when a node fills with heartbeats and the next PING lands in a new node,
+// maxSize becomes the old node's size plus that PING, and the next node is
+// twice as large (its buffers come in powers of two). An idle device's
+// node thus doubles every time it fills: 256 B, 512 B, … up to 16 KB after
+// about 16 KB of input (4.4 hours of 10-byte PINGs every 10 s), past which
+// netpoll allocates a 16 KB buffer for every read. That is what made
+// `make scale` gain 900 B per session in 5 minutes of heartbeats
+// (docs/benchmarks.md "Input nodes").
+//
+// The gateway releases all its input after every batch, so the data
+// between two releases is the batch. After each batch that left nothing
+// unread, inputNodes puts maxSize back to the larger of the batch and
+// inputBufferSize, under the same lock (the operator's state) that netpoll
+// takes to change it. The fields are found by reflection on the first
+// connection and checked by name and type; if they are not there (a
+// netpoll upgrade), nothing is changed and the gateway logs it once
+// (TestInputNodesStaySmall fails).
+
+// inputNodes is the process's resolution of netpoll's connection fields.
+var inputNodes nodeSizer
+
+type nodeSizer struct {
+	on    atomic.Bool // TuneNetpoll ran
+	once  sync.Once
+	ok    bool
+	typ   reflect.Type
+	opOff uintptr // connection.operator (*FDOperator)
+	msOff uintptr // connection.maxSize (int)
+	stOff uintptr // FDOperator.state (int32): 1 idle, 2 taken
+}
+
+// resolve finds the fields in nc's type, once; false when they are not
+// there or nc is of another type.
+func (s *nodeSizer) resolve(nc netpoll.Connection) bool {
+	s.once.Do(func() {
+		t := reflect.TypeOf(nc)
+		if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+			return
+		}
+		op, ok1 := t.Elem().FieldByName("operator")
+		ms, ok2 := t.Elem().FieldByName("maxSize")
+		st, ok3 := reflect.TypeFor[netpoll.FDOperator]().FieldByName("state")
+		if !ok1 || !ok2 || !ok3 || op.Type != reflect.TypeFor[*netpoll.FDOperator]() ||
+			ms.Type.Kind() != reflect.Int || st.Type.Kind() != reflect.Int32 {
+			return
+		}
+		s.typ, s.opOff, s.msOff, s.stOff, s.ok = t, op.Offset, ms.Offset, st.Offset, true
+	})
+	return s.ok && reflect.TypeOf(nc) == s.typ
+}
+
+// shrink sets nc's maxSize to want when it is larger and the poller is
+// not reading into nc right now (then it is left for the next batch).
+func (s *nodeSizer) shrink(nc netpoll.Connection, want int) {
+	p := reflect.ValueOf(nc).UnsafePointer()
+	op := *(*unsafe.Pointer)(unsafe.Add(p, s.opOff))
+	if op == nil {
+		return
+	}
+	state := (*int32)(unsafe.Add(op, s.stOff))
+	if !atomic.CompareAndSwapInt32(state, 1, 2) {
+		return
+	}
+	if ms := (*int)(unsafe.Add(p, s.msOff)); *ms > want {
+		*ms = want
+	}
+	atomic.StoreInt32(state, 1)
+}
+
+// maxSize reads nc's maxSize under the operator's lock; -1 when it cannot
+// (for the test).
+func (s *nodeSizer) maxSize(nc netpoll.Connection) int {
+	if !s.resolve(nc) {
+		return -1
+	}
+	p := reflect.ValueOf(nc).UnsafePointer()
+	op := *(*unsafe.Pointer)(unsafe.Add(p, s.opOff))
+	state := (*int32)(unsafe.Add(op, s.stOff))
+	for range 1000 {
+		if atomic.CompareAndSwapInt32(state, 1, 2) {
+			defer atomic.StoreInt32(state, 1)
+			return *(*int)(unsafe.Add(p, s.msOff))
+		}
+		runtime.Gosched()
+	}
+	return -1
+}
+
+// afterBatch is the handler's call once a batch of batchLen bytes is
+// handled: netpoll's next input node is sized for that batch again.
+func (s *nodeSizer) afterBatch(nc netpoll.Connection, batchLen int) {
+	if !s.on.Load() || nc.Reader().Len() != 0 || !s.resolve(nc) {
+		return
+	}
+	s.shrink(nc, max(batchLen, inputBufferSize))
 }
