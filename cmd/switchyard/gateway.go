@@ -10,10 +10,10 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/switchyard-gw/switchyard/internal/config"
+	"github.com/switchyard-gw/switchyard/internal/gctune"
 	"github.com/switchyard-gw/switchyard/server"
 )
 
@@ -96,24 +96,29 @@ serve:
 	return nil
 }
 
-// gatewayGOGC is the collector's target the gateway runs with unless GOGC
-// is set. Its steady-state garbage is netpoll's (a closure and a task per
-// read event) and sits in the heap until the next collection: with Go's
-// 100 the heap of a gateway reading heartbeats grows to twice its live
-// sessions between collections. At 50 an idle authenticated session after
-// traffic cost 2,932 B of RSS against 3,307 B at 100 (−11 %), for about
-// 2 % more CPU per echoed frame (docs/benchmarks.md "GC policy").
-const gatewayGOGC = 50
+// gcPolicy is the collector's policy the gateway runs with unless GOGC is
+// set: GOGC follows the live heap after every collection (internal/gctune),
+// Max for a small heap, down to Min for a large one, allowing at least
+// Floor bytes of garbage between collections. A gateway's live heap is its
+// sessions; its garbage is netpoll's (a closure and a task per read event),
+// at a rate set by traffic. With Go's fixed 100 (or the 50 this binary set
+// before) the heap of a gateway reading heartbeats grows to twice (1.5×)
+// its live sessions between collections; the tuner keeps a gateway with
+// thousands of sessions within a fifth of them, and one with a few busy
+// connections collects no more often than Go's default
+// (docs/benchmarks.md "GC policy").
+var gcPolicyDefault = gctune.Policy{Floor: 8 << 20, Min: 20, Max: 100}
 
-// gcPolicy applies gatewayGOGC unless the operator set GOGC, and logs
+// gcPolicy starts the GC tuner unless the operator set GOGC, and logs
 // which is in force.
 func gcPolicy(log *slog.Logger) {
 	if v := os.Getenv("GOGC"); v != "" {
 		log.Info("GC policy from the environment", "GOGC", v)
 		return
 	}
-	debug.SetGCPercent(gatewayGOGC)
-	log.Info("GC policy", "GOGC", gatewayGOGC)
+	p := gcPolicyDefault
+	gctune.Start(p)
+	log.Info("GC policy: GOGC follows the live heap", "floor_bytes", p.Floor, "min", p.Min, "max", p.Max)
 }
 
 // wireNext gives a reloaded config the running one's logger, level and

@@ -64,8 +64,8 @@ func TestFileLimitMaxConns(t *testing.T) {
 	if _, body := metrics(); !strings.Contains(body, "\nswitchyard_netpoll_tuned 1\n") {
 		t.Errorf("the binary did not tune netpoll (switchyard_netpoll_tuned):\n%s", logTail())
 	}
-	if _, body := metrics(); !strings.Contains(body, "\nswitchyard_gogc 50\n") {
-		t.Errorf("the binary did not apply its GC policy (switchyard_gogc 50):\n%s", logTail())
+	if b, _ := os.ReadFile(logPath); !strings.Contains(string(b), "GC policy: GOGC follows the live heap") {
+		t.Errorf("the binary did not start its GC policy (cmd/switchyard gcPolicy):\n%s", logTail())
 	}
 
 	var refused bool
