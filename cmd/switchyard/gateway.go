@@ -104,10 +104,12 @@ serve:
 // at a rate set by traffic. With Go's fixed 100 (or the 50 this binary set
 // before) the heap of a gateway reading heartbeats grows to twice (1.5×)
 // its live sessions between collections; the tuner keeps a gateway with
-// thousands of sessions within a fifth of them, and one with a few busy
-// connections collects no more often than Go's default
-// (docs/benchmarks.md "GC policy").
-var gcPolicyDefault = gctune.Policy{Floor: 8 << 20, Min: 20, Max: 100}
+// tens of thousands of sessions within a tenth of them, and one with a few
+// busy connections collects no more often than Go's default (whose own
+// floor is the same 4 MB). With Floor 8 MB and Min 20, make scale's
+// gateways (14,286 sessions each) still ended 5 minutes of heartbeats at
+// 3,686 B per session; with these, docs/benchmarks.md "GC policy".
+var gcPolicyDefault = gctune.Policy{Floor: 4 << 20, Min: 10, Max: 100}
 
 // gcPolicy starts the GC tuner unless the operator set GOGC, and logs
 // which is in force.
