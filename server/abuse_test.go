@@ -30,8 +30,10 @@ func floodChunk(size int) []byte {
 // grows by no more than the flooders' bounds and netpoll's overfill.
 func TestUnreadInputBounded(t *testing.T) {
 	const flooders = 4
-	// No rate limit: only the unread bound can stop these devices.
-	g := startGateway(t, Config{Rate: -1, MaxFrame: 4096})
+	// No rate limit: only the unread bound can stop these devices. No
+	// abuse penalty: they all come from 127.0.0.1, and the first three
+	// closed would get the fourth refused (TestFloodPenalty).
+	g := startGateway(t, Config{Rate: -1, MaxFrame: 4096, AbusePenalty: -1})
 	bound := g.maxUnread
 	if want := 4 * (4096 + protocol.HeaderSize); bound != want {
 		t.Fatalf("default MaxUnread %d, want %d", bound, want)

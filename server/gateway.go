@@ -61,7 +61,8 @@ type Gateway struct {
 	refusals    *refusalLog
 	idle        time.Duration // 3 × hb
 	idleTicks   int64
-	maxUnread   int // cfg.maxUnread()
+	quietTicks  int64 // a device silent this long gets small input nodes again (netpoll_tune.go)
+	maxUnread   int   // cfg.maxUnread()
 	acceptLimit bucket
 	shed        shedState  // the handshake backlog's estimate (shed.go)
 	penalty     penaltyBox // sources that flooded (penalty.go)
@@ -153,6 +154,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.wheel = timewheel.New(0, 0, g.retryBacklog)
 	g.sessions = newSessionTable(g)
 	g.idleTicks = g.wheel.Ticks(g.idle)
+	g.quietTicks = g.wheel.Ticks(quietGap)
 	g.maxUnread = cfg.maxUnread()
 	g.randomKey = randomResumeKey()
 	g.live.Store(g.newLive(&g.cfg, g.randomKey))

@@ -45,7 +45,7 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 		return nil // the header needs more bytes, or was refused
 	}
 	b := batch{start: time.Now()}
-	batchLen := r.Len()
+	batchLen, prevRecv := r.Len(), c.lastRecv.Load()
 	c.rl.batchDrops = 0
 	if c.tls != nil {
 		c.tlsInput(r, &b)
@@ -67,7 +67,9 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 	}
 	c.flush()
 	b.count(g)
-	inputNodes.afterBatch(nc, batchLen) // netpoll_tune.go
+	if g.wheel.Now()-prevRecv >= g.quietTicks { // a device that sends seldom (netpoll_tune.go)
+		inputNodes.afterBatch(nc, batchLen)
+	}
 	return nil
 }
 
@@ -94,14 +96,17 @@ func (c *conn) frames(r frameInput, b *batch) {
 			c.continuePartial(r, b)
 			continue
 		}
-		whole, err := frameBuffered(r, g.cfg.MaxFrame)
+		whole, have, err := frameBuffered(r, g.cfg.MaxFrame)
 		if err != nil {
 			c.failErr(err)
 			break
 		}
 		if !whole {
-			c.startPartial(r)
-			break
+			// Only the have bytes that were looked at: the poller may have
+			// added the rest of the frame since, and a whole frame taken into
+			// c.partial would wait there for input that may never come.
+			c.startPartial(r, have)
+			continue
 		}
 		f, err := protocol.ReadFrame(r, g.cfg.MaxFrame)
 		if err != nil {
@@ -155,28 +160,29 @@ func (c *conn) frame(f *protocol.Frame, b *batch) {
 
 // frameBuffered reports whether r holds a whole frame. An invalid length
 // field is an error as soon as its 4 bytes are there.
-func frameBuffered(r frameInput, maxPayload int) (bool, error) {
-	if r.Len() < protocol.LengthSize {
-		return false, nil
+func frameBuffered(r frameInput, maxPayload int) (whole bool, have int, err error) {
+	have = r.Len() // once: the poller may add more while the handler looks
+	if have < protocol.LengthSize {
+		return false, have, nil
 	}
 	p, err := r.Peek(protocol.LengthSize)
 	if err != nil {
-		return false, err
+		return false, have, err
 	}
 	n := binary.BigEndian.Uint32(p)
 	if err := protocol.CheckLength(n, maxPayload); err != nil {
-		return false, err
+		return false, have, err
 	}
-	return uint64(r.Len()) >= uint64(n)+protocol.LengthSize, nil
+	return uint64(have) >= uint64(n)+protocol.LengthSize, have, nil
 }
 
 // partialPool holds reassembly buffers for frames that arrive in pieces.
 var partialPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
-// startPartial moves everything buffered (the start of one frame) out of
-// netpoll's buffer.
-func (c *conn) startPartial(r frameInput) {
-	p, err := r.Next(r.Len())
+// startPartial moves the first n buffered bytes (the start of one frame,
+// all that was there when frameBuffered looked) out of netpoll's buffer.
+func (c *conn) startPartial(r frameInput, n int) {
+	p, err := r.Next(n)
 	if err != nil {
 		return
 	}
