@@ -129,6 +129,19 @@ func floodFrom(t *testing.T, g *Gateway, src string, header []byte, id string) {
 	wg.Wait()
 }
 
+// strikeOut floods from src (after header, when not nil) until the
+// gateway closed penaltyStrikes connections for it.
+func strikeOut(t *testing.T, g *Gateway, src string, header []byte) {
+	t.Helper()
+	for i := range penaltyStrikes {
+		floodFrom(t, g, src, header, "flood-"+string(rune('a'+i)))
+	}
+	waitFor(t, "three flood closes counted", func() bool {
+		return metric(g, `switchyard_disconnects_total{reason="rate_flood"}`)+
+			metric(g, `switchyard_disconnects_total{reason="unread_limit"}`) == penaltyStrikes
+	})
+}
+
 // TestFloodPenalty: after three flood closes from one address, a new
 // connection from it gets ERROR 503 with the penalty as retry_ms, is
 // closed and counted, while devices from other addresses connect as
@@ -142,13 +155,7 @@ func TestFloodPenalty(t *testing.T) {
 				cfg.AbusePenalty = -1
 			}
 			g := startGateway(t, cfg)
-			for i := range penaltyStrikes {
-				floodFrom(t, g, "127.0.0.2", nil, "flood-"+string(rune('a'+i)))
-			}
-			waitFor(t, "three flood closes counted", func() bool {
-				return metric(g, `switchyard_disconnects_total{reason="rate_flood"}`)+
-					metric(g, `switchyard_disconnects_total{reason="unread_limit"}`) == penaltyStrikes
-			})
+			strikeOut(t, g, "127.0.0.2", nil)
 			d := dialFrom(t, g, "127.0.0.2")
 			if off {
 				d.hello(protocol.Hello{ID: "again"})
@@ -184,13 +191,7 @@ func TestFloodPenaltyBehindProxy(t *testing.T) {
 	g := startGateway(t, Config{Rate: 100, RateBurst: 100, RateExcessClose: time.Hour,
 		AbusePenalty: time.Hour, ProxyProtocolNetworks: loopbackOnly})
 	bad := proxyV2("198.51.100.9:40003", "127.0.0.1:7400", -1)
-	for i := range penaltyStrikes {
-		floodFrom(t, g, "127.0.0.1", bad, "flood-"+string(rune('a'+i)))
-	}
-	waitFor(t, "three flood closes counted", func() bool {
-		return metric(g, `switchyard_disconnects_total{reason="rate_flood"}`)+
-			metric(g, `switchyard_disconnects_total{reason="unread_limit"}`) == penaltyStrikes
-	})
+	strikeOut(t, g, "127.0.0.1", bad)
 	good := dialFrom(t, g, "127.0.0.1")
 	good.write(proxyV2("198.51.100.10:40003", "127.0.0.1:7400", -1))
 	good.hello(protocol.Hello{ID: "quiet"})
