@@ -106,6 +106,9 @@ func (c *conn) frames(r frameInput, b *batch) {
 			// added the rest of the frame since, and a whole frame taken into
 			// c.partial would wait there for input that may never come.
 			c.startPartial(r, have)
+			if c.partial == nil {
+				break // not taken (netpoll refused the read): never spin on it
+			}
 			continue
 		}
 		f, err := protocol.ReadFrame(r, g.cfg.MaxFrame)
