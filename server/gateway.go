@@ -143,8 +143,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.metrics.set.RegisterMetricsWriter(g.writeClusterMetrics)
 	g.metrics.set.NewGauge("switchyard_accept_queue_seconds", func() float64 { return float64(g.shed.queueAge.Load()) / 1e9 })
 	g.metrics.set.NewGauge("switchyard_penalized_sources", func() float64 {
-		g.penalty.sweep(g.wheel.Now(), g.live.Load().penaltyTicks)
-		return float64(g.penalty.penalized.Load())
+		return float64(g.penalty.sweep(g.wheel.Now(), g.live.Load().penaltyTicks))
 	})
 	g.metrics.set.NewGauge("switchyard_handshakes_waiting", func() float64 { return float64(g.shed.waiting.Load()) })
 	g.metrics.set.NewGauge("switchyard_handshake_wait_seconds", func() float64 {

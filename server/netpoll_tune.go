@@ -192,41 +192,42 @@ func (s *nodeSizer) resolve(nc netpoll.Connection) bool {
 	return s.ok && reflect.TypeOf(nc) == s.typ
 }
 
-// shrink sets nc's maxSize to want when it is larger and the poller is
-// not reading into nc right now (then it is left for the next batch).
-func (s *nodeSizer) shrink(nc netpoll.Connection, want int) {
+// locked runs fn on nc's maxSize under netpoll's operator lock (the
+// state netpoll's poller and Release take to change it), trying tries
+// times; false when the lock was never free or nc has no operator.
+func (s *nodeSizer) locked(nc netpoll.Connection, tries int, fn func(maxSize *int)) bool {
 	p := reflect.ValueOf(nc).UnsafePointer()
 	op := *(*unsafe.Pointer)(unsafe.Add(p, s.opOff))
 	if op == nil {
-		return
+		return false
 	}
 	state := (*int32)(unsafe.Add(op, s.stOff))
-	if !atomic.CompareAndSwapInt32(state, 1, 2) {
-		return
+	for i := range tries {
+		if atomic.CompareAndSwapInt32(state, 1, 2) {
+			fn((*int)(unsafe.Add(p, s.msOff)))
+			atomic.StoreInt32(state, 1)
+			return true
+		}
+		if i+1 < tries {
+			runtime.Gosched()
+		}
 	}
-	if ms := (*int)(unsafe.Add(p, s.msOff)); *ms > want {
-		*ms = want
-	}
-	atomic.StoreInt32(state, 1)
+	return false
 }
 
-// maxSize reads nc's maxSize under the operator's lock; -1 when it cannot
-// (for the test).
+// shrink sets nc's maxSize to want when it is larger and the poller is
+// not reading into nc right now (then it is left for the next batch).
+func (s *nodeSizer) shrink(nc netpoll.Connection, want int) {
+	s.locked(nc, 1, func(ms *int) { *ms = min(*ms, want) })
+}
+
+// maxSize reads nc's maxSize; -1 when it cannot (for the test).
 func (s *nodeSizer) maxSize(nc netpoll.Connection) int {
-	if !s.resolve(nc) {
-		return -1
+	ms := -1
+	if s.resolve(nc) {
+		s.locked(nc, 1000, func(p *int) { ms = *p })
 	}
-	p := reflect.ValueOf(nc).UnsafePointer()
-	op := *(*unsafe.Pointer)(unsafe.Add(p, s.opOff))
-	state := (*int32)(unsafe.Add(op, s.stOff))
-	for range 1000 {
-		if atomic.CompareAndSwapInt32(state, 1, 2) {
-			defer atomic.StoreInt32(state, 1)
-			return *(*int)(unsafe.Add(p, s.msOff))
-		}
-		runtime.Gosched()
-	}
-	return -1
+	return ms
 }
 
 // afterBatch is the handler's call once a batch of batchLen bytes is

@@ -42,8 +42,7 @@ const (
 // take the coarse clock (wheel ticks) and the penalty in ticks, so the
 // table knows nothing of time or configuration; the penalty is live.
 type penaltyBox struct {
-	n         atomic.Int64 // sources in the table: 0 is the accept path's fast way out
-	penalized atomic.Int64 // sources penalized as of the last sweep (the gauge)
+	n atomic.Int64 // sources in the table: 0 is the accept path's fast way out
 
 	mu sync.Mutex
 	m  map[netip.Addr]strikes
@@ -111,19 +110,18 @@ func (p *penaltyBox) left(src netip.Addr, now, penalty int64) int64 {
 }
 
 // sweep forgets the sources whose strikes are too old to count and
-// updates the penalized count; the gauge calls it at each scrape, and
-// strike when the table is full.
-func (p *penaltyBox) sweep(now, penalty int64) {
+// returns how many are penalized now; the gauge calls it at each scrape,
+// and strike when the table is full.
+func (p *penaltyBox) sweep(now, penalty int64) int64 {
 	if p.n.Load() == 0 {
-		p.penalized.Store(0)
-		return
+		return 0
 	}
 	p.mu.Lock()
-	p.sweepLocked(now, penalty)
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	return p.sweepLocked(now, penalty)
 }
 
-func (p *penaltyBox) sweepLocked(now, penalty int64) {
+func (p *penaltyBox) sweepLocked(now, penalty int64) int64 {
 	var penalized int64
 	for k, s := range p.m {
 		switch {
@@ -134,7 +132,7 @@ func (p *penaltyBox) sweepLocked(now, penalty int64) {
 		}
 	}
 	p.n.Store(int64(len(p.m)))
-	p.penalized.Store(penalized)
+	return penalized
 }
 
 // source is the device's address for the penalty: the PROXY header's

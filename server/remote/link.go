@@ -206,7 +206,7 @@ func (l *link) send(e *protocol.Envelope) error {
 	if err := l.admit(); err != nil {
 		return err
 	}
-	l.appendUnlock(e)
+	l.appendUnlock(e, true)
 	return nil
 }
 
@@ -216,9 +216,7 @@ func (l *link) sendBatched(e *protocol.Envelope) error {
 	if err := l.admit(); err != nil {
 		return err
 	}
-	l.out = protocol.AppendLinkFrame(l.out, e)
-	l.queued++
-	l.mu.Unlock()
+	l.appendUnlock(e, false)
 	return nil
 }
 
@@ -269,17 +267,18 @@ func (l *link) control(k protocol.LinkKind) {
 		l.mu.Unlock()
 		return
 	}
-	l.appendUnlock(&protocol.Envelope{Kind: k})
+	l.appendUnlock(&protocol.Envelope{Kind: k}, true)
 }
 
-// appendUnlock queues e, releases l.mu (held by the caller) and wakes the
-// writer when the queue was empty.
-func (l *link) appendUnlock(e *protocol.Envelope) {
+// appendUnlock queues e, releases l.mu (held by the caller) and, when
+// wake is set, wakes the writer if the queue was empty (sendBatched's
+// caller wakes it with flush instead).
+func (l *link) appendUnlock(e *protocol.Envelope, wake bool) {
 	first := len(l.out) == 0
 	l.out = protocol.AppendLinkFrame(l.out, e)
 	l.queued++
 	l.mu.Unlock()
-	if first {
+	if wake && first {
 		l.wakeWriter()
 	}
 }
