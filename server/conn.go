@@ -96,8 +96,11 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 	g.metrics.conns.Add(1)
 	g.metrics.connStates[stHandshake].Add(1)
 	g.metrics.accepted.Inc()
-	withData := c.arrived() // the accept queue's delay (shed.go)
+	withData, gone := c.arrived() // the accept queue's delay (shed.go)
 	switch {
+	case gone: // its device gave up while it waited in the accept queue
+		g.metrics.handshakesAbandoned.Inc()
+		g.metrics.handshakeResult(handshakeAbandoned)
 	case g.draining.Load():
 		g.metrics.rejectDraining.Inc()
 		c.refuse("gateway draining")
@@ -110,10 +113,12 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 		c.refuse("accept rate exceeded")
 	case !c.proxyAdmit(): // an untrusted source with PROXY protocol on: closed (proxy.go)
 	case c.penalized(): // a source that flooded (penalty.go); with PROXY on, checked after the header
-	case g.shedding(c.acceptNs):
-		g.metrics.rejectOverload.Inc()
-		c.refuseRetry("gateway overloaded", g.shedRetry())
 	default:
+		if retryMS, shed := g.shedding(c.acceptNs); shed {
+			g.metrics.rejectOverload.Inc()
+			c.refuseRetry("gateway overloaded", retryMS)
+			break
+		}
 		if withData {
 			c.startWaiting() // the handshake backlog (shed.go)
 		}

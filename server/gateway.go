@@ -69,6 +69,7 @@ type Gateway struct {
 
 	evl     netpoll.EventLoop
 	ln      net.Listener
+	lnFD    atomic.Int32 // ln's descriptor once bound: its accept queue's length (shed.go)
 	adminLn net.Listener
 	admin   *http.Server
 	adm     adminState // admin.go
@@ -142,6 +143,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.adm.init(g.metrics.set)
 	g.metrics.set.RegisterMetricsWriter(g.writeClusterMetrics)
 	g.metrics.set.NewGauge("switchyard_accept_queue_seconds", func() float64 { return float64(g.shed.queueAge.Load()) / 1e9 })
+	g.metrics.set.NewGauge("switchyard_accept_queue_length", func() float64 { return float64(listenQueue(int(g.lnFD.Load()))) })
 	g.metrics.set.NewGauge("switchyard_penalized_sources", func() float64 {
 		return float64(g.penalty.sweep(g.wheel.Now(), g.live.Load().penaltyTicks))
 	})
@@ -177,6 +179,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: listen %s: %w", g.cfg.Listen, err)
 	}
+	g.lnFD.Store(int32(ln.Fd()))
 	if err := deferAccept(ln.Fd()); err != nil {
 		g.log.Warn("TCP_DEFER_ACCEPT not set on the device listener; the accept lag includes the devices' own delay", "err", err)
 	}

@@ -18,36 +18,52 @@ import (
 // its shard to open the session) until the device or the gateway gives up
 // on it (408), and each retry adds to the queue. So the gateway estimates
 // how long a new connection would wait, and past ShedLag it refuses new
-// connections at once, cheaply, with 503 and a hint of when to come back:
+// connections at once, cheaply, with 503 and a time to come back:
 //
-//	accept ──▶ onPrepare: expected wait > shed_lag? ──yes──▶ ERROR 503 {retry_ms}, close
+//	accept ──▶ onPrepare: device gone already? ──yes──▶ close (switchyard_handshakes_abandoned_total)
+//	                      expected wait > shed_lag? ──yes──▶ ERROR 503 {retry_ms: the next return slot}, close
 //	                        │ no                              (switchyard_connections_rejected_total{reason="overload"})
 //	                        ▼
 //	           waiting++ ── first read, HELLO whole ──▶ opening ──▶ WELCOME or close: waiting--, departed++
 //	                        first read, HELLO not whole: waiting-- (it waits on the device, not on us)
 //
-// Before accept, a connection waits in the kernel's accept queue, which
-// the gateway cannot see directly; but TCP_INFO tells, at accept, how long
-// ago its first bytes arrived (tcpi_last_data_recv): the queue's delay
-// right now, kept as a moving average (queueAge) for the operator. The
-// expected wait the gateway sheds on is what follows accept, the wait for
-// the handler and the shard: Little's law, the connections waiting on the gateway divided by the
-// rate at which they leave (handshakes finished per second, measured over
-// the last quarter second and smoothed). Only a connection whose first
-// bytes came with it counts (with TCP_DEFER_ACCEPT the kernel hands a
-// connection over once data arrived, so that is nearly every real
+// The expected wait is what follows accept, the wait for the handler and
+// the shard: Little's law, the connections waiting on the gateway divided
+// by the rate at which they leave (handshakes finished per second,
+// measured over the last quarter second and smoothed). Only a connection
+// whose first bytes came with it counts (with TCP_DEFER_ACCEPT the kernel
+// hands a connection over once data arrived, so that is nearly every real
 // device), and one whose first read holds no whole HELLO stops counting:
 // slow or silent devices wait on themselves and cannot make the gateway
 // shed everyone else.
+//
+// The time to come back is a return slot: the gateway keeps a schedule,
+// each refusal takes the next free slot, one handshake's time (1 / the
+// departure rate) after the previous one, starting where the gateway's
+// own backlog ends. So N refused devices are told to come back spread
+// over N / rate seconds, at the pace the gateway handshakes, instead of
+// all into the same queue after the same wait. The client waits a random
+// time between half the hint and all of it, on average three quarters of
+// it, so the hint is 4/3 of the slot's distance.
+//
+// Before accept, a connection waits in the kernel's accept queue. TCP_INFO
+// tells, at accept, how long ago its HELLO arrived (tcpi_last_data_recv),
+// and on the listener how many wait in the queue (tcpi_unacked): gauges
+// for the operator (switchyard_accept_queue_seconds, _length), not
+// reasons to shed. Refusing the connections that waited long in a
+// crowded queue was tried (docs/scale.md "Reconnect storms"): on the
+// 2-core test box a refusal costs the gateway about as much as a
+// handshake, the queue is served oldest first, so the gateways refused
+// the whole queue, the refused devices came back behind the rest of it,
+// and nearly nobody was served (2,339 of 100,000 resumed in 40 s against
+// all of them in 22 s without it). A connection whose device already
+// gave up on it (closed or reset while queued) is closed at accept
+// without a word: nobody would read the answer.
 //
 // The estimate reacts at once: a storm that starts from idle finds a
 // departure rate near zero, so the gateway lets in shedMinWaiting and
 // sheds the rest until the first handshakes finish and the rate is known
 // (a quarter second); then it admits what it can finish within ShedLag.
-// The hint is the expected wait, clamped to 1–10 s: the client waits a
-// random time between half the hint and all of it, so the refused devices
-// come back spread over about the time the gateway needs for what it
-// accepted.
 
 // shedMinWaiting is how many connections may wait however slow the
 // gateway looks: the estimate of an idle gateway is no estimate, and an
@@ -60,7 +76,7 @@ const shedMinWaiting = 1024
 // Bounds of the retry hint, and how often the departure rate is sampled.
 const (
 	minShedRetry = time.Second
-	maxShedRetry = 10 * time.Second // the client's own backoff ceiling
+	maxShedRetry = time.Minute // 65,535 slots (a full accept queue) at 1,100 handshakes/s (one gateway of seven on the 2-core box)
 	shedSample   = 250 * time.Millisecond
 )
 
@@ -71,12 +87,12 @@ type shedState struct {
 
 	// queueAge is the moving average (weight 1/8) of how long the
 	// connections just accepted had been in the accept queue with their
-	// first bytes (ns): switchyard_accept_queue_seconds. It is shown, not
-	// shed on: shedding on it locked gateways into refusing nearly every
-	// device of a 100,000-device storm on the 2-core test box (their
-	// retries kept the queues full, so every accepted connection had
-	// waited; docs/scale.md "Reconnect storms").
+	// first bytes (ns): switchyard_accept_queue_seconds. Shown, not shed
+	// on (see above).
 	queueAge atomic.Int64
+
+	// slot is the last return slot handed out (ns; see above).
+	slot atomic.Int64
 
 	mu     sync.Mutex   // one sampler at a time (TryLock: never waits)
 	at     atomic.Int64 // ns, start of the current sample
@@ -109,15 +125,33 @@ func (s *shedState) sample(now int64) {
 }
 
 // backlog is the expected wait of a new connection once accepted: the
-// waiting ones over the departure rate (never under shedMinWaiting /
-// shed_lag per second).
+// waiting ones over the departure rate (pace).
 func (s *shedState) backlog(lag time.Duration) time.Duration {
-	floor := shedMinWaiting / lag.Seconds()
-	return time.Duration(float64(s.waiting.Load()) / max(s.rate(), floor) * 1e9)
+	return time.Duration(float64(s.waiting.Load()) / s.pace(lag) * 1e9)
 }
 
 // wait is the expected wait of a new connection once accepted.
 func (s *shedState) wait(lag time.Duration) time.Duration { return s.backlog(lag) }
+
+// pace is the departure rate the estimates use: the measured one, never
+// under shedMinWaiting per shed_lag.
+func (s *shedState) pace(lag time.Duration) float64 {
+	return max(s.rate(), shedMinWaiting/lag.Seconds())
+}
+
+// returnSlot hands a refused connection the next free return slot, one
+// handshake's time after the previous one and never before the gateway
+// is through what waits on it, and reports how far from now it is.
+func (s *shedState) returnSlot(now int64, lag time.Duration) time.Duration {
+	step := int64(1e9 / s.pace(lag))
+	for {
+		last := s.slot.Load()
+		next := max(last, now+int64(s.backlog(lag))) + step
+		if s.slot.CompareAndSwap(last, next) {
+			return time.Duration(next - now)
+		}
+	}
+}
 
 // noteQueueAge folds one accepted connection's time in the accept queue
 // into the average. Concurrent updates may lose one another's sample.
@@ -128,33 +162,37 @@ func (s *shedState) noteQueueAge(age time.Duration) {
 
 // shedding reports whether a connection accepted at now (ns) should be
 // refused because the gateway would not finish its handshake within
-// shed_lag: more than shedMinWaiting wait on it and they would take that
-// long. The accept queue's delay is not part of it (see queueAge).
-func (g *Gateway) shedding(now int64) bool {
+// shed_lag (behind), and if so its retry_ms: 4/3 of the distance to its
+// return slot, between minShedRetry and maxShedRetry.
+func (g *Gateway) shedding(now int64) (retryMS int, shed bool) {
 	lag := time.Duration(g.live.Load().shedLag)
 	if lag <= 0 {
-		return false
+		return 0, false
 	}
 	g.shed.sample(now)
-	return g.shed.waiting.Load() >= shedMinWaiting && g.shed.backlog(lag) > lag
+	if !g.shed.behind(lag) {
+		return 0, false
+	}
+	d := g.shed.returnSlot(now, lag) * 4 / 3
+	return int(min(max(d, minShedRetry), maxShedRetry) / time.Millisecond), true
 }
 
-// shedRetry is the retry_ms a shed connection is given: the expected
-// wait (the device comes back between half of it and all of it).
-func (g *Gateway) shedRetry() int {
-	d := g.shed.wait(time.Duration(g.live.Load().shedLag))
-	return int(min(max(d, minShedRetry), maxShedRetry) / time.Millisecond)
+// behind reports whether the gateway's own backlog is past lag: more than
+// shedMinWaiting wait on it and they would take that long.
+func (s *shedState) behind(lag time.Duration) bool {
+	return s.waiting.Load() >= shedMinWaiting && s.backlog(lag) > lag
 }
 
-// arrived is called at accept, before admission: a connection whose first
-// bytes came with it adds its time in the accept queue to the average,
-// and reports true (it will count as waiting if admitted).
-func (c *conn) arrived() bool {
-	age, data := queued(c.fd)
+// arrived is called at accept, before admission. A connection whose first
+// bytes came with it adds its time in the accept queue to the average and
+// reports data (it will count as waiting if admitted); gone is a
+// connection its device already closed.
+func (c *conn) arrived() (data, gone bool) {
+	age, data, gone := queued(c.fd)
 	if data {
 		c.g.shed.noteQueueAge(age)
 	}
-	return data
+	return data, gone
 }
 
 // startWaiting counts an admitted connection as waiting on the gateway
@@ -191,27 +229,48 @@ func deferAccept(fd int) error {
 	return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAcceptSeconds)
 }
 
-// tcpCloseWait is TCP_CLOSE_WAIT, the state of a socket whose peer has
-// closed (linux/tcp_states.h).
-const tcpCloseWait = 8
+// TCP states (linux/tcp_states.h): a socket whose peer has closed
+// (CLOSE_WAIT) or reset it (CLOSE).
+const (
+	tcpClose     = 7
+	tcpCloseWait = 8
+)
 
-// queued reads a just-accepted socket's TCP_INFO (one getsockopt, into a
-// stack buffer: no allocation): whether the device's first bytes came
-// with it, and how long ago the last of them arrived, which is how long
-// they waited in the accept queue. A connection its device already gave
-// up on (it closed: CLOSE_WAIT) says nothing of the queue's delay now,
-// only of the delay it gave up at, and is dropped at its HELLO anyway
-// (peerClosed): it reads as no data.
-func queued(fd int) (age time.Duration, data bool) {
-	if fd <= 0 {
-		return 0, false
-	}
-	var ti unix.TCPInfo
-	n := uint32(unsafe.Sizeof(ti))
+// tcpInfo reads fd's TCP_INFO (one getsockopt, into the caller's stack:
+// no allocation).
+func tcpInfo(fd int, ti *unix.TCPInfo) bool {
+	n := uint32(unsafe.Sizeof(*ti))
 	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
-		uintptr(unsafe.Pointer(&ti)), uintptr(unsafe.Pointer(&n)), 0)
-	if e != 0 || ti.Bytes_received == 0 || ti.State == tcpCloseWait {
-		return 0, false
+		uintptr(unsafe.Pointer(ti)), uintptr(unsafe.Pointer(&n)), 0)
+	return e == 0
+}
+
+// listenQueue is how many connections wait in the listener fd's accept
+// queue: TCP_INFO of a listening socket gives it as tcpi_unacked (Linux
+// tcp_get_info). 0 when it cannot tell.
+func listenQueue(fd int) int {
+	var ti unix.TCPInfo
+	if fd <= 0 || !tcpInfo(fd, &ti) {
+		return 0
 	}
-	return time.Duration(ti.Last_data_recv) * time.Millisecond, true
+	return int(ti.Unacked)
+}
+
+// queued reads a just-accepted socket's TCP_INFO: whether the device's
+// first bytes came with it, and how long ago the last of them arrived,
+// which is how long they waited in the accept queue. A connection its
+// device already gave up on (closed or reset) is gone: nobody would read
+// an answer, and its age says nothing of the queue's delay now.
+func queued(fd int) (age time.Duration, data, gone bool) {
+	var ti unix.TCPInfo
+	if fd <= 0 || !tcpInfo(fd, &ti) {
+		return 0, false, false
+	}
+	if ti.State == tcpCloseWait || ti.State == tcpClose {
+		return 0, false, true
+	}
+	if ti.Bytes_received == 0 {
+		return 0, false, false
+	}
+	return time.Duration(ti.Last_data_recv) * time.Millisecond, true, false
 }

@@ -70,8 +70,11 @@ func TestShedsWhenBehind(t *testing.T) {
 	if f.Type != protocol.TypeError || protocol.Unmarshal(f.Payload, &e) != nil || e.Code != protocol.CodeUnavailable {
 		t.Fatalf("a device while behind got %v %s, want ERROR 503", f.Type, errText(f))
 	}
-	if e.RetryMS < 5000 || e.RetryMS > 5050 { // plus the accept queue's few ms
-		t.Fatalf("retry_ms %d, want 5000 (the expected 5 s)", e.RetryMS)
+	// The first return slot: after the expected 5 s, plus one handshake's
+	// time (0.5 ms); the hint is 4/3 of it (the client comes back between
+	// half the hint and all of it).
+	if e.RetryMS < 6667 || e.RetryMS > 6740 { // plus the accept queue's few ms
+		t.Fatalf("retry_ms %d, want 6,667 (4/3 of the expected 5 s)", e.RetryMS)
 	}
 	over.expectClosed()
 	if n := metric(g, `switchyard_connections_rejected_total{reason="overload"}`); n != 1 {
@@ -157,8 +160,8 @@ func TestShedAcceptQueueAge(t *testing.T) {
 	defer silent.Close()
 	sc, fd := accept()
 	defer sc.Close()
-	if _, data := queued(fd); data {
-		t.Fatal("a connection that sent nothing reads as having data")
+	if _, data, gone := queued(fd); data || gone {
+		t.Fatalf("a connection that sent nothing reads as data %v, gone %v", data, gone)
 	}
 
 	d, err := net.Dial("tcp", ln.Addr().String())
@@ -173,8 +176,136 @@ func TestShedAcceptQueueAge(t *testing.T) {
 	time.Sleep(held) // the bytes wait in the accept queue (a lower bound: a slow box only adds)
 	dc, fd := accept()
 	defer dc.Close()
-	age, data := queued(fd)
-	if !data || age < held-20*time.Millisecond { // the kernel counts in jiffies
-		t.Fatalf("queued = %v, %v after its bytes waited %v", age, data, held)
+	age, data, gone := queued(fd)
+	if !data || gone || age < held-20*time.Millisecond { // the kernel counts in jiffies
+		t.Fatalf("queued = %v, %v, %v after its bytes waited %v", age, data, gone, held)
+	}
+
+	// A device that gave up while its HELLO waited in the queue: gone.
+	q, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	poll.Until(t, poll.Patience, func() error { // its FIN reaches the queued socket
+		if n := listenQueue(lnFD(t, ln)); n != 1 {
+			return fmt.Errorf("%d queued", n)
+		}
+		return nil
+	})
+	qc, fd := accept()
+	defer qc.Close()
+	poll.Until(t, poll.Patience, func() error {
+		if _, data, gone := queued(fd); !gone || data {
+			return fmt.Errorf("a connection closed in the queue reads as data %v, gone %v", data, gone)
+		}
+		return nil
+	})
+}
+
+// lnFD is a listener's descriptor.
+func lnFD(t *testing.T, ln net.Listener) int {
+	t.Helper()
+	rc, err := ln.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	_ = rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
+
+// listenQueue reads the accept queue's length off the listener.
+func TestListenQueue(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	fd := lnFD(t, ln)
+	if n := listenQueue(fd); n != 0 {
+		t.Fatalf("%d queued on a new listener", n)
+	}
+	const n = 5
+	for range n {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	poll.Until(t, poll.Patience, func() error {
+		if q := listenQueue(fd); q != n {
+			return fmt.Errorf("%d queued, want %d", q, n)
+		}
+		return nil
+	})
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if q := listenQueue(fd); q != n-1 {
+		t.Fatalf("%d queued after one accept, want %d", q, n-1)
+	}
+	if q := listenQueue(-1); q != 0 {
+		t.Fatalf("%d queued on no listener", q)
+	}
+}
+
+// Refused connections are told to come back spread at the gateway's pace:
+// each takes the next return slot, one handshake's time after the last,
+// starting where the gateway's own backlog ends; once the slots are past,
+// the schedule starts again from now.
+func TestShedReturnSlots(t *testing.T) {
+	var s shedState
+	lag := time.Second
+	s.rateBm.Store(math.Float64bits(2000)) // a handshake every 0.5 ms
+	s.waiting.Store(1000)                  // 0.5 s of backlog
+	now := time.Now().UnixNano()
+	for i := 1; i <= 4000; i++ {
+		d := s.returnSlot(now, lag)
+		if want := 500*time.Millisecond + time.Duration(i)*500*time.Microsecond; d != want {
+			t.Fatalf("refusal %d at one instant: slot in %v, want %v", i, d, want)
+		}
+	}
+	later := now + int64(time.Minute)
+	if d := s.returnSlot(later, lag); d != 500*time.Millisecond+500*time.Microsecond {
+		t.Fatalf("after the slots passed: slot in %v, want the backlog and one step", d)
+	}
+}
+
+// A connection whose device closed it while it waited in the accept queue
+// is closed at accept and counted as abandoned: nobody would read an
+// answer. With TCP_DEFER_ACCEPT a connection that sent nothing becomes
+// acceptable only with its FIN, so the device is gone by then, every time.
+func TestGoneBeforeAccept(t *testing.T) {
+	g := startGateway(t, Config{})
+	const n = 3
+	for range n {
+		c, err := net.Dial("tcp", g.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	poll.Until(t, poll.Patience, func() error {
+		if a := metric(g, "switchyard_handshakes_abandoned_total"); a != n {
+			return fmt.Errorf("%v abandoned, want %d", a, n)
+		}
+		if c := g.metrics.conns.Load(); c != 0 {
+			return fmt.Errorf("%d connections still open", c)
+		}
+		return nil
+	})
+	if w := g.shed.waiting.Load(); w != 0 {
+		t.Fatalf("%d gone connections counted as waiting", w)
+	}
+	dial(t, g).hello(protocol.Hello{ID: "after-the-gone"})
+	if q := metric(g, "switchyard_accept_queue_length"); q != 0 {
+		t.Fatalf("accept queue length %v on an idle gateway", q)
 	}
 }
