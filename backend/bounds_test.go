@@ -163,12 +163,15 @@ func TestLinkHeartbeatSilentGateway(t *testing.T) {
 
 // TestLinkHeartbeatHealthyIdleLink: an idle link whose gateway answers the
 // Pings stays up through many ping intervals and several timeouts. The
-// timeout is 3 s, not the default 1 s: the test's fake gateway answers a
-// Ping only when the test goroutine runs, which a loaded box delays past
-// 1 s (seen once in CI); without Pongs the link would still be dropped.
+// interval is 250 ms, not the default 1 s, so that the wait spans many;
+// the timeout is 3 s: the test's fake gateway answers a Ping only when
+// the test goroutine runs, which a loaded box delays past 1 s (seen once
+// in CI); without Pongs the link would still be dropped.
 func TestLinkHeartbeatHealthyIdleLink(t *testing.T) {
 	const timeout = 3 * time.Second
-	srv := start(t, "a", &recorder{}, func(c *backend.Config) { c.LinkTimeout = timeout })
+	srv := start(t, "a", &recorder{}, func(c *backend.Config) {
+		c.PingInterval, c.LinkTimeout = 250*time.Millisecond, timeout
+	})
 	g := backendtest.Dial(t, srv.Addr(), key, "gw")
 	g.Quiet(3 * timeout) // 36 ping intervals: only Pings arrive, each answered
 	if st := srv.Stats(); st.LinksIdle != 0 || st.Links != 1 {

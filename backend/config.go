@@ -15,25 +15,25 @@ import (
 
 // Defaults. Every Config field left at its zero value takes one of these.
 const (
-	DefaultLink         = "127.0.0.1:7600"       // link listener, announced to the gateways
-	DefaultResumeWindow = 5 * time.Minute        // a detached session waits this long for a resume
-	DefaultMaxOutbox    = 1 << 20                // unacknowledged reliable downstream bytes per session
-	DefaultMaxLinkQueue = 8 << 20                // bytes waiting for one link's writer
-	DefaultMaxMailbox   = 1024                   // handler events waiting per session
-	DefaultWorkers      = 32                     // goroutines running handler calls
-	DefaultMaxLinks     = 256                    // concurrent gateway links, authenticated or not
-	DefaultAuthTimeout  = 5 * time.Second        // a new link must finish the 3 steps within this
-	DefaultPingInterval = 250 * time.Millisecond // a link that read nothing lately sends a Ping this often
-	DefaultLinkTimeout  = time.Second            // a link that read nothing this long is closed
-	DefaultWriteTimeout = 10 * time.Second       // one batched write may take this long
-	DefaultCheckpoint   = time.Second            // a changed session's state goes to its gateway this often
-	DefaultMaxCkpt      = 64 << 10               // largest checkpoint sent (encoded bytes)
-	DefaultJoinWarning  = 10 * time.Second       // a shard not in the cluster this long after Start says so (WARN)
-	DefaultAdminListen  = "-"                    // no admin listener unless asked for
-	minKeyLen           = 16                     // shortest cluster key accepted
-	maxWorkers          = 4096                   // more handler goroutines than this is a mistake
-	minResumeWindow     = time.Millisecond       // below this a session could expire before its Close
-	minPingInterval     = time.Millisecond       // tests use a few ms; production seconds
+	DefaultLink         = "127.0.0.1:7600" // link listener, announced to the gateways
+	DefaultResumeWindow = 5 * time.Minute  // a detached session waits this long for a resume
+	DefaultMaxOutbox    = 1 << 20          // unacknowledged reliable downstream bytes per session
+	DefaultMaxLinkQueue = 8 << 20          // bytes waiting for one link's writer
+	DefaultMaxMailbox   = 1024             // handler events waiting per session
+	DefaultWorkers      = 32               // goroutines running handler calls
+	DefaultMaxLinks     = 256              // concurrent gateway links, authenticated or not
+	DefaultAuthTimeout  = 5 * time.Second  // a new link must finish the 3 steps within this
+	DefaultPingInterval = time.Second      // a link that read nothing lately sends a Ping this often (the gateway's heartbeat: server/remote/config.go says why)
+	DefaultLinkTimeout  = 3 * time.Second  // a link that read nothing this long is closed
+	DefaultWriteTimeout = 10 * time.Second // one batched write may take this long
+	DefaultCheckpoint   = time.Second      // a changed session's state goes to its gateway this often
+	DefaultMaxCkpt      = 64 << 10         // largest checkpoint sent (encoded bytes)
+	DefaultJoinWarning  = 10 * time.Second // a shard not in the cluster this long after Start says so (WARN)
+	DefaultAdminListen  = "-"              // no admin listener unless asked for
+	minKeyLen           = 16               // shortest cluster key accepted
+	maxWorkers          = 4096             // more handler goroutines than this is a mistake
+	minResumeWindow     = time.Millisecond // below this a session could expire before its Close
+	minPingInterval     = time.Millisecond // tests use a few ms; production seconds
 )
 
 // Config configures a Server. The zero value of every field but Shard,

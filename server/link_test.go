@@ -42,10 +42,12 @@ func TestLinkHeartbeatSilentShard(t *testing.T) {
 // Pings stays up through many heartbeat periods and timeouts.
 func TestLinkHeartbeatHealthyIdleLink(t *testing.T) {
 	s := startFakeShard(t, "s1", false)
-	// A 3 s timeout, not the default 1 s: the fake shard's goroutine can
-	// answer later than 1 s on a loaded box; without Pongs the links would
-	// still be dropped within the wait below.
-	g := startGateway(t, Config{Backends: s.dir(), LinkKeys: [][]byte{fakeShardKey}, LinkTimeout: 3 * time.Second})
+	// A 250 ms heartbeat, not the default 1 s, so that the wait below
+	// spans many periods in seconds; the 3 s timeout lets the fake shard's
+	// goroutine answer late on a loaded box. Without Pongs the links would
+	// still be dropped within the wait.
+	g := startGateway(t, Config{Backends: s.dir(), LinkKeys: [][]byte{fakeShardKey},
+		LinkHeartbeat: 250 * time.Millisecond, LinkTimeout: 3 * time.Second})
 	g.ConnectShards(map[string]string{"s1": s.addr()})
 	waitForWithin(t, 20*time.Second, "links up", func() bool { return linksUp(g) == DefaultLinksPerShard })
 	dialed := s.linkCount()

@@ -129,7 +129,7 @@ type Gossip struct {
 }
 
 // DefaultShardLinkTimeout is the binary's shard-side link timeout. The
-// SDK's backend.DefaultLinkTimeout (1 s) was measured too tight for a
+// SDK's backend.DefaultLinkTimeout (1 s then, 3 s now) was measured too tight for a
 // loaded gateway: on the saturated 2-core box a gateway answered Pings
 // 1–3 s late (handshakes took 2–3 s, docs/benchmarks.md "Gateway drain and
 // crash", "What limits them"; the test harness raised it to 5 s after a

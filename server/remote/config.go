@@ -10,15 +10,25 @@ import (
 )
 
 // Defaults. Every Config field left at its zero value takes one of these.
+//
+// The link heartbeat finds a shard that went silent without a word (its
+// host or the network gone: a killed process's links get an RST at once).
+// Every idle link pings both ways each period, and a cluster has gateways
+// × shards × LinksPerShard links: at 250 ms, 55 idle gateways and 3 shards
+// on the 2-core test box spent 0.77 cores on them and the rest of their
+// idling, at 1 s 0.42 (docs/benchmarks.md "Idle cluster: link
+// heartbeats"). A silent shard is noticed within 3 s, still ahead of
+// gossip's 5–6 s (DESIGN.md), and a stall of a loaded box under 3 s no
+// longer drops healthy links (docs/chaos.md).
 const (
-	DefaultLinksPerShard = 2                      // links from a gateway to each shard
-	DefaultMaxLinkQueue  = 4 << 20                // bytes queued on one link; beyond, the shard's circuit opens
-	DefaultLinkHeartbeat = 250 * time.Millisecond // a link to a shard that read nothing this long sends a Ping
-	DefaultLinkTimeout   = time.Second            // a link to a shard that read nothing this long is closed
-	DefaultMoveRate      = 10000                  // sessions/s a gateway starts moving after a ring change: 10,000 in about 1 s
-	DefaultMoveBuffer    = 64 << 10               // bytes of upstream DATA held per session while it moves
-	DefaultMoveTimeout   = 5 * time.Second        // a move not finished by then fails (the device gets 503 and resumes)
-	DefaultKeepBuffer    = 64 << 10               // bytes of frames kept per session after its last checkpoint
+	DefaultLinksPerShard = 2               // links from a gateway to each shard
+	DefaultMaxLinkQueue  = 4 << 20         // bytes queued on one link; beyond, the shard's circuit opens
+	DefaultLinkHeartbeat = time.Second     // a link to a shard that read nothing this long sends a Ping (see below)
+	DefaultLinkTimeout   = 3 * time.Second // a link to a shard that read nothing this long is closed
+	DefaultMoveRate      = 10000           // sessions/s a gateway starts moving after a ring change: 10,000 in about 1 s
+	DefaultMoveBuffer    = 64 << 10        // bytes of upstream DATA held per session while it moves
+	DefaultMoveTimeout   = 5 * time.Second // a move not finished by then fails (the device gets 503 and resumes)
+	DefaultKeepBuffer    = 64 << 10        // bytes of frames kept per session after its last checkpoint
 )
 
 // Config configures a Backend. The gateway (package server) fills it from

@@ -32,7 +32,7 @@ func (d staticDir) Owner(string, map[string]string) (Placement, error) {
 // one of its links has stayed up for LinkTimeout, and never without one.
 func TestBringBackHoldsDown(t *testing.T) {
 	changed := 0
-	r := newTestBackend(t, Config{LinkTimeout: time.Second, ShardsChanged: func() { changed++ }})
+	r := newTestBackend(t, Config{LinkHeartbeat: 250 * time.Millisecond, LinkTimeout: time.Second, ShardsChanged: func() { changed++ }})
 	now := time.Now()
 	r.shards["up"] = &shardLinks{up: 1, upSince: now}
 	r.shards["none"] = &shardLinks{}

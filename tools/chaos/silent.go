@@ -12,7 +12,7 @@ import (
 )
 
 // Unplanned events: a gateway takes a shard out of its ring when every
-// link to it failed: read nothing for LinkTimeout (1 s), or closed by the
+// link to it failed: read nothing for LinkTimeout (3 s), or closed by the
 // shard, which a starved box (load average 20 on 2 cores) causes without
 // any event. To the devices
 // that is "a silent shard" (docs/guarantees.md): its sessions reopen on
@@ -92,9 +92,9 @@ func silentIn(path string, g *member, evs []*event, end time.Time) []*event {
 	return out
 }
 
-// linkTimeout is the gateways' LinkTimeout: a silent shard's trouble
-// starts this long before the timeout is logged.
-const linkTimeout = time.Second
+// linkTimeout is the gateways' LinkTimeout (remote.DefaultLinkTimeout): a
+// silent shard's trouble starts this long before the timeout is logged.
+const linkTimeout = 3 * time.Second
 
 // stopping reports whether an event was stopping shard, or the gateway
 // gw whose log it is, at t.

@@ -100,6 +100,7 @@ type config struct {
 	Out        string        `json:"-"`
 	LoadgenArg string        `json:"loadgen_args,omitempty"`
 	GatewayArg string        `json:"gateway_args,omitempty"`
+	BackendArg string        `json:"backend_args,omitempty"`
 	GoMaxProcs int           `json:"gomaxprocs"`
 	MinFree    int64         `json:"min_free"`
 	// Reliable traffic and moves (issue 7); see moves.go.
@@ -132,6 +133,7 @@ func main() {
 	fs.StringVar(&c.Out, "out", "", "append the JSON summary to this file as one line (it always goes to stdout)")
 	fs.StringVar(&c.LoadgenArg, "loadgen-args", "", "extra loadgen flags, space separated")
 	fs.StringVar(&c.GatewayArg, "gateway-args", "", "extra gateway flags, space separated (e.g. --handshake-timeout 30s)")
+	fs.StringVar(&c.BackendArg, "backend-args", "", "extra shard flags, space separated (e.g. --ping-interval 1s)")
 	fs.IntVar(&c.GoMaxProcs, "gomaxprocs", 0, "GOMAXPROCS of every gateway (0: 1 when there are more processes than 2 per core, else the Go default)")
 	fs.Int64Var(&c.MinFree, "min-free", 1<<30, "stop the load (and fail) when the box's MemAvailable falls below this many bytes")
 	fs.StringVar(&c.App, "app", "echo", "example app of the backend shards: echo or counter (the one whose state moves)")
@@ -451,6 +453,7 @@ func (cl *cluster) startBackend(c *config) (*proc, error) {
 	if len(cl.seeds) > 0 {
 		args = append(args, "--join", cl.seeds[0])
 	}
+	args = append(args, strings.Fields(c.BackendArg)...)
 	// The few shards do the work of every gateway's sessions: they keep
 	// Go's default GOMAXPROCS; only the many gateways get --gomaxprocs.
 	p, err := cl.spawn(fmt.Sprintf("backend-%d", n+1), 0, args...)
