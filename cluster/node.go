@@ -178,6 +178,13 @@ func (n *Node) memberlistConfig() (*memberlist.Config, string, error) {
 	mc.Logger = newMemberlistLogger(n.log)
 	mc.Delegate = delegate{n}
 	mc.Events = eventDelegate{n.view}
+	// No LZW: memberlist compresses every message with a new LZW writer
+	// and reader (allocations of several KB each), which was the largest
+	// part of an idle gateway's own CPU in a 55-gateway cluster's profile,
+	// and its messages are a few hundred bytes. Members still read
+	// compressed messages, so mixed versions interoperate.
+	// docs/benchmarks.md "Idle cluster: gossip compression".
+	mc.EnableCompression = false
 	cfg.Timing.apply(mc)
 	if len(cfg.Keys) > 0 {
 		kr, err := newKeyring(cfg.Keys)
