@@ -179,9 +179,9 @@ func (n *Node) memberlistConfig() (*memberlist.Config, string, error) {
 	mc.Delegate = delegate{n}
 	mc.Events = eventDelegate{n.view}
 	// No LZW: memberlist compresses every message with a new LZW writer
-	// and reader (allocations of several KB each), which was the largest
-	// part of an idle gateway's own CPU in a 55-gateway cluster's profile,
-	// and its messages are a few hundred bytes. Members still read
+	// and reader (allocations of several KB each), about a quarter of an
+	// idle gateway's own CPU in a 55-gateway cluster's profile, and its
+	// messages are a few hundred bytes. Members still read
 	// compressed messages, so mixed versions interoperate.
 	// docs/benchmarks.md "Idle cluster: gossip compression".
 	mc.EnableCompression = false
