@@ -76,7 +76,7 @@ const shedMinWaiting = 1024
 // Bounds of the retry hint, and how often the departure rate is sampled.
 const (
 	minShedRetry = time.Second
-	maxShedRetry = time.Minute // 65,535 slots (a full accept queue) at 1,100 handshakes/s (one gateway of seven on the 2-core box)
+	maxShedRetry = time.Minute // each refusal moves the next slot one handshake later: a long storm's are told tens of seconds; no device is sent away longer
 	shedSample   = 250 * time.Millisecond
 )
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,13 +146,7 @@ func TestShedAcceptQueueAge(t *testing.T) {
 			t.Fatal(err)
 		}
 		tc := c.(*net.TCPConn)
-		rc, err := tc.SyscallConn()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var fd int
-		_ = rc.Control(func(f uintptr) { fd = int(f) })
-		return tc, fd
+		return tc, fdOf(t, tc)
 	}
 	silent, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -191,7 +186,7 @@ func TestShedAcceptQueueAge(t *testing.T) {
 	}
 	q.Close()
 	poll.Until(t, poll.Patience, func() error { // its FIN reaches the queued socket
-		if n := listenQueue(lnFD(t, ln)); n != 1 {
+		if n := listenQueue(fdOf(t, ln.(*net.TCPListener))); n != 1 {
 			return fmt.Errorf("%d queued", n)
 		}
 		return nil
@@ -206,10 +201,10 @@ func TestShedAcceptQueueAge(t *testing.T) {
 	})
 }
 
-// lnFD is a listener's descriptor.
-func lnFD(t *testing.T, ln net.Listener) int {
+// fdOf is a socket's descriptor.
+func fdOf(t *testing.T, c syscall.Conn) int {
 	t.Helper()
-	rc, err := ln.(*net.TCPListener).SyscallConn()
+	rc, err := c.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +220,7 @@ func TestListenQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	fd := lnFD(t, ln)
+	fd := fdOf(t, ln.(*net.TCPListener))
 	if n := listenQueue(fd); n != 0 {
 		t.Fatalf("%d queued on a new listener", n)
 	}

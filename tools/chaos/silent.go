@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/switchyard-gw/switchyard/server/remote"
 )
 
 // Unplanned events: a gateway takes a shard out of its ring when every
@@ -92,9 +94,10 @@ func silentIn(path string, g *member, evs []*event, end time.Time) []*event {
 	return out
 }
 
-// linkTimeout is the gateways' LinkTimeout (remote.DefaultLinkTimeout): a
-// silent shard's trouble starts this long before the timeout is logged.
-const linkTimeout = 3 * time.Second
+// linkTimeout is the gateways' LinkTimeout (the children run with the
+// default): a silent shard's trouble starts this long before the timeout
+// is logged.
+const linkTimeout = remote.DefaultLinkTimeout
 
 // stopping reports whether an event was stopping shard, or the gateway
 // gw whose log it is, at t.
