@@ -33,3 +33,5 @@ require (
 	github.com/vmihailenco/tagparser/v2 v2.0.0 // indirect
 	golang.org/x/net v0.57.0 // indirect
 )
+
+replace github.com/cloudwego/netpoll => ./third_party/netpoll

@@ -6,6 +6,8 @@
 package poll
 
 import (
+	"bytes"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -33,4 +35,26 @@ func Until(t testing.TB, within time.Duration, cond func() error) {
 		}
 		time.Sleep(Interval)
 	}
+}
+
+// GoroutineState is the scheduler state of the first goroutine whose
+// stack mentions fn, as runtime.Stack prints it ("IO wait", "syscall",
+// "running", …), or "" when no goroutine's does. Tests use it to tell a
+// goroutine parked in Go's poller from one blocked in a system call.
+func GoroutineState(fn string) string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, st := range bytes.Split(buf, []byte("\n\n")) {
+		if !bytes.Contains(st, []byte(fn)) {
+			continue
+		}
+		// "goroutine 7 [IO wait]:" or "goroutine 7 [IO wait, 2 minutes]:"
+		open, end := bytes.IndexByte(st, '['), bytes.IndexByte(st, ']')
+		if open < 0 || end < open {
+			return ""
+		}
+		state, _, _ := bytes.Cut(st[open+1:end], []byte(","))
+		return string(state)
+	}
+	return ""
 }

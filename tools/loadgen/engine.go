@@ -64,7 +64,7 @@ func (e *engine) run() error {
 		w, err := newWorker(e, i)
 		if err != nil {
 			for _, w := range ws[:i] {
-				unix.Close(w.epfd)
+				w.ep.close()
 			}
 			return err
 		}
@@ -161,6 +161,7 @@ type worker struct {
 	e        *engine
 	idx      int
 	epfd     int
+	ep       *epollWaiter // waits on epfd, which it owns
 	byFD     map[int]*session
 	storms   int32 // e.storms already acted on
 	all      []*session
@@ -182,7 +183,12 @@ func newWorker(e *engine, idx int) (*worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &worker{e: e, idx: idx, epfd: fd, byFD: map[int]*session{}, st: newStats(), endAt: e.endAt, inc: incidentLog{f: e.inc},
+	ep, err := newEpollWaiter(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &worker{e: e, idx: idx, epfd: fd, ep: ep, byFD: map[int]*session{}, st: newStats(), endAt: e.endAt, inc: incidentLog{f: e.inc},
 		scratch: make([]byte, 64*1024), pay: make([]byte, max(e.cfg.Payload, minPayload))}, nil
 }
 
@@ -200,7 +206,7 @@ func (w *worker) setWake(s *session, at int64) {
 
 // loop runs the worker's sessions until the end of the run and its drain.
 func (w *worker) loop() {
-	defer unix.Close(w.epfd)
+	defer w.ep.close()
 	events := make([]unix.EpollEvent, 256)
 	lastFlush := w.e.now()
 	var drainEnd, lastQuiet int64
@@ -244,8 +250,8 @@ func (w *worker) loop() {
 		if w.draining {
 			timeout = min(timeout, 20)
 		}
-		n, err := unix.EpollWait(w.epfd, events, timeout)
-		if err != nil && err != unix.EINTR {
+		n, err := w.ep.wait(events, time.Duration(timeout)*time.Millisecond)
+		if err != nil {
 			w.st.err("epoll")
 			break
 		}
