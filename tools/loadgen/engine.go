@@ -597,7 +597,7 @@ func (w *worker) hello(s *session) {
 // flush writes s's pending output as far as the socket takes it.
 func (w *worker) flush(s *session, now int64) {
 	for len(s.wbuf) > 0 && s.fd >= 0 {
-		n, err := unix.Write(s.fd, s.wbuf)
+		n, err := rawWrite(s.fd, s.wbuf)
 		if err == unix.EINTR {
 			continue
 		}
@@ -617,7 +617,7 @@ func (w *worker) flush(s *session, now int64) {
 // read reads and handles every frame available; false when s was dropped.
 func (w *worker) read(s *session, now int64) bool {
 	for {
-		n, err := unix.Read(s.fd, w.scratch)
+		n, err := rawRead(s.fd, w.scratch)
 		if err == unix.EINTR {
 			continue
 		}
