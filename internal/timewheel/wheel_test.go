@@ -173,12 +173,28 @@ func TestIdleWheelSleeps(t *testing.T) {
 		t.Fatalf("the sleeping wheel ticked %d times", n)
 	}
 
-	// Now reads the real clock while asleep (and wakes the wheel): it is
-	// never behind the ticks since the epoch.
+	// Now reads the real clock while asleep: it is never behind the ticks
+	// since the epoch. A read now and then (a quiet gateway's heartbeats)
+	// leaves the sweeper asleep; a burst of reads (traffic, a read per
+	// frame) wakes it, so that the next reads are the cheap ones.
 	before := int64(time.Since(w.epoch) / tick)
 	if now := w.Now(); now < before {
 		t.Fatalf("Now = %d while asleep, the clock says at least %d", now, before)
 	}
+	asleep = c.ticks.Load()
+	time.Sleep(20 * tick)
+	if n := c.ticks.Load() - asleep; n != 0 || !w.Asleep() {
+		t.Fatalf("one Now woke the empty wheel (%d sweeps since)", n)
+	}
+	for range 1_000_000 {
+		w.Now()
+	}
+	poll.Until(t, poll.Patience, func() error {
+		if c.ticks.Load() == asleep {
+			return errors.New("a burst of a million Now calls did not wake the empty wheel")
+		}
+		return nil
+	})
 	untilAsleep(t, w)
 
 	// A deadline scheduled into the sleep fires.
@@ -225,9 +241,65 @@ func TestWheelSleepsUntilTheNextDeadline(t *testing.T) {
 		}
 		return nil
 	})
-	// Awake for awakeTicks after the Schedule woke it, then asleep until
-	// the entry's slot: far fewer sweeps than the 300 ticks it waited.
-	if n := c.ticks.Load() - from; n >= 300 {
+	// The Schedule woke it to choose its sleep again (not to stay awake:
+	// that is for Wake and bursts of Now), then it slept until the
+	// entry's slot: a few sweeps for the 300 ticks it waited.
+	if n := c.ticks.Load() - from; n > 20 {
 		t.Fatalf("the wheel ticked %d times waiting 300 ticks for one deadline", n)
+	}
+}
+
+// Deadlines laps away (the idle timeouts sessions keep pushing ahead) wait
+// in the far level, not in the slots: a wheel holding one in every slot
+// goes to sleep until it has one due, where it used to find an occupied
+// slot one tick ahead and tick on, and each fires on time, including one
+// past the far level's span.
+func TestFarDeadlinesLetTheWheelSleep(t *testing.T) {
+	const (
+		tick  = time.Millisecond
+		slots = 16 // a 16 ms lap; the far level spans 64 laps, 1,024 ms
+	)
+	w := New(tick, slots, nil)
+	w.Start()
+	defer w.Stop()
+	untilAsleep(t, w)
+	r := &rec{fired: map[*Entry]time.Time{}}
+	type want struct {
+		e *Entry
+		d time.Duration
+	}
+	var ws []want
+	for i := range slots {
+		ws = append(ws, want{&Entry{Owner: r}, time.Duration(50*slots+i) * tick}) // 50 laps out, one per slot
+	}
+	ws = append(ws, want{&Entry{Owner: r}, 70 * slots * tick}) // past the far level: shares a far slot
+	start := time.Now()
+	for _, x := range ws {
+		w.Schedule(x.e, x.d)
+	}
+	// Asleep after awakeTicks, long before the first deadline (unless the
+	// box stalls for most of a second: then this fails, and says so).
+	poll.Until(t, poll.Patience, func() error {
+		if _, ok := r.get(ws[0].e); ok {
+			t.Fatal("the wheel was still ticking when the first far deadline fired")
+		}
+		if !w.Asleep() {
+			return errors.New("the wheel holding only far deadlines never went to sleep")
+		}
+		return nil
+	})
+	poll.Until(t, poll.Patience, func() error {
+		for i, x := range ws {
+			if _, ok := r.get(x.e); !ok {
+				return fmt.Errorf("entry %d (due after %v) has not fired", i, x.d)
+			}
+		}
+		return nil
+	})
+	for i, x := range ws {
+		at, _ := r.get(x.e)
+		if el := at.Sub(start); el < x.d-tick {
+			t.Errorf("entry %d fired after %v, want at least %v", i, el, x.d-tick)
+		}
 	}
 }
