@@ -69,7 +69,8 @@ const (
 var tlsResults = []string{tlsOK, tlsTimeout, tlsNotTLS, tlsClientCert, tlsEOF, tlsQueueFull, tlsTooLarge, tlsProtocol}
 
 // maxTLSHandshakeInput bounds what a device may send before its handshake
-// completes: a ClientHello with a client certificate chain fits with room.
+// completes, in total: a ClientHello with a client certificate chain fits
+// with room.
 const maxTLSHandshakeInput = 64 << 10
 
 // plainBufSize is the pooled buffer plaintext is decrypted into: one
@@ -260,6 +261,7 @@ type tlsConn struct {
 	mu       sync.Mutex
 	hs       *sync.Cond // handshake only: the worker waits on it for input
 	in       []byte     // ciphertext not yet read by crypto/tls; nil when none
+	inTotal  int        // ciphertext received into in, read or not (maxTLSHandshakeInput)
 	wbuf     *[]byte    // ciphertext crypto/tls wrote, not yet moved to c.out
 	closed   bool
 	queued   bool // handed to the pool (at the first bytes)
@@ -299,11 +301,16 @@ func (c *conn) tlsBuffer(r netpoll.Reader) {
 		return
 	}
 	t.mu.Lock()
-	over := len(t.in)+len(p) > maxTLSHandshakeInput
+	// The bound is on everything sent before the handshake completed, not
+	// on what is still unread: a worker that keeps up would otherwise let
+	// an oversized handshake through to crypto/tls, as long as it came
+	// slowly enough.
+	over := t.inTotal+len(p) > maxTLSHandshakeInput
 	if !over {
 		// The handshake may have completed since established was read:
 		// the bytes then wait for the worker's read, which follows.
 		t.in = append(t.in, p...)
+		t.inTotal += len(p)
 		if t.hs != nil {
 			t.hs.Signal()
 		}

@@ -304,6 +304,24 @@ func TestTLSGarbageAndStall(t *testing.T) {
 		}
 		return nil
 	})
+	// The same a record at a time: the bound is on all a device sent
+	// before its handshake completed, not on what is still unread, so a
+	// handshake worker that keeps up with the records does not let the
+	// message through to crypto/tls (which would fail it as "protocol").
+	// The fourth record trips it: the message needs 65,539 bytes.
+	slow := dial(t, big)
+	size := len(recs) / 5
+	for i := range 4 {
+		slow.write(recs[i*size : (i+1)*size])
+		time.Sleep(20 * time.Millisecond)
+	}
+	slow.expectClosed()
+	poll.Until(t, poll.Patience, func() error {
+		if n := tlsResult(big, tlsTooLarge); n != 2 {
+			return fmt.Errorf("too_large handshake results = %v, want 2 (all: %v)", n, tlsResultsOf(big))
+		}
+		return nil
+	})
 
 	// The start of a real ClientHello, then silence.
 	rec := &recordConn{}
