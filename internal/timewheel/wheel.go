@@ -136,11 +136,15 @@ func (w *Wheel) Wake() { w.wakeUp(true) }
 // after (Wake, and Now's bursts), where Schedule of an earlier deadline
 // only has it sweep and choose its sleep again.
 func (w *Wheel) wakeUp(stay bool) {
+	if stay {
+		// Recorded even when the sweeper looks awake: it may be between
+		// running onTick (no work then) and falling asleep, and trySleep
+		// checks this after it has set asleep, so that one of the two
+		// sees the other.
+		w.stay.Store(true)
+	}
 	if !w.asleep.Load() {
 		return
-	}
-	if stay {
-		w.stay.Store(true)
 	}
 	// The clock first, then asleep: whoever sees the sweeper awake reads a
 	// current Now, not the one from before it slept.
@@ -283,13 +287,13 @@ func (w *Wheel) run() {
 		case <-w.stop:
 			return
 		case <-w.wake:
-			// Woken early: sweep what is due now, and stay awake a while
-			// unless only a new deadline woke it.
+			// Woken early: sweep what is due now.
 			t.Stop()
-			if w.stay.Swap(false) {
-				awakeUntil = int64(time.Since(w.epoch)/w.tick) + awakeTicks
-			}
 		case <-t.C:
+		}
+		// A Wake (not a new deadline) keeps it awake a while.
+		if w.stay.Swap(false) {
+			awakeUntil = int64(time.Since(w.epoch)/w.tick) + awakeTicks
 		}
 		target := int64(time.Since(w.epoch) / w.tick)
 		w.advanceNow(target) // before endSleep: see Wake
@@ -362,6 +366,11 @@ func (w *Wheel) trySleep(now int64) int64 {
 	w.sleptAt.Store(now)
 	w.sleepReads.Store(0)
 	w.asleep.Store(true)
+	if w.stay.Load() && w.asleep.CompareAndSwap(true, false) {
+		// A Wake came since the sweep (onTick has work again): no sleep.
+		w.wakeAt = 0
+		return 1
+	}
 	return d
 }
 
