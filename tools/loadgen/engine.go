@@ -52,12 +52,50 @@ type engine struct {
 	// dies) and reconnect them with the client's backoff: a reconnect
 	// storm (tools/scale --storm-after).
 	storms atomic.Int32
+	// kick is an eventfd in every worker's epoll set (edge-triggered,
+	// never read): writing it wakes them all to see stop or storms at
+	// once, so an idle worker need not wake on its own to look. It is
+	// open while run runs (0 otherwise); kickMu keeps wake from writing
+	// to it as it closes.
+	kickMu sync.Mutex
+	kick   int
 }
 
 func (e *engine) now() int64 { return int64(time.Since(e.base)) }
 
+// wake makes every worker look at stop and storms now.
+func (e *engine) wake() {
+	e.kickMu.Lock()
+	defer e.kickMu.Unlock()
+	if e.kick > 0 {
+		one := [8]byte{1}
+		rawWrite(e.kick, one[:])
+	}
+}
+
+// maxIdleWait is the longest a worker waits for an event when no timer of
+// its own is due sooner. A wake-up costs a process on a shared two-core
+// box tens of microseconds of context switches (the runtime's sysmon wakes
+// with it); with 53 processes of two workers each, waking every 100 ms as
+// they once did cost the million-session run about a quarter of a core
+// with nothing to do (docs/benchmarks.md "Idle wake-ups").
+var maxIdleWait = time.Second // a variable for tests
+
 // run starts the workers and waits for them.
 func (e *engine) run() error {
+	kick, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	e.kickMu.Lock()
+	e.kick = kick
+	e.kickMu.Unlock()
+	defer func() {
+		e.kickMu.Lock()
+		unix.Close(e.kick)
+		e.kick = 0
+		e.kickMu.Unlock()
+	}()
 	nw := max(1, min(e.cfg.Workers, e.count))
 	ws := make([]*worker, nw)
 	for i := range ws {
@@ -188,6 +226,10 @@ func newWorker(e *engine, idx int) (*worker, error) {
 		unix.Close(fd)
 		return nil, err
 	}
+	if err := unix.EpollCtl(fd, unix.EPOLL_CTL_ADD, e.kick, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(e.kick)}); err != nil {
+		ep.close()
+		return nil, err
+	}
 	return &worker{e: e, idx: idx, epfd: fd, ep: ep, byFD: map[int]*session{}, st: newStats(), endAt: e.endAt, inc: incidentLog{f: e.inc},
 		scratch: make([]byte, 64*1024), pay: make([]byte, max(e.cfg.Payload, minPayload))}, nil
 }
@@ -242,15 +284,24 @@ func (w *worker) loop() {
 			w.flushStats()
 			lastFlush = now
 		}
-		timeout := 100
+		// A session's earlier wake-ups stay in the heap when it sets a
+		// new one (the handshake deadline once it is up); drop them from
+		// the top so that they do not end the wait for nothing.
+		for len(w.timers) > 0 && w.timers[0].s.wake != w.timers[0].at {
+			heap.Pop(&w.timers)
+		}
+		next := now + int64(maxIdleWait)
 		if len(w.timers) > 0 {
-			d := (w.timers[0].at - now + int64(time.Millisecond) - 1) / int64(time.Millisecond)
-			timeout = int(max(0, min(d, 100)))
+			next = min(next, w.timers[0].at)
 		}
-		if w.draining {
-			timeout = min(timeout, 20)
+		if !w.draining {
+			next = min(next, w.endAt)
+		} else {
+			next = min(next, now+int64(20*time.Millisecond))
 		}
-		n, err := w.ep.wait(events, time.Duration(timeout)*time.Millisecond)
+		// Rounded up to whole milliseconds, as epoll_wait once took it.
+		timeout := time.Duration(max(0, next-now) + int64(time.Millisecond) - 1).Truncate(time.Millisecond)
+		n, err := w.ep.wait(events, timeout)
 		if err != nil {
 			w.st.err("epoll")
 			break

@@ -361,6 +361,38 @@ func TestLateWorker(t *testing.T) {
 	}
 }
 
+// TestIdleWorkerWokenByStop: a worker with nothing due parks for
+// maxIdleWait (an hour here), and a stop (SIGINT/SIGTERM) must still end
+// the run at once: engine.wake kicks every worker's epoll. Without the
+// kick the run would wait out the hour.
+func TestIdleWorkerWokenByStop(t *testing.T) {
+	defer func(d time.Duration) { maxIdleWait = d }(maxIdleWait)
+	maxIdleWait = time.Hour
+	cfg, err := parseFlags([]string{"--addr", "127.0.0.1:1", "--sessions", "1", "--workers", "1", "--quiet"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &engine{cfg: cfg, base: time.Now(), agg: newAgg(), endAt: int64(time.Hour)} // no sessions
+	done := make(chan error, 1)
+	go func() { done <- e.run() }()
+	poll.Until(t, poll.Patience, func() error {
+		if s := poll.GoroutineState("(*epollWaiter).wait"); s != "IO wait" {
+			return fmt.Errorf("the worker is in state %q, want parked (\"IO wait\")", s)
+		}
+		return nil
+	})
+	e.stop.Store(true)
+	e.wake()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(poll.Patience):
+		t.Fatalf("the parked worker did not see the stop within %v: the kick did not wake it", poll.Patience)
+	}
+}
+
 // startGateway starts an in-process gateway with the embedded echo and no
 // per-device rate limit: a closed loop runs a session far above the default
 // 2,000 frames/s, and a frame dropped with 429 would stall its window (the

@@ -306,9 +306,11 @@ func stopOnSignal(e *engine) func() {
 			case s := <-sig:
 				if s == syscall.SIGUSR1 {
 					e.storms.Add(1) // a reconnect storm (engine.storm)
+					e.wake()
 					continue
 				}
 				e.stop.Store(true)
+				e.wake()
 				return
 			case <-fin:
 				return
