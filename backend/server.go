@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/internal/rawio"
 	"github.com/switchyard-gw/switchyard/internal/trace"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
@@ -185,6 +186,7 @@ func (srv *Server) acceptLoop() {
 			}
 			return
 		}
+		conn = rawio.Wrap(conn) // reads and writes that wake no sysmon (internal/rawio)
 		if srv.cfg.LinkTLS != nil {
 			// The handshake runs in the link's goroutine, on its first
 			// read, under the authentication deadline (auth.go).

@@ -36,6 +36,10 @@ type gossip struct {
 	log    *slog.Logger
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// downs tells the watcher that a shard may have gone down for this
+	// gateway (refreshRing): it redials only while one is, instead of
+	// waking the process four times a second for nothing.
+	downs chan struct{}
 }
 
 // joinCluster starts the gateway's gossip node and its ring watcher.
@@ -54,7 +58,7 @@ func (g *Gateway) joinCluster(ctx context.Context) error {
 		return fmt.Errorf("server: cluster: %w", err)
 	}
 	wctx, cancel := context.WithCancel(context.Background())
-	gs := &gossip{node: node, router: g.ring, log: g.log.With("component", "ring"), cancel: cancel}
+	gs := &gossip{node: node, router: g.ring, log: g.log.With("component", "ring"), cancel: cancel, downs: make(chan struct{}, 1)}
 	g.gossip = gs
 	gs.update(g)
 	gs.wg.Add(1)
@@ -66,24 +70,45 @@ func (g *Gateway) joinCluster(ctx context.Context) error {
 }
 
 // redialTick is how often the ring watcher redials the shards that are
-// down for this gateway (each link still waits out its backoff).
+// down for this gateway (each link still waits out its backoff). It ticks
+// only while one is.
 const redialTick = 250 * time.Millisecond
 
 // watch rebuilds the ring on every membership event, on the one goroutine
 // that reads them, and drops the links of shards that are gone
 // (memberGone).
 func (gs *gossip) watch(ctx context.Context, g *Gateway) {
-	tick := time.NewTicker(redialTick)
-	defer tick.Stop()
+	anyDown := func() bool { return g.remote != nil && g.remote.AnyDown() } // server/remote/failover.go
+	var tick *time.Ticker
+	var tickC <-chan time.Time // nil (never ready) while no shard is down
+	defer func() {
+		if tick != nil {
+			tick.Stop()
+		}
+	}()
+	redialing := func(on bool) {
+		switch {
+		case on && tick == nil:
+			tick = time.NewTicker(redialTick)
+			tickC = tick.C
+		case !on && tick != nil:
+			tick.Stop()
+			tick, tickC = nil, nil
+		}
+	}
+	redialing(anyDown())
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
-			if g.remote != nil && g.remote.AnyDown() { // server/remote/failover.go
+		case <-gs.downs:
+			redialing(anyDown())
+		case <-tickC:
+			if anyDown() {
 				g.remote.RedialDown(ActiveShards(gs.node))
 				g.remote.BringBack(time.Now())
 			}
+			redialing(anyDown())
 		case m, ok := <-gs.node.Messages():
 			if !ok {
 				return
@@ -131,6 +156,10 @@ func (gs *gossip) update(g *Gateway) {
 func (g *Gateway) refreshRing() {
 	if g.gossip != nil {
 		g.gossip.update(g)
+		select {
+		case g.gossip.downs <- struct{}{}:
+		default:
+		}
 	}
 }
 

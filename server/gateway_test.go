@@ -3,12 +3,14 @@ package server
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/internal/leakcheck"
+	"github.com/switchyard-gw/switchyard/internal/poll"
 	"github.com/switchyard-gw/switchyard/protocol"
 	"go.uber.org/goleak"
 )
@@ -86,14 +88,19 @@ func TestAdminEndpoints(t *testing.T) {
 	if code, _ := get("/metrics", ""); code != 401 {
 		t.Fatalf("metrics without token: %d", code)
 	}
-	code, body := get("/metrics", "s3cret")
-	for _, want := range []string{"switchyard_connections 1", `switchyard_frames_received_total{type="HELLO"} 1`,
-		`switchyard_frames_received_total{type="DATA"} 1`, `switchyard_frames_sent_total{type="WELCOME"} 1`,
-		`switchyard_frames_sent_total{type="DATA"} 1`, `switchyard_handshake_duration_seconds_bucket{le=`, `switchyard_disconnects_total{reason="peer"} 0`} {
-		if code != 200 || !strings.Contains(body, want) {
-			t.Fatalf("metrics %d lacks %q:\n%s", code, want, body)
+	// A connection's frame counts reach the metrics when its batch ends,
+	// which may be just after the device read the echo: poll.
+	poll.Until(t, poll.Patience, func() error {
+		code, body := get("/metrics", "s3cret")
+		for _, want := range []string{"switchyard_connections 1", `switchyard_frames_received_total{type="HELLO"} 1`,
+			`switchyard_frames_received_total{type="DATA"} 1`, `switchyard_frames_sent_total{type="WELCOME"} 1`,
+			`switchyard_frames_sent_total{type="DATA"} 1`, `switchyard_handshake_duration_seconds_bucket{le=`, `switchyard_disconnects_total{reason="peer"} 0`} {
+			if code != 200 || !strings.Contains(body, want) {
+				return fmt.Errorf("metrics %d lacks %q:\n%s", code, want, body)
+			}
 		}
-	}
+		return nil
+	})
 	if code, body := get("/api/v1/sessions/adm", "s3cret"); code != 200 || !strings.Contains(body, `"attached":true`) {
 		t.Fatalf("session lookup %d %s", code, body)
 	}

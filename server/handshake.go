@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/switchyard-gw/switchyard/internal/rawio"
 	"github.com/switchyard-gw/switchyard/protocol"
 	"github.com/switchyard-gw/switchyard/server/remote"
 )
@@ -157,7 +158,7 @@ func (c *conn) peerClosed() bool {
 	}
 	var b [1]byte
 	for {
-		n, _, err := unix.Recvfrom(c.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		n, err := rawio.Peek(c.fd, b[:])
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue

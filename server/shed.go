@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/switchyard-gw/switchyard/internal/rawio"
 )
 
 // Shedding a reconnect storm.
@@ -240,9 +242,7 @@ const (
 // no allocation).
 func tcpInfo(fd int, ti *unix.TCPInfo) bool {
 	n := uint32(unsafe.Sizeof(*ti))
-	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
-		uintptr(unsafe.Pointer(ti)), uintptr(unsafe.Pointer(&n)), 0)
-	return e == 0
+	return rawio.Getsockopt(fd, unix.IPPROTO_TCP, unix.TCP_INFO, unsafe.Pointer(ti), &n) == nil
 }
 
 // listenQueue is how many connections wait in the listener fd's accept

@@ -3,8 +3,8 @@ package server
 import (
 	"sync"
 	"syscall"
-	"unsafe"
 
+	"github.com/switchyard-gw/switchyard/internal/rawio"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
@@ -70,7 +70,7 @@ func (c *conn) flushLocked() string {
 	}
 	buf := *c.out
 	for len(buf) > 0 {
-		n, err := rawWrite(c.fd, buf)
+		n, err := rawio.Write(c.fd, buf) // raw: never blocks, wakes no sysmon (internal/rawio)
 		if n > 0 {
 			buf = buf[n:]
 		}
@@ -244,17 +244,4 @@ func (g *Gateway) retryBacklog() bool {
 	more := len(g.backlog) > 0
 	g.backlogMu.Unlock()
 	return more
-}
-
-// rawWrite is write(2) made as a raw system call. The socket is
-// non-blocking, so the call never blocks, and a raw call does not enter
-// the scheduler's syscall state: syscall.Write would wake the runtime's
-// sysmon thread whenever it sleeps, that is after every idle spell, a
-// context switch per event on a quiet gateway (docs/scale.md).
-func rawWrite(fd int, b []byte) (int, error) {
-	r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(r), nil
 }

@@ -14,8 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/switchyard-gw/switchyard/internal/rawio"
 	"github.com/switchyard-gw/switchyard/protocol"
 	"github.com/switchyard-gw/switchyard/router"
 )
@@ -112,6 +111,7 @@ func (l *link) connect(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("remote: link to %s (%s): %w", l.shard, l.addr, err)
 	}
+	nc = rawio.Wrap(nc) // reads and writes that wake no sysmon (internal/rawio)
 	if l.r.cfg.TLS != nil {
 		nc = tls.Client(nc, l.tlsConfig())
 	}
@@ -386,7 +386,7 @@ func (l *link) moreWaiting() bool {
 	}
 	if l.inqFn == nil {
 		l.inqFn = func(fd uintptr) {
-			l.inq, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+			l.inq, _ = rawio.InQueue(int(fd))
 		}
 	}
 	l.inq = 0

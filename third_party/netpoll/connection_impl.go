@@ -377,7 +377,7 @@ func (c *connection) init(conn Conn, opts *options) (err error) {
 	c.initFDOperator()
 	c.initFinalizer()
 
-	syscall.SetNonblock(c.fd, true)
+	rawSetNonblock(c.fd) // Switchyard patch: a raw fcntl (sys_raw_linux.go)
 	// enable TCP_NODELAY by default
 	switch c.network {
 	case "tcp", "tcp4", "tcp6":

@@ -89,7 +89,7 @@ func (ln *listener) Accept() (net.Conn, error) {
 		return ln.UDPAccept()
 	}
 	// tcp
-	fd, sa, err := syscall.Accept(ln.fd)
+	fd, sa, err := rawAccept(ln.fd) // Switchyard patch: raw accept4 (sys_raw_linux.go)
 	if err != nil {
 		/* https://man7.org/linux/man-pages/man2/accept.2.html
 		EAGAIN or EWOULDBLOCK

@@ -30,10 +30,7 @@ func GetSysFdPairs() (r, w int) {
 	return fds[0], fds[1]
 }
 
-// setTCPNoDelay set the TCP_NODELAY flag on socket
-func setTCPNoDelay(fd int, b bool) (err error) {
-	return syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, boolint(b))
-}
+// setTCPNoDelay (set the TCP_NODELAY flag on socket) is in sys_raw_linux.go and sys_raw_other.go (Switchyard patch).
 
 // Wrapper around the socket system call that marks the returned file
 // descriptor as nonblocking and close-on-exec.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/client"
+	"github.com/switchyard-gw/switchyard/internal/rawio"
 	"github.com/switchyard-gw/switchyard/protocol"
 	"golang.org/x/sys/unix"
 )
@@ -69,7 +70,7 @@ func (e *engine) wake() {
 	defer e.kickMu.Unlock()
 	if e.kick > 0 {
 		one := [8]byte{1}
-		rawWrite(e.kick, one[:])
+		rawio.Write(e.kick, one[:])
 	}
 }
 
@@ -648,7 +649,7 @@ func (w *worker) hello(s *session) {
 // flush writes s's pending output as far as the socket takes it.
 func (w *worker) flush(s *session, now int64) {
 	for len(s.wbuf) > 0 && s.fd >= 0 {
-		n, err := rawWrite(s.fd, s.wbuf)
+		n, err := rawio.Write(s.fd, s.wbuf)
 		if err == unix.EINTR {
 			continue
 		}
@@ -668,7 +669,7 @@ func (w *worker) flush(s *session, now int64) {
 // read reads and handles every frame available; false when s was dropped.
 func (w *worker) read(s *session, now int64) bool {
 	for {
-		n, err := rawRead(s.fd, w.scratch)
+		n, err := rawio.Read(s.fd, w.scratch)
 		if err == unix.EINTR {
 			continue
 		}

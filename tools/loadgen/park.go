@@ -67,23 +67,3 @@ func epollPoll(epfd int, events []unix.EpollEvent) (int, error) {
 	}
 	return int(r), nil
 }
-
-// rawRead and rawWrite are read(2) and write(2) on a non-blocking socket
-// as raw system calls: they cannot block, and unlike unix.Read and
-// unix.Write they do not wake a sleeping sysmon (see epollWaiter), which
-// each heartbeat would otherwise do.
-func rawRead(fd int, b []byte) (int, error) {
-	return rawIO(unix.SYS_READ, fd, b)
-}
-
-func rawWrite(fd int, b []byte) (int, error) {
-	return rawIO(unix.SYS_WRITE, fd, b)
-}
-
-func rawIO(trap uintptr, fd int, b []byte) (int, error) {
-	r, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
-	if e != 0 {
-		return -1, e
-	}
-	return int(r), nil
-}
