@@ -20,6 +20,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -84,10 +85,24 @@ func InQueue(fd int) (int, error) {
 // Conn is a TCP connection whose Read and Write are raw system calls. It
 // waits for readiness, and honours deadlines and Close, through Go's own
 // poller exactly as net.TCPConn does (its syscall.RawConn); everything
-// else is the TCPConn's.
+// else is the TCPConn's. Read and Write allocate nothing: each keeps its
+// call's state in the Conn, under its own mutex, and hands the poller a
+// function made once (a closure per call would be two allocations).
 type Conn struct {
 	*net.TCPConn
 	rc syscall.RawConn
+
+	rmu    sync.Mutex
+	rp     []byte
+	rn     int
+	rerr   error
+	readFn func(uintptr) bool
+
+	wmu     sync.Mutex
+	wp      []byte
+	wn      int
+	werr    error
+	writeFn func(uintptr) bool
 }
 
 // Wrap returns c as a *Conn when it is a *net.TCPConn, else c itself.
@@ -100,7 +115,37 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &Conn{TCPConn: tc, rc: rc}
+	w := &Conn{TCPConn: tc, rc: rc}
+	w.readFn, w.writeFn = w.readOnce, w.writeAll
+	return w
+}
+
+// readOnce is the poller's read function: false asks it to wait.
+func (c *Conn) readOnce(fd uintptr) bool {
+	for {
+		c.rn, c.rerr = Read(int(fd), c.rp)
+		if c.rerr != syscall.EINTR {
+			return c.rerr != syscall.EAGAIN
+		}
+	}
+}
+
+// writeAll is the poller's write function: false asks it to wait.
+func (c *Conn) writeAll(fd uintptr) bool {
+	for c.wn < len(c.wp) {
+		m, e := Write(int(fd), c.wp[c.wn:])
+		switch e {
+		case nil:
+			c.wn += m
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werr = e
+			return true
+		}
+	}
+	return true
 }
 
 // Read reads as net.Conn's Read does.
@@ -108,16 +153,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var rerr error
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = Read(int(fd), p)
-			if rerr != syscall.EINTR {
-				return rerr != syscall.EAGAIN
-			}
-		}
-	})
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rp, c.rn, c.rerr = p, 0, nil
+	err := c.rc.Read(c.readFn)
+	n, rerr := c.rn, c.rerr
+	c.rp = nil
 	if err == nil && rerr != nil {
 		err = c.opError("read", os.NewSyscallError("read", rerr))
 	}
@@ -132,24 +173,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 
 // Write writes all of p as net.Conn's Write does.
 func (c *Conn) Write(p []byte) (int, error) {
-	var n int
-	var werr error
-	err := c.rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			m, e := Write(int(fd), p[n:])
-			switch e {
-			case nil:
-				n += m
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				werr = e
-				return true
-			}
-		}
-		return true
-	})
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wp, c.wn, c.werr = p, 0, nil
+	err := c.rc.Write(c.writeFn)
+	n, werr := c.wn, c.werr
+	c.wp = nil
 	if err == nil && werr != nil {
 		err = c.opError("write", os.NewSyscallError("write", werr))
 	}
