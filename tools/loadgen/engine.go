@@ -199,8 +199,7 @@ func (h *timerHeap) Pop() any {
 type worker struct {
 	e        *engine
 	idx      int
-	epfd     int
-	ep       *epollWaiter // waits on epfd, which it owns
+	ep       *epollWaiter // the worker's epoll instance (ep.fd), which it owns
 	byFD     map[int]*session
 	storms   int32 // e.storms already acted on
 	all      []*session
@@ -231,7 +230,7 @@ func newWorker(e *engine, idx int) (*worker, error) {
 		ep.close()
 		return nil, err
 	}
-	return &worker{e: e, idx: idx, epfd: fd, ep: ep, byFD: map[int]*session{}, st: newStats(), endAt: e.endAt, inc: incidentLog{f: e.inc},
+	return &worker{e: e, idx: idx, ep: ep, byFD: map[int]*session{}, st: newStats(), endAt: e.endAt, inc: incidentLog{f: e.inc},
 		scratch: make([]byte, 64*1024), pay: make([]byte, max(e.cfg.Payload, minPayload))}, nil
 }
 
@@ -452,7 +451,7 @@ func (w *worker) connect(s *session, now int64) {
 		return
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
-	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	if err := unix.EpollCtl(w.ep.fd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		unix.Close(fd)
 		w.st.err("epoll")
 		w.retry(s, now)
