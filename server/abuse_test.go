@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"io"
 	"runtime"
 	"strconv"
 	"strings"
@@ -165,32 +166,41 @@ func TestRateFloodClosedAtOnce(t *testing.T) {
 
 // TestSlowConsumerGetsError: a device that does not read its echoes is a
 // slow consumer; the last frame it is sent is ERROR 503, after everything
-// queued, and it is counted.
+// queued, then the end of the stream, and it is counted. The device never
+// stops writing: a gateway that closed while input of it waited unread
+// would reset the connection, and the reset destroys what the device has
+// not read yet, the ERROR included (lingerClose). CloseLinger is long so
+// that a busy box's pauses cannot end the linger first.
 func TestSlowConsumerGetsError(t *testing.T) {
-	g := startGateway(t, Config{MaxOutbound: 128 << 10, Rate: -1, MaxUnread: 64 << 20}) // the unread bound would otherwise close it first (413)
+	g := startGateway(t, Config{MaxOutbound: 128 << 10, Rate: -1, MaxUnread: 64 << 20, CloseLinger: poll.Patience}) // the unread bound would otherwise close it first (413)
 	d := dial(t, g)
 	d.hello(protocol.Hello{ID: "slow"})
 	frame := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, 32<<10))
+	ping := protocol.AppendFrame(nil, protocol.TypePing, 0, 0, nil)
 	queued := func() bool { return metric(g, `switchyard_errors_sent_total{code="503"}`) == 1 }
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		// Until the gateway gave up on it: input it has not read when it
-		// closes would make its kernel reset the connection, and a reset
-		// discards what this device has not read yet, the ERROR included.
+		// Echoes until the gateway gives up on this device: at most 62.5
+		// MiB, under MaxUnread however far the gateway falls behind; then
+		// PINGs, so that input keeps arriving while the gateway closes.
 		for range 2000 {
 			if queued() {
-				return
+				break
 			}
 			if _, err := d.nc.Write(frame); err != nil {
 				return
 			}
 		}
+		for {
+			if _, err := d.nc.Write(ping); err != nil {
+				return // closed below
+			}
+		}
 	}()
 	// The gateway queued its ERROR behind what the socket would not take;
-	// reading now takes all of it (within the linger), ERROR last.
+	// reading now takes all of it, ERROR last, then the end of the stream.
 	waitFor(t, "ERROR 503 queued", queued)
-	<-done
 	for {
 		f := d.read()
 		if f.Type == protocol.TypeData {
@@ -205,7 +215,11 @@ func TestSlowConsumerGetsError(t *testing.T) {
 		}
 		break
 	}
-	d.expectClosed()
+	if _, err := d.tryRead(poll.Patience); err != io.EOF {
+		t.Fatalf("after the ERROR: %v, want the end of the stream", err)
+	}
+	d.nc.Close()
+	<-done
 	waitFor(t, "slow consumer disconnect", func() bool { return g.metrics.disconnects[reasonSlowConsumer].Get() == 1 })
 }
 

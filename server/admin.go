@@ -370,7 +370,7 @@ func (g *Gateway) kick(w http.ResponseWriter, r *http.Request) {
 		c = s.conn
 		s.mu.Unlock()
 	}
-	if c == nil {
+	if c == nil || c.isClosing() { // closing: sent its last ERROR already (a kick, a timeout), lingering
 		writeError(w, http.StatusNotFound, "device "+strconv.Quote(device)+" is not connected")
 		return
 	}

@@ -29,6 +29,7 @@ const (
 	DefaultShedLag           = time.Second                 // expected handshake wait past which new connections are shed
 	DefaultAbusePenalty      = 10 * time.Second            // a source that flooded penaltyStrikes times is refused this long
 	DefaultMaxOutbound       = 256 << 10                   // bytes queued for a device beyond its socket buffer
+	DefaultCloseLinger       = time.Second                 // a connection closing after its last ERROR waits at most this, twice
 	DefaultMaxOutbox         = 1 << 20                     // bytes of unacknowledged reliable downstream DATA per session
 	DefaultDisconnectRing    = 4096                        // recent disconnects kept (GET /api/v1/disconnects)
 	MaxDisconnectRing        = 1 << 20                     // largest DisconnectRing accepted
@@ -126,6 +127,12 @@ type Config struct {
 	// MaxOutbound bounds the bytes queued for one device that its socket
 	// would not take; beyond it the device is a slow consumer and is closed.
 	MaxOutbound int
+	// CloseLinger bounds how long a connection that is closing after its
+	// last ERROR (a slow consumer, a protocol error, a timeout) waits for
+	// its socket to take what is queued, and then, half-closed, for the
+	// device to close its end (conn.go lingerClose); past either it is
+	// closed anyway. Default DefaultCloseLinger.
+	CloseLinger time.Duration
 	// MaxOutbox bounds a session's unacknowledged reliable downstream bytes;
 	// beyond it the device is a slow consumer and is closed.
 	MaxOutbox int
@@ -298,6 +305,7 @@ func (cfg Config) provision() Config {
 	def(&cfg.ShedLag, DefaultShedLag)
 	def(&cfg.AbusePenalty, DefaultAbusePenalty)
 	def(&cfg.RateExcessClose, DefaultRateExcessClose)
+	def(&cfg.CloseLinger, DefaultCloseLinger)
 	def(&cfg.ResumeWindow, DefaultResumeWindow)
 	def(&cfg.ResumeTokenTTL, DefaultResumeTokenTTL)
 	def(&cfg.DrainTimeout, DefaultDrainTimeout)
@@ -359,6 +367,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.MaxUnread != 0 && cfg.MaxUnread < cfg.MaxFrame+protocol.HeaderSize {
 		errs = append(errs, fmt.Errorf("max unread %d: want at least one frame (%d)", cfg.MaxUnread, cfg.MaxFrame+protocol.HeaderSize))
+	}
+	if cfg.CloseLinger < 0 {
+		errs = append(errs, fmt.Errorf("close linger %v: must not be negative", cfg.CloseLinger))
 	}
 	if cfg.MaxDetached < 0 {
 		errs = append(errs, fmt.Errorf("max detached %d: must not be negative", cfg.MaxDetached))

@@ -15,10 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// closeLinger bounds how long a connection that was sent its last ERROR waits
-// for the socket to take the bytes before it is closed anyway.
-const closeLinger = time.Second
-
 // conn is one device connection. It is small on purpose: a million of them
 // live in one gateway. It doubles as the netpoll connection's context, so
 // the handler finds it with a type assertion and no allocation.
@@ -246,8 +242,9 @@ func (c *conn) Expire(*timewheel.Entry) {
 	}
 }
 
-// fail sends ERROR code and closes the connection once the socket took it
-// (at most closeLinger later). Code 429 is not final: use rateLimited.
+// fail sends ERROR code and ends the connection once the socket took it
+// (at most CloseLinger later): lingerClose. Code 429 is not final: use
+// rateLimited.
 func (c *conn) fail(code int, msg string) {
 	c.wmu.Lock()
 	if !c.writable() {
@@ -269,10 +266,32 @@ func (c *conn) fail(code int, msg string) {
 	case why != "":
 		c.shut(why)
 	case pending:
-		c.g.wheel.Schedule(&c.dl, closeLinger)
+		c.g.wheel.Schedule(&c.dl, c.g.cfg.CloseLinger)
 	default:
-		c.nc.Close()
+		c.lingerClose()
 	}
+}
+
+// lingerClose ends a closing connection whose last bytes (its ERROR) the
+// socket took: it half-closes, so that the FIN follows them, and leaves
+// the connection to close when the device closes its end (netpoll reads
+// the EOF; input meanwhile is thrown away, see onRequest) or CloseLinger
+// later. Closing at once would reset the connection whenever input sat
+// unread in the kernel, a device still sending or bytes the poller had
+// not read yet, and a reset makes the device's kernel drop what it has
+// not read: the ERROR it was sent last (CI, TestSlowConsumerGetsError).
+func (c *conn) lingerClose() {
+	c.wmu.Lock()
+	var err error = unix.EBADF
+	if !c.closed { // else netpoll may have closed the fd (write.go)
+		err = unix.Shutdown(c.fd, unix.SHUT_WR)
+	}
+	c.wmu.Unlock()
+	if err != nil {
+		c.nc.Close()
+		return
+	}
+	c.g.wheel.Schedule(&c.dl, c.g.cfg.CloseLinger)
 }
 
 // refuse queues ERROR 503 for a connection the gateway will not take;
@@ -306,7 +325,7 @@ func (c *conn) shut(reason string) {
 	linger := reason == reasonSlowConsumer && c.out != nil && !c.closed
 	c.wmu.Unlock()
 	if linger {
-		c.g.wheel.Schedule(&c.dl, closeLinger)
+		c.g.wheel.Schedule(&c.dl, c.g.cfg.CloseLinger)
 		return
 	}
 	c.nc.Close()

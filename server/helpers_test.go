@@ -70,10 +70,11 @@ func (d *dev) send(t protocol.Type, flags protocol.Flags, seq uint32, payload []
 	d.write(protocol.AppendFrame(nil, t, flags, seq, payload))
 }
 
-// read returns the next frame, failing the test after 5 s.
+// read returns the next frame, failing the test if none comes within
+// poll.Patience.
 func (d *dev) read() protocol.Frame {
 	d.t.Helper()
-	f, err := d.tryRead(5 * time.Second)
+	f, err := d.tryRead(poll.Patience)
 	if err != nil {
 		d.t.Fatalf("read: %v", err)
 	}
@@ -153,7 +154,7 @@ func (d *dev) expectClosed() {
 			continue
 		}
 		if errors.As(err, &ne) && ne.Timeout() {
-			d.t.Fatalf("connection still open after 5 s")
+			d.t.Fatalf("connection still open after %v", poll.Patience)
 		}
 		return
 	}

@@ -112,7 +112,7 @@ func (c *conn) flushLocked() string {
 // slowLocked ends a slow consumer, a device that does not read what it is
 // sent: ERROR 503 is queued after what is waiting (the socket may hold the
 // start of a queued frame, so nothing queued can be dropped) and the
-// connection closes once the socket took it, or closeLinger later (shut).
+// connection closes once the socket took it, or CloseLinger later (shut).
 // What is queued stays bounded: MaxOutbound and one ERROR. The caller holds
 // wmu.
 func (c *conn) slowLocked() {
@@ -236,7 +236,7 @@ func (g *Gateway) retryBacklog() bool {
 		if why != "" {
 			c.shut(why)
 		} else if closeAfter {
-			c.nc.Close()
+			c.lingerClose()
 		}
 	}
 	g.spare = list[:0]

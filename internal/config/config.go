@@ -46,6 +46,7 @@ type Gateway struct {
 	ShedLag               time.Duration `yaml:"shed_lag" reload:"live" help:"expected handshake wait (connections waiting on the gateway over the rate it finishes them) past which new connections get 503 with a retry hint (negative: never shed)"`
 	AbusePenalty          time.Duration `yaml:"abuse_penalty" reload:"live" help:"a source (IPv4 address, IPv6 /64) whose connections were closed three times for flooding is refused at accept with 503 and a retry hint until this long after its last flood (negative: off)"`
 	MaxOutbound           int           `yaml:"max_outbound" reload:"live" help:"bytes queued for a device beyond its socket buffer; beyond, a slow consumer"`
+	CloseLinger           time.Duration `yaml:"close_linger" help:"a connection closing after its last ERROR waits this long for its socket to take it, then as long, half-closed, for the device to close"`
 	MaxOutbox             int           `yaml:"max_outbox" help:"bytes of unacknowledged reliable downstream DATA per session"`
 	DisconnectRing        int           `yaml:"disconnect_ring" help:"recent disconnects kept for the admin API (GET /api/v1/disconnects, ctl disconnects)"`
 	ResumeWindow          time.Duration `yaml:"resume_window" reload:"live" help:"how long a detached session waits for a resume"`
@@ -155,6 +156,7 @@ func DefaultGateway() Gateway {
 		ShedLag:               server.DefaultShedLag,
 		AbusePenalty:          server.DefaultAbusePenalty,
 		MaxOutbound:           server.DefaultMaxOutbound,
+		CloseLinger:           server.DefaultCloseLinger,
 		MaxOutbox:             server.DefaultMaxOutbox,
 		DisconnectRing:        server.DefaultDisconnectRing,
 		ResumeWindow:          server.DefaultResumeWindow,

@@ -22,7 +22,7 @@ func (c *Gateway) ServerConfig(version string, derive KeyDeriver) (server.Config
 		Rate: c.Rate, RateBurst: c.RateBurst, RateExcessClose: c.RateExcessClose,
 		AcceptRate: c.AcceptRate, AcceptBurst: c.AcceptBurst, ShedLag: c.ShedLag,
 		AbusePenalty: c.AbusePenalty,
-		MaxOutbound:  c.MaxOutbound, MaxOutbox: c.MaxOutbox, DisconnectRing: c.DisconnectRing,
+		MaxOutbound:  c.MaxOutbound, CloseLinger: c.CloseLinger, MaxOutbox: c.MaxOutbox, DisconnectRing: c.DisconnectRing,
 		ResumeWindow: c.ResumeWindow, ResumeTokenTTL: c.ResumeTokenTTL,
 		DrainTimeout: c.DrainTimeout, GoAwayRetry: c.GoAwayRetry, Redirects: c.Redirects,
 		LinkHeartbeat: c.LinkHeartbeat, LinkTimeout: c.LinkTimeout, LinksPerShard: c.LinksPerShard,

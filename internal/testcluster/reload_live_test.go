@@ -68,8 +68,12 @@ func TestProcsReloadLive(t *testing.T) {
 		"handshake_timeout": "10m", "resume_window": "5m", "resume_token_ttl": "24h",
 		"drain_timeout": "1h", "go_away_retry": "5s", "max_outbound": "16777216",
 		// The max_outbound check below writes 6 MB at once: past the
-		// default max_unread (restart-only: never changed here).
-		"max_unread": "16777216",
+		// default max_unread (restart-only: never changed here), and past
+		// the default max_link_queue (4 MiB) whenever the shard echoes
+		// slower than the device writes (a busy box): the gateway would
+		// drop the excess toward the shard (link_dropped_envelopes) and
+		// the device wait for echoes that never come (CI, 2026-12-04).
+		"max_unread": "16777216", "max_link_queue": "67108864",
 	}
 	cp := configuredProcs(t, Options{Gateways: 1, Shards: 1, App: "echo", OwnDrainSettings: true}, yamlOf(keys), 4*poll.Patience)
 	p, ctx, bin, tok, conf := cp.Procs, cp.ctx, cp.bin, cp.tokenFile, cp.conf
