@@ -61,6 +61,7 @@ type Gateway struct {
 	refusals    *refusalLog
 	idle        time.Duration // 3 × hb
 	idleTicks   int64
+	idleQuantum int64 // idle deadlines are rounded up to a multiple of this many ticks (idleAt)
 	quietTicks  int64 // a device silent this long gets small input nodes again (netpoll_tune.go)
 	maxUnread   int   // cfg.maxUnread()
 	acceptLimit bucket
@@ -155,6 +156,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.wheel = timewheel.New(0, 0, g.retryBacklog)
 	g.sessions = newSessionTable(g)
 	g.idleTicks = g.wheel.Ticks(g.idle)
+	g.idleQuantum = max(1, min(g.wheel.Ticks(time.Second), g.idleTicks/16))
 	g.quietTicks = g.wheel.Ticks(quietGap)
 	g.maxUnread = cfg.maxUnread()
 	g.randomKey = randomResumeKey()

@@ -91,7 +91,7 @@ func (c *conn) openDone(resumed bool, last uint32) {
 	c.opening.Store(false)
 	c.ready.Store(true)
 	c.enter(stReady)
-	g.wheel.Schedule(&c.dl, g.idle)
+	g.wheel.ScheduleAt(&c.dl, g.idleAt(g.wheel.Now()))
 	g.metrics.handshakes.Inc()
 	if resumed {
 		g.metrics.resumed.Inc()

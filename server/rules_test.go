@@ -456,3 +456,29 @@ func helloAndFIN(t *testing.T, g *Gateway, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+// TestIdleDeadlinesShareTicks: an idle deadline is rounded up to the idle
+// quantum, never early and less than a quantum late, so that the
+// connections last heard from within one quantum share one wake-up of the
+// wheel instead of waking it each on its own.
+func TestIdleDeadlinesShareTicks(t *testing.T) {
+	for _, hb := range []time.Duration{time.Second, 300 * time.Second} {
+		g := startGateway(t, Config{Heartbeat: hb})
+		q := g.idleQuantum
+		if q < 2 {
+			t.Fatalf("heartbeat %v: idle quantum %d ticks, want deadlines grouped", hb, q)
+		}
+		due := map[int64]bool{}
+		for from := int64(1000); from < 1000+4*q; from++ {
+			at := g.idleAt(from)
+			if at < from+g.idleTicks || at >= from+g.idleTicks+q || at%q != 0 {
+				t.Fatalf("heartbeat %v: heard from at tick %d, idle deadline %d; want the first multiple of %d from %d",
+					hb, from, at, q, from+g.idleTicks)
+			}
+			due[at] = true
+		}
+		if len(due) > 5 {
+			t.Fatalf("heartbeat %v: connections heard from over %d ticks fall due at %d ticks, want at most 5", hb, 4*q, len(due))
+		}
+	}
+}
