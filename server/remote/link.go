@@ -332,15 +332,38 @@ func (l *link) writeLoop() {
 // Once the link is authenticated every read has a deadline: a shard that
 // sends nothing, not even a Pong, for LinkTimeout is dead (readLoop).
 func (l *link) Read(p []byte) (int, error) {
-	if l.timeout > 0 {
-		_ = l.nc.SetReadDeadline(time.Now().Add(l.timeout))
+	for {
+		if l.timeout > 0 {
+			_ = l.nc.SetReadDeadline(time.Now().Add(l.timeout))
+		}
+		n, err := l.nc.Read(p)
+		if n > 0 {
+			l.lastRead.Store(time.Now().UnixNano())
+			l.m.recvBytes.Add(n)
+		}
+		if n == 0 && l.lateDeadline(err) {
+			continue
+		}
+		return n, err
 	}
-	n, err := l.nc.Read(p)
-	if n > 0 {
-		l.lastRead.Store(time.Now().UnixNano())
-		l.m.recvBytes.Add(n)
+}
+
+// lateDeadline reports whether err is a read deadline that passed while
+// bytes of the shard waited in the socket: then this gateway was late,
+// not the shard silent. A gateway process kept off the CPU for longer
+// than LinkTimeout (a box far past its cores) finds the deadline's timer
+// and the shard's bytes ready at once, and Go's poller reports the
+// timer; taking the shard out of the ring for that moved its sessions
+// and, in the million-session run, set off a collapse (docs/scale.md).
+// The read is tried again. Links over TLS are not looked into (rc is
+// nil): their deadline stands as it is.
+func (l *link) lateDeadline(err error) bool {
+	var ne net.Error
+	if l.timeout == 0 || !errors.As(err, &ne) || !ne.Timeout() || !l.moreWaiting() {
+		return false
 	}
-	return n, err
+	l.m.lateDeadlines.Inc()
+	return true
 }
 
 // readLoop dispatches envelopes until the link fails. The devices written

@@ -150,6 +150,7 @@ type linkMetrics struct {
 	dropped, failures            *metrics.Counter
 	gone                         *metrics.Counter // links closed because gossip reported the shard gone
 	timeouts                     *metrics.Counter // links closed because the shard was silent for LinkTimeout
+	lateDeadlines                *metrics.Counter // read deadlines that passed with the shard's bytes waiting: the gateway was late (link.lateDeadline)
 	shardDown                    *metrics.Counter // the shard's last link failed: out of this gateway's ring until a link is back
 	tlsFailures                  *metrics.Counter // link TLS handshakes that failed (certificate, or a shard without TLS)
 }
@@ -166,6 +167,7 @@ func (m *Metrics) link(shard string) *linkMetrics {
 		failures:      c("switchyard_link_failures_total"),
 		gone:          c("switchyard_link_shard_gone_total"),
 		timeouts:      c("switchyard_link_timeouts_total"),
+		lateDeadlines: c("switchyard_link_late_deadlines_total"),
 		shardDown:     c("switchyard_shard_down_total"),
 		tlsFailures:   c("switchyard_link_tls_failures_total"),
 	}
