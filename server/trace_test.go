@@ -135,6 +135,10 @@ func TestDisconnectRefusedHello(t *testing.T) {
 	p, _ := protocol.EncodeHello(&protocol.Hello{V: 1, ID: "intruder", Token: "nope"})
 	d.send(protocol.TypeHello, 0, 0, p)
 	d.expectError(protocol.CodeUnauthorized, true)
+	// The gateway half-closed after the ERROR; the record is made when
+	// the connection closes, which the device's own close ends at once.
+	d.nc.Close()
+	waitFor(t, "the refused device's disconnect record", func() bool { return len(g.disconnects.recent("intruder", 10)) > 0 })
 	if got := g.disconnects.recent("intruder", 10); len(got) != 1 || got[0].Reason != reasonAuth {
 		t.Fatalf("disconnects of the refused device: %+v", got)
 	}
