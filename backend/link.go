@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/internal/rawio"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
 
@@ -67,15 +68,29 @@ func newLink(srv *Server, conn net.Conn, id uint64) *link {
 // Read reads from the connection for the frame reader, arming the read
 // deadline first once the link is authenticated: a link silent for that
 // long (no data, no Ping, no Pong) is dead.
+//
+// A deadline that passed while the gateway's bytes wait in the socket is
+// this shard's lateness, not the gateway's silence: a shard process kept
+// off the CPU past LinkTimeout (a box far past its cores) wakes to the
+// deadline's timer and the bytes at once, and Go's poller reports the
+// timer. The read is tried again and counted (Stats.LateDeadlines), as
+// the gateway does on its side of the link (server/remote, lateDeadline).
 func (l *link) Read(p []byte) (int, error) {
-	if l.idle > 0 {
-		_ = l.conn.SetReadDeadline(time.Now().Add(l.idle))
+	for {
+		if l.idle > 0 {
+			_ = l.conn.SetReadDeadline(time.Now().Add(l.idle))
+		}
+		n, err := l.conn.Read(p)
+		if n > 0 {
+			l.read.Store(time.Now().UnixNano())
+		}
+		var ne net.Error
+		if n == 0 && l.idle > 0 && errors.As(err, &ne) && ne.Timeout() && rawio.Waiting(l.conn) {
+			l.srv.stats.lateDeadlines.Add(1)
+			continue
+		}
+		return n, err
 	}
-	n, err := l.conn.Read(p)
-	if n > 0 {
-		l.read.Store(time.Now().UnixNano())
-	}
-	return n, err
 }
 
 // send queues e. A droppable frame is refused (ErrLinkQueueFull) when the

@@ -52,6 +52,7 @@ var statSeries = []struct {
 	{"switchyard_shard_links_rejected_total", func(s *Stats) uint64 { return s.LinksRejected }},
 	{`switchyard_shard_links_closed_total{reason="idle"}`, func(s *Stats) uint64 { return s.LinksIdle }},
 	{`switchyard_shard_links_closed_total{reason="slow"}`, func(s *Stats) uint64 { return s.SlowLinks }},
+	{"switchyard_shard_link_late_deadlines_total", func(s *Stats) uint64 { return s.LateDeadlines }},
 	{"switchyard_shard_sessions_opened_total", func(s *Stats) uint64 { return s.SessionsOpened }},
 	{"switchyard_shard_sessions_refused_total", func(s *Stats) uint64 { return s.SessionsRefused }},
 	{"switchyard_shard_sessions_refused_moved_total", func(s *Stats) uint64 { return s.RefusedMoved }},

@@ -13,6 +13,7 @@ type Stats struct {
 	LinkTLSFailures     uint64 // links closed in the TLS handshake (LinkTLS: no TLS, or a certificate refused)
 	LinksRejected       uint64 // connections closed at accept: MaxLinks reached or server closing
 	LinksIdle           uint64 // links closed after 3 ping intervals without input
+	LateDeadlines       uint64 // link read deadlines that passed with the gateway's bytes waiting: this shard was late, the link stays (link.Read)
 	SlowLinks           uint64 // links closed because a frame that must not be lost found the queue full
 	SessionsOpened      uint64 // Opens answered with Opened
 	SessionsRefused     uint64 // Opens answered with Refused (draining, stale epoch, moved, taken over, handler refused)
@@ -54,14 +55,14 @@ type counters struct {
 	drainTimeouts, pushFailed, kickFailed, forwardUndelivered, refusedMoved     atomic.Uint64
 	dropDuplicate, dropMailbox, dropLinkQueue, dropDetached, dropOutbox         atomic.Uint64
 	dropMalformed, handlerErrors, linkTLSFailures                               atomic.Uint64
-	checkpoints, checkpointsTooLarge, checkpointErrors, replayed                atomic.Uint64
+	checkpoints, checkpointsTooLarge, checkpointErrors, replayed, lateDeadlines atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
 	return Stats{
 		Links: c.links.Load(), Sessions: c.sessions.Load(),
 		LinksAccepted: c.linksAccepted.Load(), AuthFailures: c.authFailures.Load(), LinkTLSFailures: c.linkTLSFailures.Load(),
-		LinksRejected: c.linksRejected.Load(), LinksIdle: c.linksIdle.Load(), SlowLinks: c.slowLinks.Load(),
+		LinksRejected: c.linksRejected.Load(), LinksIdle: c.linksIdle.Load(), SlowLinks: c.slowLinks.Load(), LateDeadlines: c.lateDeadlines.Load(),
 		SessionsOpened: c.sessionsOpened.Load(), SessionsRefused: c.sessionsRefused.Load(),
 		SessionsClosed: c.sessionsClosed.Load(), SessionsExpired: c.sessionsExpired.Load(),
 		Takeovers: c.takeovers.Load(), Snapshots: c.snapshots.Load(), UpDelivered: c.upDelivered.Load(),

@@ -82,6 +82,25 @@ func InQueue(fd int) (int, error) {
 	return int(n), nil
 }
 
+// Waiting reports whether bytes wait unread in c's socket: false when c
+// has no socket of its own to look into (TLS, a pipe) or the ioctl fails.
+// It is for the rare path (a read deadline that passed): it allocates.
+func Waiting(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	if rc.Control(func(fd uintptr) { n, _ = InQueue(int(fd)) }) != nil {
+		return false
+	}
+	return n > 0
+}
+
 // Conn is a TCP connection whose Read and Write are raw system calls. It
 // waits for readiness, and honours deadlines and Close, through Go's own
 // poller exactly as net.TCPConn does (its syscall.RawConn); everything
