@@ -891,3 +891,34 @@ func TestStorm(t *testing.T) {
 		t.Errorf("storm cuts %d, reconnected %d, want 4 each", sum.Counters[cStormCuts], sum.Counters[cReconnected])
 	}
 }
+
+// TestHeartbeatGrid: with --heartbeat-grid a PING falls due at the end of
+// its wall-clock step, the same instant in every process whatever its
+// base time, never before it was due and at most a step later; the step
+// is capped at a quarter of the heartbeat, and 0 leaves times alone.
+func TestHeartbeatGrid(t *testing.T) {
+	const step = 100 * time.Millisecond
+	hb := int64(30 * time.Second)
+	b1 := time.Unix(1_000_000, 123_456_789)
+	b2 := b1.Add(37 * time.Millisecond)
+	e1 := &engine{cfg: &config{HBGrid: step}, base: b1}
+	e2 := &engine{cfg: &config{HBGrid: step}, base: b2}
+	for _, at := range []int64{0, 1, int64(step) - 1, int64(step), 12_345_678_901} {
+		got := e1.onGrid(at, hb)
+		wall := b1.UnixNano() + got
+		if got < at || got-at >= int64(step) || wall%int64(step) != 0 {
+			t.Fatalf("onGrid(%d) = %d (wall %d): want the next multiple of %v at or after it", at, got, wall, step)
+		}
+		// The other process's same wall instant lands on the same step.
+		if w2 := b2.UnixNano() + e2.onGrid(at+b1.UnixNano()-b2.UnixNano(), hb); w2 != wall {
+			t.Fatalf("two bases: wall %d vs %d", w2, wall)
+		}
+	}
+	if got := e1.onGrid(5, int64(200*time.Millisecond)); (b1.UnixNano()+got)%int64(50*time.Millisecond) != 0 || got-5 >= int64(50*time.Millisecond) {
+		t.Fatalf("a step over a quarter of the heartbeat was not capped: %d", got)
+	}
+	off := &engine{cfg: &config{}, base: b1}
+	if got := off.onGrid(12345, hb); got != 12345 {
+		t.Fatalf("no grid moved the time: %d", got)
+	}
+}

@@ -39,6 +39,7 @@ type config struct {
 	Reliable   bool          `json:"reliable"`
 	SecretFile string        `json:"secret_file"`
 	Heartbeat  time.Duration `json:"heartbeat"`
+	HBGrid     time.Duration `json:"heartbeat_grid"`
 	Resend     time.Duration `json:"resend"`
 	Procs      int           `json:"procs"`
 	PerProc    int           `json:"per_proc"`
@@ -97,6 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.SecretFile, "secret-file", "", "auth: file whose first line is the gateway secret; HELLO tokens are made with protocol.MakeToken")
 	fs.DurationVar(&c.Resend, "resend", 10*time.Second, "send the unacknowledged reliable DATA again when the oldest has waited this long for its ACK, as the Go client does (0: only after a reconnect)")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 0, "PING after this much idle time instead of the hb from WELCOME (0: use WELCOME's hb)")
+	fs.DurationVar(&c.HBGrid, "heartbeat-grid", 0, "PINGs fall due on a wall-clock grid of this step (rounded up; at most a quarter of the heartbeat): every process's PINGs due in one step go out together, as a gateway with many devices sees them, instead of one wake-up per PING in a gateway with few (0: off; docs/scale.md)")
 	fs.IntVar(&c.Procs, "procs", 0, "child processes to spread sessions over (0: automatic, as many as --per-proc needs; 1 or 0 with few sessions: this process)")
 	fs.IntVar(&c.PerProc, "per-proc", defaultPerProc, "most sessions (sockets) per process; more sessions than this start child processes automatically")
 	fs.IntVar(&c.SrcSpread, "src-spread", 0, "source addresses 127.0.0.2… to spread sessions over (session g binds 127.0.0.(2+g mod N)); 0: automatic (only when one address per destination runs out of ports), -1: never bind")
@@ -151,8 +153,11 @@ func (c *config) validate() error {
 	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) || c.Window < 0 {
 		errs = append(errs, errors.New("--rate and --window must be finite and >= 0"))
 	}
-	if c.Ramp < 0 || c.Duration < 0 || c.Drain < 0 || c.Heartbeat < 0 {
-		errs = append(errs, errors.New("--ramp, --duration, --drain, --heartbeat must be >= 0"))
+	if c.Ramp < 0 || c.Duration < 0 || c.Drain < 0 || c.Heartbeat < 0 || c.HBGrid < 0 {
+		errs = append(errs, errors.New("--ramp, --duration, --drain, --heartbeat, --heartbeat-grid must be >= 0"))
+	}
+	if c.HBGrid > 0 && c.Heartbeat > 0 && c.HBGrid > c.Heartbeat/4 {
+		errs = append(errs, errors.New("--heartbeat-grid must be at most a quarter of --heartbeat"))
 	}
 	if c.Payload < minPayload || c.Payload > 65536 {
 		errs = append(errs, fmt.Errorf("--payload must be %d…65536", minPayload))
