@@ -71,7 +71,10 @@ const awakeTicks = 100
 // asleep, past which Now wakes it: a gateway with traffic reads Now per
 // frame, and a clock read per frame would cost more than the ticks it
 // saves, while a quiet one (heartbeats) reads it now and then and lets
-// the sweeper sleep.
+// the sweeper sleep. The rate is taken over the sleep so far plus
+// awakeTicks, so that a short burst (a few dozen devices' heartbeats
+// arriving together) does not buy a second of ticks: it is sustained
+// traffic that wakes the sweeper, within a fraction of a second.
 const burstReads = 4
 
 // farSlots is the number of laps the far level spans (64 laps of 41 s at
@@ -115,14 +118,15 @@ func (w *Wheel) Tick() time.Duration { return w.tick }
 // Now is the coarse clock: ticks since the wheel was made. While the sweeper
 // is awake it advances once per tick and costs two atomic loads, cheap
 // enough to read per frame; while it sleeps, Now reads the real clock, and
-// wakes the sweeper when reads come faster than burstReads a tick.
+// wakes the sweeper when reads come faster than burstReads a tick
+// (averaged over the sleep and awakeTicks more).
 func (w *Wheel) Now() int64 {
 	if !w.asleep.Load() {
 		return w.now.Load()
 	}
 	t := int64(time.Since(w.epoch) / w.tick)
 	w.advanceNow(t)
-	if w.sleepReads.Add(1) > burstReads*(t-w.sleptAt.Load()+1) {
+	if w.sleepReads.Add(1) > burstReads*(t-w.sleptAt.Load()+awakeTicks) {
 		w.Wake()
 	}
 	return w.now.Load()

@@ -186,6 +186,19 @@ func TestIdleWheelSleeps(t *testing.T) {
 	if n := c.ticks.Load() - asleep; n != 0 || !w.Asleep() {
 		t.Fatalf("one Now woke the empty wheel (%d sweeps since)", n)
 	}
+	// A short burst (a few dozen devices' heartbeats that arrive
+	// together) is not traffic: the sweeper sleeps on. The burst is more
+	// than burstReads a tick of the sleep so far, less than that over the
+	// sleep and awakeTicks more.
+	slept := int64(time.Since(w.epoch)/tick) - w.sleptAt.Load()
+	burst := burstReads * (slept + awakeTicks/2)
+	for range burst {
+		w.Now()
+	}
+	time.Sleep(20 * tick)
+	if n := c.ticks.Load() - asleep; n != 0 || !w.Asleep() {
+		t.Fatalf("a burst of %d Now calls %d ticks into the sleep woke the empty wheel (%d sweeps since)", burst, slept, n)
+	}
 	for range 1_000_000 {
 		w.Now()
 	}
