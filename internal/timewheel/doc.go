@@ -26,8 +26,10 @@
 // it in the last second, it sleeps until that deadline's slot or the next
 // lap with far deadlines (or until woken, when the wheel is empty).
 // Schedule of an earlier deadline and Wake wake it; while it sleeps Now
-// reads the real clock, and wakes it only when reads come in a burst
-// (traffic, a read per frame). A 10 ms ticker cost 100 wakeups a second
+// reads the real clock, and wakes it only when reads keep coming faster
+// than a few a tick (traffic, a read per frame), counted over the sleep
+// and a second more: a few dozen heartbeats that arrive together are not
+// traffic (docs/benchmarks.md "Heartbeats on a grid"). A 10 ms ticker cost 100 wakeups a second
 // in every gateway (issue 11: 55 idle gateways took 0.35 cores); now an
 // idle gateway's wheel costs none, and one whose sessions only heartbeat
 // wakes about once a lap plus once per deadline due.
