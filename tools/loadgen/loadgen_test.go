@@ -922,3 +922,16 @@ func TestHeartbeatGrid(t *testing.T) {
 		t.Fatalf("no grid moved the time: %d", got)
 	}
 }
+
+// TestHeartbeatGridFlag: a grid step over a quarter of --heartbeat is
+// refused (a PING could then come a whole heartbeat late), one within it
+// is taken.
+func TestHeartbeatGridFlag(t *testing.T) {
+	if _, err := parseFlags([]string{"--addr", "127.0.0.1:1", "--idle", "--heartbeat", "10s", "--heartbeat-grid", "3s"}, io.Discard); err == nil {
+		t.Fatal("a 3 s grid for a 10 s heartbeat was taken")
+	}
+	c, err := parseFlags([]string{"--addr", "127.0.0.1:1", "--idle", "--heartbeat", "10s", "--heartbeat-grid", "100ms"}, io.Discard)
+	if err != nil || c.HBGrid != 100*time.Millisecond {
+		t.Fatalf("a 100 ms grid: %+v, %v", c, err)
+	}
+}
