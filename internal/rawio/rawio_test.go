@@ -12,30 +12,18 @@ import (
 	"unsafe"
 
 	"github.com/switchyard-gw/switchyard/internal/poll"
+	"github.com/switchyard-gw/switchyard/internal/rawio/rawiotest"
 	"golang.org/x/sys/unix"
 )
 
 // pair is a connected loopback TCP pair: a wrapped, b plain.
 func pair(t *testing.T) (*Conn, *net.TCPConn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, s := rawiotest.Pair(t)
 	w, ok := Wrap(c).(*Conn)
 	if !ok {
 		t.Fatalf("Wrap(%T) is not a *Conn", c)
 	}
-	t.Cleanup(func() { w.Close(); s.Close() })
 	return w, s.(*net.TCPConn)
 }
 

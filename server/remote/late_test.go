@@ -7,50 +7,21 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/switchyard-gw/switchyard/internal/poll"
+	"github.com/switchyard-gw/switchyard/internal/rawio/rawiotest"
 )
-
-// lateConn is the link's connection of a gateway that was kept off the
-// CPU past its read deadline: Go's poller reports the deadline's timer
-// first, although the shard's bytes are there.
-type lateConn struct {
-	net.Conn
-	late int
-}
-
-func (c *lateConn) Read(p []byte) (int, error) {
-	if c.late > 0 {
-		c.late--
-		return 0, os.ErrDeadlineExceeded
-	}
-	return c.Conn.Read(p)
-}
 
 // TestLateDeadlineIsNotSilence: a read deadline that passed while the
 // shard's bytes wait in the socket does not end the link (the gateway was
 // late, not the shard silent): the bytes are read and the late deadline
 // counted; with nothing waiting it is still the shard's silence.
 func TestLateDeadlineIsNotSilence(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	gw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Close()
-	shard, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer shard.Close()
+	gw, shard := rawiotest.Pair(t)
 	rc, err := gw.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := NewMetrics(metrics.NewSet()).link("s1")
-	l := &link{nc: &lateConn{Conn: gw, late: 1}, rc: rc, timeout: poll.Patience, m: m}
+	l := &link{nc: &rawiotest.Late{Conn: gw, Reads: 1}, rc: rc, timeout: poll.Patience, m: m}
 
 	if _, err := shard.Write([]byte("pong")); err != nil {
 		t.Fatal(err)
@@ -71,7 +42,7 @@ func TestLateDeadlineIsNotSilence(t *testing.T) {
 	}
 
 	// Nothing waiting: the deadline is the shard's silence.
-	l.nc = &lateConn{Conn: gw, late: 1}
+	l.nc = &rawiotest.Late{Conn: gw, Reads: 1}
 	if _, err := l.Read(buf); err == nil {
 		t.Fatal("a deadline with nothing waiting did not end the read")
 	}
