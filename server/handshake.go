@@ -44,7 +44,7 @@ func (c *conn) handshake(f *protocol.Frame) {
 		c.refusedHello(protocol.CodeUnavailable, h.ID, "gateway draining")
 		return
 	}
-	if c.peerClosed() {
+	if now.UnixNano()-c.acceptNs >= int64(freshAccept) && c.peerClosed() {
 		// Nobody would read the WELCOME, and attaching would take the
 		// device's session from the connection it has now.
 		g.metrics.handshakesAbandoned.Inc()
@@ -140,6 +140,10 @@ func (c *conn) welcome(resumed bool, last uint32, now time.Time) {
 	c.queue(protocol.TypeWelcome, 0, 0, p)
 }
 
+// freshAccept is how long the look at a connection's socket at accept
+// (arrived) stands for the HELLO's (peerClosed).
+const freshAccept = 10 * time.Millisecond
+
 // peerClosed reports whether the device has already closed its end of the
 // connection (FIN or reset, nothing left to read). netpoll hands over the
 // bytes that came with a FIN before it reports the close, so a HELLO can
@@ -152,6 +156,15 @@ func (c *conn) welcome(resumed bool, last uint32, now time.Time) {
 // sessions, the ramp of a saturated box). One peek per HELLO, never on
 // the frame path. A device that half-closes after its HELLO counts as
 // gone too: it could not send the heartbeats that keep it anyway.
+//
+// A HELLO handled within freshAccept of its accept is not looked at
+// again: at accept the gateway read the socket's state (arrived:
+// TCP_INFO), and a connection its device had closed went no further. A
+// HELLO that came with its connection (TCP_DEFER_ACCEPT) is handled
+// microseconds later, so the peek would be a second system call per
+// handshake for what the first just said; the device giving up within
+// those milliseconds, at its deadline, is the same race the peek leaves
+// between itself and the attach.
 func (c *conn) peerClosed() bool {
 	if c.fd <= 0 {
 		return false

@@ -377,11 +377,15 @@ func (c *connection) init(conn Conn, opts *options) (err error) {
 	c.initFDOperator()
 	c.initFinalizer()
 
-	rawSetNonblock(c.fd) // Switchyard patch: a raw fcntl (sys_raw_linux.go)
-	// enable TCP_NODELAY by default
-	switch c.network {
-	case "tcp", "tcp4", "tcp6":
-		setTCPNoDelay(c.fd, true)
+	// Switchyard patch: a raw fcntl (sys_raw_linux.go), and neither call
+	// for a connection accepted with both already (netFD.inherited).
+	if !c.inherited {
+		rawSetNonblock(c.fd)
+		// enable TCP_NODELAY by default
+		switch c.network {
+		case "tcp", "tcp4", "tcp6":
+			setTCPNoDelay(c.fd, true)
+		}
 	}
 
 	// connection initialized and prepare options

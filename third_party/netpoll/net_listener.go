@@ -50,6 +50,11 @@ func ConvertListener(l net.Listener) (nl Listener, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Switchyard patch: TCP_NODELAY once on the listener, which the
+	// connections it accepts inherit (connection.init then sets nothing).
+	if _, ok := l.(*net.TCPListener); ok && acceptInherits {
+		ln.inherit = setTCPNoDelay(ln.fd, true) == nil
+	}
 	return ln, syscall.SetNonblock(ln.fd, true)
 }
 
@@ -80,6 +85,9 @@ type listener struct {
 	ln    net.Listener   // tcp|unix listener
 	pconn net.PacketConn // udp listener
 	file  *os.File
+	// inherit: the listener has TCP_NODELAY and accepts with
+	// SOCK_NONBLOCK, so what it accepts needs neither set (Switchyard patch).
+	inherit bool
 }
 
 // Accept implements Listener.
@@ -109,6 +117,7 @@ func (ln *listener) Accept() (net.Conn, error) {
 	nfd.localAddr = ln.addr
 	nfd.network = ln.addr.Network()
 	nfd.remoteAddr = sockaddrToAddr(sa)
+	nfd.inherited = ln.inherit // Switchyard patch
 	return nfd, nil
 }
 

@@ -47,6 +47,9 @@ type netFD struct {
 	remoteAddr    net.Addr
 	// for detaching conn from poller
 	detaching bool
+	// inherited: accepted non-blocking, with the listener's TCP_NODELAY
+	// (Switchyard patch: connection.init makes no fcntl or setsockopt).
+	inherited bool
 }
 
 func newNetFD(fd, family, sotype int, net string) *netFD {

@@ -17,6 +17,12 @@ import (
 // sysmon thread when it sleeps and resets its polling to every 20 µs. On a
 // gateway that was a few context switches per accepted connection.
 
+// acceptInherits: a socket rawAccept returns is non-blocking and, on
+// Linux, inherits the listener's TCP_NODELAY (the kernel clones the
+// listening socket's options into it), so a listener with TCP_NODELAY
+// set needs no fcntl and no setsockopt per accepted connection.
+const acceptInherits = true
+
 // rawAccept is accept4(fd, SOCK_NONBLOCK|SOCK_CLOEXEC).
 func rawAccept(fd int) (int, syscall.Sockaddr, error) {
 	var rsa syscall.RawSockaddrAny

@@ -17,3 +17,7 @@ func rawSetNonblock(fd int) error { return syscall.SetNonblock(fd, true) }
 func setTCPNoDelay(fd int, b bool) (err error) {
 	return syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, boolint(b))
 }
+
+// acceptInherits is false: Accept here is not accept4(SOCK_NONBLOCK), and
+// whether TCP_NODELAY is inherited is not checked on these systems.
+const acceptInherits = false
