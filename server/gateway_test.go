@@ -154,13 +154,23 @@ func TestInputNodesStaySmall(t *testing.T) {
 	if len(cs) != 1 {
 		t.Fatalf("%d connections, want 1", len(cs))
 	}
-	ms := inputNodes.maxSize(cs[0].nc)
-	if ms < 0 {
+	if inputNodes.maxSize(cs[0].nc) < 0 {
 		t.Fatal("netpoll's connection fields were not found (netpoll upgraded?): see netpoll_tune.go")
 	}
-	if ms > 2*inputBufferSize {
-		t.Fatalf("netpoll's input node size grew to %d after 40 KB of PINGs, want at most %d", ms, 2*inputBufferSize)
-	}
+	// The shrink after a batch is skipped while the poller is reading into
+	// the connection (it is left for the next batch), so the last batch
+	// may have left a node a PING larger: one more PING at a time until a
+	// batch's shrink took. Without inputNodes the size only grows.
+	poll.Until(t, poll.Patience, func() error {
+		if ms := inputNodes.maxSize(cs[0].nc); ms > 2*inputBufferSize {
+			d.send(protocol.TypePing, 0, 0, nil)
+			if f := d.read(); f.Type != protocol.TypePong {
+				t.Fatalf("got %v, want PONG", f.Type)
+			}
+			return fmt.Errorf("netpoll's input node size grew to %d after 40 KB of PINGs, want at most %d", ms, 2*inputBufferSize)
+		}
+		return nil
+	})
 }
 
 // growingInput is netpoll's input as the handler sees it while the poller
