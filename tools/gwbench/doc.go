@@ -16,7 +16,10 @@
 //
 // tools/gwbench/run.sh builds the baseline (tools/baseline), the gateway
 // (cmd/switchyard), the netpoll floor (tools/gwbench/netpollecho) and the
-// driver, and runs compare over all of them.
+// driver, and runs compare over all of them. tools/gwbench/epollfloor, the
+// least a server can do per handshake on this kernel (one thread, raw
+// calls, no state), is run by hand for the handshake scenario only: it
+// echoes no DATA (docs/benchmarks.md "The floor of a handshake").
 //
 // What is measured:
 //
