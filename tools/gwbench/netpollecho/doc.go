@@ -9,9 +9,15 @@
 // Usage:
 //
 //	go build -o /tmp/netpollecho ./tools/gwbench/netpollecho
-//	/tmp/netpollecho --listen 127.0.0.1:7402 [--buffer-size 512]
+//	/tmp/netpollecho --listen 127.0.0.1:7402 [--buffer-size 512] [--defer-accept [--hello-at-accept]]
 //
 // --buffer-size sets netpoll.Config.BufferSize and netpoll.LinkBufferCap
 // (0 keeps netpoll's defaults: about 12–14 KB resident per connection once
 // it has sent a byte).
+//
+// --defer-accept sets TCP_DEFER_ACCEPT on the listener, as the gateway
+// does. --hello-at-accept answers a HELLO that came with its connection
+// inside netpoll's OnPrepare, with raw calls, before the connection is
+// registered: the experiment of docs/benchmarks.md "The floor of a
+// handshake" (it saved nothing measurable).
 package main

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/cloudwego/netpoll"
+	"github.com/switchyard-gw/switchyard/internal/rawio"
 	"github.com/switchyard-gw/switchyard/protocol"
+	"golang.org/x/sys/unix"
 )
 
 // maxLength bounds the length field: a longer frame closes the connection.
@@ -22,14 +24,16 @@ const maxLength = protocol.DefaultMaxFrame + protocol.HeaderSize
 func main() {
 	listen := flag.String("listen", "127.0.0.1:7402", "address to accept on")
 	bufSize := flag.Int("buffer-size", 0, "netpoll BufferSize and LinkBufferCap in bytes (0: netpoll defaults)")
+	deferAccept := flag.Bool("defer-accept", false, "TCP_DEFER_ACCEPT on the listener, as the gateway's")
+	flag.BoolVar(&helloAtAccept, "hello-at-accept", false, "answer a HELLO that came with its connection inside OnPrepare, before netpoll registers the connection (an experiment: docs/benchmarks.md \"The floor of a handshake\"; use with --defer-accept)")
 	flag.Parse()
-	if err := run(*listen, *bufSize); err != nil {
+	if err := run(*listen, *bufSize, *deferAccept); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }
 
-func run(addr string, bufSize int) error {
+func run(addr string, bufSize int, deferAccept bool) error {
 	if bufSize > 0 {
 		if err := netpoll.Configure(netpoll.Config{BufferSize: bufSize}); err != nil {
 			return err
@@ -44,9 +48,19 @@ func run(addr string, bufSize int) error {
 	if err != nil {
 		return fmt.Errorf("netpollecho: listen %s: %w", addr, err)
 	}
+	if deferAccept {
+		if err := unix.SetsockoptInt(ln.Fd(), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 1); err != nil {
+			return err
+		}
+	}
 	loop, err := netpoll.NewEventLoop(func(_ context.Context, c netpoll.Connection) error {
 		return onRequest(c, welcome)
-	})
+	}, netpoll.WithOnPrepare(func(c netpoll.Connection) context.Context {
+		if helloAtAccept {
+			answerAtAccept(c, welcome)
+		}
+		return context.Background()
+	}))
 	if err != nil {
 		return err
 	}
@@ -63,6 +77,30 @@ func run(addr string, bufSize int) error {
 		return nil
 	}
 	return err
+}
+
+// helloAtAccept is the --hello-at-accept switch.
+var helloAtAccept bool
+
+// answerAtAccept answers a HELLO that came with its connection, with raw
+// calls on the socket, before netpoll registers it and reads anything:
+// one peek, the HELLO read away, the WELCOME written. What follows the
+// HELLO goes the usual way.
+func answerAtAccept(c netpoll.Connection, welcome []byte) {
+	fd := c.(interface{ Fd() int }).Fd()
+	var b [512]byte
+	n, e := rawio.Peek(fd, b[:])
+	if e != nil || n < protocol.HeaderSize || protocol.Type(b[protocol.LengthSize]) != protocol.TypeHello {
+		return
+	}
+	size := protocol.LengthSize + int(binary.BigEndian.Uint32(b[:]))
+	if size > n {
+		return
+	}
+	if _, err := rawio.Read(fd, b[:size]); err != nil {
+		return
+	}
+	_, _ = rawio.Write(fd, welcome)
 }
 
 func welcomeFrame() ([]byte, error) {
