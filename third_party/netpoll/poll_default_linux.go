@@ -77,19 +77,23 @@ type defaultPoll struct {
 }
 
 type pollArgs struct {
-	size     int
-	caps     int
-	events   []epollevent
-	barriers []barrier
-	hups     []func(p Poll) error
+	size   int
+	caps   int
+	events []epollevent
+	// barrier serves every event of a wait in turn: the handler reads and
+	// writes one connection at a time and keeps nothing of it (Switchyard's
+	// patch: upstream keeps one barrier per event slot, 1.3 KB each, for
+	// as many slots as the largest burst of events ever needed).
+	barrier barrier
+	hups    []func(p Poll) error
 }
 
 func (a *pollArgs) reset(size, caps int) {
 	a.size, a.caps = size, caps
-	a.events, a.barriers = make([]epollevent, size), make([]barrier, size)
-	for i := range a.barriers {
-		a.barriers[i].bs = make([][]byte, a.caps)
-		a.barriers[i].ivs = make([]syscall.Iovec, a.caps)
+	a.events = make([]epollevent, size)
+	if len(a.barrier.bs) != caps {
+		a.barrier.bs = make([][]byte, caps)
+		a.barrier.ivs = make([]syscall.Iovec, caps)
 	}
 }
 
@@ -164,9 +168,9 @@ func (p *defaultPoll) handler(events []epollevent) (closed bool) {
 				operator.OnRead(p)
 			} else if operator.Inputs != nil {
 				// for connection
-				bs := operator.Inputs(p.barriers[i].bs)
+				bs := operator.Inputs(p.barrier.bs)
 				if len(bs) > 0 {
-					n, err := ioread(operator.FD, bs, p.barriers[i].ivs)
+					n, err := ioread(operator.FD, bs, p.barrier.ivs)
 					operator.InputAck(n)
 					totalRead += n
 					if err != nil {
@@ -183,7 +187,7 @@ func (p *defaultPoll) handler(events []epollevent) (closed bool) {
 				// read all left data if peer send and close
 				var leftRead int
 				// read all left data if peer send and close
-				if leftRead, err = readall(operator, p.barriers[i]); err != nil && !errors.Is(err, ErrEOF) {
+				if leftRead, err = readall(operator, p.barrier); err != nil && !errors.Is(err, ErrEOF) {
 					logger.Printf("NETPOLL: readall(fd=%d)=%d before close: %s", operator.FD, total, err.Error())
 				}
 				totalRead += leftRead
@@ -210,9 +214,9 @@ func (p *defaultPoll) handler(events []epollevent) (closed bool) {
 				operator.OnWrite(p)
 			} else if operator.Outputs != nil {
 				// for connection
-				bs, _ := operator.Outputs(p.barriers[i].bs)
+				bs, _ := operator.Outputs(p.barrier.bs)
 				if len(bs) > 0 {
-					n, err := iosend(operator.FD, bs, p.barriers[i].ivs, false)
+					n, err := iosend(operator.FD, bs, p.barrier.ivs, false)
 					operator.OutputAck(n)
 					if err != nil {
 						p.appendHup(operator)
