@@ -18,26 +18,12 @@ import (
 // listener). A listener that lost its TCP_NODELAY, or a kernel that does
 // not pass it on, fails here instead of slowing every small write.
 func TestAcceptedSocketOptions(t *testing.T) {
-	ln, err := netpoll.CreateListener("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	fds := make(chan int, 1)
-	evl, err := netpoll.NewEventLoop(
-		func(context.Context, netpoll.Connection) error { return nil },
-		netpoll.WithOnPrepare(func(c netpoll.Connection) context.Context {
+	ln := serveNetpoll(t, func(context.Context, netpoll.Connection) error { return nil },
+		func(c netpoll.Connection) context.Context {
 			fds <- c.(interface{ Fd() int }).Fd()
 			return context.Background()
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go evl.Serve(ln)
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
-		defer cancel()
-		_ = evl.Shutdown(ctx)
-	}()
+		})
 	nc, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -55,4 +41,26 @@ func TestAcceptedSocketOptions(t *testing.T) {
 	if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK == 0 {
 		t.Errorf("accepted socket: flags %#x (%v), want O_NONBLOCK", fl, err)
 	}
+}
+
+// serveNetpoll serves a listener on a free loopback port with a bare
+// netpoll event loop (no Gateway) until the test ends: the netpoll patch
+// tests look at netpoll alone.
+func serveNetpoll(t *testing.T, onRequest netpoll.OnRequest, onPrepare netpoll.OnPrepare) netpoll.Listener {
+	t.Helper()
+	ln, err := netpoll.CreateListener("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evl, err := netpoll.NewEventLoop(onRequest, netpoll.WithOnPrepare(onPrepare))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go evl.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
+		defer cancel()
+		_ = evl.Shutdown(ctx)
+	})
+	return ln
 }

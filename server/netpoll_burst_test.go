@@ -26,12 +26,8 @@ import (
 func TestPollerBurstKeepsNoBarriers(t *testing.T) {
 	const conns = 5000
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	ln, err := netpoll.CreateListener("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var accepted, read atomic.Int64
-	evl, err := netpoll.NewEventLoop(
+	ln := serveNetpoll(t,
 		func(_ context.Context, c netpoll.Connection) error {
 			r := c.Reader()
 			n := r.Len()
@@ -39,19 +35,10 @@ func TestPollerBurstKeepsNoBarriers(t *testing.T) {
 			read.Add(int64(n))
 			return r.Release()
 		},
-		netpoll.WithOnPrepare(func(netpoll.Connection) context.Context {
+		func(netpoll.Connection) context.Context {
 			accepted.Add(1)
 			return context.Background()
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go evl.Serve(ln)
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
-		defer cancel()
-		_ = evl.Shutdown(ctx)
-	}()
+		})
 	sa := &unix.SockaddrInet4{Port: ln.Addr().(*net.TCPAddr).Port, Addr: [4]byte{127, 0, 0, 1}}
 	fds := make([]int, 0, conns)
 	defer func() {
