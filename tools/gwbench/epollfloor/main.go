@@ -10,8 +10,8 @@ import (
 	"os"
 	"runtime"
 	"syscall"
-	"unsafe"
 
+	"github.com/switchyard-gw/switchyard/internal/rawio"
 	"github.com/switchyard-gw/switchyard/protocol"
 	"golang.org/x/sys/unix"
 )
@@ -110,22 +110,23 @@ func listen(ap netip.AddrPort) (int, error) {
 // WELCOME, the end of the stream (or an error) closes the socket. It
 // reports whether the socket is still open.
 func serve(fd int, buf, welcome []byte) bool {
-	n, errno := raw(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0)
+	n, err := rawio.Read(fd, buf)
 	switch {
-	case errno == syscall.EAGAIN:
+	case err == syscall.EAGAIN:
 		return true
-	case errno != 0 || n == 0:
+	case err != nil || n == 0:
 		raw(unix.SYS_CLOSE, fd, 0, 0, 0)
 		return false
 	}
 	if n > protocol.LengthSize && protocol.Type(buf[protocol.LengthSize]) == protocol.TypeHello {
-		raw(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&welcome[0])), uintptr(len(welcome)), 0)
+		_, _ = rawio.Write(fd, welcome)
 	}
 	return true
 }
 
 // raw makes a system call that cannot block (the sockets are
-// non-blocking) without the scheduler's syscall state: see internal/rawio.
+// non-blocking) without the scheduler's syscall state, as internal/rawio
+// does for reads and writes: here accept4 and close.
 func raw(trap uintptr, fd int, a1, a2, a3 uintptr) (uintptr, syscall.Errno) {
 	r, _, e := syscall.RawSyscall6(trap, uintptr(fd), a1, a2, a3, 0, 0)
 	return r, e

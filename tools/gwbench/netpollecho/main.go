@@ -25,15 +25,15 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:7402", "address to accept on")
 	bufSize := flag.Int("buffer-size", 0, "netpoll BufferSize and LinkBufferCap in bytes (0: netpoll defaults)")
 	deferAccept := flag.Bool("defer-accept", false, "TCP_DEFER_ACCEPT on the listener, as the gateway's")
-	flag.BoolVar(&helloAtAccept, "hello-at-accept", false, "answer a HELLO that came with its connection inside OnPrepare, before netpoll registers the connection (an experiment: docs/benchmarks.md \"The floor of a handshake\"; use with --defer-accept)")
+	helloAtAccept := flag.Bool("hello-at-accept", false, "answer a HELLO that came with its connection inside OnPrepare, before netpoll registers the connection (an experiment: docs/benchmarks.md \"The floor of a handshake\"; use with --defer-accept)")
 	flag.Parse()
-	if err := run(*listen, *bufSize, *deferAccept); err != nil {
+	if err := run(*listen, *bufSize, *deferAccept, *helloAtAccept); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }
 
-func run(addr string, bufSize int, deferAccept bool) error {
+func run(addr string, bufSize int, deferAccept, helloAtAccept bool) error {
 	if bufSize > 0 {
 		if err := netpoll.Configure(netpoll.Config{BufferSize: bufSize}); err != nil {
 			return err
@@ -78,9 +78,6 @@ func run(addr string, bufSize int, deferAccept bool) error {
 	}
 	return err
 }
-
-// helloAtAccept is the --hello-at-accept switch.
-var helloAtAccept bool
 
 // answerAtAccept answers a HELLO that came with its connection, with raw
 // calls on the socket, before netpoll registers it and reads anything:
