@@ -309,9 +309,14 @@ func (r *Backend) Closed(d Device) {
 	r.topics.drop(d)
 	id, _ := d.Session()
 	l.unbind(id, d)
-	ext, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Reason: "disconnected"})
-	_ = l.send(&protocol.Envelope{Kind: protocol.LinkClose, Session: id, Epoch: epoch, Ext: ext})
+	_ = l.send(&protocol.Envelope{Kind: protocol.LinkClose, Session: id, Epoch: epoch, Ext: disconnectedExt})
 }
+
+// disconnectedExt is the ext of every Close for a device gone: encoded
+// once, not per close (a reconnect storm closes every session at once, and
+// each allocation there is garbage collection at the gateway's low GOGC).
+// send copies it into the link's frame.
+var disconnectedExt, _ = protocol.EncodeLinkExt(&protocol.LinkExt{Reason: "disconnected"})
 
 // ConnectShards opens links to every shard in shards (name → link address)
 // that has none, so that a Publish from any shard reaches this gateway's

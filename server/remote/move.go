@@ -458,8 +458,7 @@ func (mv *mover) closed(d Device) bool {
 	if m.to != nil && m.to != m.from {
 		id, _ := d.Session()
 		m.to.unbind(id, d)
-		ext, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Reason: "disconnected"})
-		_ = m.to.send(&protocol.Envelope{Kind: protocol.LinkClose, Session: id, Epoch: m.newEpoch, Ext: ext})
+		_ = m.to.send(&protocol.Envelope{Kind: protocol.LinkClose, Session: id, Epoch: m.newEpoch, Ext: disconnectedExt})
 	}
 	return true
 }
