@@ -71,6 +71,13 @@ type gatewayEvent struct {
 	// the other gateways and GOAWAYs sent by the lost one.
 	GatewayResumes []float64 `json:"gateway_resumes_per_s"`
 	GoAways        []float64 `json:"goaways_per_s"`
+	// And, per second on the other gateways: connections accepted, their
+	// disconnects (every reason), and the most connections seen waiting
+	// in their kernel accept queues at once (the sum over them). A storm's
+	// first seconds: the old connections closing while the new ones wait.
+	GatewayAccepts     []float64 `json:"gateway_accepts_per_s,omitempty"`
+	GatewayDisconnects []float64 `json:"gateway_disconnects_per_s,omitempty"`
+	AcceptQueueMax     []float64 `json:"accept_queue_max_per_s,omitempty"`
 	// From loadgen's per-second rows after the event: devices back
 	// (WELCOME again) per row from the first row with any to the last,
 	// their mean and most, the last such row's end from the event (an
@@ -109,6 +116,8 @@ type gwReading struct {
 	// unavailable is the others' ERROR 503s sent, links their backend links.
 	unavailable float64
 	links       float64
+	accepted    float64            // the others' connections accepted
+	acceptQueue float64            // the others' kernel accept queues, summed
 	abandoned   float64            // every gateway's, the lost one's too
 	shed        float64            // the others' connections shed (overload)
 	hsTimeouts  float64            // the others' handshake timeouts (408)
@@ -131,6 +140,8 @@ func readGateways(pages []map[string]float64, lost int) gwReading {
 		r.shed += m[`switchyard_connections_rejected_total{reason="overload"}`]
 		r.hsTimeouts += m[`switchyard_handshake_results_total{result="408"}`]
 		r.links += m["switchyard_backend_links"]
+		r.accepted += m["switchyard_connections_accepted_total"]
+		r.acceptQueue += m["switchyard_accept_queue_length"]
 		for k, v := range m {
 			if strings.HasPrefix(k, "switchyard_disconnects_total") {
 				r.disconnect += v
@@ -197,6 +208,14 @@ func (cl *cluster) runGatewayEvent(ctx context.Context, c *config, kind string, 
 		if d := r.resumed - base.resumed - sum(ev.GatewayResumes); d > 0 {
 			bucket(&ev.GatewayResumes, sec, d)
 		}
+		if d := r.accepted - base.accepted - sum(ev.GatewayAccepts); d > 0 {
+			bucket(&ev.GatewayAccepts, sec, d)
+		}
+		if d := r.disconnect - base.disconnect - sum(ev.GatewayDisconnects); d > 0 {
+			bucket(&ev.GatewayDisconnects, sec, d)
+		}
+		bucket(&ev.AcceptQueueMax, sec, 0)
+		ev.AcceptQueueMax[sec] = max(ev.AcceptQueueMax[sec], r.acceptQueue)
 		if r.goaways > lastGoAways {
 			bucket(&ev.GoAways, sec, r.goaways-lastGoAways)
 			lastGoAways = r.goaways
@@ -407,6 +426,10 @@ func (s *summary) gatewayText(b *strings.Builder) {
 			ev.DeviceReconnects, ev.ReconnectTotal, ev.ReconnectMean, ev.ReconnectMax, ev.PeakRatio, ev.DeviceBackS, ev.DeviceDisconn, ev.DeviceErrors)
 		fmt.Fprintf(b, "    devices: connection attempts per second %v (mean %.0f/s, max %d, max/mean %.2f); stale HELLOs dropped %.0f before the event, %.0f during it\n",
 			ev.Attempts, ev.AttemptMean, ev.AttemptMax, ev.AttemptRatio, ev.AbandonedBefore, ev.Abandoned)
+		if len(ev.GatewayAccepts)+len(ev.GatewayDisconnects) > 0 {
+			fmt.Fprintf(b, "    others per second: accepted %v; disconnects %v; most waiting in the accept queues %v\n",
+				ints(ev.GatewayAccepts), ints(ev.GatewayDisconnects), ints(ev.AcceptQueueMax))
+		}
 	}
 }
 

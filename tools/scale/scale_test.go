@@ -282,6 +282,8 @@ switchyard_disconnects_total{reason="peer"} 2
 switchyard_errors_sent_total{code="503"} 4
 switchyard_backend_links 8
 switchyard_frames_dropped_total{reason="gap"} 3
+switchyard_connections_accepted_total 12
+switchyard_accept_queue_length 6
 `),
 		nil,
 		page(`switchyard_sessions 3300
@@ -292,7 +294,7 @@ switchyard_disconnects_total{reason="drain"} 7
 	}
 	r := readGateways(pages, 2)
 	if r.held != 3300 || r.goaways != 7 || r.sessions != 3400 || r.resumed != 10 || r.rejected != 1 || r.disconnect != 2 ||
-		r.unavailable != 4 || r.links != 8 || r.dropped["gap"] != 3 {
+		r.unavailable != 4 || r.links != 8 || r.dropped["gap"] != 3 || r.accepted != 12 || r.acceptQueue != 6 {
 		t.Errorf("%+v", r)
 	}
 }
