@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -107,8 +108,8 @@ type gatewayEvent struct {
 
 // gwReading is what a gateway event reads off the gateways' pages.
 type gwReading struct {
-	held       float64 // the lost gateway's sessions
-	goaways    float64 // the lost gateway's GOAWAYs sent (0 once it is gone)
+	held       float64 // the lost gateways' sessions
+	goaways    float64 // the lost gateways' GOAWAYs sent (0 once gone)
 	sessions   float64 // the others' sessions
 	resumed    float64
 	rejected   float64
@@ -124,13 +125,15 @@ type gwReading struct {
 	dropped     map[string]float64 // the others' frames dropped, by reason
 }
 
-// readGateways sums the pages of every gateway but lost.
-func readGateways(pages []map[string]float64, lost int) gwReading {
+// readGateways sums the pages of every gateway but the lost ones (their
+// indexes in pages), and the lost ones' sessions and GOAWAYs apart.
+func readGateways(pages []map[string]float64, lost []int) gwReading {
 	r := gwReading{dropped: map[string]float64{}}
 	for i, m := range pages {
 		r.abandoned += m["switchyard_handshakes_abandoned_total"]
-		if i == lost {
-			r.held, r.goaways = m["switchyard_sessions"], m["switchyard_goaways_sent_total"]
+		if slices.Contains(lost, i) {
+			r.held += m["switchyard_sessions"]
+			r.goaways += m["switchyard_goaways_sent_total"]
 			continue
 		}
 		r.sessions += m["switchyard_sessions"]
@@ -154,31 +157,43 @@ func readGateways(pages []map[string]float64, lost int) gwReading {
 	return r
 }
 
-// lostGateway is the index of the last gateway still running.
-func (cl *cluster) lostGateway() int {
-	for i := len(cl.gateways) - 1; i >= 0; i-- {
+// lostGateways are the indexes of the last n gateways still running
+// (fewer if fewer run).
+func (cl *cluster) lostGateways(n int) []int {
+	var lost []int
+	for i := len(cl.gateways) - 1; i >= 0 && len(lost) < n; i-- {
 		if !cl.gateways[i].exited() {
-			return i
+			lost = append(lost, i)
 		}
 	}
-	return -1
+	return lost
 }
 
-// runGatewayEvent drains or kills the last gateway still running and
-// follows its devices until they are all back on the others; a storm
-// cuts every device's connection at once (loadgen's SIGUSR1) and follows
-// them until every session resumed, on any gateway.
+// runGatewayEvent drains the last gateway still running, or kills the
+// last --kill-gateways of them at once, and follows their devices until
+// they are all back on the others; a storm cuts every device's
+// connection at once (loadgen's SIGUSR1) and follows them until every
+// session resumed, on any gateway.
 func (cl *cluster) runGatewayEvent(ctx context.Context, c *config, kind string, start time.Time) gatewayEvent {
 	ev := gatewayEvent{Kind: kind}
 	storm := kind == "storm"
-	lost := -1 // a storm loses no gateway: every gateway is "the others"
-	var g *proc
+	var lost []int // a storm loses no gateway: every gateway is "the others"
+	var gs []*proc
 	if !storm {
-		if lost = cl.lostGateway(); lost < 0 {
+		n := 1
+		if kind == "gateway-kill" {
+			n = max(1, c.KillGateways)
+		}
+		if lost = cl.lostGateways(n); len(lost) == 0 {
 			ev.Gateway, ev.Unsettled = "none left", true
 			return ev
 		}
-		g = cl.gateways[lost]
+		var names []string
+		for _, i := range lost {
+			gs = append(gs, cl.gateways[i])
+			names = append(names, cl.gateways[i].name)
+		}
+		ev.Gateway = strings.Join(names, ",")
 	}
 	base := readGateways(cl.gatewayPages(), lost)
 	t0 := time.Now()
@@ -188,12 +203,11 @@ func (cl *cluster) runGatewayEvent(ctx context.Context, c *config, kind string, 
 		cl.loadgen.cmd.Process.Signal(syscall.SIGUSR1)
 		ev.Gateway = "all"
 	case "gateway-kill":
-		g.cmd.Process.Signal(syscall.SIGKILL)
+		for _, g := range gs {
+			g.cmd.Process.Signal(syscall.SIGKILL)
+		}
 	default:
-		g.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	if g != nil {
-		ev.Gateway = g.name
+		gs[0].cmd.Process.Signal(syscall.SIGTERM)
 	}
 	ev.AtS, ev.Held = t0.Sub(start).Seconds(), base.held
 	ev.AbandonedBefore = base.abandoned
@@ -226,7 +240,7 @@ func (cl *cluster) runGatewayEvent(ctx context.Context, c *config, kind string, 
 		if ev.BackS == 0 && r.sessions >= float64(c.Sessions) {
 			ev.BackS = el.Seconds()
 		}
-		if ev.ResumedS > 0 && ev.BackS > 0 && (storm || g.exited()) {
+		if ev.ResumedS > 0 && ev.BackS > 0 && allExited(gs) {
 			break
 		}
 		if el > gwEventWindow || ctx.Err() != nil {
@@ -238,8 +252,10 @@ func (cl *cluster) runGatewayEvent(ctx context.Context, c *config, kind string, 
 		case <-ctx.Done():
 		}
 	}
-	if g != nil && g.exited() {
-		ev.ExitS = g.ended.Sub(t0).Seconds()
+	if len(gs) > 0 && allExited(gs) {
+		for _, g := range gs {
+			ev.ExitS = max(ev.ExitS, g.ended.Sub(t0).Seconds())
+		}
 	}
 	ev.Resumed, ev.ResumeRejected, ev.Disconnects = r.resumed-base.resumed, r.rejected-base.rejected, r.disconnect-base.disconnect
 	ev.Unavailable = r.unavailable - base.unavailable
@@ -255,6 +271,16 @@ func (cl *cluster) runGatewayEvent(ctx context.Context, c *config, kind string, 
 		}
 	}
 	return ev
+}
+
+// allExited reports whether every process of ps has exited (none: true).
+func allExited(ps []*proc) bool {
+	for _, p := range ps {
+		if !p.exited() {
+			return false
+		}
+	}
+	return true
 }
 
 // bucket adds v to (*b)[i], growing *b as needed.

@@ -28,7 +28,8 @@
 // --drain-gateway-after D sends SIGTERM to the last gateway D after every
 // session is up (it drains: GOAWAY spread over its drain window, its
 // devices resume on the others); --kill-gateway-after D sends SIGKILL to
-// the last gateway still running. The other gateways' metrics (every
+// the last gateway still running, or to the last --kill-gateways N of
+// them at once. The other gateways' metrics (every
 // 100 ms) and loadgen's per-second rows tell when every session was back
 // and how many came back each second; see gateways.go. Such a run fails
 // on any --verify violation, a resume answered as a new session, sessions
@@ -113,6 +114,7 @@ type config struct {
 	// Losing a gateway (issue 7, point 4); see gateways.go.
 	GwDrainAfter time.Duration `json:"drain_gateway_after,omitempty"`
 	GwKillAfter  time.Duration `json:"kill_gateway_after,omitempty"`
+	KillGateways int           `json:"kill_gateways,omitempty"`
 	StormAfter   time.Duration `json:"storm_after,omitempty"`
 	PeakTarget   float64       `json:"reconnect_peak_target,omitempty"`
 }
@@ -145,6 +147,7 @@ func main() {
 	fs.DurationVar(&c.GwDrainAfter, "drain-gateway-after", 0, "this long after every session is up, SIGTERM the last gateway (it drains: GOAWAY to its devices, which resume on the others) and measure until they are all back (0: no gateway drain)")
 	fs.DurationVar(&c.StormAfter, "storm-after", 0, "this long after every session is up, every device's connection is cut at once (loadgen SIGUSR1) and reconnects with the client's backoff: a reconnect storm, measured until every session resumed; the run fails on any handshake timeout (408) or connection attempt given up (0: no storm)")
 	fs.DurationVar(&c.GwKillAfter, "kill-gateway-after", 0, "this long after every session is up, SIGKILL the last gateway still running (its devices reconnect to the others and resume) and measure until they are all back (0: no gateway kill)")
+	fs.IntVar(&c.KillGateways, "kill-gateways", 1, "with --kill-gateway-after, how many gateways are killed at once (the last ones still running): one gateway's death on a host that allows it more devices than this box's 20,000 files")
 	fs.Float64Var(&c.PeakTarget, "reconnect-peak-target", 2, "with --drain-gateway-after, the run fails when the most devices back in one second exceed this many times their mean over the reconnect period")
 	fs.Parse(os.Args[1:])
 	if err := c.validate(); err != nil {

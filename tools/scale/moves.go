@@ -58,6 +58,9 @@ func (c *config) validate() error {
 	if gws := cmp.Or(c.Gateways, (c.Sessions+c.PerGateway-1)/max(c.PerGateway, 1)); max(c.GwDrainAfter, c.GwKillAfter) > 0 && gws < 2 {
 		errs = append(errs, errors.New("--drain-gateway-after and --kill-gateway-after need at least 2 gateways"))
 	}
+	if gws := cmp.Or(c.Gateways, (c.Sessions+c.PerGateway-1)/max(c.PerGateway, 1)); c.KillGateways < 0 || c.GwKillAfter > 0 && c.KillGateways >= gws {
+		errs = append(errs, fmt.Errorf("--kill-gateways %d: fewer than the gateways (%d), and not negative", c.KillGateways, gws))
+	}
 	if c.PeakTarget < 0 || math.IsNaN(c.PeakTarget) {
 		errs = append(errs, errors.New("--reconnect-peak-target must be >= 0"))
 	}

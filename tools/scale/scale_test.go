@@ -292,10 +292,14 @@ switchyard_goaways_sent_total 7
 switchyard_disconnects_total{reason="drain"} 7
 `),
 	}
-	r := readGateways(pages, 2)
+	r := readGateways(pages, []int{2})
 	if r.held != 3300 || r.goaways != 7 || r.sessions != 3400 || r.resumed != 10 || r.rejected != 1 || r.disconnect != 2 ||
 		r.unavailable != 4 || r.links != 8 || r.dropped["gap"] != 3 || r.accepted != 12 || r.acceptQueue != 6 {
 		t.Errorf("%+v", r)
+	}
+	// Two lost at once (--kill-gateways 2): their sessions add up apart.
+	if r := readGateways(pages, []int{0, 2}); r.held != 6700 || r.sessions != 0 || r.resumed != 0 {
+		t.Errorf("two lost: %+v", r)
 	}
 }
 
@@ -382,11 +386,18 @@ func TestValidateGatewayEvents(t *testing.T) {
 	if err := ok.validate(); err != nil {
 		t.Fatal(err)
 	}
+	two := ok
+	two.KillGateways = 2
+	if err := two.validate(); err != nil {
+		t.Errorf("--kill-gateways 2 of 3: %v", err)
+	}
 	for name, spoil := range map[string]func(*config){
 		"one gateway": func(c *config) { c.PerGateway = 10000 },
 		"short hold":  func(c *config) { c.Hold = 59 * time.Second },
 		"negative":    func(c *config) { c.GwKillAfter = -time.Second },
 		"peak":        func(c *config) { c.PeakTarget = -1 },
+		"kill all":    func(c *config) { c.KillGateways = 3 },
+		"kill < 0":    func(c *config) { c.KillGateways = -1 },
 	} {
 		c := ok
 		spoil(&c)
