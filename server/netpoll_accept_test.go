@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,20 +48,9 @@ func TestAcceptedSocketOptions(t *testing.T) {
 // tests look at netpoll alone.
 func serveNetpoll(t *testing.T, onRequest netpoll.OnRequest, onPrepare netpoll.OnPrepare) netpoll.Listener {
 	t.Helper()
-	return serveNetpollAfter(t, nil, onRequest, onPrepare)
-}
-
-// serveNetpollAfter is serveNetpoll that first calls before, if not nil,
-// with the listener's address, while nothing accepts yet: what it connects
-// waits in the kernel's accept queue.
-func serveNetpollAfter(t *testing.T, before func(addr string), onRequest netpoll.OnRequest, onPrepare netpoll.OnPrepare) netpoll.Listener {
-	t.Helper()
 	ln, err := netpoll.CreateListener("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
-	}
-	if before != nil {
-		before(ln.Addr().String())
 	}
 	evl, err := netpoll.NewEventLoop(onRequest, netpoll.WithOnPrepare(onPrepare))
 	if err != nil {
@@ -75,78 +63,4 @@ func serveNetpollAfter(t *testing.T, before func(addr string), onRequest netpoll
 		_ = evl.Shutdown(ctx)
 	})
 	return ln
-}
-
-// TestListenerAcceptsInBatches checks the fourth netpoll patch (PATCH.md):
-// one readiness event of the listener accepts up to a batch of queued
-// connections, not one. Upstream's poller accepted one connection per
-// wait; between two accepts it went through every other ready event,
-// which in a reconnect storm were thousands of resets, and the accept
-// queue grew while devices aged toward their deadline (docs/scale.md).
-//
-// It queues connections that each sent a byte before anything accepts,
-// then looks, at the last accept of the batch, whether the poller has
-// read the first connections' bytes yet. The poller accepts and reads on
-// one goroutine: one accept per wait reads connection 1 in the pass that
-// accepts connection 2 or 3, so by the last accept the first ones hold
-// their byte; a batch accepts them all before it reads any.
-func TestListenerAcceptsInBatches(t *testing.T) {
-	const queued = 200 // within the batch (acceptBatch, 256) and the box's accept queue
-	// One poller, netpoll's default below 20 Ps: the listener's and its
-	// connections' events then come from the same loop.
-	if err := netpoll.SetNumLoops(1); err != nil {
-		t.Fatal(err)
-	}
-	var (
-		clients   []net.Conn
-		accepted  []netpoll.Connection // only the poller's goroutine touches it
-		readEarly = -1                 // connections already read at the last accept
-		handled   atomic.Int64         // bytes the handler consumed
-		done      = make(chan struct{})
-	)
-	serveNetpollAfter(t, func(addr string) {
-		for range queued {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			clients = append(clients, c)
-			if _, err := c.Write([]byte{1}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}, func(_ context.Context, c netpoll.Connection) error {
-		r := c.Reader() // a handler must consume its input, or netpoll calls it again and again
-		n := r.Len()
-		_ = r.Skip(n)
-		handled.Add(int64(n))
-		return r.Release()
-	},
-		func(c netpoll.Connection) context.Context {
-			accepted = append(accepted, c)
-			if len(accepted) == queued {
-				readEarly = int(handled.Load())
-				for _, a := range accepted[:queued-1] {
-					if a.Reader().Len() > 0 {
-						readEarly++
-					}
-				}
-				close(done)
-			}
-			return context.Background()
-		})
-	t.Cleanup(func() { // before the event loop's shutdown, which waits for open connections
-		for _, c := range clients {
-			c.Close()
-		}
-	})
-	select {
-	case <-done:
-	case <-time.After(poll.Patience):
-		t.Fatalf("the %d queued connections were not all accepted", queued)
-	}
-	if readEarly != 0 {
-		t.Errorf("at the last of %d queued accepts the poller had read %d earlier connections: "+
-			"it went back to its other events between accepts (one accept per event, not a batch)", queued, readEarly)
-	}
 }

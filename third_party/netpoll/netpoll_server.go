@@ -95,28 +95,16 @@ func (s *server) Close(ctx context.Context) error {
 	}
 }
 
-// acceptBatch bounds the connections the listener accepts per readiness
-// event (Switchyard patch, PATCH.md "The fourth change"). Upstream accepts
-// one: the listener's event comes once per poller wait, among every other
-// ready event of that poller, so the kernel's accept queue drained one
-// connection per pass whenever the poller had other work.
-const acceptBatch = 256
-
 // OnRead implements FDOperator.
 func (s *server) OnRead(p Poll) error {
-	var err error
-	for i := 0; i < acceptBatch; i++ {
-		var conn Conn
-		if conn, err = s.acceptOne(); err != nil {
-			break
-		}
-		if conn == nil {
-			return nil // EAGAIN | EWOULDBLOCK: the queue is empty
-		}
-		s.onAccept(conn)
-	}
+	// accept socket
+	conn, err := s.ln.Accept()
 	if err == nil {
-		return nil // the batch is full: the listener stays readable (level-triggered)
+		if conn != nil {
+			s.onAccept(conn.(Conn))
+		}
+		// EAGAIN | EWOULDBLOCK if conn and err both nil
+		return nil
 	}
 	logger.Printf("NETPOLL: accept conn failed: %v", err)
 
@@ -170,15 +158,6 @@ func (s *server) OnRead(p Poll) error {
 func (s *server) OnHup(p Poll) error {
 	s.onQuit(errors.New("listener close"))
 	return nil
-}
-
-// acceptOne accepts one connection: nil and no error when none is queued.
-func (s *server) acceptOne() (Conn, error) {
-	conn, err := s.ln.Accept()
-	if err != nil || conn == nil {
-		return nil, err
-	}
-	return conn.(Conn), nil
 }
 
 func (s *server) onAccept(conn Conn) {
