@@ -219,15 +219,9 @@ func (cl *cluster) runGatewayEvent(ctx context.Context, c *config, kind string, 
 		ev.LinksMin = min(ev.LinksMin, r.links)
 		el := time.Since(t0)
 		sec := int(el / time.Second)
-		if d := r.resumed - base.resumed - sum(ev.GatewayResumes); d > 0 {
-			bucket(&ev.GatewayResumes, sec, d)
-		}
-		if d := r.accepted - base.accepted - sum(ev.GatewayAccepts); d > 0 {
-			bucket(&ev.GatewayAccepts, sec, d)
-		}
-		if d := r.disconnect - base.disconnect - sum(ev.GatewayDisconnects); d > 0 {
-			bucket(&ev.GatewayDisconnects, sec, d)
-		}
+		growth(&ev.GatewayResumes, sec, r.resumed-base.resumed)
+		growth(&ev.GatewayAccepts, sec, r.accepted-base.accepted)
+		growth(&ev.GatewayDisconnects, sec, r.disconnect-base.disconnect)
 		bucket(&ev.AcceptQueueMax, sec, 0)
 		ev.AcceptQueueMax[sec] = max(ev.AcceptQueueMax[sec], r.acceptQueue)
 		if r.goaways > lastGoAways {
@@ -281,6 +275,14 @@ func allExited(ps []*proc) bool {
 		}
 	}
 	return true
+}
+
+// growth puts into second i what a counter that stands at total since the
+// event gained beyond the seconds *b already holds.
+func growth(b *[]float64, i int, total float64) {
+	if d := total - sum(*b); d > 0 {
+		bucket(b, i, d)
+	}
 }
 
 // bucket adds v to (*b)[i], growing *b as needed.

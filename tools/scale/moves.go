@@ -55,10 +55,11 @@ func (c *config) validate() error {
 	if c.DrainAfter < 0 || c.KillAfter < 0 || c.AddAfter < 0 || c.MoveTarget < 0 || c.GwDrainAfter < 0 || c.GwKillAfter < 0 || c.StormAfter < 0 {
 		errs = append(errs, errors.New("--drain-shard-after, --kill-shard-after, --add-shard-after, --move-target, --drain-gateway-after, --kill-gateway-after and --storm-after must be >= 0"))
 	}
-	if gws := cmp.Or(c.Gateways, (c.Sessions+c.PerGateway-1)/max(c.PerGateway, 1)); max(c.GwDrainAfter, c.GwKillAfter) > 0 && gws < 2 {
+	gws := cmp.Or(c.Gateways, (c.Sessions+c.PerGateway-1)/max(c.PerGateway, 1))
+	if max(c.GwDrainAfter, c.GwKillAfter) > 0 && gws < 2 {
 		errs = append(errs, errors.New("--drain-gateway-after and --kill-gateway-after need at least 2 gateways"))
 	}
-	if gws := cmp.Or(c.Gateways, (c.Sessions+c.PerGateway-1)/max(c.PerGateway, 1)); c.KillGateways < 0 || c.GwKillAfter > 0 && c.KillGateways >= gws {
+	if c.KillGateways < 0 || c.GwKillAfter > 0 && c.KillGateways >= gws {
 		errs = append(errs, fmt.Errorf("--kill-gateways %d: fewer than the gateways (%d), and not negative", c.KillGateways, gws))
 	}
 	if c.PeakTarget < 0 || math.IsNaN(c.PeakTarget) {
