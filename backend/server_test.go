@@ -611,6 +611,13 @@ func TestMigratedOpenOvertakenByClose(t *testing.T) {
 	waitFor(t, "the blocker in OnOpen", func() bool { return h.has("open blocker new ") })
 	g.Open(backendtest.SID(2), "dev", 7, backendtest.OpenOpts{Reason: "migrated", LastUp: 5, State: []byte("st")})
 	g.Control(protocol.LinkClose, backendtest.SID(2), 7, 0, "disconnected")
+	// The link's reader handles envelopes in order: once it answers this
+	// Ping it has detached the session, so the Close has overtaken the
+	// Open before the worker can reach it. Without the round trip a slow
+	// reader lets the migrated OnOpen run first (a different, also
+	// correct, interleaving that this test is not about).
+	g.Send(protocol.Envelope{Kind: protocol.LinkPing})
+	g.Expect(protocol.LinkPong)
 	close(release)
 	if e := g.Expect(protocol.LinkOpened); e.Session != backendtest.SID(1) {
 		t.Fatalf("Opened for %v, want the blocker", e.Session)
