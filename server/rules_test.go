@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"runtime"
@@ -271,7 +272,10 @@ func TestSlowConsumer(t *testing.T) {
 }
 
 func TestLimitsAndDrain(t *testing.T) {
-	g := startGateway(t, Config{MaxConns: 3, GoAwayRetry: 500 * time.Millisecond, Redirects: []string{"10.0.0.2:7400"}})
+	// The GOAWAY window (each device still served for it, then closed) is
+	// long enough for a test goroutine held off a loaded box's cores to
+	// send its frame inside it.
+	g := startGateway(t, Config{MaxConns: 3, GoAwayRetry: drainWindow, Redirects: []string{"10.0.0.2:7400"}})
 	var devs []*dev
 	for i := range 3 {
 		d := dial(t, g)
@@ -283,7 +287,11 @@ func TestLimitsAndDrain(t *testing.T) {
 	over.expectError(503, true)
 	waitFor(t, "rejected conn closed", func() bool { return g.metrics.conns.Load() == 3 })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	// Close spreads the GOAWAYs over half of what its deadline leaves
+	// after the window: with 10 s and three devices the last GOAWAY goes
+	// out 3 s in and its device is closed 4 s in; the rest is spare for a
+	// loaded box.
+	ctx, cancel := context.WithTimeout(context.Background(), drainDeadline)
 	defer cancel()
 	closed := make(chan error, 1)
 	go func() { closed <- g.Close(ctx) }()
@@ -341,25 +349,36 @@ func TestManyConnectionsAtOnce(t *testing.T) {
 
 // drainedDevice checks what a device sees of a drain.
 func drainedDevice(d *dev) error {
-	f, err := d.tryRead(5 * time.Second)
+	f, err := d.tryRead(poll.Patience)
 	if err != nil || f.Type != protocol.TypeGoAway {
 		return fmt.Errorf("want GOAWAY, got %v %v", f.Type, err)
 	}
 	var ga protocol.GoAway
-	if err := protocol.Unmarshal(f.Payload, &ga); err != nil || ga.RetryMS != 500 || ga.Reason == "" || len(ga.Redirect) != 1 {
+	if err := protocol.Unmarshal(f.Payload, &ga); err != nil || ga.RetryMS != int(drainWindow/time.Millisecond) || ga.Reason == "" || len(ga.Redirect) != 1 {
 		return fmt.Errorf("goaway %+v %v", ga, err)
 	}
 	if _, err := d.nc.Write(protocol.AppendFrame(nil, protocol.TypeData, 0, 0, []byte("still"))); err != nil {
 		return err
 	}
-	if f, err := d.tryRead(time.Second); err != nil || f.Type != protocol.TypeData {
+	if f, err := d.tryRead(poll.Patience); err != nil || f.Type != protocol.TypeData {
 		return fmt.Errorf("not served after GOAWAY: %v %v", f.Type, err)
 	}
-	if _, err := d.tryRead(5 * time.Second); err == nil {
-		return fmt.Errorf("frame after GOAWAY's echo, want close")
+	f, err = d.tryRead(poll.Patience)
+	var ne net.Error
+	switch {
+	case err == nil:
+		return fmt.Errorf("frame %v after GOAWAY's echo, want close", f.Type)
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("not closed after GOAWAY's window: %v", err)
 	}
 	return nil
 }
+
+// TestLimitsAndDrain's GOAWAY retry, and its deadline for Close.
+const (
+	drainWindow   = time.Second
+	drainDeadline = 10 * time.Second
+)
 
 // TestPartialFramesHoldNoGoroutine: devices that send half a frame and stop
 // cost no goroutine (the handler copies the bytes out and returns), and a
@@ -374,10 +393,14 @@ func TestPartialFramesHoldNoGoroutine(t *testing.T) {
 		d.write(protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, 1000))[:500])
 		devs = append(devs, d)
 	}
-	time.Sleep(200 * time.Millisecond) // let every handler run and return
-	if after := runtime.NumGoroutine(); after > before+50 {
-		t.Fatalf("goroutines %d → %d with 200 half frames pending", before, after)
-	}
+	// Every handler returns once it has taken the bytes that came: wait for
+	// that (a goroutine held per pending frame never returns, and fails).
+	poll.Until(t, poll.Patience, func() error {
+		if after := runtime.NumGoroutine(); after > before+50 {
+			return fmt.Errorf("goroutines %d → %d with 200 half frames pending", before, after)
+		}
+		return nil
+	})
 	// Finishing the frames completes them.
 	rest := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, 1000))[500:]
 	for _, d := range devs {

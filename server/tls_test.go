@@ -478,10 +478,14 @@ func TestTLSIdleHoldsNoGoroutine(t *testing.T) {
 		// A frame that has only begun, waiting in the gateway.
 		d.write(protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, 100))[:50])
 	}
-	time.Sleep(200 * time.Millisecond) // let every handler run and return
-	if after := runtime.NumGoroutine(); after > before+50 {
-		t.Fatalf("goroutines %d → %d with %d idle TLS sessions", before, after, n)
-	}
+	// Every handler returns once it has taken the bytes that came: wait for
+	// that (a goroutine held per pending frame never returns, and fails).
+	poll.Until(t, poll.Patience, func() error {
+		if after := runtime.NumGoroutine(); after > before+50 {
+			return fmt.Errorf("goroutines %d → %d with %d idle TLS sessions", before, after, n)
+		}
+		return nil
+	})
 }
 
 func TestTLSConfigValidate(t *testing.T) {
