@@ -259,6 +259,9 @@ func (a *ansible) controlPath(addr string) string {
 	return filepath.Join(a.dir, "cp", addr+"-root")
 }
 
+// playbookLimit bounds one ansible-playbook run (play).
+const playbookLimit = 10 * time.Minute
+
 var recapLine = regexp.MustCompile(`(?m)^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)`)
 
 // play runs a playbook over SSH and returns changed= per host from its
@@ -266,10 +269,12 @@ var recapLine = regexp.MustCompile(`(?m)^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)\s+un
 func (a *ansible) play(t *testing.T, playbook string, extra ...string) map[string]int {
 	t.Helper()
 	a.n++
-	// Five minutes at most (a run takes one or two), and a minute before
-	// go test's own deadline: a test that times out there would skip its
-	// cleanup and leave the hosts behind.
-	deadline := time.Now().Add(5 * time.Minute)
+	// A bound for a playbook that hangs, not a timing: ten minutes (a run
+	// takes one to three on a quiet box; with the two cores shared by two
+	// busy processes rolling-upgrade.yml took more than five), and a
+	// minute before go test's own deadline: a test that times out there
+	// would skip its cleanup and leave the hosts behind.
+	deadline := time.Now().Add(playbookLimit)
 	if d, ok := t.Deadline(); ok && d.Add(-time.Minute).Before(deadline) {
 		deadline = d.Add(-time.Minute)
 	}
