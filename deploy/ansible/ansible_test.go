@@ -269,9 +269,9 @@ var recapLine = regexp.MustCompile(`(?m)^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)\s+un
 func (a *ansible) play(t *testing.T, playbook string, extra ...string) map[string]int {
 	t.Helper()
 	a.n++
-	// A bound for a playbook that hangs, not a timing: ten minutes (a run
-	// takes one to three on a quiet box; with the two cores shared by two
-	// busy processes rolling-upgrade.yml took more than five), and a
+	// A bound for a playbook that hangs, not a timing: ten minutes (on a
+	// quiet 2-core box rolling-upgrade.yml, the longest, takes under two;
+	// with the cores shared by two busy processes it took 5m38s), and a
 	// minute before go test's own deadline: a test that times out there
 	// would skip its cleanup and leave the hosts behind.
 	deadline := time.Now().Add(playbookLimit)
