@@ -6,8 +6,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -173,6 +175,20 @@ func rawHeader(length uint32, t protocol.Type, flags protocol.Flags, seq uint32)
 	b := binary.BigEndian.AppendUint32(nil, length)
 	b = append(b, byte(t), byte(flags))
 	return binary.BigEndian.AppendUint32(b, seq)
+}
+
+// waitGoroutinesAtMost waits until the process runs at most max
+// goroutines. Handlers that take what came and return do so soon; a
+// goroutine held per connection never returns, and fails the test after
+// poll.Patience.
+func waitGoroutinesAtMost(t *testing.T, max int, what string) {
+	t.Helper()
+	poll.Until(t, poll.Patience, func() error {
+		if n := runtime.NumGoroutine(); n > max {
+			return fmt.Errorf("%d goroutines with %s, want at most %d", n, what, max)
+		}
+		return nil
+	})
 }
 
 // waitFor polls cond until it holds or poll.Patience passes.

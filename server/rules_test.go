@@ -393,14 +393,7 @@ func TestPartialFramesHoldNoGoroutine(t *testing.T) {
 		d.write(protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, 1000))[:500])
 		devs = append(devs, d)
 	}
-	// Every handler returns once it has taken the bytes that came: wait for
-	// that (a goroutine held per pending frame never returns, and fails).
-	poll.Until(t, poll.Patience, func() error {
-		if after := runtime.NumGoroutine(); after > before+50 {
-			return fmt.Errorf("goroutines %d → %d with 200 half frames pending", before, after)
-		}
-		return nil
-	})
+	waitGoroutinesAtMost(t, before+50, "200 half frames pending")
 	// Finishing the frames completes them.
 	rest := protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, 1000))[500:]
 	for _, d := range devs {

@@ -478,14 +478,7 @@ func TestTLSIdleHoldsNoGoroutine(t *testing.T) {
 		// A frame that has only begun, waiting in the gateway.
 		d.write(protocol.AppendFrame(nil, protocol.TypeData, 0, 0, make([]byte, 100))[:50])
 	}
-	// Every handler returns once it has taken the bytes that came: wait for
-	// that (a goroutine held per pending frame never returns, and fails).
-	poll.Until(t, poll.Patience, func() error {
-		if after := runtime.NumGoroutine(); after > before+50 {
-			return fmt.Errorf("goroutines %d → %d with %d idle TLS sessions", before, after, n)
-		}
-		return nil
-	})
+	waitGoroutinesAtMost(t, before+50, fmt.Sprint(n, " idle TLS sessions"))
 }
 
 func TestTLSConfigValidate(t *testing.T) {
