@@ -492,7 +492,7 @@ func (w *worker) connect(s *session, now int64) {
 // 100 ms·2ⁿ), and after an ERROR with a retry hint at least half the hint
 // (a random time between half of it and all of it). A session that could
 // not connect, or whose connection ended without a GOAWAY (the gateway
-// died, or refused it), tries the next --addr: with a cluster it resumes
+// died, or refused it), tries another --addr (failover): with a cluster it resumes
 // there. After a GOAWAY it goes where that sent it.
 func (w *worker) retry(s *session, now int64) {
 	if !s.goaway {
@@ -519,15 +519,41 @@ func (w *worker) retry(s *session, now int64) {
 }
 
 // failover is the --addr index session g tries after alt connection
-// failures among n addresses: its own (g mod n) first; then the first
-// failure skips a further (g / n) mod (n − 1) addresses, so that the
-// sessions of a dead gateway spread over all the others instead of all
-// trying the next one; each later failure tries the next address.
+// failures among n addresses: its own (g mod n) first, then each of the
+// others once, in an order of the session's own, then its own again, and
+// so on. The order walks the others (the n−1 addresses after its own)
+// from (g / n) mod (n−1) places on, by a stride coprime with n−1 that also
+// depends on g. So the sessions of a dead gateway spread evenly over the
+// others at their first failure, and when several adjacent gateways die
+// together their sessions walk past the dead ones to different survivors.
+// A walk by one (each failure trying the next address) sent the sessions
+// of 12 dead gateways out of 24 to the first survivor after them: 60,525
+// sessions for a gateway sized for 18,000 (docs/scale.md). Devices whose
+// fallback lists are shuffled each (client.Config.Fallbacks) spread
+// the same way.
 func failover(g, alt, n int) int {
-	if alt == 0 || n < 2 {
-		return g % n
+	own := g % n
+	i := alt % n
+	if i == 0 || n < 2 {
+		return own
 	}
-	return (g + alt + (g/n)%(n-1)) % n
+	m := n - 1
+	q := g / n
+	stride := 1
+	if m > 1 {
+		stride = 1 + (q/m)%(m-1)
+		for gcd(stride, m) != 1 {
+			stride = stride%m + 1
+		}
+	}
+	return (own + 1 + (q%m+(i-1)*stride)%m) % n
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
 
 func (w *worker) closeFD(s *session) {

@@ -788,6 +788,32 @@ func TestFailover(t *testing.T) {
 	}
 }
 
+// TestFailoverPastDeadBlock: when half of 24 gateways, side by side in
+// --addr, die at once, their sessions end up spread over the 12 left
+// (each no more than a fifth above the mean), not piled on the first
+// survivor after the dead ones.
+func TestFailoverPastDeadBlock(t *testing.T) {
+	const n, sessions = 24, 200000
+	dead := func(a int) bool { return a >= n/2 }
+	load := make([]int, n)
+	for g := range sessions {
+		alt := 0
+		for dead(failover(g, alt, n)) {
+			alt++
+			if alt > n {
+				t.Fatalf("session %d found no live address in %d failures", g, n)
+			}
+		}
+		load[failover(g, alt, n)]++
+	}
+	mean := sessions / (n / 2)
+	for a := range n / 2 {
+		if load[a] > mean*6/5 || load[a] < mean*4/5 {
+			t.Errorf("address %d ends with %d sessions, want %d ± 20 %% (all: %v)", a, load[a], mean, load[:n/2])
+		}
+	}
+}
+
 // TestResendLate: a gateway that drops one reliable frame without a word
 // (no ACK, no 429), and the frames after it as gaps, as a gateway over a
 // full link does. With --resend the session goes back to that frame when
