@@ -245,6 +245,10 @@ type SessionInfo struct {
 	Shard string `json:"shard,omitempty"`
 	Rule  string `json:"rule,omitempty"`
 	Epoch uint64 `json:"epoch,omitempty"`
+	// CheckpointBytes is the size of the session's last checkpoint this
+	// gateway holds; absent while it holds none, when a crash of the
+	// shard would end the session with 503 (docs/guarantees.md).
+	CheckpointBytes int `json:"checkpoint_bytes,omitempty"`
 }
 
 func (s *session) info() SessionInfo {
@@ -264,6 +268,7 @@ func (s *session) info() SessionInfo {
 		// meanwhile: the answer is then its last placement.
 		c.Lock()
 		w := c.bind.Where()
+		info.CheckpointBytes = c.bind.CheckpointBytes()
 		c.Unlock()
 		info.Shard, info.Rule, info.Epoch = w.Shard, w.Rule, w.Epoch
 	}

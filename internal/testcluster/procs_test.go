@@ -2,9 +2,11 @@ package testcluster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/switchyard-gw/switchyard/internal/poll"
 	"github.com/switchyard-gw/switchyard/protocol"
 	"github.com/switchyard-gw/switchyard/router"
+	"github.com/switchyard-gw/switchyard/server"
 )
 
 // deviceOn is the first device id "<prefix>-<i>" that ring places on
@@ -84,6 +87,26 @@ func convergedProcs(t *testing.T, opts Options, within time.Duration) (*Procs, c
 	return p, ctx
 }
 
+// waitCheckpointed waits until the gateway at admin holds a checkpoint of
+// device's session (checkpoint_bytes in its admin API).
+func waitCheckpointed(t *testing.T, admin, device string) {
+	t.Helper()
+	poll.Until(t, poll.Patience, func() error {
+		code, body := adminGetAuth(t, admin, adminToken, "/api/v1/sessions/"+device)
+		if code != http.StatusOK {
+			return fmt.Errorf("session of %s: %d %s", device, code, body)
+		}
+		var info server.SessionInfo
+		if err := json.Unmarshal([]byte(body), &info); err != nil {
+			return fmt.Errorf("session of %s: %v", device, err)
+		}
+		if info.CheckpointBytes == 0 {
+			return fmt.Errorf("the gateway holds no checkpoint of %s's session yet", device)
+		}
+		return nil
+	})
+}
+
 // killBudget bounds the time from SIGKILL to every device being served by
 // the survivor. DESIGN.md expects 5–6 s of gossip failure detection with
 // the binary's LAN timing; the test logs what it took. The bound itself is
@@ -112,7 +135,13 @@ func TestProcsShardKill(t *testing.T) {
 			t.Fatalf("served by %s, ring says %s", got, want)
 		}
 	}
-	raw := rawHello(t, gw, pick("raw", victim))
+	rawID := pick("raw", victim)
+	raw := rawHello(t, gw, rawID)
+	// The victim checkpoints a session right after opening it, and the
+	// reopening below starts from that checkpoint: wait until the gateway
+	// holds it. Killed before it arrives, the session would end with 503
+	// (backend link lost), as it must without a checkpoint.
+	waitCheckpointed(t, p.Gateway(0).Admin, rawID)
 
 	killed := time.Now()
 	p.Kill(1)

@@ -107,6 +107,21 @@ type Where struct {
 	Epoch uint64 `json:"epoch"`
 }
 
+// CheckpointBytes is the size of the last checkpoint of the session this
+// gateway holds for a crash of its shard (keep.go): 0 while there is none
+// (the shard does not checkpoint it, or the first has not arrived), when
+// such a crash ends the session with 503. The caller holds the device's
+// Lock.
+func (b *Binding) CheckpointBytes() int {
+	k := b.keep.Load()
+	if k == nil {
+		return 0
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.ckpt)
+}
+
 // Where returns where the binding's session lives now.
 func (b *Binding) Where() Where {
 	if b == nil || b.link == nil {
