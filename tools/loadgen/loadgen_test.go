@@ -807,6 +807,7 @@ func TestFailoverPastDeadBlock(t *testing.T) {
 		load[failover(g, alt, n)]++
 	}
 	mean := sessions / (n / 2)
+	t.Logf("sessions per live address: %v", load[:n/2])
 	for a := range n / 2 {
 		if load[a] > mean*6/5 || load[a] < mean*4/5 {
 			t.Errorf("address %d ends with %d sessions, want %d ± 20 %% (all: %v)", a, load[a], mean, load[:n/2])
