@@ -492,8 +492,8 @@ func (w *worker) connect(s *session, now int64) {
 // 100 ms·2ⁿ), and after an ERROR with a retry hint at least half the hint
 // (a random time between half of it and all of it). A session that could
 // not connect, or whose connection ended without a GOAWAY (the gateway
-// died, or refused it), tries another --addr (failover): with a cluster it resumes
-// there. After a GOAWAY it goes where that sent it.
+// died, or refused it), tries another --addr (failover): with a cluster
+// it resumes there. After a GOAWAY it goes where that sent it.
 func (w *worker) retry(s *session, now int64) {
 	if !s.goaway {
 		s.alt++
