@@ -141,8 +141,9 @@ fuzz:
 		done; \
 	done
 
-## bench: micro-benchmarks, then gateway, naive baseline, HAProxy in front
-## of it and bare netpoll side by side (tools/gwbench/run.sh: about 20
+## bench: micro-benchmarks, then gateway (embedded echo, and remote: its
+## sessions on an echo shard over a link), naive baseline, HAProxy in front
+## of it and bare netpoll side by side (tools/gwbench/run.sh: about 15
 ## minutes). Results appended to docs/benchmarks/results.jsonl, plots in
 ## docs/benchmarks/{latency,memory}.svg, the table in docs/benchmarks.md.
 bench: bench-deps

@@ -34,6 +34,11 @@ targets=(--target "baseline=$BIN/baseline --listen {addr}")
 # someone else on a shared box does not end a measurement.
 if go build -o "$BIN/sygw-under-test" ./cmd/switchyard; then
 	targets+=(--target "gateway=$BIN/sygw-under-test gateway --listen {addr} --admin {admin} --max-conns 20000 $GATEWAY_FLAGS")
+	# The same gateway with its sessions on a remote echo shard over a
+	# link (tools/gwbench/cluster-target.sh): the path production runs.
+	# Measured PID: the gateway; the shard is its child (children_*).
+	# Issue 11 point 2 is this column against the gateway's.
+	targets+=(--target "remote=tools/gwbench/cluster-target.sh $BIN/sygw-under-test {free1} {free2} {free3} --listen {addr} --admin {admin} --max-conns 20000 $GATEWAY_FLAGS")
 else
 	echo "run.sh: ./cmd/switchyard does not build; the gateway is skipped" >&2
 fi
