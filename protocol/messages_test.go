@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -171,5 +172,41 @@ func TestMapsRejectLyingLengths(t *testing.T) {
 	}
 	if n, err := msgpackLen(deep[4:], MaxMsgpackDepth); err != nil || n != len(deep)-4 {
 		t.Errorf("%d levels: %d, %v", MaxMsgpackDepth, n, err)
+	}
+}
+
+// AppendWelcome writes what Marshal writes, byte for byte, over every
+// length class of the strings and the bytes (fixstr, str8, str16; nil,
+// bin8, bin16) and every size class of the ints, positive and negative.
+func TestAppendWelcomeIsMarshal(t *testing.T) {
+	strs := []string{"", "a", strings.Repeat("n", 31), strings.Repeat("n", 32), strings.Repeat("n", 255), strings.Repeat("n", 256), strings.Repeat("n", 70000)}
+	bins := [][]byte{nil, {}, make([]byte, 41), make([]byte, 255), make([]byte, 256), make([]byte, 70000)}
+	ints := []int{0, 1, 127, 128, 255, 256, 65535, 65536, 1<<32 - 1, 1 << 32, -1, -32, -33, -128, -129, -32768, -32769, -1 << 31, -1<<31 - 1}
+	lasts := []uint32{0, 1, 1<<32 - 1}
+	n := 0
+	check := func(w Welcome) {
+		t.Helper()
+		want, err := Marshal(&w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := AppendWelcome([]byte("x"), &w)
+		if !bytes.Equal(got[1:], want) || got[0] != 'x' {
+			t.Fatalf("AppendWelcome: got % x, want % x", got[1:min(len(got), 80)], want[:min(len(want), 80)])
+		}
+		n++
+	}
+	for i, s := range strs {
+		for j, b := range bins {
+			check(Welcome{Session: s, Resume: b, Node: strs[(i+j)%len(strs)], Resumed: (i+j)%2 == 0})
+		}
+	}
+	for i, v := range ints {
+		for _, last := range lasts {
+			check(Welcome{Session: "s", HB: v, MaxFrame: ints[(i+3)%len(ints)], Last: last})
+		}
+	}
+	if n == 0 {
+		t.Fatal("nothing checked")
 	}
 }

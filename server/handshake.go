@@ -34,8 +34,8 @@ func (c *conn) handshake(f *protocol.Frame) {
 		c.refusedHello(protocol.CodeUnauthorized, h.ID, "device id does not match the client certificate")
 		return
 	}
-	if len(lv.authSecrets) > 0 {
-		if err := protocol.VerifyToken(lv.authSecrets, h.ID, h.Token, now); err != nil {
+	if lv.auth != nil {
+		if err := lv.auth.Verify(h.ID, h.Token, now); err != nil {
 			c.refusedHello(protocol.CodeUnauthorized, h.ID, "authentication failed")
 			return
 		}
@@ -132,12 +132,8 @@ func (c *conn) welcome(resumed bool, last uint32, now time.Time) {
 		Resumed:  resumed,
 		Last:     last,
 	}
-	p, err := protocol.Marshal(&w)
-	if err != nil {
-		c.fail(protocol.CodeInternal, "internal error")
-		return
-	}
-	c.queue(protocol.TypeWelcome, 0, 0, p)
+	var b [256]byte // a WELCOME's usual size; a longer one grows onto the heap
+	c.queue(protocol.TypeWelcome, 0, 0, protocol.AppendWelcome(b[:0], &w))
 }
 
 // freshAccept is how long the look at a connection's socket at accept

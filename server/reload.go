@@ -12,6 +12,9 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/switchyard-gw/switchyard/internal/keyedmac"
+	"github.com/switchyard-gw/switchyard/protocol"
 )
 
 // Live reload. The settings a running gateway may change are kept apart
@@ -49,9 +52,9 @@ import (
 
 // live is the reloadable part of the configuration, replaced whole.
 type live struct {
-	authSecrets      [][]byte
-	resumeKeys       [][]byte // the first signs, any verifies
-	ratePerTick      float32  // < 0: unlimited
+	auth             *protocol.TokenVerifier // the auth secrets; nil: no auth
+	resumeKeys       []*keyedmac.Key         // the cluster keys: the first signs, any verifies
+	ratePerTick      float32                 // < 0: unlimited
 	rateBurst        float32
 	excessTicks      int64
 	maxConns         int64
@@ -71,8 +74,6 @@ type live struct {
 // resume key used when cfg has no cluster keys.
 func (g *Gateway) newLive(cfg *Config, randomKey []byte) *live {
 	lv := &live{
-		authSecrets:      cfg.AuthSecrets,
-		resumeKeys:       cfg.ClusterKeys,
 		rateBurst:        float32(cfg.RateBurst),
 		excessTicks:      g.wheel.Ticks(cfg.RateExcessClose),
 		maxConns:         int64(cfg.MaxConns),
@@ -87,8 +88,15 @@ func (g *Gateway) newLive(cfg *Config, randomKey []byte) *live {
 		redirects:        cfg.Redirects,
 		proxyNets:        cfg.ProxyProtocolNetworks,
 	}
-	if len(lv.resumeKeys) == 0 {
-		lv.resumeKeys = [][]byte{randomKey}
+	if len(cfg.AuthSecrets) > 0 {
+		lv.auth = protocol.NewTokenVerifier(cfg.AuthSecrets)
+	}
+	keys := cfg.ClusterKeys
+	if len(keys) == 0 {
+		keys = [][]byte{randomKey}
+	}
+	for _, k := range keys {
+		lv.resumeKeys = append(lv.resumeKeys, keyedmac.New(k))
 	}
 	lv.ratePerTick = float32(cfg.Rate * g.wheel.Tick().Seconds())
 	if cfg.Rate < 0 {

@@ -2,9 +2,10 @@ package server
 
 import (
 	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/binary"
 	"time"
+
+	"github.com/switchyard-gw/switchyard/internal/keyedmac"
 )
 
 // Resume tokens let any gateway holding the cluster keys verify, without a
@@ -23,33 +24,36 @@ const (
 	resumeMACLen   = 16
 )
 
-func resumeMAC(key []byte, body []byte, device string) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte("switchyard-resume"))
+// appendResumeMAC appends body's MAC under k, for device.
+func appendResumeMAC(dst []byte, k *keyedmac.Key, body []byte, device string) []byte {
+	m := k.Get()
+	m.WriteString("switchyard-resume")
 	m.Write(body)
-	m.Write([]byte(device))
-	return m.Sum(nil)[:resumeMACLen]
+	m.WriteString(device)
+	var sum [keyedmac.Size]byte
+	return append(dst, m.Sum(sum[:0])[:resumeMACLen]...)
 }
 
 // makeResumeToken returns a token for session sid of device, valid until exp.
-func makeResumeToken(key []byte, sid [16]byte, device string, exp time.Time) []byte {
+func makeResumeToken(key *keyedmac.Key, sid [16]byte, device string, exp time.Time) []byte {
 	b := make([]byte, 0, resumeTokenLen)
 	b = append(b, resumeVersion)
 	b = append(b, sid[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(exp.Unix()))
-	return append(b, resumeMAC(key, b, device)...)
+	return appendResumeMAC(b, key, b, device)
 }
 
 // verifyResumeToken returns the session id a valid token names. Any of
 // keys verifies (every one is tried, in constant time each), so that a
 // token signed before a key rotation still resumes.
-func verifyResumeToken(keys [][]byte, tok []byte, device string, now time.Time) (sid [16]byte, ok bool) {
+func verifyResumeToken(keys []*keyedmac.Key, tok []byte, device string, now time.Time) (sid [16]byte, ok bool) {
 	if len(tok) != resumeTokenLen || tok[0] != resumeVersion {
 		return sid, false
 	}
 	body := tok[:resumeTokenLen-resumeMACLen]
+	var mac [resumeMACLen]byte
 	for _, k := range keys {
-		ok = hmac.Equal(tok[len(body):], resumeMAC(k, body, device)) || ok
+		ok = hmac.Equal(tok[len(body):], appendResumeMAC(mac[:0], k, body, device)) || ok
 	}
 	if !ok {
 		return sid, false

@@ -3,7 +3,19 @@ package server
 import (
 	"testing"
 	"time"
+
+	"github.com/switchyard-gw/switchyard/internal/keyedmac"
 )
+
+func key(k []byte) *keyedmac.Key { return keyedmac.New(k) }
+
+func keys(ks ...[]byte) []*keyedmac.Key {
+	var out []*keyedmac.Key
+	for _, k := range ks {
+		out = append(out, keyedmac.New(k))
+	}
+	return out
+}
 
 // TestResumeTokenKeyRotation: a token verifies under any configured key,
 // so one signed before a rotation (new key first, old key kept) still
@@ -19,17 +31,17 @@ func TestResumeTokenKeyRotation(t *testing.T) {
 	tests := []struct {
 		name   string
 		tok    []byte
-		keys   [][]byte
+		keys   []*keyedmac.Key
 		device string
 		ok     bool
 	}{
-		{"signed with the old key, after rotation", makeResumeToken(oldKey, sid, "dev", exp), [][]byte{newKey, oldKey}, "dev", true},
-		{"signed with the new key", makeResumeToken(newKey, sid, "dev", exp), [][]byte{newKey, oldKey}, "dev", true},
-		{"old key dropped", makeResumeToken(oldKey, sid, "dev", exp), [][]byte{newKey}, "dev", false},
-		{"unknown key", makeResumeToken(unknown, sid, "dev", exp), [][]byte{newKey, oldKey}, "dev", false},
-		{"other device", makeResumeToken(oldKey, sid, "dev", exp), [][]byte{newKey, oldKey}, "dev2", false},
-		{"expired", makeResumeToken(oldKey, sid, "dev", now.Add(-time.Second)), [][]byte{newKey, oldKey}, "dev", false},
-		{"truncated", makeResumeToken(oldKey, sid, "dev", exp)[:resumeTokenLen-1], [][]byte{newKey, oldKey}, "dev", false},
+		{"signed with the old key, after rotation", makeResumeToken(key(oldKey), sid, "dev", exp), keys(newKey, oldKey), "dev", true},
+		{"signed with the new key", makeResumeToken(key(newKey), sid, "dev", exp), keys(newKey, oldKey), "dev", true},
+		{"old key dropped", makeResumeToken(key(oldKey), sid, "dev", exp), keys(newKey), "dev", false},
+		{"unknown key", makeResumeToken(key(unknown), sid, "dev", exp), keys(newKey, oldKey), "dev", false},
+		{"other device", makeResumeToken(key(oldKey), sid, "dev", exp), keys(newKey, oldKey), "dev2", false},
+		{"expired", makeResumeToken(key(oldKey), sid, "dev", now.Add(-time.Second)), keys(newKey, oldKey), "dev", false},
+		{"truncated", makeResumeToken(key(oldKey), sid, "dev", exp)[:resumeTokenLen-1], keys(newKey, oldKey), "dev", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net"
 	"sync"
 	"time"
 
@@ -29,6 +30,9 @@ type Disconnect struct {
 	// Seconds is how long the connection lasted, from accept to close.
 	Seconds float64 `json:"seconds"`
 	Gateway string  `json:"gateway"`
+	// addr is the connection's address when Remote is not set yet: it is
+	// formatted when the ring is read, not at every close (recent).
+	addr net.Addr
 }
 
 // disconnectRing keeps the last len(buf) disconnects; the oldest is
@@ -66,6 +70,7 @@ func (r *disconnectRing) recent(device string, limit int) []Disconnect {
 	for i := 1; i <= n && len(out) < limit; i++ {
 		d := r.buf[(r.next-i+len(r.buf))%len(r.buf)]
 		if device == "" || d.Device == device {
+			d.format()
 			out = append(out, d)
 		}
 	}
@@ -77,13 +82,25 @@ func (r *disconnectRing) recent(device string, limit int) []Disconnect {
 func (c *conn) noteDisconnect(device, reason string) {
 	g := c.g
 	now := time.Now()
-	d := Disconnect{Device: device, Remote: c.remote(), Reason: reason, At: now.UTC(),
+	d := Disconnect{Device: device, Remote: c.proxyRemote(), Reason: reason, At: now.UTC(),
 		Seconds: float64(now.UnixNano()-c.acceptNs) / 1e9, Gateway: g.cfg.Node}
+	if d.Remote == "" {
+		d.addr = c.nc.RemoteAddr() // formatted when read: a string per close is garbage at every handshake's end
+	}
 	g.disconnects.add(d)
 	if id, ok := g.trace.Lookup(device); ok {
+		d.format()
 		g.log.Info("trace: connection closed", "trace_id", id, "device", device, "reason", reason,
 			"remote", d.Remote, "seconds", d.Seconds)
 	}
+}
+
+// format sets Remote from addr.
+func (d *Disconnect) format() {
+	if d.Remote == "" && d.addr != nil {
+		d.Remote = d.addr.String()
+	}
+	d.addr = nil
 }
 
 // traceFrame logs the header of an inbound frame of a traced device.
