@@ -198,6 +198,48 @@ func itoa(n int) string {
 	return itoa(n/10) + string(rune('0'+n%10))
 }
 
+// handshakeBench is a hot connection that handshakes again and again:
+// the HELLOs of n devices (with auth tokens when auth is set, the gateway
+// then checking them), and one HELLO → WELCOME per call of once.
+type handshakeBench struct {
+	c      *conn
+	peer   int
+	hellos [][]byte
+	buf    []byte
+	i      int
+}
+
+func newHandshakeBench(tb testing.TB, auth bool, n int) *handshakeBench {
+	hb := &handshakeBench{buf: make([]byte, 64<<10)}
+	hb.c, hb.peer = hotConn(tb)
+	secret := []byte("bench-secret")
+	if auth {
+		lv := *hb.c.g.live.Load()
+		lv.auth = protocol.NewTokenVerifier([][]byte{secret})
+		hb.c.g.live.Store(&lv)
+	}
+	for i := range n {
+		h := protocol.Hello{V: 1, ID: "device-" + itoa(i)}
+		if auth {
+			h.Token = protocol.MakeToken(secret, h.ID, time.Now().Add(time.Hour))
+		}
+		p, _ := protocol.EncodeHello(&h)
+		hb.hellos = append(hb.hellos, p)
+	}
+	return hb
+}
+
+func (hb *handshakeBench) once() {
+	c := hb.c
+	c.ready.Store(false)
+	c.sess = nil
+	f := protocol.Frame{Type: protocol.TypeHello, Payload: hb.hellos[hb.i%len(hb.hellos)]}
+	c.handshake(&f)
+	c.flush()
+	drain(hb.peer, hb.buf)
+	hb.i++
+}
+
 // TestHandshakeAllocs bounds the allocations of the gateway's own part of
 // a handshake (HELLO → WELCOME, as BenchmarkHandshake runs it): what the
 // session keeps (its entry, its id string, its device id) and the HELLO's
@@ -206,29 +248,8 @@ func itoa(n int) string {
 // auth); each is garbage the collector pays for at every handshake.
 func TestHandshakeAllocs(t *testing.T) {
 	for _, auth := range []bool{false, true} {
-		c, peer := hotConn(t)
-		g := c.g
-		secret := []byte("bench-secret")
-		if auth {
-			lv := *g.live.Load()
-			lv.auth = protocol.NewTokenVerifier([][]byte{secret})
-			g.live.Store(&lv)
-		}
-		h := protocol.Hello{V: 1, ID: "device-1"}
-		if auth {
-			h.Token = protocol.MakeToken(secret, h.ID, time.Now().Add(time.Hour))
-		}
-		p, _ := protocol.EncodeHello(&h)
-		buf := make([]byte, 64<<10)
-		n := testing.AllocsPerRun(500, func() {
-			c.ready.Store(false)
-			c.sess = nil
-			f := protocol.Frame{Type: protocol.TypeHello, Payload: p}
-			c.handshake(&f)
-			c.flush()
-			drain(peer, buf)
-		})
-		if max := 8.0; n > max {
+		hb := newHandshakeBench(t, auth, 1)
+		if n, max := testing.AllocsPerRun(500, hb.once), 8.0; n > max {
 			t.Errorf("auth %v: %v allocations per handshake, want at most %v", auth, n, max)
 		}
 	}
@@ -244,35 +265,10 @@ func BenchmarkHandshake(b *testing.B) {
 			name = "auth"
 		}
 		b.Run(name, func(b *testing.B) {
-			c, peer := hotConn(b)
-			g := c.g
-			secret := []byte("bench-secret")
-			if auth {
-				lv := *g.live.Load()
-				lv.auth = protocol.NewTokenVerifier([][]byte{secret})
-				g.live.Store(&lv)
-			}
-			ids := make([][]byte, 1024)
-			for i := range ids {
-				id := "device-" + itoa(i)
-				h := protocol.Hello{V: 1, ID: id}
-				if auth {
-					h.Token = protocol.MakeToken(secret, id, time.Now().Add(time.Hour))
-				}
-				p, _ := protocol.EncodeHello(&h)
-				ids[i] = p
-			}
-			buf := make([]byte, 64<<10)
+			hb := newHandshakeBench(b, auth, 1024)
 			b.ReportAllocs()
-			i := 0
 			for b.Loop() {
-				c.ready.Store(false)
-				c.sess = nil
-				f := protocol.Frame{Type: protocol.TypeHello, Payload: ids[i%len(ids)]}
-				c.handshake(&f)
-				c.flush()
-				drain(peer, buf)
-				i++
+				hb.once()
 			}
 		})
 	}
