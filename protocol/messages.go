@@ -100,16 +100,16 @@ type helloDecoder struct {
 	d *msgpack.Decoder
 }
 
-var helloDecoders = sync.Pool{New: func() any { return new(helloDecoder) }}
+var helloDecoders = sync.Pool{New: func() any {
+	hd := new(helloDecoder)
+	hd.d = msgpack.NewDecoder(&hd.r)
+	return hd
+}}
 
 func getHelloDecoder(p []byte) *helloDecoder {
 	hd := helloDecoders.Get().(*helloDecoder)
 	hd.r.Reset(p)
-	if hd.d == nil {
-		hd.d = msgpack.NewDecoder(&hd.r)
-	} else {
-		hd.d.Reset(&hd.r)
-	}
+	hd.d.Reset(&hd.r) // whatever state a failed decode left
 	return hd
 }
 
@@ -117,7 +117,6 @@ func getHelloDecoder(p []byte) *helloDecoder {
 // (every value decoded from it was copied).
 func (hd *helloDecoder) put() {
 	hd.r.Reset(nil)
-	hd.d.Reset(&hd.r)
 	helloDecoders.Put(hd)
 }
 
