@@ -39,6 +39,22 @@ func (c *conn) Queue(t protocol.Type, flags protocol.Flags, seq uint32, payload 
 // Flush writes out what was queued, without the handler's ACK (writeOut).
 func (c *conn) Flush() { c.writeOut() }
 
+// WriteFrames queues whole encoded frames and writes out what is queued,
+// with one take of wmu (a link reader's staged frames).
+func (c *conn) WriteFrames(frames []byte) {
+	c.wmu.Lock()
+	if !c.writable() {
+		c.wmu.Unlock()
+		return
+	}
+	c.appendFramesLocked(frames)
+	why := c.flushLocked()
+	c.wmu.Unlock()
+	if why != "" {
+		c.shut(why)
+	}
+}
+
 // Fail sends ERROR code and closes the connection (fail).
 // A refusal during the handshake (the shard is unavailable, or refused
 // the session) is logged like the device side's own.

@@ -238,12 +238,10 @@ func (c *conn) dropPartial() {
 	c.partial = nil
 }
 
-func (c *conn) isClosing() bool {
-	c.wmu.Lock()
-	closing := c.closing || c.closed
-	c.wmu.Unlock()
-	return closing
-}
+// isClosing reports that the connection is closing or closed: nothing more
+// is handled or written. Lock-free: the frame loop asks it per frame, and
+// wmu is the lock a link reader writes the device under.
+func (c *conn) isClosing() bool { return c.ending.Load() }
 
 // handle dispatches one frame. f.Payload is valid only during the call.
 func (c *conn) handle(f *protocol.Frame) {
@@ -389,6 +387,7 @@ func (c *conn) flood(code int, reason, msg string) {
 		c.reason = reason
 	}
 	c.closing = true
+	c.ending.Store(true)
 	c.wmu.Unlock()
 	c.nc.Close()
 }

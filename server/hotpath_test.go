@@ -127,6 +127,50 @@ func TestBatchPathZeroAlloc(t *testing.T) {
 	}
 }
 
+// TestWriteFramesCounts: a link reader's staged frames (WriteFrames) reach
+// the socket as they are, each counted by its type and size, as Queue
+// counts one, without allocating.
+func TestWriteFramesCounts(t *testing.T) {
+	c, peer := hotConn(t)
+	var frames []byte
+	frames = protocol.AppendFrame(frames, protocol.TypeData, 0, 1, make([]byte, 64))
+	frames = protocol.AppendFrame(frames, protocol.TypeAck, 0, 7, nil)
+	frames = protocol.AppendFrame(frames, protocol.TypeData, protocol.FlagAckRequested, 2, make([]byte, 3))
+	m := c.g.metrics
+	data, dataBytes, acks := m.framesOut[kindData].Get(), m.bytesOut[kindData].Get(), m.framesOut[kindAck].Get()
+	buf := make([]byte, 4096)
+	allocs := testing.AllocsPerRun(100, func() {
+		c.WriteFrames(frames)
+		got := 0
+		for got < len(frames) {
+			n, err := syscall.Read(peer, buf[got:])
+			if err == syscall.EAGAIN || err == syscall.EINTR {
+				continue
+			}
+			if err != nil || n == 0 {
+				t.Fatalf("read %d of %d bytes: %v", got, len(frames), err)
+			}
+			got += n
+		}
+		if string(buf[:got]) != string(frames) {
+			t.Fatal("the device got other bytes than the frames written")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("WriteFrames allocates %.2f per call, want 0", allocs)
+	}
+	runs := uint64(101) // AllocsPerRun runs the function once more first
+	if got := m.framesOut[kindData].Get() - data; got != 2*runs {
+		t.Errorf("DATA frames counted %d, want %d", got, 2*runs)
+	}
+	if got := m.bytesOut[kindData].Get() - dataBytes; got != runs*uint64(2*protocol.HeaderSize+64+3) {
+		t.Errorf("DATA bytes counted %d, want %d", got, runs*uint64(2*protocol.HeaderSize+64+3))
+	}
+	if got := m.framesOut[kindAck].Get() - acks; got != runs {
+		t.Errorf("ACK frames counted %d, want %d", got, runs)
+	}
+}
+
 // BenchmarkBatchPath measures the frame path as the handler runs it:
 // per frame c.frame (the batch's counts by type, then handle), and per 16
 // frames the flush and the batch's accounting (counters by type, the

@@ -40,10 +40,31 @@ func (c *conn) appendLocked(t protocol.Type, flags protocol.Flags, seq uint32, p
 		c.out = outPool.Get().(*[]byte)
 	}
 	*c.out = protocol.AppendFrame(*c.out, t, flags, seq, payload)
-	if c.g.trace.Any() { // the one cost of tracing when it is off
-		c.traceOut(t, flags, seq, len(payload))
+	c.countOutLocked(t, flags, seq, len(payload))
+}
+
+// appendFramesLocked queues frames, whole encoded frames one after
+// another (a link reader's staged ones: WriteFrames). The caller holds
+// c.wmu and has checked c.writable().
+func (c *conn) appendFramesLocked(frames []byte) {
+	if c.out == nil {
+		c.out = outPool.Get().(*[]byte)
 	}
-	k, size := sentKind[t], protocol.FrameSize(len(payload))
+	*c.out = append(*c.out, frames...)
+	for len(frames) >= protocol.HeaderSize {
+		h := protocol.ParseHeader(frames)
+		c.countOutLocked(h.Type, h.Flags, h.Seq, h.PayloadLen())
+		frames = frames[protocol.LengthSize+int(h.Length):]
+	}
+}
+
+// countOutLocked counts (and traces) one frame queued with an n-byte
+// payload. The caller holds c.wmu.
+func (c *conn) countOutLocked(t protocol.Type, flags protocol.Flags, seq uint32, n int) {
+	if c.g.trace.Any() { // the one cost of tracing when it is off
+		c.traceOut(t, flags, seq, n)
+	}
+	k, size := sentKind[t], protocol.FrameSize(n)
 	if k < nHotKinds {
 		c.sent[k].frames++
 		c.sent[k].bytes += uint32(size)
@@ -121,6 +142,7 @@ func (c *conn) slowLocked() {
 	}
 	c.appendLocked(protocol.TypeError, 0, 0, errorPayload(protocol.CodeUnavailable, "slow consumer, closing"))
 	c.closing = true
+	c.ending.Store(true)
 	if c.reason == "" {
 		c.reason = reasonSlowConsumer
 	}

@@ -247,8 +247,8 @@ func (r *Backend) opened(d Device, resumed bool, last uint32, epoch uint64, ckpt
 // its shard, or holds it while the session moves. The device side calls
 // it with its Lock held, in frame order; f.Payload is valid only during
 // the call. A reliable frame is ACKed to the device when the shard's
-// UpAck arrives. The envelope is queued, not written: the device side
-// calls Flush at the end of its batch.
+// UpAck arrives. The envelope is staged, not queued on the link: the
+// device side calls Flush at the end of its batch (stage.go).
 func (r *Backend) Data(d Device, f protocol.Frame) {
 	b := d.Binding()
 	if b.moving.Load() && r.mover.hold(d, &f) {
@@ -259,12 +259,8 @@ func (r *Backend) Data(d Device, f protocol.Frame) {
 		// Kept even if the send fails: a crash of the shard replays it.
 		k.upSent(f.Seq, f.Flags, f.Payload, r.cfg.KeepBuffer, r.m)
 	}
-	err := b.link.sendBatched(&protocol.Envelope{Kind: protocol.LinkUp, Session: id, Epoch: b.epoch.Load(),
+	b.stageUp(&protocol.Envelope{Kind: protocol.LinkUp, Session: id, Epoch: b.epoch.Load(),
 		Seq: f.Seq, Flags: f.Flags, Payload: f.Payload})
-	if err != nil {
-		// Not ACKed: the device resends reliable DATA later.
-		r.m.drop(dropBackend)
-	}
 }
 
 // Ack sends the device's cumulative ACK of downstream DATA to its shard.
@@ -278,16 +274,25 @@ func (r *Backend) Ack(d Device, seq uint32) {
 		return
 	}
 	id, _ := d.Session()
-	_ = b.link.sendBatched(&protocol.Envelope{Kind: protocol.LinkDownAck, Session: id, Epoch: b.epoch.Load(), Seq: seq})
+	b.stageUp(&protocol.Envelope{Kind: protocol.LinkDownAck, Session: id, Epoch: b.epoch.Load(), Seq: seq})
 }
 
-// Flush sends what Data and Ack queued for d's shard: the device side
-// calls it once per batch of frames (with Lock held), which wakes the
-// link's writer once per batch instead of once per frame (link.go).
+// Flush sends what Data and Ack staged for d's shard: the device side
+// calls it once per batch of frames (with Lock held), which takes the
+// link's lock and wakes its writer once per batch instead of once per
+// frame (stage.go). A refused batch (link down, circuit open, queue
+// full) is dropped whole: its DATA counted, not ACKed to the device,
+// which resends reliable DATA later.
 func (r *Backend) Flush(d Device) {
-	if l := d.Binding().link; l != nil {
-		l.flush()
+	b := d.Binding()
+	s := b.takeUp()
+	if s.buf == nil {
+		return
 	}
+	if err := b.link.sendStaged(*s.buf, s.n); err != nil && s.data > 0 {
+		r.m.drops[dropBackend].Add(s.data)
+	}
+	putStage(s.buf)
 }
 
 // Closed tells the shard that d's connection ended (the shard keeps the
@@ -295,6 +300,7 @@ func (r *Backend) Flush(d Device) {
 // side calls it once, from its close callback or from whoever holds its
 // Lock when the close is handled; never with moveTable.mu held.
 func (r *Backend) Closed(d Device) {
+	r.Flush(d) // what the device's last batch staged came before its close
 	r.mover.closed(d)
 	r.lostMu.Lock()
 	delete(r.lost, d)

@@ -45,10 +45,16 @@ type Device interface {
 	// more reaches the device. Any goroutine.
 	Closing() bool
 	// Queue queues a frame for the device (dropped when it is closing);
-	// Flush writes out what is queued. Any goroutine; a link reader
-	// queues a whole read's frames, then flushes each device once.
+	// Flush writes out what is queued. Any goroutine.
 	Queue(t protocol.Type, flags protocol.Flags, seq uint32, payload []byte)
 	Flush()
+	// WriteFrames queues frames, whole encoded frames one after another
+	// (dropped when the device is closing), and writes out everything
+	// queued: what Queue of each and Flush do, with one take of the
+	// device's write lock. A link reader stages a read's frames per
+	// device and writes each device once (stage.go). Any goroutine;
+	// frames is not kept.
+	WriteFrames(frames []byte)
 	// Fail sends ERROR code with msg and closes the connection. Any
 	// goroutine, with or without Lock held, never with moveTable.mu held.
 	Fail(code int, msg string)
@@ -74,9 +80,17 @@ type Binding struct {
 	// moving: the session is moving to another shard (move.go); upstream
 	// goes to the move's hold buffer. One atomic load per frame.
 	moving atomic.Bool
-	// dirty: a link reader queued frames for the device in this read and
-	// flushes it at the end of the read (that reader only).
-	dirty bool
+	// stager is the link whose reader staged frames for the device in
+	// its current read and writes them at the end of it; down holds them
+	// until then, or until that reader writes them early (stage.go).
+	// Only the stager touches down. During a move's handover two links'
+	// readers may both have frames for the device: the one that claimed
+	// it first stages, the other queues and flushes at once.
+	stager atomic.Pointer[link]
+	down   *[]byte
+	// up: the envelopes the device's handler staged in its batch, for
+	// Backend.Flush to send (under the device's Lock; stage.go).
+	up upStage
 	// keep holds the last checkpoint and the frames after it (keep.go);
 	// nil unless the shard checkpoints the session.
 	keep atomic.Pointer[keep]

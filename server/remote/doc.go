@@ -21,13 +21,14 @@
 //	Backend.Open(d, hello, resumed)   after a good HELLO
 //	Backend.Data(d, frame)            upstream DATA
 //	Backend.Ack(d, seq)               the device's cumulative ACK
-//	Backend.Flush(d)                  at the end of each batch of frames: Data and Ack only queue
+//	Backend.Flush(d)                  at the end of each batch of frames: Data and Ack only stage
 //	Backend.Closed(d)                 once, when the connection ended
 //
 // which are the methods of the embedded echo backend too (the device side
 // selects one of the two at New). The shard side answers through Device:
-// Opened (under Lock) completes the handshake, Queue and Flush deliver
-// downstream frames, Fail ends the connection with an ERROR code. The
+// Opened (under Lock) completes the handshake, WriteFrames (a link
+// reader's staged frames), Queue and Flush deliver downstream frames, Fail
+// ends the connection with an ERROR code. The
 // cluster wiring (server/cluster.go) calls ConnectShards, Rebalance,
 // WithoutDown, AnyDown, RedialDown, BringBack and DropShard; the shard
 // side calls back Config.Devices (the mover's pass) and
@@ -36,13 +37,15 @@
 // # Links
 //
 //	senders ──lock mu──▶ append envelope to out ──wake──▶ writer goroutine: one write per batch
-//	device handlers: append Up/DownAck, wake once per batch (Flush)
+//	device handlers: stage Up/DownAck, append them and wake once per batch (Flush)
 //	reader goroutine ◀── envelopes ── dispatch to the bound Device by session id
 //
 // A session always uses the link slot its id hashes to, so its frames stay
-// in order. A link reader queues every frame of one read for its devices
-// and flushes each device once at the end of the read, or of the next ones
+// in order. A link reader stages every frame of one read per device and
+// writes each device once at the end of the read, or of the next ones
 // while more of the shard's bytes already wait in the socket (link.go).
+// Both directions take the lock shared with other devices once per batch
+// of frames, not once per frame (stage.go).
 //
 // # Moving live sessions
 //

@@ -24,11 +24,12 @@ import (
 // (docs/links.md).
 //
 //	senders ──lock mu──▶ append envelope to out ──wake──▶ writer goroutine: one write per batch
-//	device handlers ──lock mu──▶ append Up/DownAck to out; wake once, at the end of the handler's batch (flush)
-//	reader goroutine ◀── envelopes ── dispatch to the bound Device by session id
+//	device handlers: stage Up/DownAck ── at the end of the handler's batch, lock mu once ──▶ append to out, wake
+//	reader goroutine ◀── envelopes ── dispatch to the bound Device by session id: stage its frames, write each device once per read
 //
-// Link writes are batched across devices: a device's handler wakes the
-// writer once per batch of frames, not per frame, and the woken writer
+// Link writes are batched across devices: a device's handler hands the
+// link its batch of frames at once (stage.go) and wakes the writer once
+// per batch, not per frame, and the woken writer
 // yields once before it takes the queue, so the handlers already runnable
 // (netpoll starts them in bursts) add theirs to the same write. A write
 // to a loopback or LAN socket costs about as much as a dozen envelopes'
@@ -60,9 +61,10 @@ type link struct {
 	queued int  // envelopes in out, counted into metrics per write
 	up     bool // authenticated
 
-	circ  *router.Circuit // the shard's circuit
-	m     *linkMetrics
-	dirty []Device // reader goroutine only: devices written to in this read batch
+	circ      *router.Circuit // the shard's circuit
+	m         *linkMetrics
+	dirty     []Device  // reader goroutine only: devices written to in this read batch
+	spareDown []*[]byte // reader goroutine only: staged buffers to reuse, the last put first (stage.go)
 	// rc, inqFn, inq: the reader's look at the bytes waiting in the
 	// socket (moreWaiting); rc is nil when the connection has no file
 	// descriptor (e.g. wrapped in TLS). Reader goroutine only.
@@ -203,26 +205,33 @@ func (l *link) authenticate(nc net.Conn) error {
 // this link authenticating closes it, and this link failing fails what
 // waits on it.
 func (l *link) send(e *protocol.Envelope) error {
-	if err := l.admit(); err != nil {
+	if err := l.admit(1); err != nil {
 		return err
 	}
-	l.appendUnlock(e, true)
+	l.appendUnlock(e)
 	return nil
 }
 
-// sendBatched queues e like send but does not wake the writer: the caller
-// is a device's handler, which calls flush once its batch is queued.
-func (l *link) sendBatched(e *protocol.Envelope) error {
-	if err := l.admit(); err != nil {
+// sendStaged queues frames, n whole envelopes a device's handler staged
+// in its batch (stage.go), like n sends but with one take of l.mu and at
+// most one wake of the writer. They are admitted or refused together.
+func (l *link) sendStaged(frames []byte, n int) error {
+	if err := l.admit(n); err != nil {
 		return err
 	}
-	l.appendUnlock(e, false)
+	first := len(l.out) == 0
+	l.out = append(l.out, frames...)
+	l.queued += n
+	l.mu.Unlock()
+	if first {
+		l.wakeWriter()
+	}
 	return nil
 }
 
-// admit takes l.mu for a send, or returns why the envelope is refused
-// (with l.mu released).
-func (l *link) admit() error {
+// admit takes l.mu for a send of n envelopes, or returns why they are
+// refused (with l.mu released).
+func (l *link) admit(n int) error {
 	l.mu.Lock()
 	switch {
 	case l.closed:
@@ -230,26 +239,15 @@ func (l *link) admit() error {
 		return ErrLinkClosed
 	case l.up && !l.circ.Allow():
 		l.mu.Unlock()
-		l.m.dropped.Inc()
+		l.m.dropped.Add(n)
 		return errCircuitOpen
 	case len(l.out) > l.r.cfg.MaxLinkQueue:
 		l.mu.Unlock()
 		l.circ.Trip(router.QueueFull)
-		l.m.dropped.Inc()
+		l.m.dropped.Add(n)
 		return errLinkFull
 	}
 	return nil
-}
-
-// flush wakes the writer for what sendBatched queued: once per batch of
-// a device's frames.
-func (l *link) flush() {
-	l.mu.Lock()
-	queued := len(l.out) > 0
-	l.mu.Unlock()
-	if queued {
-		l.wakeWriter()
-	}
 }
 
 func (l *link) wakeWriter() {
@@ -267,18 +265,18 @@ func (l *link) control(k protocol.LinkKind) {
 		l.mu.Unlock()
 		return
 	}
-	l.appendUnlock(&protocol.Envelope{Kind: k}, true)
+	l.appendUnlock(&protocol.Envelope{Kind: k})
 }
 
-// appendUnlock queues e, releases l.mu (held by the caller) and, when
-// wake is set, wakes the writer if the queue was empty (sendBatched's
-// caller wakes it with flush instead).
-func (l *link) appendUnlock(e *protocol.Envelope, wake bool) {
+// appendUnlock queues e, releases l.mu (held by the caller) and wakes the
+// writer if the queue was empty (when it was not, the writer was woken
+// already, or is writing and looks again when done).
+func (l *link) appendUnlock(e *protocol.Envelope) {
 	first := len(l.out) == 0
 	l.out = protocol.AppendLinkFrame(l.out, e)
 	l.queued++
 	l.mu.Unlock()
-	if wake && first {
+	if first {
 		l.wakeWriter()
 	}
 }
@@ -380,6 +378,7 @@ func (l *link) readLoop() error {
 	for {
 		e, err := l.rd.NextEnvelope()
 		if err != nil {
+			l.flushDirty() // what was read before the link failed
 			return l.readErr(err)
 		}
 		l.dispatch(&e)
@@ -438,6 +437,9 @@ func (l *link) dispatch(e *protocol.Envelope) {
 	case protocol.LinkPong:
 		return
 	case protocol.LinkPublish:
+		// The frames staged so far came first: they reach their
+		// devices before the publication does.
+		l.writeStaged()
 		x, _ := protocol.DecodeLinkExt(e.Ext)
 		l.r.topics.publish(x.Topic, e.Payload)
 		return
@@ -450,6 +452,11 @@ func (l *link) dispatch(e *protocol.Envelope) {
 		return
 	}
 	b := d.Binding()
+	if e.Kind != protocol.LinkDown && e.Kind != protocol.LinkUpAck && b.stager.Load() == l {
+		// Anything else may write to the device or close it: the frames
+		// staged for it came first and go out first.
+		l.writeDevice(d, b)
+	}
 	switch e.Kind {
 	case protocol.LinkOpened:
 		if b.moving.Load() {
@@ -514,20 +521,49 @@ func (l *link) dispatch(e *protocol.Envelope) {
 	}
 }
 
-// queueTo queues a frame for a device; flushDirty writes every device
-// touched by one read of the link with one syscall each.
+// queueTo stages a frame for a device; flushDirty writes every device
+// touched by one read of the link with one write each (stage.go).
 func (l *link) queueTo(d Device, b *Binding, t protocol.Type, flags protocol.Flags, seq uint32, payload []byte) {
-	d.Queue(t, flags, seq, payload)
-	if !b.dirty {
-		b.dirty = true
+	if b.stager.Load() != l {
+		if !b.stager.CompareAndSwap(nil, l) {
+			// Another link's reader stages for d in its read (a move's
+			// handover): this frame goes out on its own.
+			d.Queue(t, flags, seq, payload)
+			d.Flush()
+			return
+		}
 		l.dirty = append(l.dirty, d)
+	}
+	if b.down == nil {
+		b.down = l.getDown()
+	}
+	*b.down = protocol.AppendFrame(*b.down, t, flags, seq, payload)
+}
+
+// writeDevice writes out the frames this reader staged for d.
+func (l *link) writeDevice(d Device, b *Binding) {
+	if buf := b.down; buf != nil {
+		b.down = nil
+		d.WriteFrames(*buf)
+		l.putDown(buf)
 	}
 }
 
+// writeStaged writes out every device's staged frames; the devices stay
+// this reader's until flushDirty.
+func (l *link) writeStaged() {
+	for _, d := range l.dirty {
+		l.writeDevice(d, d.Binding())
+	}
+}
+
+// flushDirty writes out the frames staged in this read and lets the
+// devices go.
 func (l *link) flushDirty() {
 	for i, d := range l.dirty {
-		d.Binding().dirty = false
-		d.Flush()
+		b := d.Binding()
+		l.writeDevice(d, b)
+		b.stager.Store(nil)
 		l.dirty[i] = nil
 	}
 	l.dirty = l.dirty[:0]
