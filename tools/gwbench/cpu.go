@@ -128,6 +128,12 @@ func runCPU(ctx context.Context, t target, o common, c cpuConfig) (*Result, erro
 		all.Merge(h)
 	}
 	d := m1.sub(m0)
+	if d.units == 0 {
+		// Per-frame figures of a run that echoed nothing would be zeros
+		// in the medians: the run failed.
+		return nil, fmt.Errorf("gwbench: no frame echoed in the %v measured; the target stalled (%.1f s of its CPU meanwhile)",
+			c.Duration, float64(d.server.Total())/float64(procstat.ClockTicks()))
+	}
 	d.report(r, procstat.ClockTicks(), "frame")
 	r.Results["frames_per_sec"] = float64(d.units) / d.wall.Seconds()
 	r.Results["latency_p50_us"] = float64(all.ValueAtQuantile(50)) / 1e3

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -181,8 +182,29 @@ func TestOpenLoopRun(t *testing.T) {
 	}
 }
 
+// TestClosedLoopStallIsAnError: a closed-loop run in which the target
+// echoed nothing fails instead of giving zeros per frame, which the
+// medians of compare would take in (a stalled netpollecho did, twice in a
+// make bench run of 2026-12-05).
+func TestClosedLoopStallIsAnError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go fakeServer(ln, false)
+	c := cpuConfig{Conns: 2, Window: 4, Payload: 64, Duration: 200 * time.Millisecond}
+	r, err := runCPU(context.Background(), target{name: "stalled", addr: ln.Addr().String(), pid: os.Getpid()}, common{}, c)
+	if err == nil || !strings.Contains(err.Error(), "stalled") {
+		t.Fatalf("a target that echoes nothing: result %v, error %v; want the stall as the error", r, err)
+	}
+}
+
 // fakeEchoServer answers HELLO with WELCOME and echoes DATA.
-func fakeEchoServer(ln net.Listener) {
+func fakeEchoServer(ln net.Listener) { fakeServer(ln, true) }
+
+// fakeServer answers HELLO with WELCOME, and echoes DATA when echo is set.
+func fakeServer(ln net.Listener, echo bool) {
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -202,7 +224,9 @@ func fakeEchoServer(ln net.Listener) {
 				case protocol.TypeHello:
 					w.Write(protocol.AppendFrame(nil, protocol.TypeWelcome, 0, 0, nil))
 				case protocol.TypeData:
-					w.Write(protocol.AppendFrame(nil, protocol.TypeData, 0, 0, f.Payload))
+					if echo {
+						w.Write(protocol.AppendFrame(nil, protocol.TypeData, 0, 0, f.Payload))
+					}
 				}
 				if r.Buffered() == 0 && w.Flush() != nil {
 					return

@@ -108,11 +108,16 @@ func welcomeFrame() ([]byte, error) {
 	return protocol.AppendFrame(nil, protocol.TypeWelcome, 0, 0, p), nil
 }
 
-// onRequest consumes every complete frame buffered, answers each and
-// flushes once.
+// onRequest consumes every frame buffered, answers each and flushes
+// once. A frame only partly buffered is waited for (Peek and Next block
+// until their bytes are in): netpoll calls onRequest again at once for as
+// long as input is left unread, so a handler that returned with part of a
+// frame unread would spin on it, and with a spinning handler on each P the
+// poller that reads the rest may not run for seconds (two reps of `make
+// bench` on 2026-12-05 echoed nothing with both cores busy).
 func onRequest(c netpoll.Connection, welcome []byte) error {
 	r, w := c.Reader(), c.Writer()
-	for r.Len() >= protocol.HeaderSize {
+	for r.Len() > 0 {
 		hdr, err := r.Peek(protocol.HeaderSize)
 		if err != nil {
 			return err
@@ -120,9 +125,6 @@ func onRequest(c netpoll.Connection, welcome []byte) error {
 		n := protocol.LengthSize + int(binary.BigEndian.Uint32(hdr))
 		if n > maxLength || n < protocol.HeaderSize {
 			return c.Close()
-		}
-		if r.Len() < n {
-			break
 		}
 		frame, err := r.Next(n)
 		if err != nil {
