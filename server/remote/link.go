@@ -538,7 +538,14 @@ func (l *link) queueTo(d Device, b *Binding, t protocol.Type, flags protocol.Fla
 		b.down = l.getDown()
 	}
 	*b.down = protocol.AppendFrame(*b.down, t, flags, seq, payload)
+	if len(*b.down) >= maxStagedDown {
+		l.writeDevice(d, b) // large frames: out now, not held for the whole read
+	}
 }
+
+// maxStagedDown bounds the bytes staged for one device: past it they are
+// written at once, as a device's write buffer is flushed when it fills.
+const maxStagedDown = 16 << 10
 
 // writeDevice writes out the frames this reader staged for d.
 func (l *link) writeDevice(d Device, b *Binding) {

@@ -117,34 +117,23 @@ func TestHandlerBatchIsOneLinkAppend(t *testing.T) {
 	}
 }
 
-// TestLinkReadIsOneWritePerDevice: a link reader stages a read's frames
-// per device and writes each device once, with what came before anything
-// else that touches the device (a Kick) written first.
-func TestLinkReadIsOneWritePerDevice(t *testing.T) {
+// readEnvelopes has a link's reader (a link not started) read envelopes,
+// written by the shard's end in one write, until the link ends; the
+// devices are bound to the link at epoch 1.
+func readEnvelopes(t *testing.T, devices []*stageDevice, envelopes []*protocol.Envelope) {
+	t.Helper()
 	r := newTestBackend(t, Config{})
 	gw, shard := rawiotest.Pair(t)
 	l := newLink(r, "s1", "127.0.0.1:1")
 	l.nc = gw
 	l.rd = protocol.NewLinkReader(l)
-	a := &stageDevice{id: protocol.SessionID{0xa}}
-	b := &stageDevice{id: protocol.SessionID{0xb}}
-	for _, d := range []*stageDevice{a, b} {
+	for _, d := range devices {
 		d.b.link = l
 		d.b.epoch.Store(1)
 		l.bind(d.id, d)
 	}
-	down := func(d *stageDevice, seq uint32) *protocol.Envelope {
-		return &protocol.Envelope{Kind: protocol.LinkDown, Session: d.id, Epoch: 1, Seq: seq, Payload: []byte("x")}
-	}
-	kick, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Code: protocol.CodeConflict, Reason: "test"})
 	var buf []byte
-	for _, e := range []*protocol.Envelope{
-		down(a, 1), down(b, 1), down(a, 2),
-		{Kind: protocol.LinkUpAck, Session: a.id, Epoch: 1, Seq: 5},
-		down(b, 2), down(b, 3),
-		{Kind: protocol.LinkKick, Session: b.id, Ext: kick},
-		down(a, 3),
-	} {
+	for _, e := range envelopes {
 		buf = protocol.AppendLinkFrame(buf, e)
 	}
 	// One write, then the end of the link: the reader gets every envelope
@@ -156,6 +145,27 @@ func TestLinkReadIsOneWritePerDevice(t *testing.T) {
 	if err := l.readLoop(); err == nil {
 		t.Fatal("readLoop ended without an error at the link's end")
 	}
+}
+
+func downTo(d *stageDevice, seq uint32, payload []byte) *protocol.Envelope {
+	return &protocol.Envelope{Kind: protocol.LinkDown, Session: d.id, Epoch: 1, Seq: seq, Payload: payload}
+}
+
+// TestLinkReadIsOneWritePerDevice: a link reader stages a read's frames
+// per device and writes each device once, with what came before anything
+// else that touches the device (a Kick) written first.
+func TestLinkReadIsOneWritePerDevice(t *testing.T) {
+	a := &stageDevice{id: protocol.SessionID{0xa}}
+	b := &stageDevice{id: protocol.SessionID{0xb}}
+	kick, _ := protocol.EncodeLinkExt(&protocol.LinkExt{Code: protocol.CodeConflict, Reason: "test"})
+	x := []byte("x")
+	readEnvelopes(t, []*stageDevice{a, b}, []*protocol.Envelope{
+		downTo(a, 1, x), downTo(b, 1, x), downTo(a, 2, x),
+		{Kind: protocol.LinkUpAck, Session: a.id, Epoch: 1, Seq: 5},
+		downTo(b, 2, x), downTo(b, 3, x),
+		{Kind: protocol.LinkKick, Session: b.id, Ext: kick},
+		downTo(a, 3, x),
+	})
 	got := map[*stageDevice]string{a: a.events(), b: b.events()}
 	want := map[*stageDevice]string{
 		// In one read: DATA 1, 2, ACK 5, DATA 3 in one write.
@@ -167,6 +177,27 @@ func TestLinkReadIsOneWritePerDevice(t *testing.T) {
 		if got[d] != w && !sameFrames(got[d], w) {
 			t.Errorf("device %x got %q, want %q", d.id[0], got[d], w)
 		}
+	}
+}
+
+// TestLinkStagesBounded: what a reader stages for one device is written
+// once it reaches maxStagedDown, not held for the rest of the read.
+func TestLinkStagesBounded(t *testing.T) {
+	a := &stageDevice{id: protocol.SessionID{0xa}}
+	big := make([]byte, maxStagedDown/2+1) // two of them pass the bound
+	readEnvelopes(t, []*stageDevice{a}, []*protocol.Envelope{
+		downTo(a, 1, big), downTo(a, 2, big), downTo(a, 3, big), downTo(a, 4, big), downTo(a, 5, big),
+	})
+	// In one read: "frames:DATA 1,DATA 2 | frames:DATA 3,DATA 4 |
+	// frames:DATA 5"; a read that ends between them writes sooner.
+	got := a.events()
+	for _, w := range strings.Split(got, " | ") {
+		if strings.Count(w, "DATA") > 2 {
+			t.Fatalf("a write of %q (of %q): more than the bound held back", w, got)
+		}
+	}
+	if !sameFrames(got, "frames:DATA 1,DATA 2,DATA 3,DATA 4,DATA 5") {
+		t.Fatalf("got %q, want DATA 1 to 5 in order", got)
 	}
 }
 
