@@ -40,15 +40,23 @@ func (c *conn) Queue(t protocol.Type, flags protocol.Flags, seq uint32, payload 
 func (c *conn) Flush() { c.writeOut() }
 
 // WriteFrames queues whole encoded frames and writes out what is queued,
-// with one take of wmu (a link reader's staged frames).
+// with one take of wmu (a link reader's staged frames). With nothing
+// queued before them they are written from frames itself, and only what
+// the socket does not take is copied.
 func (c *conn) WriteFrames(frames []byte) {
 	c.wmu.Lock()
 	if !c.writable() {
 		c.wmu.Unlock()
 		return
 	}
-	c.appendFramesLocked(frames)
-	why := c.flushLocked()
+	var why string
+	if c.out == nil && c.tls == nil {
+		c.countFramesLocked(frames)
+		why = c.writeLocked(frames)
+	} else {
+		c.appendFramesLocked(frames)
+		why = c.flushLocked()
+	}
 	c.wmu.Unlock()
 	if why != "" {
 		c.shut(why)

@@ -171,6 +171,48 @@ func TestWriteFramesCounts(t *testing.T) {
 	}
 }
 
+// TestWriteFramesKeepsTheRest: staged frames the socket does not take at
+// once (written from the caller's buffer, nothing queued before them) are
+// kept, in order, and the connection waits on the backlog to write them.
+func TestWriteFramesKeepsTheRest(t *testing.T) {
+	c, peer := hotConn(t)
+	// A small socket buffer (the kernel doubles it), and frames that
+	// overflow it by less than max_outbound (a slow consumer's bound).
+	if err := syscall.SetsockoptInt(c.fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 32<<10); err != nil {
+		t.Fatal(err)
+	}
+	var frames []byte
+	for seq := uint32(1); len(frames) < 160<<10; seq++ {
+		frames = protocol.AppendFrame(frames, protocol.TypeData, 0, seq, make([]byte, 1000))
+	}
+	c.WriteFrames(frames)
+	c.wmu.Lock()
+	kept, backlog := 0, c.inBacklog
+	if c.out != nil {
+		kept = len(*c.out)
+	}
+	c.wmu.Unlock()
+	if kept == 0 || kept >= len(frames) || !backlog {
+		t.Fatalf("kept %d of %d bytes, in the backlog %v: want the part the socket did not take, waiting", kept, len(frames), backlog)
+	}
+	got := make([]byte, 0, len(frames))
+	buf := make([]byte, 64<<10)
+	for len(got) < len(frames) {
+		n, err := syscall.Read(peer, buf)
+		if n > 0 {
+			got = append(got, buf[:n]...)
+			continue
+		}
+		if err != syscall.EAGAIN && err != syscall.EINTR {
+			t.Fatalf("read after %d of %d bytes: %v", len(got), len(frames), err)
+		}
+		c.writeOut() // what the backlog's retry does
+	}
+	if string(got) != string(frames) {
+		t.Fatal("the device got other bytes than the frames written")
+	}
+}
+
 // BenchmarkBatchPath measures the frame path as the handler runs it:
 // per frame c.frame (the batch's counts by type, then handle), and per 16
 // frames the flush and the batch's accounting (counters by type, the

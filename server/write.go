@@ -51,6 +51,12 @@ func (c *conn) appendFramesLocked(frames []byte) {
 		c.out = outPool.Get().(*[]byte)
 	}
 	*c.out = append(*c.out, frames...)
+	c.countFramesLocked(frames)
+}
+
+// countFramesLocked counts whole encoded frames as queued. The caller
+// holds c.wmu.
+func (c *conn) countFramesLocked(frames []byte) {
 	for len(frames) >= protocol.HeaderSize {
 		h := protocol.ParseHeader(frames)
 		c.countOutLocked(h.Type, h.Flags, h.Seq, h.PayloadLen())
@@ -89,7 +95,14 @@ func (c *conn) flushLocked() string {
 	if c.out == nil || c.closed {
 		return ""
 	}
-	buf := *c.out
+	return c.writeLocked(*c.out)
+}
+
+// writeLocked writes buf to the socket until it would block and keeps
+// what is left in c.out; buf is *c.out, or the caller's bytes when
+// nothing is queued (c.out nil: WriteFrames). It returns flushLocked's
+// disconnect reason.
+func (c *conn) writeLocked(buf []byte) string {
 	for len(buf) > 0 {
 		n, err := rawio.Write(c.fd, buf) // raw: never blocks, wakes no sysmon (internal/rawio)
 		if n > 0 {
@@ -112,6 +125,9 @@ func (c *conn) flushLocked() string {
 		return ""
 	}
 	// Keep the unwritten tail at the front of the buffer.
+	if c.out == nil {
+		c.out = outPool.Get().(*[]byte)
+	}
 	*c.out = append((*c.out)[:0], buf...)
 	if c.tls != nil {
 		c.tls.sealed = len(*c.out)

@@ -76,6 +76,14 @@ type link struct {
 	// envelope, and the device handlers take mu per envelope they send.
 	bmu   sync.Mutex
 	bound map[protocol.SessionID]Device
+	// boundGen counts the changes of bound (under bmu): the reader's
+	// last lookup (lastSID → lastDev, made at lastGen) stands while it
+	// has not moved. A shard answers a device's batch with a run of
+	// envelopes of the same session.
+	boundGen atomic.Uint64
+	lastSID  protocol.SessionID
+	lastDev  Device
+	lastGen  uint64
 
 	wake chan struct{}
 	done chan struct{} // closed when the link has failed or was closed
@@ -444,9 +452,7 @@ func (l *link) dispatch(e *protocol.Envelope) {
 		l.r.topics.publish(x.Topic, e.Payload)
 		return
 	}
-	l.bmu.Lock()
-	d := l.bound[e.Session]
-	l.bmu.Unlock()
+	d := l.lookup(e.Session)
 	if d == nil {
 		l.r.m.drop(dropStale)
 		return
@@ -576,9 +582,24 @@ func (l *link) flushDirty() {
 	l.dirty = l.dirty[:0]
 }
 
+// lookup returns the device bound to sid (nil when none). Reader
+// goroutine: a run of envelopes of one session looks it up once.
+func (l *link) lookup(sid protocol.SessionID) Device {
+	if sid == l.lastSID && l.lastDev != nil && l.boundGen.Load() == l.lastGen {
+		return l.lastDev
+	}
+	l.bmu.Lock()
+	d := l.bound[sid]
+	gen := l.boundGen.Load()
+	l.bmu.Unlock()
+	l.lastSID, l.lastDev, l.lastGen = sid, d, gen
+	return d
+}
+
 func (l *link) bind(sid protocol.SessionID, d Device) {
 	l.bmu.Lock()
 	l.bound[sid] = d
+	l.boundGen.Add(1)
 	l.bmu.Unlock()
 }
 
@@ -586,6 +607,7 @@ func (l *link) unbind(sid protocol.SessionID, d Device) {
 	l.bmu.Lock()
 	if l.bound[sid] == d {
 		delete(l.bound, sid)
+		l.boundGen.Add(1)
 	}
 	l.bmu.Unlock()
 }
@@ -605,6 +627,7 @@ func (l *link) fail(err error) {
 	l.bmu.Lock()
 	bound := l.bound
 	l.bound = map[protocol.SessionID]Device{}
+	l.boundGen.Add(1)
 	l.bmu.Unlock()
 	nc, up := l.nc, l.up
 	l.mu.Unlock()

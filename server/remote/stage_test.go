@@ -208,3 +208,28 @@ func sameFrames(got, want string) bool {
 	flat := func(s string) string { return strings.ReplaceAll(s, " | frames:", ",") }
 	return !strings.Contains(got, "queue:") && !strings.Contains(got, "flush") && flat(got) == flat(want)
 }
+
+// TestLookupForgetsUnbound: the reader's last lookup is not used once the
+// session was unbound, rebound or the link failed.
+func TestLookupForgetsUnbound(t *testing.T) {
+	r := newTestBackend(t, Config{})
+	l := newLink(r, "s1", "127.0.0.1:1")
+	a := &stageDevice{id: protocol.SessionID{0xa}}
+	b := &stageDevice{id: protocol.SessionID{0xa}} // a newer connection of the session
+	l.bind(a.id, a)
+	if d := l.lookup(a.id); d != a {
+		t.Fatalf("lookup of a bound session: %v", d)
+	}
+	l.unbind(a.id, a)
+	if d := l.lookup(a.id); d != nil {
+		t.Fatalf("lookup after unbind: %v, want none", d)
+	}
+	l.bind(b.id, b)
+	if d := l.lookup(b.id); d != b {
+		t.Fatalf("lookup after a rebind: %v, want the new device", d)
+	}
+	l.fail(ErrLinkClosed)
+	if d := l.lookup(b.id); d != nil {
+		t.Fatalf("lookup after the link failed: %v, want none", d)
+	}
+}
