@@ -73,7 +73,7 @@ type conn struct {
 	closing   bool    // last frame queued; nothing more is written
 	closed    bool    // netpoll closed the fd; never touch it again
 	inBacklog bool
-	ending    atomic.Bool          // closing || closed, set with them: read without wmu (isClosing)
+	ending    atomic.Bool          // closing || closed (setClosing, setClosed): read without wmu (isClosing)
 	reason    string               // why the gateway closed the connection; "" = the peer did
 	sent      [nHotKinds]sentCount // frames of the hot kinds queued since the last count (countSentLocked)
 }
@@ -154,8 +154,7 @@ func (c *conn) closeRefused() {
 func (c *conn) onClosed(netpoll.Connection) error {
 	g := c.g
 	c.wmu.Lock()
-	c.closed = true
-	c.ending.Store(true)
+	c.setClosed()
 	c.releaseOutLocked()
 	if c.reason == "" {
 		c.reason = reasonPeer
@@ -267,8 +266,7 @@ func (c *conn) fail(code int, msg string) {
 		return
 	}
 	c.appendLocked(protocol.TypeError, 0, 0, errorPayload(code, msg))
-	c.closing = true
-	c.ending.Store(true)
+	c.setClosing()
 	ready := c.ready.Load()
 	c.reason = reasonFor(code, ready)
 	why := c.flushLocked()
@@ -321,8 +319,7 @@ func (c *conn) refuseRetry(msg string, retryMS int) {
 	c.wmu.Lock()
 	p, _ := protocol.Marshal(&protocol.ErrorMsg{Code: protocol.CodeUnavailable, Message: msg, RetryMS: retryMS})
 	c.appendLocked(protocol.TypeError, 0, 0, p)
-	c.closing = true
-	c.ending.Store(true)
+	c.setClosing()
 	c.reason = reasonUnavailable
 	_ = c.flushLocked()
 	c.wmu.Unlock()
@@ -338,8 +335,7 @@ func (c *conn) shut(reason string) {
 	if c.reason == "" {
 		c.reason = reason
 	}
-	c.closing = true
-	c.ending.Store(true)
+	c.setClosing()
 	linger := reason == reasonSlowConsumer && c.out != nil && !c.closed
 	c.wmu.Unlock()
 	if linger {

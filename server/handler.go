@@ -386,8 +386,7 @@ func (c *conn) flood(code int, reason, msg string) {
 	if c.reason == "" {
 		c.reason = reason
 	}
-	c.closing = true
-	c.ending.Store(true)
+	c.setClosing()
 	c.wmu.Unlock()
 	c.nc.Close()
 }

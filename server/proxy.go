@@ -106,8 +106,7 @@ func (c *conn) proxyAdmit() bool {
 	c.g.metrics.proxy.refused[proxyUntrusted].Inc()
 	c.g.refusals.note(0, "", c.remote(), "PROXY protocol: source not in proxy_protocol_networks")
 	c.wmu.Lock()
-	c.closing = true
-	c.ending.Store(true)
+	c.setClosing()
 	c.reason = reasonProxy
 	c.wmu.Unlock()
 	return false // onPrepare closes it (closeRefused)

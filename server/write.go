@@ -85,6 +85,11 @@ func (c *conn) countOutLocked(t protocol.Type, flags protocol.Flags, seq uint32,
 // writable reports whether frames may still be queued. The caller holds wmu.
 func (c *conn) writable() bool { return !c.closed && !c.closing }
 
+// setClosing and setClosed set closing and closed, and with them ending,
+// their lock-free copy (isClosing). The caller holds wmu.
+func (c *conn) setClosing() { c.closing = true; c.ending.Store(true) }
+func (c *conn) setClosed()  { c.closed = true; c.ending.Store(true) }
+
 // flushLocked hands queued bytes to the socket. It returns a disconnect
 // reason when the connection must be closed (the caller closes it after
 // releasing wmu).
@@ -157,8 +162,7 @@ func (c *conn) slowLocked() {
 		return
 	}
 	c.appendLocked(protocol.TypeError, 0, 0, errorPayload(protocol.CodeUnavailable, "slow consumer, closing"))
-	c.closing = true
-	c.ending.Store(true)
+	c.setClosing()
 	if c.reason == "" {
 		c.reason = reasonSlowConsumer
 	}
