@@ -185,7 +185,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if err := deferAccept(ln.Fd()); err != nil {
 		g.log.Warn("TCP_DEFER_ACCEPT not set on the device listener; the accept lag includes the devices' own delay", "err", err)
 	}
-	evl, err := netpoll.NewEventLoop(g.onRequest, netpoll.WithOnPrepare(g.onPrepare))
+	evl, err := netpoll.NewEventLoop(g.onRequest, netpoll.WithOnPrepare(g.onPrepare), g.acceptBatch())
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("server: event loop: %w", err)
@@ -266,3 +266,11 @@ func (g *Gateway) remoteConfig(dir Directory) remote.Config {
 
 // Ready reports whether the gateway takes new sessions.
 func (g *Gateway) Ready() bool { return g.started.Load() && !g.draining.Load() }
+
+// acceptBatch is the device listener's accept option: each readiness
+// event accepts what the gateway can take on (shed.go, acceptBudget).
+func (g *Gateway) acceptBatch() netpoll.Option {
+	return netpoll.WithAcceptBatch(func() int {
+		return g.shed.acceptBudget(time.Duration(g.live.Load().shedLag))
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cloudwego/netpoll"
 	"golang.org/x/sys/unix"
 
 	"github.com/switchyard-gw/switchyard/internal/rawio"
@@ -124,6 +125,32 @@ func (s *shedState) sample(now int64) {
 	s.rateBm.Store(math.Float64bits(r))
 	s.from = d
 	s.at.Store(now)
+}
+
+// acceptBudget is how many queued connections the listener may accept
+// in one go (netpoll's WithAcceptBatch, called by the poller once per
+// readiness event of the listener): as many as the gateway finishes
+// within half of lag at its measured pace, less what already waits on
+// it; at least one, as upstream netpoll accepts, at most netpoll's
+// MaxAcceptBatch. Without shedding (lag < 0) there is no pace to go by:
+// one.
+//
+// One accept per event left the kernel's accept queue to drain one
+// connection per pass of the poller, whatever else that pass had to do (a
+// storm's thousands of resets). Accepting the whole queue at once moved
+// the wait from the kernel, where no timer runs, to the gateway, where
+// the handshake timeout does: on an overloaded box that timed out many
+// more handshakes (docs/scale.md "Many gateways killed at once"). So the
+// budget goes by the measured pace alone, not by pace's floor: a gateway
+// that finishes 170 handshakes a second takes on 85 at most, and an idle
+// one (nothing measured yet) accepts one per event until its first
+// handshakes have been measured, a quarter second later.
+func (s *shedState) acceptBudget(lag time.Duration) int {
+	if lag <= 0 {
+		return 1
+	}
+	room := s.rate()*lag.Seconds()/2 - float64(s.waiting.Load())
+	return int(min(max(room, 1), netpoll.MaxAcceptBatch))
 }
 
 // backlog is the expected wait of a new connection once accepted: the

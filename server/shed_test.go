@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudwego/netpoll"
 	"github.com/switchyard-gw/switchyard/internal/poll"
 	"github.com/switchyard-gw/switchyard/protocol"
 )
@@ -302,5 +303,38 @@ func TestGoneBeforeAccept(t *testing.T) {
 	dial(t, g).hello(protocol.Hello{ID: "after-the-gone"})
 	if q := metric(g, "switchyard_accept_queue_length"); q != 0 {
 		t.Fatalf("accept queue length %v on an idle gateway", q)
+	}
+}
+
+// The listener accepts in one go what the gateway finishes within half
+// of shed_lag at its measured pace, less what already waits on it: at
+// least one connection per event (upstream netpoll's), at most netpoll's
+// batch bound. Accepting the whole queue, or going by the pace's floor
+// instead of the measured rate, timed handshakes out on an overloaded
+// box (docs/scale.md).
+func TestAcceptBudget(t *testing.T) {
+	lag := time.Second
+	for _, tc := range []struct {
+		name    string
+		rate    float64 // measured handshakes per second
+		waiting int64
+		lag     time.Duration
+		want    int
+	}{
+		{"shedding off", 50000, 0, -1, 1},
+		{"idle: nothing measured yet", 0, 0, lag, 1},
+		{"slow: 170/s, none waiting", 170, 0, lag, 85},
+		{"slow: 170/s, 60 waiting", 170, 60, lag, 25},
+		{"slow: 170/s, far behind", 170, 5000, lag, 1},
+		{"fast: 20,000/s, 9,900 waiting", 20000, 9900, lag, 100},
+		{"fast: 20,000/s, 2,000 waiting", 20000, 2000, lag, netpoll.MaxAcceptBatch},
+		{"fast, shed_lag 200 ms: 20,000/s, 1,900 waiting", 20000, 1900, 200 * time.Millisecond, 100},
+	} {
+		var s shedState
+		s.rateBm.Store(math.Float64bits(tc.rate))
+		s.waiting.Store(tc.waiting)
+		if got := s.acceptBudget(tc.lag); got != tc.want {
+			t.Errorf("%s: budget %d, want %d", tc.name, got, tc.want)
+		}
 	}
 }

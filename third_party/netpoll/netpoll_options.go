@@ -29,7 +29,23 @@ type options struct {
 	readTimeout  time.Duration
 	writeTimeout time.Duration
 	idleTimeout  time.Duration
+	acceptBatch  func() int // Switchyard patch (PATCH.md, the fourth change)
 }
+
+// WithAcceptBatch lets the listener accept up to batch() queued
+// connections per readiness event instead of one (at least one, at most
+// MaxAcceptBatch). batch is called once per event, on the poller: it must
+// be cheap and must not block.
+//
+// Switchyard patch (PATCH.md, the fourth change).
+func WithAcceptBatch(batch func() int) Option {
+	return Option{func(op *options) {
+		op.acceptBatch = batch
+	}}
+}
+
+// MaxAcceptBatch bounds what WithAcceptBatch's function may ask for.
+const MaxAcceptBatch = 256
 
 // WithOnPrepare registers the OnPrepare method to EventLoop.
 func WithOnPrepare(onPrepare OnPrepare) Option {

@@ -96,14 +96,24 @@ func (s *server) Close(ctx context.Context) error {
 }
 
 // OnRead implements FDOperator.
+//
+// Switchyard patch (PATCH.md, the fourth change): up to acceptBatch()
+// queued connections per readiness event, one without the option as
+// upstream. The listener is level-triggered, so what a batch leaves in the
+// queue is found at the next wait.
 func (s *server) OnRead(p Poll) error {
-	// accept socket
-	conn, err := s.ln.Accept()
-	if err == nil {
-		if conn != nil {
-			s.onAccept(conn.(Conn))
+	var err error
+	for i, n := 0, s.acceptBatch(); i < n; i++ {
+		var conn Conn
+		if conn, err = s.acceptOne(); err != nil {
+			break
 		}
-		// EAGAIN | EWOULDBLOCK if conn and err both nil
+		if conn == nil {
+			return nil // EAGAIN | EWOULDBLOCK: the queue is empty
+		}
+		s.onAccept(conn)
+	}
+	if err == nil {
 		return nil
 	}
 	logger.Printf("NETPOLL: accept conn failed: %v", err)
@@ -158,6 +168,31 @@ func (s *server) OnRead(p Poll) error {
 func (s *server) OnHup(p Poll) error {
 	s.onQuit(errors.New("listener close"))
 	return nil
+}
+
+// acceptBatch is how many connections one readiness event of the
+// listener may accept (Switchyard patch).
+func (s *server) acceptBatch() int {
+	if s.opts.acceptBatch == nil {
+		return 1
+	}
+	n := s.opts.acceptBatch()
+	if n < 1 {
+		return 1
+	}
+	if n > MaxAcceptBatch {
+		return MaxAcceptBatch
+	}
+	return n
+}
+
+// acceptOne accepts one connection: nil and no error when none is queued.
+func (s *server) acceptOne() (Conn, error) {
+	conn, err := s.ln.Accept()
+	if err != nil || conn == nil {
+		return nil, err
+	}
+	return conn.(Conn), nil
 }
 
 func (s *server) onAccept(conn Conn) {
