@@ -130,8 +130,8 @@ func (s *shedState) sample(now int64) {
 // acceptBudget is how many queued connections the listener may accept
 // in one go (netpoll's WithAcceptBatch, called by the poller once per
 // readiness event of the listener): as many as the gateway finishes
-// within half of lag at its measured pace, less what already waits on
-// it; at least one, as upstream netpoll accepts, at most netpoll's
+// within an eighth of lag at its measured pace, less what already waits
+// on it; at least one, as upstream netpoll accepts, at most netpoll's
 // MaxAcceptBatch. Without shedding (lag < 0) there is no pace to go by:
 // one.
 //
@@ -140,18 +140,24 @@ func (s *shedState) sample(now int64) {
 // storm's thousands of resets). Accepting the whole queue at once moved
 // the wait from the kernel, where no timer runs, to the gateway, where
 // the handshake timeout does: on an overloaded box that timed out many
-// more handshakes (docs/scale.md "Many gateways killed at once"). So the
-// budget goes by the measured pace alone, not by pace's floor: a gateway
-// that finishes 170 handshakes a second takes on 85 at most, and an idle
-// one (nothing measured yet) accepts one per event until its first
-// handshakes have been measured, a quarter second later.
+// more handshakes (docs/scale.md "Accepting what the gateway can take
+// on"). So the budget goes by the measured pace alone, not by pace's
+// floor, and covers a short stretch of it: a batch need only spare the
+// poller its passes, and the pace measured before a gateway's neighbours
+// die is more than it manages after. A gateway that finishes 14,000
+// handshakes a second takes 256 at once, one that finishes 170 takes
+// 21, and an idle one (nothing measured yet) one per event until its
+// first handshakes have been measured, a quarter second later.
 func (s *shedState) acceptBudget(lag time.Duration) int {
 	if lag <= 0 {
 		return 1
 	}
-	room := s.rate()*lag.Seconds()/2 - float64(s.waiting.Load())
+	room := s.rate()*lag.Seconds()/acceptShare - float64(s.waiting.Load())
 	return int(min(max(room, 1), netpoll.MaxAcceptBatch))
 }
+
+// acceptShare: the listener's batches cover 1/acceptShare of shed_lag.
+const acceptShare = 8
 
 // backlog is the expected wait of a new connection once accepted: the
 // waiting ones over the departure rate (pace).

@@ -306,12 +306,12 @@ func TestGoneBeforeAccept(t *testing.T) {
 	}
 }
 
-// The listener accepts in one go what the gateway finishes within half
-// of shed_lag at its measured pace, less what already waits on it: at
-// least one connection per event (upstream netpoll's), at most netpoll's
-// batch bound. Accepting the whole queue, or going by the pace's floor
-// instead of the measured rate, timed handshakes out on an overloaded
-// box (docs/scale.md).
+// The listener accepts in one go what the gateway finishes within an
+// eighth of shed_lag at its measured pace, less what already waits on it:
+// at least one connection per event (upstream netpoll's), at most
+// netpoll's batch bound. Accepting the whole queue, or going by the
+// pace's floor instead of the measured rate, timed handshakes out on an
+// overloaded box (docs/scale.md).
 func TestAcceptBudget(t *testing.T) {
 	lag := time.Second
 	for _, tc := range []struct {
@@ -323,12 +323,12 @@ func TestAcceptBudget(t *testing.T) {
 	}{
 		{"shedding off", 50000, 0, -1, 1},
 		{"idle: nothing measured yet", 0, 0, lag, 1},
-		{"slow: 170/s, none waiting", 170, 0, lag, 85},
-		{"slow: 170/s, 60 waiting", 170, 60, lag, 25},
+		{"slow: 170/s, none waiting", 170, 0, lag, 21},
+		{"slow: 170/s, 15 waiting", 170, 15, lag, 6},
 		{"slow: 170/s, far behind", 170, 5000, lag, 1},
-		{"fast: 20,000/s, 9,900 waiting", 20000, 9900, lag, 100},
-		{"fast: 20,000/s, 2,000 waiting", 20000, 2000, lag, netpoll.MaxAcceptBatch},
-		{"fast, shed_lag 200 ms: 20,000/s, 1,900 waiting", 20000, 1900, 200 * time.Millisecond, 100},
+		{"fast: 20,000/s, 2,400 waiting", 20000, 2400, lag, 100},
+		{"fast: 20,000/s, 1,000 waiting", 20000, 1000, lag, netpoll.MaxAcceptBatch},
+		{"fast, shed_lag 400 ms: 20,000/s, 900 waiting", 20000, 900, 400 * time.Millisecond, 100},
 	} {
 		var s shedState
 		s.rateBm.Store(math.Float64bits(tc.rate))
