@@ -119,7 +119,7 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 		if withData {
 			c.startWaiting() // the handshake backlog (shed.go)
 		}
-		g.wheel.Schedule(&c.dl, g.live.Load().handshakeTimeout)
+		g.wheel.Schedule(&c.dl, g.handshakeTimeout(withData))
 		return c
 	}
 	c.closeRefused()

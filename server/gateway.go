@@ -74,6 +74,10 @@ type Gateway struct {
 	adminLn net.Listener
 	admin   *http.Server
 	adm     adminState // admin.go
+	// deferred: the listener holds a silent connection deferAcceptSeconds
+	// before accepting it (TCP_DEFER_ACCEPT), which its handshake timeout
+	// makes up for (handshakeTimeout). Set before the event loop starts.
+	deferred bool
 
 	trace       trace.Table     // devices traced here (trace.go)
 	disconnects *disconnectRing // recent disconnects (trace.go)
@@ -184,6 +188,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 	g.lnFD.Store(int32(ln.Fd()))
 	if err := deferAccept(ln.Fd()); err != nil {
 		g.log.Warn("TCP_DEFER_ACCEPT not set on the device listener; the accept lag includes the devices' own delay", "err", err)
+	} else {
+		g.deferred = true
 	}
 	evl, err := netpoll.NewEventLoop(g.onRequest, netpoll.WithOnPrepare(g.onPrepare), g.acceptBatch())
 	if err != nil {

@@ -338,3 +338,30 @@ func TestAcceptBudget(t *testing.T) {
 		}
 	}
 }
+
+// PROTOCOL.md counts the handshake timeout from the device's connect. The
+// listener defers accepts (TCP_DEFER_ACCEPT), so a connection that sent
+// nothing reaches the gateway deferAcceptSeconds after its connect, and
+// its timer runs that much shorter; one that came with its first bytes
+// was accepted when they arrived and gets the whole timeout. A
+// conformance probe got the 408 of a silent connection 6.0 s after its
+// connect with the default of 5 s before this.
+func TestHandshakeTimeoutCountsFromConnect(t *testing.T) {
+	g := startGateway(t, Config{HandshakeTimeout: 5 * time.Second})
+	if !g.deferred {
+		t.Fatal("the device listener does not defer accepts (TCP_DEFER_ACCEPT)")
+	}
+	if d := g.handshakeTimeout(false); d != 4*time.Second {
+		t.Errorf("a silent connection's timeout: %v, want 4s (5s from its connect)", d)
+	}
+	if d := g.handshakeTimeout(true); d != 5*time.Second {
+		t.Errorf("the timeout of a connection that came with data: %v, want 5s", d)
+	}
+	short := startGateway(t, Config{HandshakeTimeout: 300 * time.Millisecond})
+	if d := short.handshakeTimeout(false); d != time.Millisecond {
+		t.Errorf("a silent connection held longer than the timeout: %v, want 1ms (408 at once)", d)
+	}
+	// And such a connection does get its 408.
+	d := dial(t, short)
+	d.expectError(protocol.CodeTimeout, true)
+}
