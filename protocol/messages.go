@@ -57,7 +57,7 @@ var (
 	ErrHelloTags      = BadRequest("hello: bad tags")
 	ErrHelloField     = BadRequest("hello: field of wrong type")
 	ErrHelloTrailing  = BadRequest("hello: trailing bytes")
-	ErrHelloMalformed = BadRequest("hello: malformed or too deeply nested MessagePack")
+	ErrHelloMalformed = BadRequest("hello: malformed MessagePack")
 )
 
 // DecodeHello decodes and validates a HELLO payload in the order the
@@ -67,11 +67,11 @@ func DecodeHello(p []byte) (Hello, error) {
 	if len(p) == 0 || !isMapCode(p[0]) {
 		return Hello{}, ErrHelloNotMap
 	}
-	if _, err := msgpackLen(p, MaxMsgpackDepth); err != nil {
+	if _, err := msgpackLen(p, anyDepth); err != nil {
 		return Hello{}, ErrHelloMalformed
 	}
 	hd := getHelloDecoder(p)
-	err := decodeHelloMap(hd.d, &h)
+	err := hd.decodeMap(p, &h)
 	trailing := hd.r.Len() != 0
 	hd.put()
 	if err != nil {
@@ -120,7 +120,9 @@ func (hd *helloDecoder) put() {
 	helloDecoders.Put(hd)
 }
 
-func decodeHelloMap(d *msgpack.Decoder, h *Hello) error {
+// decodeMap decodes the HELLO map p, which msgpackLen has accepted, into h.
+func (hd *helloDecoder) decodeMap(p []byte, h *Hello) error {
+	d := hd.d
 	n, err := d.DecodeMapLen() // DecodeHello checked the first byte is a map
 	if err != nil || n < 0 {
 		return ErrHelloNotMap
@@ -131,14 +133,31 @@ func decodeHelloMap(d *msgpack.Decoder, h *Hello) error {
 		if err != nil {
 			return ErrHelloField
 		}
-		if err := decodeHelloField(d, key, h); err != nil {
+		if err := hd.decodeField(p, key, h); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func decodeHelloField(d *msgpack.Decoder, key string, h *Hello) error {
+// skip moves past the value at the decoder's position in p. Unlike
+// msgpack's Skip it does not recurse, so an unknown key may hold a value
+// nested as deep as its bytes allow without growing the stack. The
+// decoder reads hd.r directly (a bytes.Reader is an io.ByteScanner, so
+// msgpack puts no buffer in between), so the reader's offset is the
+// decoder's.
+func (hd *helloDecoder) skip(p []byte) error {
+	at := len(p) - hd.r.Len()
+	n, err := msgpackLen(p[at:], anyDepth)
+	if err != nil {
+		return err
+	}
+	_, err = hd.r.Seek(int64(n), io.SeekCurrent)
+	return err
+}
+
+func (hd *helloDecoder) decodeField(p []byte, key string, h *Hello) error {
+	d := hd.d
 	var err error
 	switch key {
 	case "v":
@@ -167,7 +186,7 @@ func decodeHelloField(d *msgpack.Decoder, key string, h *Hello) error {
 	case "tags":
 		return decodeTags(d, h)
 	default:
-		err = d.Skip()
+		err = hd.skip(p)
 	}
 	if err != nil {
 		return ErrHelloField

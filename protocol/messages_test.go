@@ -128,10 +128,10 @@ func FuzzUnmarshalMaps(f *testing.F) {
 }
 
 // TestMapsRejectLyingLengths: headers that declare more than the payload
-// holds, or nesting past MaxMsgpackDepth, are 400 without a large
-// allocation, from DecodeHello and from Unmarshal; the pooled decoder no
-// longer grows with every such input (FuzzUnmarshalMaps found a worker
-// running out of memory that way).
+// holds are 400 without a large allocation, from DecodeHello and from
+// Unmarshal, and so is nesting past MaxMsgpackDepth from Unmarshal; the
+// pooled decoder no longer grows with every such input
+// (FuzzUnmarshalMaps found a worker running out of memory that way).
 func TestMapsRejectLyingLengths(t *testing.T) {
 	deep := []byte{0x81, 0xa1, 'x'}
 	for range MaxMsgpackDepth + 1 {
@@ -147,7 +147,7 @@ func TestMapsRejectLyingLengths(t *testing.T) {
 		{0x81, 0xa1, 'x', 0xc1},                            // reserved code
 		deep,
 	} {
-		if _, err := DecodeHello(p); !errors.Is(err, ErrHelloMalformed) {
+		if _, err := DecodeHello(p); !errors.Is(err, ErrHelloMalformed) && !bytes.Equal(p, deep) {
 			t.Errorf("DecodeHello(% x) = %v, want %v", p, err, ErrHelloMalformed)
 		}
 		var w Welcome
@@ -208,5 +208,44 @@ func TestAppendWelcomeIsMarshal(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("nothing checked")
+	}
+}
+
+// TestHelloUnknownKeysAnyDepth: PROTOCOL.md ignores unknown HELLO keys
+// whatever they hold, so a value nested past MaxMsgpackDepth is skipped,
+// not refused (a conformance probe got 400 for 16 nested arrays), as long
+// as it is whole; the HELLO's size rule (413 past 4096 bytes) still
+// applies, and a nested value cut short is still 400.
+func TestHelloUnknownKeysAnyDepth(t *testing.T) {
+	hello := func(depth int, cut bool) []byte {
+		p := []byte{0x84, 0xa1, 'v', 0x01, 0xa2, 'i', 'd', 0xa3, 'd', 'e', 'v',
+			0xa4, 'z', 'z', 'z', 'z'}
+		for range depth {
+			p = append(p, 0x91) // an array of one
+		}
+		if !cut {
+			p = append(p, 0xc0)
+		}
+		// A known key after the deep one: the decoder must be past it.
+		return append(p, 0xa4, 'l', 'a', 's', 't', 0x07)
+	}
+	for _, depth := range []int{MaxMsgpackDepth, MaxMsgpackDepth + 1, 100, MaxHelloPayload - 30} {
+		h, err := DecodeHello(hello(depth, false))
+		if err != nil || h.ID != "dev" || h.Last != 7 {
+			t.Errorf("%d levels: %+v, %v; want the HELLO of dev with last 7", depth, h, err)
+		}
+	}
+	if _, err := DecodeHello(hello(60000, false)); !errors.Is(err, ErrHelloTooLarge) {
+		t.Errorf("60000 levels (over 4096 bytes): %v, want %v", err, ErrHelloTooLarge)
+	}
+	// Cut short: the trailing "last" pair is read as the deep value's
+	// elements, and the map runs out of bytes.
+	if _, err := DecodeHello(hello(100, true)); !errors.Is(err, ErrHelloMalformed) {
+		t.Errorf("a deep value cut short: %v, want %v", err, ErrHelloMalformed)
+	}
+	// Unmarshal (the maps msgpack decodes by recursion) keeps its limit.
+	var w Welcome
+	if err := Unmarshal(hello(MaxMsgpackDepth+1, false), &w); err == nil {
+		t.Errorf("Unmarshal accepted %d levels", MaxMsgpackDepth+1)
 	}
 }
