@@ -36,7 +36,7 @@ func TestUnreadInputBounded(t *testing.T) {
 	// closed would get the fourth refused (TestFloodPenalty).
 	g := startGateway(t, Config{Rate: -1, MaxFrame: 4096, AbusePenalty: -1})
 	bound := g.maxUnread
-	if want := 4 * (4096 + protocol.HeaderSize); bound != want {
+	if want := 16 * (4096 + protocol.HeaderSize); bound != want {
 		t.Fatalf("default MaxUnread %d, want %d", bound, want)
 	}
 	quiet := dial(t, g)

@@ -34,7 +34,7 @@ const (
 	DefaultDisconnectRing    = 4096                        // recent disconnects kept (GET /api/v1/disconnects)
 	MaxDisconnectRing        = 1 << 20                     // largest DisconnectRing accepted
 	DefaultResumeWindow      = 5 * time.Minute             // a detached session waits this long for a resume
-	unreadFrames             = 4                           // the default MaxUnread is this many largest frames
+	unreadFrames             = 16                          // the default MaxUnread is this many largest frames
 	DefaultResumeTokenTTL    = 24 * time.Hour              // lifetime of a resume token
 	DefaultDrainTimeout      = 15 * time.Second            // Close without a context deadline drains this long
 	DefaultGoAwayRetry       = 2 * time.Second             // retry_ms in GOAWAY: how long a device is still served
@@ -85,10 +85,15 @@ type Config struct {
 	// has read from the socket and not handled yet. netpoll reads a
 	// connection's input whether or not its handler keeps up, so a device
 	// that floods could make it buffer without limit; past MaxUnread the
-	// device gets ERROR 413 and is closed at once. Default: 4 ×
-	// (MaxFrame + the frame header), 262,184 bytes with the default
-	// MaxFrame: room for several whole frames, far above what a device
-	// within its rate has waiting.
+	// device gets ERROR 413 and is closed at once. Default: 16 ×
+	// (MaxFrame + the frame header), 1,048,736 bytes with the default
+	// MaxFrame. PROTOCOL.md lets a device write 1000 frames at once, and
+	// on a fast link netpoll has them all read before the handler has
+	// handled the first: the default takes 1000 of 1 KiB, or 16 of the
+	// largest, even then (4 × took only 1000 of about 250 bytes, and 8 of
+	// the largest were closed with 413). What one flooder can cost is
+	// still mostly netpoll's own reads (up to 8 MB between two looks of
+	// the handler: TestUnreadInputBounded).
 	MaxUnread int
 	// AuthSecrets enables token auth when not empty; any secret verifies
 	// (key rotation).

@@ -29,7 +29,7 @@ type Gateway struct {
 	HandshakeTimeout      time.Duration `yaml:"handshake_timeout" reload:"live" help:"time allowed for the first frame (HELLO)"`
 	MaxFrame              int           `yaml:"max_frame" help:"largest DATA payload in bytes"`
 	MaxConns              int           `yaml:"max_conns" reload:"live" help:"maximum device connections (0: the file limit minus a reserve)"`
-	MaxUnread             int           `yaml:"max_unread" help:"bytes of one device's input read and not yet handled; beyond, ERROR 413 and close (0: 4 x (max_frame + 10))"`
+	MaxUnread             int           `yaml:"max_unread" help:"bytes of one device's input read and not yet handled; beyond, ERROR 413 and close (0: 16 x (max_frame + 10))"`
 	AuthSecretFile        string        `yaml:"auth_secret_file" secret:"file" reload:"live" help:"file of device auth secrets, one per line; auth is on when given"`
 	ClusterKeyFile        string        `yaml:"cluster_key_file" secret:"file" reload:"live" help:"file of cluster keys, one per line, at least 16 bytes each: gossip, links, resume tokens (default: a random resume key per process)"`
 	TLSCertFile           string        `yaml:"tls_cert_file" reload:"live" help:"PEM certificate (chain) of the device listener; with tls_key_file the listener is TLS-only; re-read at every reload"`

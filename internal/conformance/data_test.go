@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -39,8 +40,12 @@ func testData(t *testing.T, m mode) {
 	t.Run("mixed_best_effort_keeps_order_and_numbering", func(t *testing.T) { testMixed(t, g) })
 	t.Run("duplicate_reliable_dropped", func(t *testing.T) { testDuplicate(t, g) })
 	t.Run("frames_split_byte_by_byte", func(t *testing.T) { testTrickle(t, g) })
-	t.Run("burst_1000_reliable_in_one_write", func(t *testing.T) { testBurst(t, g, true) })
-	t.Run("burst_1000_best_effort_in_one_write", func(t *testing.T) { testBurst(t, g, false) })
+	t.Run("burst_1000_reliable_in_one_write", func(t *testing.T) { testBurst(t, g, true, 1000, 0) })
+	t.Run("burst_1000_best_effort_in_one_write", func(t *testing.T) { testBurst(t, g, false, 1000, 0) })
+	// PROTOCOL.md gives the frames of "1000 written at once" no size:
+	// larger ones must pass too, and so must a few of the largest.
+	t.Run("burst_1000_reliable_of_1KiB_in_one_write", func(t *testing.T) { testBurst(t, g, true, 1000, 1024) })
+	t.Run("burst_8_of_max_frame_in_one_write", func(t *testing.T) { testBurst(t, g, false, 8, defaultMaxFrame) })
 }
 
 // numbered returns n distinct payloads.
@@ -110,12 +115,18 @@ func testDuplicate(t *testing.T, g *gateway) {
 	}
 }
 
-// testBurst writes 1000 DATA frames in one write: all are echoed in order,
-// and the default rate limit must not answer 429.
-func testBurst(t *testing.T, g *gateway, reliable bool) {
-	const n = 1000
+// testBurst writes n DATA frames in one write, each payload padded to size
+// bytes (0: as numbered makes them): all are echoed in order, and neither
+// the default rate limit (429) nor the bound on unread input (413) may
+// answer.
+func testBurst(t *testing.T, g *gateway, reliable bool, n, size int) {
 	d := connect(t, g)
 	want := numbered("burst", n)
+	for i, p := range want {
+		if pad := size - len(p); pad > 0 {
+			want[i] = p + strings.Repeat(".", pad)
+		}
+	}
 	var buf []byte
 	for i, p := range want {
 		if reliable {
@@ -125,13 +136,13 @@ func testBurst(t *testing.T, g *gateway, reliable bool) {
 		}
 	}
 	if reliable {
-		d.upSent = n
+		d.upSent = uint32(n)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- d.tryWrite(buf) }()
 	wantAck := uint32(0)
 	if reliable {
-		wantAck = n
+		wantAck = uint32(n)
 	}
 	got := d.collect(n, wantAck)
 	if err := <-errc; err != nil {
@@ -142,7 +153,7 @@ func testBurst(t *testing.T, g *gateway, reliable bool) {
 		for i < len(p) && p[i] == want[i] {
 			i++
 		}
-		t.Fatalf("burst echoed out of order: first difference at %d: got %q, want %q", i, p[i], want[i])
+		t.Fatalf("burst echoed out of order: first difference at %d: got %.40q, want %.40q", i, p[i], want[i])
 	}
 	d.echo([]byte("after the burst"))
 }
